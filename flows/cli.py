@@ -1,0 +1,219 @@
+"""The `digits` command: retrain, inspect and fetch models, predict digits.
+
+Heavy imports (TensorFlow, Prefect) happen inside commands, after `main` has set the
+environment defaults, so `digits --help` is instant and importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from tasks.config import (
+    DEFAULT_REGRESSION_TOLERANCE,
+    DEFAULT_THRESHOLD,
+    MODEL_DEFAULTS,
+    PRODUCTION_ALIAS,
+    default_registry,
+)
+from tasks.errors import DigitsError, UsageError
+
+app = typer.Typer(
+    help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+EXIT_REJECTED = 3
+
+RegistryOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Registry root [default: $DIGITS_REGISTRY or ./artifacts/registry]"),
+]
+
+
+def registry_of(path: Path | None):
+    from tasks.registry import Registry
+
+    return Registry(path.resolve() if path else default_registry())
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="[default: per model]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="[default: per model]")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(min=0, help="[default: per model]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable CPU runs.")] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
+    ] = DEFAULT_THRESHOLD,
+    regression_tolerance: Annotated[
+        float, typer.Option(min=0, help="Reject a model worse than production by more than this.")
+    ] = DEFAULT_REGRESSION_TOLERANCE,
+    no_regression_check: Annotated[
+        bool, typer.Option(help="Skip the champion/challenger comparison.")
+    ] = False,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
+    ] = None,
+    min_train_rows: Annotated[
+        Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Run one retraining flow: ingest, validate, train, evaluate, gate, promote."""
+    from tasks.gate import check_threshold
+
+    if model not in MODEL_DEFAULTS:
+        raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
+    check_threshold(threshold)  # refuse before Prefect or TensorFlow start
+    from flows.retrain import retrain
+
+    state = retrain(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        threshold=threshold,
+        regression_tolerance=None if no_regression_check else regression_tolerance,
+        data_dir=str(data_dir) if data_dir else None,
+        registry=str(registry) if registry else None,
+        min_train_rows=min_train_rows,
+        progress=sys.stdout.isatty(),
+        return_state=True,
+    )
+    outcome = state.result()  # raises the run's DigitsError when it failed
+    typer.echo(outcome.line())
+    if not outcome.promoted:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """List the versions, newest last, with aliases and accuracy."""
+    versions = registry_of(registry).versions()
+    if as_json:
+        typer.echo(json.dumps(versions, indent=2))
+        return
+    if not versions:
+        typer.echo("no versions yet")
+    for entry in versions:
+        accuracy = entry.get("metrics", {}).get("accuracy", float("nan"))
+        aliases = ",".join(entry["aliases"])
+        typer.echo(
+            f"{entry['version']:>5}  {entry['created_at']}  {entry['model']:<4}  "
+            f"accuracy {accuracy:.4f}  {aliases}"
+        )
+
+
+@app.command()
+def fetch(
+    ref: Annotated[str, typer.Argument(help="Version (vN) or alias.")] = PRODUCTION_ALIAS,
+    dest: Annotated[Path, typer.Option(help="Folder to copy the version's files into.")] = ...,
+    registry: RegistryOption = None,
+) -> None:
+    """Verify every checksum of a version, copy its files to DEST, print the model path."""
+    typer.echo(registry_of(registry).fetch(ref, dest))
+
+
+@app.command()
+def verify(
+    ref: Annotated[Optional[str], typer.Argument(help="Version or alias [default: all].")] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Check manifests, checksums and aliases of one version or all of them."""
+    checked = registry_of(registry).verify(ref)
+    typer.echo(f"ok: {', '.join(checked) or 'empty registry'}")
+
+
+@app.command()
+def promote(
+    ref: Annotated[str, typer.Argument(help="Version or alias to make production.")],
+    registry: RegistryOption = None,
+) -> None:
+    """Point production at an existing version."""
+    version = registry_of(registry).set_alias(PRODUCTION_ALIAS, ref)
+    typer.echo(f"{PRODUCTION_ALIAS} -> {version}")
+
+
+@app.command()
+def rollback(registry: RegistryOption = None) -> None:
+    """Move production back to the version it pointed at before."""
+    version = registry_of(registry).rollback(PRODUCTION_ALIAS)
+    typer.echo(f"{PRODUCTION_ALIAS} -> {version}")
+
+
+@app.command()
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
+    ref: Annotated[str, typer.Option(help="Version or alias.")] = PRODUCTION_ALIAS,
+    registry: RegistryOption = None,
+) -> None:
+    """Print file, digit and probability for each image, one line each."""
+    from tasks.predict import predict_files
+    from tasks.registry import load_model
+
+    model = load_model(ref, registry_of(registry).root)
+    for name, digit, probability in predict_files(model, files):
+        typer.echo(f"{name}\t{digit}\t{probability:.4f}")
+
+
+def quiet_environment() -> None:
+    """Defaults that keep a local run self-contained and readable; the caller's env wins."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    """Console entry point: one-line errors with the documented exit codes."""
+    quiet_environment()
+    debug = "--debug" in sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)  # returns typer.Exit's code
+    except click.ClickException as error:  # bad flag or value: click's message, exit 2
+        error.show()
+        sys.exit(error.exit_code)
+    except DigitsError as error:
+        if debug:
+            raise
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as error:  # a bug: say where, keep the traceback behind --debug
+        if debug:
+            raise
+        typer.echo(
+            f"unexpected error: {type(error).__name__}: {error} "
+            "(rerun with --debug for the traceback; Prefect logs are in the flow run)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Errors a user can act on, each with the documented exit code (DESIGN.md)."""
+
+from __future__ import annotations
+
+
+class DigitsError(Exception):
+    """Base class: a one-line message for the user and the process exit code."""
+
+    exit_code = 1
+
+
+class UsageError(DigitsError):
+    """A bad flag or value."""
+
+    exit_code = 2
+
+
+class DataError(DigitsError):
+    """Input data missing, corrupt or failing validation; nothing was written."""
+
+    exit_code = 4
+
+
+class RegistryError(DigitsError):
+    """Registry integrity: checksum mismatch, bad manifest, unknown or unsafe ref."""
+
+    exit_code = 5

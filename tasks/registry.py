@@ -1,0 +1,667 @@
+"""The model registry: immutable versions, atomic aliases, an append-only history.
+
+A plain library (no Prefect, Keras only inside `load_model`), so anyone can read a
+registry with nothing but this file. Layout (DESIGN.md, "The registry"):
+
+    <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
+    <root>/aliases.json   {"production": "v2"}
+    <root>/history.jsonl  one JSON line per promotion, rollback and alias change
+
+How it stays consistent with many writers and crashes at any instant:
+
+- A version is built in `<root>/.tmp-<hex>/` and `os.rename`d to `vN` under the registry
+  lock (`<root>/.lock`), so `vN` is allocated once and readers see all of it or nothing.
+- `aliases.json` is replaced with write-temp, fsync, `os.replace`, under the same lock.
+- Readers take no lock; they list only `vN` folders and never look at dot-entries.
+- Leftovers of crashed writers are removed by the next writer, holding the lock (see
+  `clean_leftovers` for why that is safe while other builds are in flight).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from filelock import FileLock, Timeout
+
+from tasks.config import PRODUCTION_ALIAS, default_registry
+from tasks.errors import RegistryError
+
+MODEL_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+CARD_FILE = "card.md"
+ALIASES_FILE = "aliases.json"
+HISTORY_FILE = "history.jsonl"
+LOCK_FILE = ".lock"
+BUILD_PREFIX = ".tmp-"  # a version being built; its owner holds `<name>.lock`
+ALIAS_TEMP_PREFIX = ".aliases-"  # aliases.json being replaced (only ever under the lock)
+DIGEST_KEY = "manifest_sha256"  # the manifest's own checksum: the one file `files` cannot list
+LOCK_TIMEOUT_S = 120.0
+
+VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+REF_HELP = "expected a version like v3 or an alias name like production"
+
+
+def _ignore_step(step: str) -> None:
+    """Default publish hook; the crash tests replace it to stop a writer mid-way."""
+
+
+class Registry:
+    """One registry folder. Cheap to create; every call reads the disk afresh."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self._on_step: Callable[[str], None] = _ignore_step
+
+    # --- reading -----------------------------------------------------------------
+
+    def versions(self) -> list[dict]:
+        """Every version's manifest plus `path` and `aliases`, oldest first."""
+        by_version: dict[str, list[str]] = {}
+        for alias, version in sorted(self.aliases().items()):
+            by_version.setdefault(version, []).append(alias)
+        return [
+            {**self._read_manifest(name), "path": str(self.root / name),
+             "aliases": by_version.get(name, [])}
+            for name in self._version_names()
+        ]
+
+    def aliases(self) -> dict[str, str]:
+        path = self.root / ALIASES_FILE
+        if not path.exists():
+            return {}
+        aliases = _load_json(path)
+        if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and is_alias_name(k) and isinstance(v, str) and VERSION_RE.match(v)
+            for k, v in aliases.items()
+        ):
+            raise RegistryError(f"{path}: expected an object of alias name -> vN")
+        return aliases
+
+    def resolve(self, ref: str = PRODUCTION_ALIAS) -> str:
+        """The version (`vN`) a ref names; unknown or path-like refs are refused."""
+        check_ref(ref)
+        if VERSION_RE.match(ref):
+            if not (self.root / ref).is_dir():
+                raise RegistryError(f"unknown version {ref!r} in registry {self.root}")
+            return ref
+        version = self.aliases().get(ref)
+        if version is None:
+            raise RegistryError(f"unknown alias {ref!r} in {self.root / ALIASES_FILE}")
+        if not (self.root / version).is_dir():
+            raise RegistryError(f"{self.root / ALIASES_FILE}: alias {ref!r} points at missing {version}")
+        return version
+
+    def manifest(self, ref: str) -> dict:
+        return self._read_manifest(self.resolve(ref))
+
+    def production_accuracy(self) -> float | None:
+        """The production model's test accuracy, or None before the first promotion."""
+        if PRODUCTION_ALIAS not in self.aliases():
+            return None
+        version = self.resolve(PRODUCTION_ALIAS)
+        accuracy = (self._read_manifest(version).get("metrics") or {}).get("accuracy")
+        if not isinstance(accuracy, (int, float)):
+            raise RegistryError(f"{self.root / version / MANIFEST_FILE}: no metrics.accuracy")
+        return float(accuracy)
+
+    def history(self) -> list[dict]:
+        path = self.root / HISTORY_FILE
+        if not path.exists():
+            return []
+        lines = path.read_bytes().split(b"\n")
+        # A writer killed mid-append can leave a torn last line (no newline): not an event.
+        entries = []
+        for number, line in enumerate(lines[:-1], start=1):
+            try:
+                entries.append(json.loads(line))
+            except ValueError as error:
+                raise RegistryError(f"{path}:{number}: not a JSON line ({error})") from error
+        return entries
+
+    # --- integrity -------------------------------------------------------------
+
+    def verify(self, ref: str | None = None) -> list[str]:
+        """Check one version (or all) file by file, plus aliases and history; return those checked."""
+        for alias, version in self.aliases().items():
+            if not (self.root / version).is_dir():
+                raise RegistryError(f"{self.root / ALIASES_FILE}: alias {alias!r} points at missing {version}")
+        self.history()
+        names = self._version_names() if ref is None else [self.resolve(ref)]
+        for name in names:
+            self._verify_version(name)
+        return names
+
+    def fetch(self, ref: str, dest: Path) -> Path:
+        """Verify a version, copy its files into `dest`, return `dest/model.keras`."""
+        version = self.resolve(ref)
+        dest = Path(dest).expanduser().resolve()
+        if dest.is_relative_to(self.root):
+            raise RegistryError(f"{dest}: fetch destination is inside the registry {self.root}")
+        manifest = self._verify_version(version)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Copy into a staging folder beside dest and check every checksum again while
+        # copying, so dest never receives a byte that did not match the manifest.
+        raw_manifest = dump_json(manifest)
+        expected = {MANIFEST_FILE: (sha256_bytes(raw_manifest), len(raw_manifest))}
+        expected |= {name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()}
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as staging:
+            for name, digest_size in expected.items():
+                if copy_hashed(self.root / version / name, Path(staging, name)) != digest_size:
+                    raise RegistryError(f"{self.root / version / name}: changed while being fetched")
+            for name in expected:
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(staging, name), dest / name)
+        return dest / MODEL_FILE
+
+    # --- writing ---------------------------------------------------------------
+
+    def publish(self, source_dir: Path, manifest: dict, alias: str | None = PRODUCTION_ALIAS) -> str:
+        """Add every file of `source_dir` as the next version, point `alias` at it, return `vN`."""
+        if alias is not None:
+            check_alias_name(alias)
+        dump_json(manifest)  # fail on unserialisable fields before touching the registry
+        sources = list_source_files(Path(source_dir))
+        self.root.mkdir(parents=True, exist_ok=True)
+        build = self.root / f"{BUILD_PREFIX}{uuid.uuid4().hex}"
+        # Holding the build's own lock for its whole life tells cleaners it is alive.
+        with FileLock(f"{build}.lock", timeout=LOCK_TIMEOUT_S) as build_lock:
+            try:
+                build.mkdir()
+                self._on_step("tmp-created")
+                files = {name: copy_hashed(path, build / name) for name, path in sources.items()}
+                self._on_step("files-copied")
+                with self._locked():
+                    version = self._finish_build(build, files, manifest)
+                    if alias is not None:
+                        self._point_alias(alias, version, "promote", manifest)
+                    else:
+                        self._append_history({"event": "publish", "version": version, "alias": None})
+            finally:
+                # After the rename the build folder is gone; before it, nothing may remain.
+                if build.exists():
+                    shutil.rmtree(build)
+                Path(build_lock.lock_file).unlink(missing_ok=True)  # unlinked while held: see clean_leftovers
+        return version
+
+    def set_alias(self, alias: str, ref: str, event: str = "promote") -> str:
+        """Point `alias` at an existing, intact version (`digits promote REF`)."""
+        check_alias_name(alias)
+        with self._locked():
+            version = self.resolve(ref)
+            manifest = self._verify_version(version)
+            self._point_alias(alias, version, event, manifest)
+        return version
+
+    def rollback(self, alias: str = PRODUCTION_ALIAS) -> str:
+        """Move `alias` back to the target it had before its current one, per history."""
+        check_alias_name(alias)
+        with self._locked():
+            current = self.aliases().get(alias)
+            if current is None:
+                raise RegistryError(f"alias {alias!r} is not set in {self.root / ALIASES_FILE}")
+            targets = alias_targets(self.history(), alias)
+            while targets and targets[-1] == current:
+                targets.pop()
+            if not targets:
+                raise RegistryError(f"{self.root / HISTORY_FILE}: no earlier {alias!r} target to roll back to")
+            previous = self.resolve(targets[-1])
+            self._write_aliases({**self.aliases(), alias: previous})
+            self._append_history({"event": "rollback", "alias": alias, "from": current, "to": previous})
+        return previous
+
+    def record(self, event: str, **fields: object) -> None:
+        """Append a free-form event (e.g. a gate rejection) to the history."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._append_history({"event": event, **fields})
+
+    # --- internals -------------------------------------------------------------
+
+    def _version_names(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        if not self.root.is_dir():
+            raise RegistryError(f"{self.root}: registry root is not a folder")
+        names = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name) and p.is_dir()]
+        return sorted(names, key=lambda name: int(name[1:]))
+
+    def _read_manifest(self, version: str) -> dict:
+        """Parse a version's manifest and check its own digest and shape."""
+        path = self.root / version / MANIFEST_FILE
+        if not path.is_file():
+            raise RegistryError(f"{path}: missing manifest")
+        raw = path.read_bytes()
+        manifest = _parse_json(raw, path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get(DIGEST_KEY), str):
+            raise RegistryError(f"{path}: not a registry manifest (no {DIGEST_KEY})")
+        body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+        # The digest covers the content; the byte comparison catches edits that keep the content.
+        if sha256_bytes(dump_json(body)) != manifest[DIGEST_KEY] or dump_json(manifest) != raw:
+            raise RegistryError(f"{path}: manifest does not match its own {DIGEST_KEY}")
+        if manifest.get("version") != version:
+            raise RegistryError(f"{path}: says version {manifest.get('version')!r}, folder is {version}")
+        files = manifest.get("files")
+        if not isinstance(files, dict) or MODEL_FILE not in files:
+            raise RegistryError(f"{path}: `files` must list {MODEL_FILE}")
+        for name, meta in files.items():
+            check_file_name(name, path)
+            if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                    and isinstance(meta.get("size"), int)):
+                raise RegistryError(f"{path}: `files` entry {name!r} needs sha256 and size")
+        return manifest
+
+    def _verify_version(self, version: str) -> dict:
+        folder = self.root / version
+        manifest = self._read_manifest(version)
+        for name, expected in manifest["files"].items():
+            path = folder / name
+            if not path.is_file() or path.is_symlink():
+                raise RegistryError(f"{path}: listed in the manifest but missing")
+            size, digest = path.stat().st_size, sha256_file(path)
+            if (digest, size) != (expected.get("sha256"), expected.get("size")):
+                raise RegistryError(f"{path}: sha256/size differ from {folder / MANIFEST_FILE}")
+        for name in walk_files(folder):
+            if name != MANIFEST_FILE and name not in manifest["files"]:
+                raise RegistryError(f"{folder / name}: file not listed in the manifest")
+        return manifest
+
+    def _finish_build(self, build: Path, files: dict[str, tuple[str, int]], fields: dict) -> str:
+        """Under the lock: number the build, write card and manifest, rename it into place."""
+        self._clean_leftovers()
+        names = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name)]
+        version = f"v{max((int(n[1:]) for n in names), default=0) + 1}"
+        manifest = {**fields, "version": version, "created_at": utc_now()}
+        manifest["files"] = {name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())}
+        card = render_card(manifest).encode()
+        write_synced(build / CARD_FILE, card)
+        manifest["files"][CARD_FILE] = {"sha256": sha256_bytes(card), "size": len(card)}
+        manifest.pop(DIGEST_KEY, None)
+        manifest[DIGEST_KEY] = sha256_bytes(dump_json(manifest))
+        write_synced(build / MANIFEST_FILE, dump_json(manifest))
+        for folder in {(build / name).parent for name in manifest["files"]}:
+            fsync_dir(folder)
+        self._on_step("manifest-written")
+        os.rename(build, self.root / version)
+        fsync_dir(self.root)
+        self._on_step("renamed")
+        return version
+
+    def _point_alias(self, alias: str, version: str, event: str, manifest: dict) -> None:
+        aliases = self.aliases()
+        self._write_aliases({**aliases, alias: version})
+        self._on_step("alias-replaced")
+        entry = {"event": event, "alias": alias, "version": version,
+                 "from": aliases.get(alias), "to": version}
+        accuracy = (manifest.get("metrics") or {}).get("accuracy")
+        if accuracy is not None:
+            entry["accuracy"] = accuracy
+        self._append_history(entry)
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        data = dump_json(dict(sorted(aliases.items())))
+        write_atomic(self.root / ALIASES_FILE, data, ALIAS_TEMP_PREFIX,
+                     before_replace=lambda: self._on_step("alias-written"))
+
+    def _append_history(self, entry: dict) -> None:
+        path = self.root / HISTORY_FILE
+        line = json.dumps({**entry, "at": utc_now()}, default=to_jsonable).encode() + b"\n"
+        old = path.read_bytes() if path.exists() else b""
+        with path.open("ab") as handle:
+            # A writer killed mid-append may have left a torn last line: drop it (we hold the lock).
+            if not old.endswith(b"\n"):
+                handle.truncate(old.rfind(b"\n") + 1)
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _locked(self) -> _RegistryLock:
+        if not self.root.is_dir():
+            raise RegistryError(f"{self.root}: no registry here")
+        return _RegistryLock(self.root / LOCK_FILE)
+
+    def _clean_leftovers(self) -> None:
+        """Remove what crashed writers left. Call only while holding the registry lock.
+
+        Alias temp files are written only under the registry lock, so any we find are dead.
+        A build folder, though, is filled *before* its writer takes the registry lock, so
+        age says nothing about whether it is in use (a slow copy may take an hour). Each
+        builder instead holds `<build>.lock` (an flock, released by the kernel when the
+        process dies) from before `mkdir` until after its folder is renamed or removed;
+        if we can take that lock without waiting, nobody is building there. A builder
+        unlinks its lock file while still holding it, and never takes it again, so a
+        cleaner that then re-creates and removes the file steals nothing.
+        """
+        for entry in list(self.root.iterdir()):
+            if entry.name.startswith(ALIAS_TEMP_PREFIX):
+                entry.unlink()
+            elif entry.name.startswith(BUILD_PREFIX) and not entry.name.endswith(".lock"):
+                remove_abandoned_build(entry)
+            elif entry.name.startswith(BUILD_PREFIX) and not entry.with_suffix("").exists():
+                remove_abandoned_build(entry.with_suffix(""))
+
+
+class _RegistryLock:
+    """The registry-wide write lock, with a timeout that becomes a RegistryError."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = FileLock(path, timeout=LOCK_TIMEOUT_S)
+
+    def __enter__(self) -> None:
+        try:
+            self._lock.acquire()
+        except Timeout as error:
+            raise RegistryError(f"{self._lock.lock_file}: held by another writer for over "
+                                f"{LOCK_TIMEOUT_S:.0f} s") from error
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def remove_abandoned_build(build: Path) -> None:
+    """Remove a build folder and its lock file unless its builder is still alive."""
+    lock = FileLock(f"{build}.lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return  # a live builder holds it
+    try:
+        if build.exists():
+            shutil.rmtree(build)
+        Path(lock.lock_file).unlink(missing_ok=True)
+    finally:
+        lock.release()
+
+
+# --- refs ------------------------------------------------------------------------
+
+
+def is_alias_name(name: str) -> bool:
+    # `v12` style names are versions, and `v012` would read like one: never aliases.
+    return bool(ALIAS_RE.match(name)) and not re.match(r"^v[0-9]+$", name)
+
+
+def check_ref(ref: object) -> None:
+    if not isinstance(ref, str) or not (VERSION_RE.match(ref) or is_alias_name(ref)):
+        raise RegistryError(f"invalid ref {ref!r}: {REF_HELP}")
+
+
+def check_alias_name(alias: object) -> None:
+    if not isinstance(alias, str) or not is_alias_name(alias):
+        raise RegistryError(f"invalid alias name {alias!r}: lowercase [a-z][a-z0-9_-]*, not vN")
+
+
+def check_file_name(name: str, manifest_path: Path) -> None:
+    """Listed files are relative posix paths inside the version (fetch writes them)."""
+    parts = PurePosixPath(name).parts
+    if (not name or name.startswith("/") or "\\" in name or ".." in parts
+            or PurePosixPath(name).as_posix() != name or name == MANIFEST_FILE):
+        raise RegistryError(f"{manifest_path}: unsafe file name {name!r} in `files`")
+
+
+def alias_targets(history: list[dict], alias: str) -> list[str]:
+    """Replay the history into the stack of targets `alias` had; rollbacks pop it."""
+    targets: list[str] = []
+    for entry in history:
+        if entry.get("alias") != alias or not isinstance(entry.get("to"), str):
+            continue
+        if entry.get("event") == "rollback":
+            while targets and targets[-1] != entry["to"]:
+                targets.pop()
+            if not targets:
+                targets.append(entry["to"])
+        else:
+            targets.append(entry["to"])
+    return targets
+
+
+# --- files -----------------------------------------------------------------------
+
+
+def list_source_files(source_dir: Path) -> dict[str, Path]:
+    """Relative posix name -> path of every file to publish; model.keras is required."""
+    if not (source_dir / MODEL_FILE).is_file():
+        raise RegistryError(f"{source_dir / MODEL_FILE}: nothing to publish (no model file)")
+    files = {name: source_dir / name for name in walk_files(source_dir)}
+    for reserved in (MANIFEST_FILE, CARD_FILE):
+        if reserved in files:
+            raise RegistryError(f"{source_dir / reserved}: the registry writes {reserved} itself")
+    return files
+
+
+def walk_files(folder: Path) -> Iterator[str]:
+    """Relative posix names of every non-folder entry under `folder`, sorted."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            yield Path(dirpath, filename).relative_to(folder).as_posix()
+
+
+def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
+    """Copy a file, fsync it, and return the SHA-256 and size of the bytes written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with source.open("rb") as reader, target.open("xb") as writer:
+        for chunk in iter(lambda: reader.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return digest.hexdigest(), size
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path: Path, data: bytes, temp_prefix: str,
+                 before_replace: Callable[[], None] = lambda: None) -> None:
+    """Replace `path` so readers see the old or the new content, never a mix."""
+    temp = path.with_name(f"{temp_prefix}{uuid.uuid4().hex}.tmp")
+    write_synced(temp, data)
+    before_replace()
+    os.replace(temp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new entry in `folder` durable, not just the files' bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- JSON ------------------------------------------------------------------------
+
+
+def to_jsonable(value: object) -> object:
+    """Let callers pass numpy scalars/arrays and paths without converting them first."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: object) -> bytes:
+    """The one serialisation of registry JSON files, so manifests can be checked byte for byte."""
+    try:
+        text = json.dumps(value, indent=2, allow_nan=False, default=to_jsonable)
+    except (TypeError, ValueError) as error:
+        raise RegistryError(f"manifest cannot be written as JSON: {error}") from error
+    return (text + "\n").encode()
+
+
+def _parse_json(raw: bytes, path: Path) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError as error:  # also covers bytes that are not UTF-8
+        raise RegistryError(f"{path}: not valid JSON ({error})") from error
+
+
+def _load_json(path: Path) -> object:
+    return _parse_json(path.read_bytes(), path)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- model card --------------------------------------------------------------------
+
+
+def render_card(manifest: dict) -> str:
+    """A human model card: what the model is, how to load it, how good it is, from what."""
+    sections = [
+        card_intro(manifest),
+        card_usage(manifest),
+        card_metrics(manifest.get("metrics") or {}),
+        card_section("Promotion gate", {"threshold": manifest.get("threshold"), **as_dict(manifest.get("gate"), "decision")}),
+        card_section("Hyperparameters", manifest.get("hyperparameters")),
+        card_section("Training data", manifest.get("data")),
+        card_section("Environment", manifest.get("environment")),
+        card_files(manifest["files"]),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def model_name(manifest: dict) -> str:
+    model = manifest.get("model")
+    return str(model.get("name", "?")) if isinstance(model, dict) else str(model or "?")
+
+
+def card_intro(manifest: dict) -> str:
+    text = (f"# digits model {manifest['version']}\n\nAn MNIST handwritten-digit classifier "
+            f"(architecture `{model_name(manifest)}`), published to the digits registry on "
+            f"{manifest['created_at']}")
+    if manifest.get("flow_run_id"):
+        text += f" by Prefect flow run `{manifest['flow_run_id']}`"
+    accuracy = (manifest.get("metrics") or {}).get("accuracy")
+    if isinstance(accuracy, (int, float)):
+        text += f". Test accuracy: **{accuracy:.4f}**"
+    return text + ". `manifest.json` beside this card holds every detail and each file's SHA-256."
+
+
+def card_usage(manifest: dict) -> str:
+    return "\n".join([
+        "## How to use it",
+        "",
+        "```python",
+        "import keras",
+        f'model = keras.saving.load_model("{MODEL_FILE}", safe_mode=True)',
+        "probabilities = model.predict(images)  # images: (N, 28, 28)",
+        "```",
+        "",
+        "- Input: a batch shaped `(N, 28, 28)` of raw pixel values 0..255 (uint8 or float),",
+        "  white digit on black as MNIST stores it. Preprocessing is inside the model.",
+        "- Output: `(N, 10)` class probabilities; `probabilities.argmax(axis=1)` is the digit.",
+        f"- Fetch it verified: `digits fetch {manifest['version']} --dest DIR` checks every checksum first.",
+    ])
+
+
+def card_metrics(metrics: dict) -> str:
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    text = card_section("Metrics (test split)", scalars) or "## Metrics (test split)\n\nnone recorded"
+    rows = per_class_rows(metrics)
+    if rows:
+        columns = list(dict.fromkeys(key for row in rows.values() for key in row))
+        table = [["class", *columns]] + [[label, *(row.get(c, "") for c in columns)] for label, row in rows.items()]
+        text += "\n\n### Per class\n\n" + md_table(table)
+    return text
+
+
+def per_class_rows(metrics: dict) -> dict[str, dict]:
+    """Class label -> its metrics, from `per_class` (list or dict) or parallel lists."""
+    per_class = metrics.get("per_class")
+    if isinstance(per_class, dict):
+        return {str(k): v for k, v in per_class.items() if isinstance(v, dict)}
+    if isinstance(per_class, list):
+        return {str(row.get("class", row.get("digit", i))): {k: v for k, v in row.items() if k not in ("class", "digit")}
+                for i, row in enumerate(per_class) if isinstance(row, dict)}
+    lists = {k: v for k, v in metrics.items() if k in ("precision", "recall", "f1", "support") and isinstance(v, list)}
+    size = min((len(v) for v in lists.values()), default=0)
+    return {str(i): {k: v[i] for k, v in lists.items()} for i in range(size)}
+
+
+def card_section(title: str, fields: object) -> str:
+    flat = flatten(as_dict(fields, "value"))
+    flat = {k: v for k, v in flat.items() if v is not None}
+    return f"## {title}\n\n" + md_table([["field", "value"], *flat.items()]) if flat else ""
+
+
+def card_files(files: dict) -> str:
+    lines = [f"- `{name}` ({meta['size']:,} bytes)" for name, meta in files.items()]
+    return "## Files\n\n" + "\n".join(lines)
+
+
+def as_dict(value: object, key: str) -> dict:
+    if value is None:
+        return {}
+    return value if isinstance(value, dict) else {key: value}
+
+
+def flatten(fields: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dicts as dotted keys, so every section is one two-column table."""
+    flat: dict[str, object] = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def md_table(rows: list) -> str:
+    header, *body = [[format_cell(cell) for cell in row] for row in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+
+
+def format_cell(value: object) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (list, tuple)):
+        text = json.dumps(value, default=to_jsonable)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
+    """Verify a registry version, then load it with plain Keras in safe mode."""
+    reg = Registry(default_registry() if registry is None else registry)
+    version = reg.resolve(ref)
+    reg.verify(version)
+    import keras  # here, not at the top: reading a registry must not need TensorFlow
+
+    return keras.saving.load_model(reg.root / version / MODEL_FILE, safe_mode=True)

@@ -1,0 +1,124 @@
+"""Evaluation metrics and plots on a hand-wired model whose predictions are known."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score
+
+from tasks import evaluate as ev
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HISTORY = {
+    "loss": [0.9, 0.5, 0.3],
+    "accuracy": [0.7, 0.85, 0.9],
+    "val_loss": [0.8, 0.6, 0.5],
+    "val_accuracy": [0.75, 0.8, 0.82],
+}
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    """Predicts digit k for an image whose only lit pixel is (0, k): the kernel reads that
+    pixel into logit k, so a 255 pixel gives class k a probability of almost 1."""
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
+    kernel = np.zeros((784, 10), dtype=np.float32)
+    kernel[np.arange(10), np.arange(10)] = 0.05
+    model.layers[-1].set_weights([kernel, np.zeros(10, dtype=np.float32)])
+    return model
+
+
+def make_data(drawn: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw uint8 images lighting pixel (0, drawn[i]); `labels` may disagree to force mistakes."""
+    images = np.zeros((len(drawn), 28, 28), dtype=np.uint8)
+    images[np.arange(len(drawn)), 0, drawn] = 255
+    return images, labels.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def mixed(model):
+    drawn = np.arange(40) % 10
+    labels = drawn.copy()
+    labels[:7] = (labels[:7] + 3) % 10  # seven known mistakes
+    images, labels = make_data(drawn, labels)
+    evaluation, probs = ev.evaluate_model(model, images, labels)
+    return evaluation, probs, images, labels
+
+
+def test_accuracy_matches_sklearn(mixed):
+    evaluation, probs, _, labels = mixed
+    assert probs.shape == (40, 10)
+    assert evaluation.accuracy == pytest.approx(accuracy_score(labels, probs.argmax(axis=1)))
+    assert evaluation.accuracy == pytest.approx(33 / 40)
+
+
+def test_loss_matches_keras(mixed):
+    evaluation, probs, _, labels = mixed
+    expected = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
+    assert evaluation.loss == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_per_class_and_confusion(mixed):
+    evaluation, _, _, labels = mixed
+    assert [row["digit"] for row in evaluation.per_class] == list(range(10))
+    assert sum(row["support"] for row in evaluation.per_class) == len(labels)
+    assert all(0 <= row[k] <= 1 for row in evaluation.per_class for k in ("precision", "recall", "f1"))
+    confusion = np.array(evaluation.confusion)
+    assert confusion.shape == (10, 10)
+    assert confusion.sum() == len(labels)
+    assert np.trace(confusion) == 33
+
+
+def test_metrics_are_json(mixed):
+    metrics = mixed[0].metrics()
+    assert set(metrics) == {"accuracy", "loss", "per_class", "confusion"}
+    assert json.loads(json.dumps(metrics)) == metrics
+
+
+def assert_pngs(paths, out_dir):
+    names = {"confusion_matrix.png", "training_curves.png", "worst_misclassified.png"}
+    assert {path.name for path in paths} == names
+    for path in paths:
+        assert path.parent == out_dir
+        assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_save_plots(mixed, tmp_path):
+    evaluation, probs, images, labels = mixed
+    paths = ev.save_plots(evaluation, HISTORY, images, labels, probs, tmp_path)
+    assert_pngs(paths, tmp_path)
+
+
+def test_save_plots_without_mistakes_or_validation(model, tmp_path):
+    images, labels = make_data(np.arange(10), np.arange(10))
+    evaluation, probs = ev.evaluate_model(model, images, labels)
+    assert evaluation.accuracy == 1.0
+    history = {"loss": HISTORY["loss"], "accuracy": HISTORY["accuracy"]}
+    out_dir = tmp_path / "plots"  # not there yet: save_plots creates it
+    assert_pngs(ev.save_plots(evaluation, history, images, labels, probs, out_dir), out_dir)
+
+
+def test_summary_embeds_plots(mixed, tmp_path):
+    evaluation, probs, images, labels = mixed
+    paths = ev.save_plots(evaluation, {}, images, labels, probs, tmp_path)
+    summary = ev.render_summary(evaluation, paths)
+    assert f"{evaluation.accuracy:.4f}" in summary
+    assert summary.count("](data:image/png;base64,iVBORw0KGgo") == 3  # base64 of PNG magic
+    assert len(summary) < 300_000  # small enough for the Prefect database and UI
+
+
+def test_publish_creates_artifacts(mixed, tmp_path, monkeypatch):
+    calls = {}
+    monkeypatch.setattr(ev, "create_table_artifact", lambda **kw: calls.setdefault("table", kw))
+    monkeypatch.setattr(ev, "create_markdown_artifact", lambda **kw: calls.setdefault("md", kw))
+    evaluation, probs, images, labels = mixed
+    ev.publish_evaluation(evaluation, ev.save_plots(evaluation, HISTORY, images, labels, probs, tmp_path))
+    assert calls["table"]["key"] == "per-class-metrics"
+    assert len(calls["table"]["table"]) == 10
+    assert calls["md"]["key"] == "evaluation-summary"
+    assert "data:image/png;base64," in calls["md"]["markdown"]

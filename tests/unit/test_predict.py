@@ -1,0 +1,161 @@
+"""Turning user images into MNIST-format input: size, polarity, centring, file errors."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from tasks.errors import DataError, UsageError
+from tasks.predict import load_image, load_inputs, normalize_image, predict_files
+
+SIZES = [(28, 28), (100, 60), (300, 300)]  # (width, height)
+
+
+def draw_digit(shape: str, size: tuple[int, int], dark_ink: bool = False) -> Image.Image:
+    """A "1" (an off-centre bar) or a "0" (a ring), in grayscale, white ink unless dark_ink."""
+    width, height = size
+    ink, paper = (0, 255) if dark_ink else (255, 0)
+    image = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(image)
+    stroke = max(2, min(size) // 10)
+    if shape == "1":
+        left = width // 3  # off-centre, so centring has work to do
+        draw.rectangle([left, height // 6, left + stroke, height * 5 // 6], fill=ink)
+    else:
+        draw.ellipse([width // 5, height // 6, width * 4 // 5, height * 5 // 6], outline=ink, width=stroke)
+    return image
+
+
+def assert_mnist_like(digit: np.ndarray) -> None:
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
+    assert digit.max() >= 250, "ink reaches full brightness"
+    border = np.concatenate([digit[0], digit[-1], digit[:, 0], digit[:, -1]])
+    assert not border.any(), "background is black to the edge"
+    rows, cols = np.nonzero(digit)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 <= 20, "digit fits the 20x20 box"
+    assert np.allclose(ndimage.center_of_mass(digit.astype(float)), (14, 14), atol=1.0)
+
+
+@pytest.mark.parametrize("shape", ["1", "0"])
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dark_ink", [False, True])
+def test_normalize_any_size_and_polarity(shape, size, dark_ink):
+    assert_mnist_like(normalize_image(np.asarray(draw_digit(shape, size, dark_ink))))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_normalize_ignores_polarity(size):
+    light = np.asarray(draw_digit("0", size))
+    dark = np.asarray(draw_digit("0", size, dark_ink=True))
+    difference = normalize_image(light).astype(int) - normalize_image(dark).astype(int)
+    assert np.abs(difference).max() <= 2
+
+
+def test_normalize_any_range_and_dtype():
+    digit = np.asarray(draw_digit("0", (100, 60)))
+    as_float = normalize_image(digit / 255.0)
+    as_uint16 = normalize_image(digit.astype(np.uint16) * 257)
+    assert np.abs(as_float.astype(int) - as_uint16.astype(int)).max() <= 1
+    assert_mnist_like(as_float)
+
+
+def test_normalize_keeps_aspect_ratio():
+    digit = normalize_image(np.asarray(draw_digit("1", (300, 300))))
+    rows, cols = np.nonzero(digit)
+    assert np.ptp(rows) + 1 == 20 and np.ptp(cols) + 1 < 10  # a tall thin bar stays tall and thin
+
+
+@pytest.mark.parametrize("image", [np.zeros((40, 40)), np.full((28, 28), 255, dtype=np.uint8)])
+def test_normalize_refuses_blank(image):
+    with pytest.raises(ValueError, match="blank"):
+        normalize_image(image)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "P"])
+@pytest.mark.parametrize("dark_ink", [False, True])
+def test_load_image_files(tmp_path, fmt, mode, dark_ink):
+    if fmt == "JPEG" and mode == "P":
+        pytest.skip("JPEG has no palette mode")
+    path = tmp_path / f"digit.{fmt.lower()}"
+    draw_digit("0", (100, 60), dark_ink).convert(mode).save(path, fmt)
+    batch = load_image(path)
+    assert batch.shape == (1, 28, 28) and batch.dtype == np.float32
+    assert_mnist_like(batch[0].astype(np.uint8))
+
+
+@pytest.mark.parametrize("stroke", [(0, 0, 0, 255), (255, 255, 255, 255)])
+def test_load_transparent_png(tmp_path, stroke):
+    """Canvas exports draw dark or light strokes on a transparent background."""
+    image = Image.new("RGBA", (120, 120), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse([30, 20, 90, 100], outline=stroke, width=10)
+    image.save(tmp_path / "canvas.png")
+    assert_mnist_like(load_image(tmp_path / "canvas.png")[0].astype(np.uint8))
+
+
+def test_load_npy_used_as_is(tmp_path):
+    single = np.random.default_rng(0).integers(0, 256, (28, 28)).astype(np.uint8)
+    np.save(tmp_path / "one.npy", single)
+    np.save(tmp_path / "batch.npy", np.stack([single] * 3).astype(np.float64))
+    assert np.array_equal(load_image(tmp_path / "one.npy"), single[None])
+    assert load_image(tmp_path / "batch.npy").shape == (3, 28, 28)
+
+
+def write_bad_files(tmp_path):
+    np.save(tmp_path / "wrong_shape.npy", np.zeros((27, 28)))
+    np.save(tmp_path / "too_many_dims.npy", np.zeros((2, 1, 28, 28)))
+    np.save(tmp_path / "out_of_range.npy", np.full((28, 28), 300.0))
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    (tmp_path / "garbage.npy").write_bytes(b"not numpy")
+    (tmp_path / "random.png").write_bytes(np.random.default_rng(0).bytes(500))
+    png = tmp_path / "whole.png"
+    draw_digit("1", (100, 100)).save(png)
+    (tmp_path / "truncated.png").write_bytes(png.read_bytes()[:200])
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["wrong_shape.npy", "too_many_dims.npy", "out_of_range.npy", "notes.txt", "garbage.npy",
+     "random.png", "truncated.png", "blank.png", "missing.png"],
+)
+def test_bad_files_raise_data_error_naming_the_file(tmp_path, name):
+    write_bad_files(tmp_path)
+    with pytest.raises(DataError, match=name) as error:
+        load_image(tmp_path / name)
+    assert error.value.exit_code == 4
+    assert "\n" not in str(error.value)
+
+
+@pytest.fixture
+def digit_files(tmp_path):
+    draw_digit("1", (100, 60)).save(tmp_path / "one.png")
+    draw_digit("0", (300, 300), dark_ink=True).convert("RGB").save(tmp_path / "zero.jpg")
+    np.save(tmp_path / "batch.npy", np.zeros((3, 28, 28), dtype=np.uint8))
+    return [tmp_path / "one.png", tmp_path / "zero.jpg", tmp_path / "batch.npy"]
+
+
+def test_load_inputs_names_every_row(digit_files):
+    names, batch = load_inputs(digit_files)
+    assert names == ["one.png", "zero.jpg", "batch.npy[0]", "batch.npy[1]", "batch.npy[2]"]
+    assert batch.shape == (5, 28, 28) and batch.dtype == np.float32
+
+
+def test_load_inputs_needs_files():
+    with pytest.raises(UsageError):
+        load_inputs([])
+
+
+def test_predict_files(digit_files):
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+         keras.layers.Dense(10, activation="softmax")]
+    )
+    predictions = predict_files(model, digit_files)
+    assert [name for name, _, _ in predictions] == load_inputs(digit_files)[0]
+    for _, digit, probability in predictions:
+        assert isinstance(digit, int) and 0 <= digit <= 9
+        assert 0.0 <= probability <= 1.0
