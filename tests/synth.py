@@ -1,0 +1,71 @@
+"""Small generated MNIST look-alikes, written as real IDX files, for fast tests."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from tasks.config import IDX_FILES
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Serialise a uint8 array in IDX format: big-endian magic, dimension sizes, data."""
+    magic = (0x08 << 8) | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    data = idx_bytes(array)
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def make_digits(n: int, seed: int, prototypes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced classes; each image is its class prototype with jitter, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = np.resize(np.arange(10, dtype=np.uint8), n)
+    rng.shuffle(labels)
+    keep = rng.random((n, 28, 28)) > 0.15  # drop some ink
+    speckle = rng.random((n, 28, 28)) > 0.97  # add a little noise
+    images = (prototypes[labels] & keep) | speckle
+    shade = rng.integers(180, 256, size=(n, 1, 1))
+    return (images * shade).astype(np.uint8), labels
+
+
+def make_prototypes(seed: int = 0) -> np.ndarray:
+    """Ten distinct random strokes patterns inside the central 20x20 box, like MNIST's."""
+    rng = np.random.default_rng(seed)
+    prototypes = np.zeros((10, 28, 28), dtype=bool)
+    prototypes[:, 4:24, 4:24] = rng.random((10, 20, 20)) > 0.75
+    return prototypes
+
+
+def write_dataset(
+    folder: Path,
+    n_train: int = 1200,
+    n_test: int = 300,
+    shuffle_test_labels: bool = False,
+    compress: bool = False,
+) -> Path:
+    """Write the four standard IDX files; `shuffle_test_labels` makes a model fail the gate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prototypes = make_prototypes()
+    train_x, train_y = make_digits(n_train, 1, prototypes)
+    test_x, test_y = make_digits(n_test, 2, prototypes)
+    if shuffle_test_labels:  # same class counts, labels unrelated to images
+        test_y = np.random.default_rng(3).permutation(test_y)
+    arrays = {
+        "train_images": train_x,
+        "train_labels": train_y,
+        "test_images": test_x,
+        "test_labels": test_y,
+    }
+    for kind, array in arrays.items():
+        write_idx(folder / IDX_FILES[kind], array, compress=compress)
+    return folder

