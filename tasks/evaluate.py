@@ -77,10 +77,22 @@ def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
     # white text on dark cells, dark text on light ones
     dark = counts > counts.max() / 2
     for (row, col), count in np.ndenumerate(counts):
-        ax.text(col, row, count, ha="center", va="center", fontsize=7,
-                color="white" if dark[row, col] else "black")
-    ax.set(xticks=DIGITS, yticks=DIGITS, xlabel="predicted", ylabel="true",
-           title=f"Confusion matrix (accuracy {evaluation.accuracy:.4f})")
+        ax.text(
+            col,
+            row,
+            count,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if dark[row, col] else "black",
+        )
+    ax.set(
+        xticks=DIGITS,
+        yticks=DIGITS,
+        xlabel="predicted",
+        ylabel="true",
+        title=f"Confusion matrix (accuracy {evaluation.accuracy:.4f})",
+    )
     fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
     return path
 
@@ -158,8 +170,10 @@ def publish_evaluation(evaluation: Evaluation, plot_paths: list[Path]) -> None:
     """Per-class table and a summary with the plots, as Prefect artifacts of this run."""
     create_table_artifact(
         key="per-class-metrics",
-        table=[{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-               for row in evaluation.per_class],
+        table=[
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            for row in evaluation.per_class
+        ],
         description="Per-digit precision, recall, F1 and support on the test split",
     )
     create_markdown_artifact(

@@ -44,7 +44,9 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = DIGIT_BOX / max(crop.shape)
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-    digit = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
+    digit = np.asarray(
+        Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
+    )
     digit = np.clip(digit, 0, 1)  # Lanczos rings slightly below 0 and above 1
     # Thin strokes fade when a large image shrinks; MNIST digits always peak at 254..255.
     return digit / digit.max()
@@ -82,7 +84,8 @@ def flatten_alpha(image: Image.Image) -> np.ndarray:
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I", "I;16", "F"):  # 16-bit or float: keep the precision, ink is rescaled anyway
+    # 16-bit and float images keep their precision: extract_ink rescales any range.
+    if image.mode in ("I", "I;16", "F"):
         return np.asarray(image)
     if image.has_transparency_data:
         return flatten_alpha(image)
@@ -137,7 +140,8 @@ def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
     names, batches = [], []
     for path in paths:
         batch = load_image(path)
-        names += [path.name] if len(batch) == 1 else [f"{path.name}[{i}]" for i in range(len(batch))]
+        rows = [f"{path.name}[{i}]" for i in range(len(batch))]
+        names += rows if len(batch) > 1 else [path.name]
         batches.append(batch)
     return names, np.concatenate(batches)
 

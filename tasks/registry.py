@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
@@ -70,8 +70,11 @@ class Registry:
         for alias, version in sorted(self.aliases().items()):
             by_version.setdefault(version, []).append(alias)
         return [
-            {**self._read_manifest(name), "path": str(self.root / name),
-             "aliases": by_version.get(name, [])}
+            {
+                **self._read_manifest(name),
+                "path": str(self.root / name),
+                "aliases": by_version.get(name, []),
+            }
             for name in self._version_names()
         ]
 
@@ -98,7 +101,9 @@ class Registry:
         if version is None:
             raise RegistryError(f"unknown alias {ref!r} in {self.root / ALIASES_FILE}")
         if not (self.root / version).is_dir():
-            raise RegistryError(f"{self.root / ALIASES_FILE}: alias {ref!r} points at missing {version}")
+            raise RegistryError(
+                f"{self.root / ALIASES_FILE}: alias {ref!r} points at missing {version}"
+            )
         return version
 
     def manifest(self, ref: str) -> dict:
@@ -131,10 +136,12 @@ class Registry:
     # --- integrity -------------------------------------------------------------
 
     def verify(self, ref: str | None = None) -> list[str]:
-        """Check one version (or all) file by file, plus aliases and history; return those checked."""
+        """Check one version (or all) file by file, plus aliases and history; return the checked."""
         for alias, version in self.aliases().items():
             if not (self.root / version).is_dir():
-                raise RegistryError(f"{self.root / ALIASES_FILE}: alias {alias!r} points at missing {version}")
+                raise RegistryError(
+                    f"{self.root / ALIASES_FILE}: alias {alias!r} points at missing {version}"
+                )
         self.history()
         names = self._version_names() if ref is None else [self.resolve(ref)]
         for name in names:
@@ -153,11 +160,15 @@ class Registry:
         # copying, so dest never receives a byte that did not match the manifest.
         raw_manifest = dump_json(manifest)
         expected = {MANIFEST_FILE: (sha256_bytes(raw_manifest), len(raw_manifest))}
-        expected |= {name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()}
+        expected |= {
+            name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()
+        }
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as staging:
             for name, digest_size in expected.items():
                 if copy_hashed(self.root / version / name, Path(staging, name)) != digest_size:
-                    raise RegistryError(f"{self.root / version / name}: changed while being fetched")
+                    raise RegistryError(
+                        f"{self.root / version / name}: changed while being fetched"
+                    )
             for name in expected:
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(Path(staging, name), dest / name)
@@ -165,7 +176,9 @@ class Registry:
 
     # --- writing ---------------------------------------------------------------
 
-    def publish(self, source_dir: Path, manifest: dict, alias: str | None = PRODUCTION_ALIAS) -> str:
+    def publish(
+        self, source_dir: Path, manifest: dict, alias: str | None = PRODUCTION_ALIAS
+    ) -> str:
         """Add every file of `source_dir` as the next version, point `alias` at it, return `vN`."""
         if alias is not None:
             check_alias_name(alias)
@@ -185,12 +198,15 @@ class Registry:
                     if alias is not None:
                         self._point_alias(alias, version, "promote", manifest)
                     else:
-                        self._append_history({"event": "publish", "version": version, "alias": None})
+                        self._append_history(
+                            {"event": "publish", "version": version, "alias": None}
+                        )
             finally:
                 # After the rename the build folder is gone; before it, nothing may remain.
                 if build.exists():
                     shutil.rmtree(build)
-                Path(build_lock.lock_file).unlink(missing_ok=True)  # unlinked while held: see clean_leftovers
+                # Unlinked while still held, never after: see _clean_leftovers.
+                Path(build_lock.lock_file).unlink(missing_ok=True)
         return version
 
     def set_alias(self, alias: str, ref: str, event: str = "promote") -> str:
@@ -213,10 +229,14 @@ class Registry:
             while targets and targets[-1] == current:
                 targets.pop()
             if not targets:
-                raise RegistryError(f"{self.root / HISTORY_FILE}: no earlier {alias!r} target to roll back to")
+                raise RegistryError(
+                    f"{self.root / HISTORY_FILE}: no earlier {alias!r} target to roll back to"
+                )
             previous = self.resolve(targets[-1])
             self._write_aliases({**self.aliases(), alias: previous})
-            self._append_history({"event": "rollback", "alias": alias, "from": current, "to": previous})
+            self._append_history(
+                {"event": "rollback", "alias": alias, "from": current, "to": previous}
+            )
         return previous
 
     def record(self, event: str, **fields: object) -> None:
@@ -249,14 +269,19 @@ class Registry:
         if sha256_bytes(dump_json(body)) != manifest[DIGEST_KEY] or dump_json(manifest) != raw:
             raise RegistryError(f"{path}: manifest does not match its own {DIGEST_KEY}")
         if manifest.get("version") != version:
-            raise RegistryError(f"{path}: says version {manifest.get('version')!r}, folder is {version}")
+            raise RegistryError(
+                f"{path}: says version {manifest.get('version')!r}, folder is {version}"
+            )
         files = manifest.get("files")
         if not isinstance(files, dict) or MODEL_FILE not in files:
             raise RegistryError(f"{path}: `files` must list {MODEL_FILE}")
         for name, meta in files.items():
             check_file_name(name, path)
-            if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
-                    and isinstance(meta.get("size"), int)):
+            if not (
+                isinstance(meta, dict)
+                and isinstance(meta.get("sha256"), str)
+                and isinstance(meta.get("size"), int)
+            ):
                 raise RegistryError(f"{path}: `files` entry {name!r} needs sha256 and size")
         return manifest
 
@@ -281,7 +306,9 @@ class Registry:
         names = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name)]
         version = f"v{max((int(n[1:]) for n in names), default=0) + 1}"
         manifest = {**fields, "version": version, "created_at": utc_now()}
-        manifest["files"] = {name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())}
+        manifest["files"] = {
+            name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())
+        }
         card = render_card(manifest).encode()
         write_synced(build / CARD_FILE, card)
         manifest["files"][CARD_FILE] = {"sha256": sha256_bytes(card), "size": len(card)}
@@ -300,8 +327,13 @@ class Registry:
         aliases = self.aliases()
         self._write_aliases({**aliases, alias: version})
         self._on_step("alias-replaced")
-        entry = {"event": event, "alias": alias, "version": version,
-                 "from": aliases.get(alias), "to": version}
+        entry = {
+            "event": event,
+            "alias": alias,
+            "version": version,
+            "from": aliases.get(alias),
+            "to": version,
+        }
         accuracy = (manifest.get("metrics") or {}).get("accuracy")
         if accuracy is not None:
             entry["accuracy"] = accuracy
@@ -309,8 +341,12 @@ class Registry:
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:
         data = dump_json(dict(sorted(aliases.items())))
-        write_atomic(self.root / ALIASES_FILE, data, ALIAS_TEMP_PREFIX,
-                     before_replace=lambda: self._on_step("alias-written"))
+        write_atomic(
+            self.root / ALIASES_FILE,
+            data,
+            ALIAS_TEMP_PREFIX,
+            before_replace=lambda: self._on_step("alias-written"),
+        )
 
     def _append_history(self, entry: dict) -> None:
         path = self.root / HISTORY_FILE
@@ -360,8 +396,9 @@ class _RegistryLock:
         try:
             self._lock.acquire()
         except Timeout as error:
-            raise RegistryError(f"{self._lock.lock_file}: held by another writer for over "
-                                f"{LOCK_TIMEOUT_S:.0f} s") from error
+            raise RegistryError(
+                f"{self._lock.lock_file}: held by another writer for over {LOCK_TIMEOUT_S:.0f} s"
+            ) from error
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
@@ -403,8 +440,14 @@ def check_alias_name(alias: object) -> None:
 def check_file_name(name: str, manifest_path: Path) -> None:
     """Listed files are relative posix paths inside the version (fetch writes them)."""
     parts = PurePosixPath(name).parts
-    if (not name or name.startswith("/") or "\\" in name or ".." in parts
-            or PurePosixPath(name).as_posix() != name or name == MANIFEST_FILE):
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or ".." in parts
+        or PurePosixPath(name).as_posix() != name
+        or name == MANIFEST_FILE
+    ):
         raise RegistryError(f"{manifest_path}: unsafe file name {name!r} in `files`")
 
 
@@ -419,8 +462,11 @@ def alias_targets(history: list[dict], alias: str) -> list[str]:
                 targets.pop()
             if not targets:
                 targets.append(entry["to"])
-        else:
-            targets.append(entry["to"])
+            continue
+        # `from` restores a target whose own line a killed writer never appended.
+        if isinstance(entry.get("from"), str) and targets[-1:] != [entry["from"]]:
+            targets.append(entry["from"])
+        targets.append(entry["to"])
     return targets
 
 
@@ -467,8 +513,9 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def write_atomic(path: Path, data: bytes, temp_prefix: str,
-                 before_replace: Callable[[], None] = lambda: None) -> None:
+def write_atomic(
+    path: Path, data: bytes, temp_prefix: str, before_replace: Callable[[], None] = lambda: None
+) -> None:
     """Replace `path` so readers see the old or the new content, never a mix."""
     temp = path.with_name(f"{temp_prefix}{uuid.uuid4().hex}.tmp")
     write_synced(temp, data)
@@ -531,7 +578,7 @@ def _load_json(path: Path) -> object:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- model card --------------------------------------------------------------------
@@ -543,7 +590,10 @@ def render_card(manifest: dict) -> str:
         card_intro(manifest),
         card_usage(manifest),
         card_metrics(manifest.get("metrics") or {}),
-        card_section("Promotion gate", {"threshold": manifest.get("threshold"), **as_dict(manifest.get("gate"), "decision")}),
+        card_section(
+            "Promotion gate",
+            {"threshold": manifest.get("threshold"), **as_dict(manifest.get("gate"), "decision")},
+        ),
         card_section("Hyperparameters", manifest.get("hyperparameters")),
         card_section("Training data", manifest.get("data")),
         card_section("Environment", manifest.get("environment")),
@@ -558,9 +608,11 @@ def model_name(manifest: dict) -> str:
 
 
 def card_intro(manifest: dict) -> str:
-    text = (f"# digits model {manifest['version']}\n\nAn MNIST handwritten-digit classifier "
-            f"(architecture `{model_name(manifest)}`), published to the digits registry on "
-            f"{manifest['created_at']}")
+    text = (
+        f"# digits model {manifest['version']}\n\nAn MNIST handwritten-digit classifier "
+        f"(architecture `{model_name(manifest)}`), published to the digits registry on "
+        f"{manifest['created_at']}"
+    )
     if manifest.get("flow_run_id"):
         text += f" by Prefect flow run `{manifest['flow_run_id']}`"
     accuracy = (manifest.get("metrics") or {}).get("accuracy")
@@ -570,29 +622,36 @@ def card_intro(manifest: dict) -> str:
 
 
 def card_usage(manifest: dict) -> str:
-    return "\n".join([
-        "## How to use it",
-        "",
-        "```python",
-        "import keras",
-        f'model = keras.saving.load_model("{MODEL_FILE}", safe_mode=True)',
-        "probabilities = model.predict(images)  # images: (N, 28, 28)",
-        "```",
-        "",
-        "- Input: a batch shaped `(N, 28, 28)` of raw pixel values 0..255 (uint8 or float),",
-        "  white digit on black as MNIST stores it. Preprocessing is inside the model.",
-        "- Output: `(N, 10)` class probabilities; `probabilities.argmax(axis=1)` is the digit.",
-        f"- Fetch it verified: `digits fetch {manifest['version']} --dest DIR` checks every checksum first.",
-    ])
+    return "\n".join(
+        [
+            "## How to use it",
+            "",
+            "```python",
+            "import keras",
+            f'model = keras.saving.load_model("{MODEL_FILE}", safe_mode=True)',
+            "probabilities = model.predict(images)  # images: (N, 28, 28)",
+            "```",
+            "",
+            "- Input: a batch shaped `(N, 28, 28)` of raw pixel values 0..255 (uint8 or float),",
+            "  white digit on black as MNIST stores it. Preprocessing is inside the model.",
+            "- Output: `(N, 10)` class probabilities; `probabilities.argmax(axis=1)` is the digit.",
+            f"- Fetch it verified: `digits fetch {manifest['version']} --dest DIR` checks "
+            + "every checksum first.",
+        ]
+    )
 
 
 def card_metrics(metrics: dict) -> str:
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-    text = card_section("Metrics (test split)", scalars) or "## Metrics (test split)\n\nnone recorded"
+    text = (
+        card_section("Metrics (test split)", scalars) or "## Metrics (test split)\n\nnone recorded"
+    )
     rows = per_class_rows(metrics)
     if rows:
         columns = list(dict.fromkeys(key for row in rows.values() for key in row))
-        table = [["class", *columns]] + [[label, *(row.get(c, "") for c in columns)] for label, row in rows.items()]
+        table = [["class", *columns]] + [
+            [label, *(row.get(c, "") for c in columns)] for label, row in rows.items()
+        ]
         text += "\n\n### Per class\n\n" + md_table(table)
     return text
 
@@ -603,9 +662,18 @@ def per_class_rows(metrics: dict) -> dict[str, dict]:
     if isinstance(per_class, dict):
         return {str(k): v for k, v in per_class.items() if isinstance(v, dict)}
     if isinstance(per_class, list):
-        return {str(row.get("class", row.get("digit", i))): {k: v for k, v in row.items() if k not in ("class", "digit")}
-                for i, row in enumerate(per_class) if isinstance(row, dict)}
-    lists = {k: v for k, v in metrics.items() if k in ("precision", "recall", "f1", "support") and isinstance(v, list)}
+        return {
+            str(row.get("class", row.get("digit", i))): {
+                k: v for k, v in row.items() if k not in ("class", "digit")
+            }
+            for i, row in enumerate(per_class)
+            if isinstance(row, dict)
+        }
+    lists = {
+        k: v
+        for k, v in metrics.items()
+        if k in ("precision", "recall", "f1", "support") and isinstance(v, list)
+    }
     size = min((len(v) for v in lists.values()), default=0)
     return {str(i): {k: v[i] for k, v in lists.items()} for i in range(size)}
 

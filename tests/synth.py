@@ -69,3 +69,10 @@ def write_dataset(
     for kind, array in arrays.items():
         write_idx(folder / IDX_FILES[kind], array, compress=compress)
     return folder
+
+
+def snapshot_tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes, to prove a failed run changed nothing."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -25,7 +25,11 @@ def model() -> keras.Model:
     """Predicts digit k for an image whose only lit pixel is (0, k): the kernel reads that
     pixel into logit k, so a 255 pixel gives class k a probability of almost 1."""
     model = keras.Sequential(
-        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
     )
     kernel = np.zeros((784, 10), dtype=np.float32)
     kernel[np.arange(10), np.arange(10)] = 0.05
@@ -67,7 +71,9 @@ def test_per_class_and_confusion(mixed):
     evaluation, _, _, labels = mixed
     assert [row["digit"] for row in evaluation.per_class] == list(range(10))
     assert sum(row["support"] for row in evaluation.per_class) == len(labels)
-    assert all(0 <= row[k] <= 1 for row in evaluation.per_class for k in ("precision", "recall", "f1"))
+    assert all(
+        0 <= row[k] <= 1 for row in evaluation.per_class for k in ("precision", "recall", "f1")
+    )
     confusion = np.array(evaluation.confusion)
     assert confusion.shape == (10, 10)
     assert confusion.sum() == len(labels)
@@ -80,6 +86,13 @@ def test_metrics_are_json(mixed):
     assert json.loads(json.dumps(metrics)) == metrics
 
 
+@pytest.fixture(scope="module")
+def plots(mixed, tmp_path_factory):
+    evaluation, probs, images, labels = mixed
+    out_dir = tmp_path_factory.mktemp("plots")
+    return out_dir, ev.save_plots(evaluation, HISTORY, images, labels, probs, out_dir)
+
+
 def assert_pngs(paths, out_dir):
     names = {"confusion_matrix.png", "training_curves.png", "worst_misclassified.png"}
     assert {path.name for path in paths} == names
@@ -88,10 +101,9 @@ def assert_pngs(paths, out_dir):
         assert path.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_save_plots(mixed, tmp_path):
-    evaluation, probs, images, labels = mixed
-    paths = ev.save_plots(evaluation, HISTORY, images, labels, probs, tmp_path)
-    assert_pngs(paths, tmp_path)
+def test_save_plots(plots):
+    out_dir, paths = plots
+    assert_pngs(paths, out_dir)
 
 
 def test_save_plots_without_mistakes_or_validation(model, tmp_path):
@@ -103,21 +115,25 @@ def test_save_plots_without_mistakes_or_validation(model, tmp_path):
     assert_pngs(ev.save_plots(evaluation, history, images, labels, probs, out_dir), out_dir)
 
 
-def test_summary_embeds_plots(mixed, tmp_path):
+def test_save_plots_without_history(mixed, tmp_path):
     evaluation, probs, images, labels = mixed
-    paths = ev.save_plots(evaluation, {}, images, labels, probs, tmp_path)
-    summary = ev.render_summary(evaluation, paths)
+    assert_pngs(ev.save_plots(evaluation, {}, images, labels, probs, tmp_path), tmp_path)
+
+
+def test_summary_embeds_plots(mixed, plots):
+    evaluation = mixed[0]
+    summary = ev.render_summary(evaluation, plots[1])
     assert f"{evaluation.accuracy:.4f}" in summary
     assert summary.count("](data:image/png;base64,iVBORw0KGgo") == 3  # base64 of PNG magic
     assert len(summary) < 300_000  # small enough for the Prefect database and UI
 
 
-def test_publish_creates_artifacts(mixed, tmp_path, monkeypatch):
+def test_publish_creates_artifacts(mixed, plots, monkeypatch):
+    """The artifact calls themselves need a Prefect API: the flow tests cover those."""
     calls = {}
     monkeypatch.setattr(ev, "create_table_artifact", lambda **kw: calls.setdefault("table", kw))
     monkeypatch.setattr(ev, "create_markdown_artifact", lambda **kw: calls.setdefault("md", kw))
-    evaluation, probs, images, labels = mixed
-    ev.publish_evaluation(evaluation, ev.save_plots(evaluation, HISTORY, images, labels, probs, tmp_path))
+    ev.publish_evaluation(mixed[0], plots[1])
     assert calls["table"]["key"] == "per-class-metrics"
     assert len(calls["table"]["table"]) == 10
     assert calls["md"]["key"] == "evaluation-summary"

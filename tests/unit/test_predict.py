@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from tasks.errors import DataError, UsageError
-from tasks.predict import load_image, load_inputs, normalize_image, predict_files
+from tasks.predict import NOISE_FLOOR, load_image, load_inputs, normalize_image, predict_files
 
 SIZES = [(28, 28), (100, 60), (300, 300)]  # (width, height)
 
@@ -25,7 +25,9 @@ def draw_digit(shape: str, size: tuple[int, int], dark_ink: bool = False) -> Ima
         left = width // 3  # off-centre, so centring has work to do
         draw.rectangle([left, height // 6, left + stroke, height * 5 // 6], fill=ink)
     else:
-        draw.ellipse([width // 5, height // 6, width * 4 // 5, height * 5 // 6], outline=ink, width=stroke)
+        draw.ellipse(
+            [width // 5, height // 6, width * 4 // 5, height * 5 // 6], outline=ink, width=stroke
+        )
     return image
 
 
@@ -64,7 +66,9 @@ def test_normalize_any_range_and_dtype():
 
 def test_normalize_leaves_mnist_format_alone():
     digit = normalize_image(np.asarray(draw_digit("0", (300, 300))))
-    assert np.abs(normalize_image(digit).astype(int) - digit.astype(int)).max() <= 2
+    difference = np.abs(normalize_image(digit).astype(int) - digit.astype(int))
+    assert difference.mean() < 2
+    assert difference.max() <= NOISE_FLOOR * 255 + 1, "only sub-floor anti-aliasing is dropped"
 
 
 def test_normalize_keeps_aspect_ratio():
@@ -79,7 +83,9 @@ def test_normalize_refuses_blank(image):
         normalize_image(image)
 
 
-@pytest.mark.parametrize("fmt, mode", [("PNG", "L"), ("PNG", "RGB"), ("PNG", "P"), ("JPEG", "L"), ("JPEG", "RGB")])
+@pytest.mark.parametrize(
+    "fmt, mode", [("PNG", "L"), ("PNG", "RGB"), ("PNG", "P"), ("JPEG", "L"), ("JPEG", "RGB")]
+)
 @pytest.mark.parametrize("dark_ink", [False, True])
 def test_load_image_files(tmp_path, fmt, mode, dark_ink):
     path = tmp_path / f"digit.{fmt.lower()}"
@@ -121,8 +127,17 @@ def write_bad_files(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["wrong_shape.npy", "too_many_dims.npy", "out_of_range.npy", "notes.txt", "garbage.npy",
-     "random.png", "truncated.png", "blank.png", "missing.png"],
+    [
+        "wrong_shape.npy",
+        "too_many_dims.npy",
+        "out_of_range.npy",
+        "notes.txt",
+        "garbage.npy",
+        "random.png",
+        "truncated.png",
+        "blank.png",
+        "missing.png",
+    ],
 )
 def test_bad_files_raise_data_error_naming_the_file(tmp_path, name):
     write_bad_files(tmp_path)
@@ -153,8 +168,12 @@ def test_load_inputs_needs_files():
 
 def test_predict_files(digit_files):
     model = keras.Sequential(
-        [keras.Input((28, 28)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-         keras.layers.Dense(10, activation="softmax")]
+        [
+            keras.Input((28, 28)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
     )
     predictions = predict_files(model, digit_files)
     assert [name for name, _, _ in predictions] == load_inputs(digit_files)[0]

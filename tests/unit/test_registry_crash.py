@@ -29,8 +29,11 @@ def source(tmp_path: Path) -> Path:
 def start_worker(root: Path, source: Path, run_id: str, *pause: Path | str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(root), str(source), run_id, *map(str, pause)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -51,7 +54,10 @@ def test_concurrent_publishes_get_distinct_complete_versions(tmp_path, source):
     go = tmp_path / "go"
     # Every worker copies its files, then waits at the barrier, so all six builds are
     # in flight at once and then race for the lock (and sweep each other's folders).
-    workers = [start_worker(root, source, str(i), "files-copied", tmp_path / f"ready{i}", go) for i in range(n)]
+    workers = [
+        start_worker(root, source, str(i), "files-copied", tmp_path / f"ready{i}", go)
+        for i in range(n)
+    ]
     for i, worker in enumerate(workers):
         wait_for(tmp_path / f"ready{i}", worker)
     go.touch()

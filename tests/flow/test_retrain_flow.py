@@ -1,0 +1,86 @@
+"""The whole flow on small generated data under a real (temporary) Prefect API."""
+
+import json
+
+import numpy as np
+from prefect.client.orchestration import get_client
+
+from tasks.config import IDX_FILES
+from tasks.registry import Registry
+from tests.synth import snapshot_tree, write_dataset
+
+FAST = {"model": "mlp", "epochs": 3, "min_train_rows": 1000}
+
+
+def run_flow(**params):
+    from flows.retrain import retrain
+
+    return retrain(**{**FAST, **params}, return_state=True)
+
+
+def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
+    registry = tmp_path / "registry"
+    good = write_dataset(tmp_path / "good")
+
+    state = run_flow(data_dir=str(good), registry=str(registry))
+
+    assert state.is_completed() and state.name == "Promoted", state.message
+    outcome = state.result()
+    assert outcome.version == "v1" and outcome.accuracy >= 0.97
+    assert state.message == outcome.line()
+    manifest = json.loads((registry / "v1" / "manifest.json").read_text())
+    assert manifest["metrics"]["accuracy"] == outcome.accuracy
+    assert manifest["data"]["rows"] == {"train": 1200, "test": 300}
+    assert manifest["flow_run_id"] == str(state.state_details.flow_run_id)
+    assert {"model.keras", "card.md"} <= set(manifest["files"])
+    assert any(name.startswith("plots/") for name in manifest["files"])
+    assert Registry(registry).verify() == ["v1"]
+
+    # Labels unrelated to the images: about 10% accuracy, so the gate must refuse it.
+    bad = write_dataset(tmp_path / "bad", shuffle_test_labels=True)
+    before = snapshot_tree(registry)
+    state = run_flow(data_dir=str(bad), registry=str(registry))
+
+    assert state.is_completed() and state.name == "Rejected", state.message
+    assert state.message.startswith("rejected (accuracy 0.")
+    assert state.message.endswith("; registry unchanged")
+    assert not state.result().promoted
+    assert snapshot_tree(registry) == before
+
+
+def test_invalid_data_fails_the_run_before_training(tmp_path):
+    registry = tmp_path / "registry"
+    data = write_dataset(tmp_path / "data")
+    (data / IDX_FILES["train_images"]).write_bytes(b"\x00\x00\x08\x01garbage")
+    before = snapshot_tree(registry)
+
+    state = run_flow(data_dir=str(data), registry=str(registry))
+
+    assert state.is_failed()
+    assert state.message.startswith("data validation failed")
+    assert IDX_FILES["train_images"] in state.message
+    assert snapshot_tree(registry) == before
+    task_names = {run.name.split("-")[0] for run in read_task_runs(state)}
+    assert "train" not in task_names
+
+
+def test_failed_suite_names_the_split(tmp_path):
+    data = write_dataset(tmp_path / "data")
+    labels = np.frombuffer((data / IDX_FILES["test_labels"]).read_bytes()[8:], np.uint8).copy()
+    labels[labels == 7] = 1  # class 7 vanishes from the test split
+    (data / IDX_FILES["test_labels"]).write_bytes(
+        (data / IDX_FILES["test_labels"]).read_bytes()[:8] + labels.tobytes()
+    )
+    state = run_flow(data_dir=str(data), registry=str(tmp_path / "registry"))
+    assert state.is_failed()
+    assert state.message.startswith("data validation failed")
+    assert "test" in state.message
+
+
+def read_task_runs(state):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )

@@ -1,0 +1,79 @@
+"""Behavioural tests of the architectures: capacity, outputs, invariances, export."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tasks.config import MODEL_DEFAULTS
+from tasks.models import build_model, export_model
+from tasks.preprocess import Splits
+from tasks.train import fit_model
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_overfits_64_images(name):
+    # Random images with random labels: only memorisation can fit them.
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 64).astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = build_model(name, augment=False, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=150, batch_size=64, verbose=0)
+    predictions = model.predict(x, verbose=0).argmax(axis=1)
+    assert (predictions == y).mean() == 1.0
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_exported_model_takes_raw_pixels_and_returns_probabilities(name, tmp_path):
+    exported = export_model(build_model(name, augment=True, seed=0))
+    raw = np.random.default_rng(1).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    probabilities = exported.predict(raw, verbose=0)
+    assert probabilities.shape == (5, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    exported.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(raw, verbose=0), probabilities, atol=1e-6)
+    # Augmentation layers are inactive at inference: the same input gives the same output.
+    np.testing.assert_allclose(reloaded.predict(raw, verbose=0), probabilities, atol=1e-6)
+
+
+def test_mlp_is_the_original_784_128_10():
+    model = build_model("mlp", augment=False, seed=0)
+    assert [layer.units for layer in model.layers if hasattr(layer, "units")] == [128, 10]
+    assert model.count_params() == 784 * 128 + 128 + 128 * 10 + 10
+
+
+def test_same_seed_same_model():
+    rng = np.random.default_rng(2)
+    x = rng.random((200, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 200).astype(np.int64)
+    splits = Splits(x[:160], y[:160], x[160:], y[160:], x[160:], y[160:])
+    config = MODEL_DEFAULTS["cnn"].with_overrides(epochs=1, batch_size=32)
+    first = fit_model(splits, config, log=lambda _: None).model.predict(x[:8], verbose=0)
+    second = fit_model(splits, config, log=lambda _: None).model.predict(x[:8], verbose=0)
+    np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_cnn_predictions_stable_under_one_pixel_shifts():
+    from tasks.ingest import load_mnist
+    from tasks.preprocess import preprocess_data
+
+    data = load_mnist(None, Path("data"))
+    splits = preprocess_data(data, validation_size=1000, seed=0)
+    small = Splits(splits.x_train[:12000], splits.y_train[:12000], splits.x_val,
+                   splits.y_val, splits.x_test, splits.y_test)
+    config = MODEL_DEFAULTS["cnn"].with_overrides(epochs=1)
+    model = fit_model(small, config, log=lambda _: None).model
+    images = data.test_images[:1000]
+    base = model.predict(images, verbose=0).argmax(axis=1)
+    assert (base == data.test_labels[:1000]).mean() > 0.9  # the model learned something
+    for axis in (1, 2):
+        for step in (-1, 1):
+            shifted = model.predict(np.roll(images, step, axis=axis), verbose=0).argmax(axis=1)
+            assert (shifted == base).mean() >= 0.97, (axis, step)
