@@ -29,7 +29,7 @@ def conv_block(filters: int, kernel: int, strides: int = 1) -> list[layers.Layer
     # No conv bias: BatchNormalization's shift makes it redundant.
     return [
         layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False),
-        layers.BatchNormalization(),
+        layers.BatchNormalization(momentum=0.9),  # statistics keep up with short runs
         layers.ReLU(),
     ]
 
