@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from flows.serve import DEFAULT_CRON
 from tasks.config import (
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
@@ -178,12 +179,34 @@ def predict(
         typer.echo(f"{name}\t{digit}\t{probability:.4f}")
 
 
+@app.command()
+def serve(
+    cron: Annotated[str, typer.Option(help="When to retrain: cron, in UTC.")] = DEFAULT_CRON,
+    name: Annotated[str, typer.Option(help="Deployment name (retrain/NAME).")] = "serve",
+    model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Retrain on a schedule in this process until Ctrl-C (needs a server: `make ui`)."""
+    from flows.serve import serve_retrain
+
+    if model not in MODEL_DEFAULTS:
+        raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
+    parameters = {"model": model}
+    if data_dir:
+        parameters["data_dir"] = str(data_dir.resolve())
+    if registry:
+        parameters["registry"] = str(registry.resolve())
+    serve_retrain(name, cron, parameters)
+
+
 def quiet_environment() -> None:
     """Defaults that keep a local run self-contained and readable; the caller's env wins."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:

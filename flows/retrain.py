@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, runtime
+from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 
 from tasks.config import (
@@ -64,7 +65,54 @@ def describe(data: Dataset, trained: TrainedModel, config, metrics: dict, thresh
     }
 
 
-@flow(name="retrain", flow_run_name=name_run, log_prints=True)
+def registry_resource(flow_run) -> dict[str, str]:
+    """The registry a run reports on, as an event resource automations can match."""
+    registry = flow_run.parameters.get("registry")
+    root = Path(registry).resolve() if registry else default_registry()
+    return {"prefect.resource.id": f"digits.registry.{root}", "prefect.resource.name": str(root)}
+
+
+def announce(kind: str, flow_run, state: State, outcome: Outcome | None = None) -> None:
+    """Emit `digits.retrain.<kind>`; Prefect adds the flow run, deployment and tags as related."""
+    emit_event(
+        event=f"digits.retrain.{kind}",
+        resource=registry_resource(flow_run),
+        payload={
+            "model": flow_run.parameters.get("model"),
+            "flow_run": flow_run.name,
+            "state": state.name,
+            "message": state.message,
+            "accuracy": outcome.accuracy if outcome else None,
+            "threshold": outcome.threshold if outcome else None,
+            "version": outcome.version if outcome else None,
+        },
+    )
+
+
+def announce_outcome(flow, flow_run, state: State) -> None:
+    """on_completion hook: `digits.retrain.promoted` or `digits.retrain.rejected`."""
+    outcome = state.result(raise_on_failure=False)
+    if not isinstance(outcome, Outcome):  # a completed run always returns one; be safe in a hook
+        outcome = None
+    promoted = outcome.promoted if outcome else state.name == "Promoted"
+    announce("promoted" if promoted else "rejected", flow_run, state, outcome)
+
+
+def announce_failure(flow, flow_run, state: State) -> None:
+    """on_failure/on_crashed hook: `digits.retrain.failed` (invalid data, a bug, a lost worker)."""
+    announce("failed", flow_run, state)
+
+
+# No flow retries: ingest retries its own downloads, and a rejected model or invalid data
+# would end the same way again. Deployment tags, schedule and concurrency live in prefect.yaml.
+@flow(
+    name="retrain",
+    flow_run_name=name_run,
+    log_prints=True,
+    on_completion=[announce_outcome],
+    on_failure=[announce_failure],
+    on_crashed=[announce_failure],
+)
 def retrain(
     model: str = "cnn",
     epochs: int | None = None,

@@ -8,6 +8,7 @@ per split (counts, dtypes). Each expectation runs once per split through a row c
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ class ValidationReport:
 
 def summarize_images(split: str, images: np.ndarray, labels: np.ndarray, scale: float):
     """One row per image; anything but an (N, H, W) array gets height and width 0."""
-    flat = images.reshape(len(images), -1)
+    flat = images.reshape(len(images), math.prod(images.shape[1:]))  # -1 fails on 0 images
     height, width = images.shape[1:] if images.ndim == 3 else (0, 0)
     floats = np.issubdtype(flat.dtype, np.floating)
     return pd.DataFrame({
@@ -97,19 +98,20 @@ def digest(flat: np.ndarray) -> np.ndarray:
 
     Two distinct rows collide with probability under 2**-56; einsum keeps it one numpy call.
     """
-    rows = np.ascontiguousarray(flat).view(np.uint8).reshape(len(flat), -1)
+    row_bytes = flat.shape[1] * flat.itemsize
+    rows = np.ascontiguousarray(flat).view(np.uint8).reshape(len(flat), row_bytes)
     keys = np.random.default_rng(HASH_SEED).integers(
         0, 2**64 - 1, size=rows.shape[1], dtype=np.uint64, endpoint=True
     )
     return np.einsum("ij,j->i", rows, keys, dtype=np.uint64, casting="unsafe")
 
 
-def summarize_classes(images: pd.DataFrame) -> pd.DataFrame:
+def summarize_classes(images: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per split and digit: its share of the split and its mean ink's gap to train's."""
-    stats = {split: class_stats(part) for split, part in images.groupby("split", sort=False)}
+    stats = {split: class_stats(frame) for split, frame in images.items()}
+    reference = stats[REFERENCE_SPLIT][1]
     frames = []
     for split, (share, ink) in stats.items():
-        reference = stats[REFERENCE_SPLIT][1]
         with np.errstate(divide="ignore", invalid="ignore"):
             gap = np.abs(ink - reference) / reference
         # A digit absent on either side has no gap: make it a failure, not a NaN that GX skips.
@@ -120,15 +122,15 @@ def summarize_classes(images: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def class_stats(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def class_stats(images: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Each digit's share of the rows and its mean ink (NaN when absent)."""
-    labels, ink = part["label"].to_numpy(), part["ink"].to_numpy()
+    labels, ink = images["label"].to_numpy(), images["ink"].to_numpy()
     known = (labels >= 0) & (labels < NUM_CLASSES)  # the rest fail the label-set expectation
     digits = labels[known].astype(np.int64)
     counts = np.bincount(digits, minlength=NUM_CLASSES)
     with np.errstate(divide="ignore", invalid="ignore"):
         ink_means = np.bincount(digits, weights=ink[known], minlength=NUM_CLASSES) / counts
-    return counts / len(labels), ink_means
+    return counts / max(len(labels), 1), ink_means
 
 
 def summarize_splits(kind: Kind, parts: dict[str, tuple]) -> pd.DataFrame:
@@ -161,7 +163,7 @@ def split_expectations(kind: Kind, config: ValidationConfig) -> list:
             gxe.ExpectColumnValuesToBeInSet(
                 column="label_dtype", value_set=[kind.label_dtype], **on),
         ]
-    for origin in dict.fromkeys(kind.origins.values()):
+    for origin in dict.fromkeys(kind.origins.values()):  # each raw split once, in order
         low, high = row_bounds(origin, config)
         # A truncated download, a partial --data-dir copy, or preprocessing that drops rows.
         expectations.append(gxe.ExpectColumnSumToBeBetween(
@@ -192,8 +194,10 @@ def image_expectations(kind: Kind, config: ValidationConfig) -> list:
             gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=top, **on),
             # A NaN or inf pixel poisons the gradients of its whole batch.
             gxe.ExpectColumnSumToBeBetween(column="nonfinite", min_value=0, max_value=0, **on),
-            # Labels outside 0..9, or a digit missing entirely (a filtered or misparsed file).
-            gxe.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=DIGITS, **on),
+            # Labels outside 0..9 (a misparsed or foreign file) match no output of the model.
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=DIGITS, **on),
+            # A digit missing entirely (a filtered file) can never be learned.
+            gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=DIGITS, **on),
             # Blank images (a decoder writing zeros) teach nothing and hint at a broken file.
             gxe.ExpectColumnValuesToBeBetween(column="ink", min_value=config.blank_ink_threshold,
                                               mostly=1 - config.max_blank_share, **on),
@@ -237,23 +241,32 @@ def validate_processed_data(
     return validate(PROCESSED, parts, config, docs_dir)
 
 
-def validate(kind: Kind, parts: dict[str, tuple], config: ValidationConfig, docs_dir: Path):
-    suites = {"splits": (summarize_splits(kind, parts), split_expectations(kind, config))}
-    # The per-image frame pairs each image with its label; with unequal counts there is no
-    # pairing to check, and the splits suite already reports the mismatch.
-    if all(len(images) == len(labels) for images, labels in parts.values()):
-        images = pd.concat([summarize_images(split, *arrays, kind.full_scale)
-                            for split, arrays in parts.items()], ignore_index=True)
-        suites["images"] = (images, image_expectations(kind, config))
-        suites["classes"] = (summarize_classes(images), class_expectations(kind, config))
+def validate(
+    kind: Kind, parts: dict[str, tuple], config: ValidationConfig, docs_dir: Path
+) -> ValidationReport:
+    docs_dir = docs_dir.resolve()
     docs_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=docs_dir, prefix=".build-") as build:
         context = open_context(Path(build))
-        results = [row for name, (frame, expectations) in suites.items()
+        results = [row for name, (frame, expectations) in plan(kind, parts, config).items()
                    for row in run_suite(context, f"{kind.name}-{name}", frame, expectations)]
         context.build_data_docs()
         docs_path = publish_docs(Path(build), docs_dir / kind.name)
     return ValidationReport(kind.name, all(r["success"] for r in results), results, docs_path)
+
+
+def plan(kind: Kind, parts: dict[str, tuple], config: ValidationConfig) -> dict[str, tuple]:
+    """Each GX suite's name, with the frame it validates and its expectations."""
+    suites = {"splits": (summarize_splits(kind, parts), split_expectations(kind, config))}
+    # The per-image frame pairs each image with its label; with unequal counts there is no
+    # pairing to check, and the splits suite already reports the mismatch.
+    if all(len(images) == len(labels) for images, labels in parts.values()):
+        images = {split: summarize_images(split, *arrays, kind.full_scale)
+                  for split, arrays in parts.items()}
+        suites["images"] = (pd.concat(images.values(), ignore_index=True),
+                            image_expectations(kind, config))
+        suites["classes"] = (summarize_classes(images), class_expectations(kind, config))
+    return suites
 
 
 def open_context(site_dir: Path):
@@ -293,17 +306,15 @@ def column_of(kwargs: dict) -> str:
 
 
 def observed(result: dict) -> object:
-    """GX's observed value, or for row-wise expectations how many rows broke it and examples."""
+    """GX's observed value, or what a row-wise or set expectation found amiss."""
     value = result.get("observed_value")
     if value is not None:
         return value.item() if isinstance(value, np.generic) else value
-    parts = [f"{result.get('unexpected_count', 0)} unexpected"
-             + (f" of {result['element_count']}" if "element_count" in result else "")]
-    if result.get("partial_unexpected_list"):
-        parts.append(f"e.g. {result['partial_unexpected_list'][:3]}")
-    if result.get("partial_missing_list"):
-        parts.append(f"missing {result['partial_missing_list']}")
-    return ", ".join(parts)
+    if "partial_missing_list" in result:
+        return f"missing {result['partial_missing_list'] or 'none'}"
+    examples = np.asarray(result.get("partial_unexpected_list", [])[:3]).tolist()
+    return (f"{result['unexpected_count']} of {result['element_count']} unexpected"
+            + (f", e.g. {examples}" if examples else ""))
 
 
 def publish_docs(build: Path, site: Path) -> Path:
@@ -338,7 +349,7 @@ def publish_artifacts(report: ValidationReport) -> None:
     create_markdown_artifact(
         key=f"validation-{report.suite}-docs",
         markdown=f"# Validation of the {report.suite} data {verdict}\n\n{report.summary()}\n\n"
-        f"Great Expectations Data Docs: `{report.docs_path}`\n",
+        f"Great Expectations Data Docs: [{report.docs_path}]({report.docs_path.as_uri()})\n",
         description=f"Data Docs of the {report.suite} data validation",
     )
 

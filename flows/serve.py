@@ -1,0 +1,63 @@
+"""`digits serve`: register a scheduled `retrain` deployment and run its flow runs here.
+
+The one-process alternative to prefect.yaml + `make deploy` + `make worker`. A schedule
+needs a Prefect server that outlives this process (an ephemeral API dies with it), so this
+refuses to start without PREFECT_API_URL. Prefect is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.errors import UsageError
+
+DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC, as the `weekly` deployment in prefect.yaml
+TAGS = ["digits", "mnist"]
+NO_SERVER = (
+    "digits serve needs a Prefect server: start one with `make ui`, then "
+    "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+)
+
+
+def check_cron(cron: str) -> str:
+    """Refuse a bad cron expression before anything starts."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone="UTC")
+    except ValueError:
+        example = f"e.g. '{DEFAULT_CRON}'"
+        raise UsageError(f"--cron {cron!r} is not a cron expression ({example})") from None
+    return cron
+
+
+def check_server() -> str:
+    """The configured API URL, once the server answers; UsageError (exit 2) otherwise."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise UsageError(NO_SERVER)
+    with get_client(sync_client=True) as client:
+        if client.api_healthcheck() is not None:
+            raise UsageError(f"no Prefect server answers at {url}; start one with `make ui`")
+    return url
+
+
+def serve_retrain(name: str, cron: str, parameters: dict[str, Any]) -> None:
+    """Block, running scheduled and manual runs of `retrain/NAME` one at a time, until Ctrl-C."""
+    from prefect.schedules import Cron
+
+    check_cron(cron)
+    check_server()
+    from flows.retrain import retrain  # TensorFlow loads only once the checks pass
+
+    retrain.serve(
+        name=name,
+        schedule=Cron(cron, timezone="UTC"),
+        parameters=parameters,
+        tags=TAGS,
+        limit=1,  # this process runs one flow at a time
+        global_limit=1,  # and the server queues a second run of this deployment
+    )

@@ -1,0 +1,30 @@
+"""Both Great Expectations suites pass on the pinned MNIST (fetched once into data/)."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.config import MNIST_ROWS, ValidationConfig
+from tasks.ingest import load_mnist
+from tasks.preprocess import preprocess_data
+from tasks.validate import validate_processed_data, validate_raw_data
+
+pytestmark = pytest.mark.data
+
+PINNED = ValidationConfig(exact_rows=MNIST_ROWS)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist(None, Path("data"))
+
+
+def test_raw_suite_passes_on_mnist(mnist, tmp_path):
+    report = validate_raw_data(mnist, PINNED, tmp_path / "gx")
+    assert report.success, report.summary()
+
+
+def test_processed_suite_passes_on_mnist(mnist, tmp_path):
+    splits = preprocess_data(mnist, validation_size=5_000, seed=42)
+    report = validate_processed_data(splits, PINNED, tmp_path / "gx")
+    assert report.success, report.summary()

@@ -1,0 +1,107 @@
+"""`digits run` end to end on generated data: exit codes, one-line errors, registry untouched."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from tasks.config import IDX_FILES
+from tests.synth import idx_bytes, snapshot_tree, write_dataset
+
+FAST = ["--model", "mlp", "--epochs", "3", "--min-train-rows", "1000"]
+
+
+def corrupt(folder, case):
+    """Damage a good data folder in one of the ways users meet; return the file at fault."""
+    images, labels = folder / IDX_FILES["train_images"], folder / IDX_FILES["train_labels"]
+    if case == "truncated":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif case == "wrong magic":
+        images.write_bytes(b"\x00\x00\x08\x01" + images.read_bytes()[4:])
+    elif case == "gz that is not gzip":
+        images.rename(images.with_name(images.name + ".gz"))
+        return images.with_name(images.name + ".gz")
+    elif case == "count mismatch":
+        labels.write_bytes(idx_bytes(np.zeros(1199, np.uint8)))
+        return labels
+    elif case == "label out of range":
+        values = np.frombuffer(labels.read_bytes()[8:], np.uint8).copy()
+        values[0] = 11
+        labels.write_bytes(idx_bytes(values))
+        return "train"  # the validation suite names the split
+    elif case == "missing file":
+        labels.unlink()
+        return labels
+    return images
+
+
+@pytest.fixture
+def registry_with_v1(tmp_path, cli):
+    registry = tmp_path / "registry"
+    code, out, _ = cli("run", *FAST, "--data-dir", write_dataset(tmp_path / "good"), "--registry", registry)
+    assert (code, out.strip().splitlines()[-1][:12]) == (0, "promoted v1 ")
+    return registry
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["truncated", "wrong magic", "gz that is not gzip", "count mismatch", "label out of range",
+     "missing file"],
+)
+def test_bad_data_exits_4_and_leaves_registry_identical(case, tmp_path, cli, registry_with_v1):
+    folder = write_dataset(tmp_path / "bad")
+    at_fault = corrupt(folder, case)
+    before = snapshot_tree(registry_with_v1)
+
+    code, out, err = cli("run", *FAST, "--data-dir", folder, "--registry", registry_with_v1)
+
+    assert code == 4, err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: data validation failed")
+    assert str(at_fault if isinstance(at_fault, str) else at_fault.name) in message
+    assert snapshot_tree(registry_with_v1) == before
+
+
+@pytest.mark.parametrize("folder", ["empty", "absent"])
+def test_empty_or_absent_folder_exits_4(folder, tmp_path, cli):
+    path = tmp_path / folder
+    if folder == "empty":
+        path.mkdir()
+    code, _, err = cli("run", *FAST, "--data-dir", path, "--registry", tmp_path / "r")
+    assert code == 4
+    assert str(path) in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_gzipped_data_of_another_kind_is_judged_by_the_gate(tmp_path, cli):
+    # Well-formed data that is not MNIST: validation passes, the gate decides.
+    folder = write_dataset(tmp_path / "gz", compress=True, shuffle_test_labels=True)
+    code, out, _ = cli("run", *FAST, "--data-dir", folder, "--registry", tmp_path / "r")
+    assert code == 3
+    assert out.strip().splitlines()[-1].startswith("rejected (accuracy 0.")
+    assert out.strip().endswith("registry unchanged")
+
+
+def test_second_run_regression_check_and_models_json(tmp_path, cli, registry_with_v1):
+    data = write_dataset(tmp_path / "again")
+    code, out, _ = cli("run", *FAST, "--data-dir", data, "--registry", registry_with_v1)
+    assert code == 0 and "promoted v2" in out
+
+    code, out, _ = cli("models", "--json", "--registry", registry_with_v1)
+    versions = json.loads(out)
+    assert [v["version"] for v in versions] == ["v1", "v2"]
+    assert versions[1]["aliases"] == ["production"]
+    assert versions[1]["model"] == "mlp" and versions[1]["metrics"]["accuracy"] >= 0.97
+    gate = versions[1]["gate"]
+    assert gate["production_accuracy"] == versions[0]["metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--threshold", "0.9"], "--threshold"), (["--model", "resnet"], "--model")],
+)
+def test_usage_errors_exit_2_before_anything_runs(args, message, tmp_path, cli):
+    code, _, err = cli("run", *args, "--registry", tmp_path / "r")
+    assert code == 2
+    assert message in err
