@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from flows.serve import DEFAULT_CRON
 from tasks.config import (
@@ -84,6 +84,7 @@ def run(
     if model not in MODEL_DEFAULTS:
         raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
     check_threshold(threshold)  # refuse before Prefect or TensorFlow start
+    import_keras_quietly()
     from flows.retrain import retrain
 
     state = retrain(
@@ -171,6 +172,7 @@ def predict(
     registry: RegistryOption = None,
 ) -> None:
     """Print file, digit and probability for each image, one line each."""
+    import_keras_quietly()
     from tasks.predict import predict_files
     from tasks.registry import load_model
 
@@ -202,6 +204,23 @@ def serve(
     serve_retrain(name, cron, parameters)
 
 
+def import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow) with file descriptor 2 muted.
+
+    TensorFlow's C++ runtime prints start-up banners to stderr before any log setting
+    applies; muting them keeps errors one line. Python errors still raise normally.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def quiet_environment() -> None:
     """Defaults that keep a local run self-contained and readable; the caller's env wins."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -215,7 +234,7 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code
-    except click.ClickException as error:  # bad flag or value: click's message, exit 2
+    except TyperException as error:  # bad flag or value: usage and message, exit 2
         error.show()
         sys.exit(error.exit_code)
     except DigitsError as error:
@@ -223,7 +242,7 @@ def main() -> None:
             raise
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as error:  # a bug: say where, keep the traceback behind --debug

@@ -1,0 +1,89 @@
+"""A real `prefect server` on 127.0.0.1 for the module (temporary PREFECT_HOME, SQLite),
+stopped after the module even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.processes import BIN, REPO, background, free_port, tail, wait_for
+
+SERVER_STARTUP_SECONDS = 180  # the first start runs the SQLite migrations; CI machines are slow
+
+
+@dataclass
+class Server:
+    url: str  # http://127.0.0.1:PORT/api
+    env: dict[str, str]  # for clients, workers and flow runs
+    root: Path
+
+    def prefect(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        """Run the `prefect` CLI from the repository root against this server."""
+        result = subprocess.run(
+            [str(BIN / "prefect"), *args], cwd=REPO, env=self.env, capture_output=True,
+            text=True, timeout=timeout,
+        )
+        assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    @contextmanager
+    def client(self):
+        """A sync Prefect client (and settings for blocks) pointed at this server."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: self.url}):
+            with get_client(sync_client=True) as client:
+                yield client
+
+
+def healthy(url: str, process: subprocess.Popen, log: Path) -> bool:
+    if process.poll() is not None:
+        pytest.fail(f"prefect server exited with {process.returncode}:\n{tail(log)}")
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("prefect-server")
+    url = f"http://127.0.0.1:{free_port()}/api"
+    base = {
+        **os.environ,
+        "PREFECT_HOME": str(root / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    base.pop("PREFECT_API_URL", None)
+    server_env = {
+        **base,
+        "PREFECT_UI_ENABLED": "false",  # no static files to build: a faster start
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # a queued run (deployment concurrency limit) is retried after 3 s, not 30 s
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
+    }
+    env = {
+        **base,
+        "PREFECT_API_URL": url,
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "DIGITS_PROJECT_DIR": str(REPO),  # prefect.yaml's pull step
+        "DIGITS_ARTIFACTS": str(root / "artifacts"),
+        "DIGITS_DATA": str(root / "data-cache"),
+        "DIGITS_REGISTRY": str(root / "default-registry"),
+    }
+    log = root / "server.log"
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port]
+    with background(command, server_env, log) as process:
+        wait_for(lambda: healthy(url, process, log), SERVER_STARTUP_SECONDS, f"{url}/health", 0.5)
+        yield Server(url=url, env=env, root=root)

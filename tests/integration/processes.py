@@ -1,0 +1,78 @@
+"""Subprocesses for the integration tests, always stopped, and polling with a deadline.
+
+Subprocesses run in their own session, so stopping one also stops what it started (a
+worker's flow-run processes): SIGTERM first, SIGKILL if it does not exit in time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return f"({path} is missing)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(
+    check: Callable[[], T], timeout: float, what: str, every: float = 1.0, log: Path | None = None
+) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tail(log) if log else ''}")
+        time.sleep(every)
+
+
+def stop(process: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:  # the whole group is gone
+            break
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    process.wait()
+
+
+@contextmanager
+def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """Start `command` (stdout and stderr to `log`) and always stop it on the way out."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop(process)

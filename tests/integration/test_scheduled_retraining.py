@@ -1,0 +1,263 @@
+"""Scheduled retraining on a real `prefect server`: deploy prefect.yaml, run with a worker,
+read back states, task runs, artifacts and events through the API; notify through an
+automation; `digits serve`. Generated data (mlp, 3 epochs), so a run takes seconds."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from tasks.config import IDX_FILES
+from tests.integration.processes import BIN, background, free_port, stop, tail, wait_for
+from tests.synth import write_dataset
+
+pytestmark = pytest.mark.integration
+
+DEPLOYMENT = "retrain/weekly"  # prefect.yaml
+POOL = "digits-pool"
+FAST = {"model": "mlp", "epochs": 3, "min_train_rows": 1000}
+STAGES = {
+    "ingest", "validate-raw", "preprocess", "validate-processed",
+    "train", "evaluate", "gate", "promote",
+}
+ARTIFACT_KEYS = {"validation-raw", "validation-processed", "per-class-metrics", "evaluation-summary"}
+RUN_SECONDS = 150
+
+
+@pytest.fixture(scope="module")
+def deployment(server) -> UUID:
+    """`make deploy`, as the Makefile does it: create the pool, deploy everything in prefect.yaml."""
+    server.prefect("work-pool", "create", POOL, "--type", "process")
+    server.prefect("--no-prompt", "deploy", "--all")
+    with server.client() as client:
+        return client.read_deployment_by_name(DEPLOYMENT).id
+
+
+def start_run(server, deployment: UUID, **parameters) -> UUID:
+    with server.client() as client:
+        return client.create_flow_run_from_deployment(deployment, parameters=parameters).id
+
+
+def run_worker_once(server, log: Path) -> None:
+    """`prefect worker start --run-once`: submits the due runs and waits for them to finish."""
+    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once"]
+    with background(command, server.env, log) as worker:
+        try:
+            assert worker.wait(timeout=RUN_SECONDS) == 0, tail(log)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker still running after {RUN_SECONDS}s:\n{tail(log)}")
+
+
+def run_filter(flow_run_id: UUID):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+
+
+def events_of(server, flow_run_id: UUID) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(prefix=["digits.retrain."]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    with server.client() as client:
+        return client.read_events(filter=event_filter).events
+
+
+def scheduled_runs(server, deployment: UUID) -> list:
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    runs = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+    )
+    with server.client() as client:
+        return client.read_flow_runs(flow_run_filter=runs)
+
+
+def test_deployment_from_prefect_yaml_is_scheduled_weekly(server, deployment):
+    with server.client() as client:
+        found = client.read_deployment(deployment)
+    assert found.entrypoint == "flows/retrain.py:retrain"
+    assert found.work_pool_name == POOL
+    assert {"digits", "mnist"} <= set(found.tags)
+    assert [s.schedule.cron for s in found.schedules] == ["0 3 * * 1"]
+    assert found.global_concurrency_limit.limit == 1
+    assert found.concurrency_options.collision_strategy == "ENQUEUE"
+    assert found.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $DIGITS_PROJECT_DIR }}"}}
+    ]
+    # The server's scheduler creates the next runs: Mondays 03:00 UTC.
+    runs = wait_for(lambda: scheduled_runs(server, deployment), 60, "scheduled runs")
+    starts = [run.expected_start_time for run in runs]
+    assert all((t.weekday(), t.hour, t.minute) == (0, 3, 0) for t in starts), starts
+
+
+def test_worker_run_promotes_and_reports_through_the_api(server, deployment, tmp_path):
+    data = write_dataset(tmp_path / "data")
+    registry = tmp_path / "registry"
+    run_id = start_run(
+        server, deployment, **FAST, data_dir=str(data), registry=str(registry)
+    )
+
+    run_worker_once(server, tmp_path / "worker.log")
+
+    with server.client() as client:
+        run = client.read_flow_run(run_id)
+        task_runs = client.read_task_runs(flow_run_filter=run_filter(run_id))
+        artifacts = client.read_artifacts(flow_run_filter=run_filter(run_id))
+    assert run.state.is_completed() and run.state.name == "Promoted", run.state.message
+    assert run.state.message.startswith("promoted v1 (accuracy ")
+    assert run.name.startswith("retrain-mlp-")
+    assert {"digits", "mnist"} <= set(run.tags)
+    stages = {task.name.rsplit("-", 1)[0]: task.state for task in task_runs}
+    assert set(stages) == STAGES
+    assert all(state.is_completed() for state in stages.values()), stages
+    assert ARTIFACT_KEYS <= {artifact.key for artifact in artifacts}
+    assert (registry / "v1" / "manifest.json").is_file()
+    assert json.loads((registry / "aliases.json").read_text()) == {"production": "v1"}
+
+    events = wait_for(lambda: events_of(server, run_id), 30, "the digits.retrain event")
+    assert [event.event for event in events] == ["digits.retrain.promoted"]
+    assert events[0].resource.id == f"digits.registry.{registry.resolve()}"
+    assert events[0].payload["version"] == "v1" and events[0].payload["accuracy"] >= 0.97
+
+
+class Webhook(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.received.append(json.loads(body or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP endpoint standing in for Slack: collects the JSON bodies posted to it."""
+    Webhook.received = []
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Webhook)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{receiver.server_port}/hook", Webhook.received
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+
+
+AUTOMATION = """\
+name: digits-retrain-alerts
+description: Tell people when a scheduled retraining is rejected or fails.
+trigger:
+  type: event
+  posture: Reactive
+  expect: ["digits.retrain.rejected", "digits.retrain.failed"]
+  match:
+    prefect.resource.id: "digits.registry.*"
+  threshold: 1
+  within: 0
+actions:
+  - type: send-notification
+    block_document_id: {block_id}
+    subject: "digits: {{{{ event.event }}}}"
+    body: "{{{{ event.payload.flow_run }}}}: {{{{ event.payload.message }}}}"
+"""  # docs/scheduling.md shows the same automation
+
+
+def test_failed_runs_queue_one_at_a_time_and_notify(server, deployment, webhook, tmp_path):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    url, received = webhook
+    with server.client():
+        block = CustomWebhookNotificationBlock(
+            name="digits", url=url, json_data={"text": "{{subject}} | {{body}}"},
+            allow_private_urls=True,  # the stand-in endpoint is on 127.0.0.1
+        )
+        block_id = block.save("digits-alerts", overwrite=True)
+    (tmp_path / "automation.yaml").write_text(AUTOMATION.format(block_id=block_id))
+    server.prefect("automation", "create", "--from-file", str(tmp_path / "automation.yaml"))
+
+    data = write_dataset(tmp_path / "data")
+    (data / IDX_FILES["train_images"]).write_bytes(b"\x00\x00\x08\x01garbage")
+    params = {**FAST, "data_dir": str(data), "registry": str(tmp_path / "registry")}
+    run_ids = [start_run(server, deployment, **params) for _ in range(2)]
+
+    # A worker without its own limit: only the deployment's concurrency limit keeps the two
+    # runs apart (the second waits in AwaitingConcurrencySlot).
+    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL]
+    with background(command, server.env, tmp_path / "worker.log"):
+        def finished():
+            with server.client() as client:
+                runs = [client.read_flow_run(run_id) for run_id in run_ids]
+            return runs if all(run.state.is_final() for run in runs) else None
+
+        runs = wait_for(finished, RUN_SECONDS, "two failed runs", 2, tmp_path / "worker.log")
+
+    for run in runs:
+        assert run.state.is_failed(), run.state
+        assert run.state.message.startswith("data validation failed"), run.state.message
+    first, second = sorted(runs, key=lambda run: run.start_time)
+    assert first.end_time <= second.start_time, "the deployment's runs overlapped"
+    assert not (tmp_path / "registry").exists()
+
+    wait_for(lambda: len(received) >= 2, 60, "two notifications")
+    texts = sorted(message["text"] for message in received)
+    assert all(text.startswith("digits: digits.retrain.failed | retrain-mlp-") for text in texts)
+    assert all("data validation failed" in text for text in texts), texts
+
+
+def test_digits_serve_needs_a_server(tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run(
+        [str(BIN / "digits"), "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: digits serve needs a Prefect server")
+    assert "make ui" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_digits_serve_registers_a_schedule(server, tmp_path):
+    from prefect.exceptions import ObjectNotFound
+
+    command = [str(BIN / "digits"), "serve", "--name", "nightly", "--cron", "0 4 * * *",
+               "--model", "mlp"]
+    log = tmp_path / "serve.log"
+
+    def registered():
+        with server.client() as client:
+            try:
+                return client.read_deployment_by_name("retrain/nightly")
+            except ObjectNotFound:
+                return None
+
+    with background(command, server.env, log) as serving:
+        found = wait_for(registered, 90, "deployment retrain/nightly", every=2, log=log)
+        assert [s.schedule.cron for s in found.schedules] == ["0 4 * * *"]
+        assert found.parameters == {"model": "mlp"}
+        assert found.global_concurrency_limit.limit == 1
+        assert {"digits", "mnist"} <= set(found.tags)
+        runs = wait_for(lambda: scheduled_runs(server, found.id), 60, "scheduled runs")
+        assert all(run.expected_start_time.hour == 4 for run in runs)
+        stop(serving)
+        assert serving.returncode is not None
+    assert registered().paused  # a stopped `digits serve` pauses its schedule
