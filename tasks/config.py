@@ -79,7 +79,7 @@ class TrainConfig:
     """Hyperparameters of one training run; `MODEL_DEFAULTS` holds each model's."""
 
     model: str = "cnn"
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"  # "constant" | "cosine"
