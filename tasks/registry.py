@@ -1,7 +1,8 @@
 """The model registry: immutable versions, atomic aliases, an append-only history.
 
 A plain library (no Prefect, Keras only inside `load_model`), so anyone can read a
-registry with nothing but this file. Layout (DESIGN.md, "The registry"):
+registry with nothing but this file; `tasks/card.py` writes the human-readable card.
+Layout (DESIGN.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
     <root>/aliases.json   {"production": "v2"}
@@ -14,7 +15,7 @@ How it stays consistent with many writers and crashes at any instant:
 - `aliases.json` is replaced with write-temp, fsync, `os.replace`, under the same lock.
 - Readers take no lock; they list only `vN` folders and never look at dot-entries.
 - Leftovers of crashed writers are removed by the next writer, holding the lock (see
-  `clean_leftovers` for why that is safe while other builds are in flight).
+  `Registry._clean_leftovers` for why that is safe while other builds are in flight).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
+from tasks.card import render_card
 from tasks.config import PRODUCTION_ALIAS, default_registry
 from tasks.errors import RegistryError
 
@@ -48,11 +51,6 @@ LOCK_TIMEOUT_S = 120.0
 
 VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-REF_HELP = "expected a version like v3 or an alias name like production"
-
-
-def _ignore_step(step: str) -> None:
-    """Default publish hook; the crash tests replace it to stop a writer mid-way."""
 
 
 class Registry:
@@ -60,7 +58,8 @@ class Registry:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser().resolve()
-        self._on_step: Callable[[str], None] = _ignore_step
+        # Called at each publish step; the crash tests replace it to stop a writer mid-way.
+        self._on_step: Callable[[str], None] = lambda step: None
 
     # --- reading -----------------------------------------------------------------
 
@@ -82,7 +81,7 @@ class Registry:
         path = self.root / ALIASES_FILE
         if not path.exists():
             return {}
-        aliases = _load_json(path)
+        aliases = _parse_json(path.read_bytes(), path)
         if not isinstance(aliases, dict) or not all(
             isinstance(k, str) and is_alias_name(k) and isinstance(v, str) and VERSION_RE.match(v)
             for k, v in aliases.items()
@@ -137,11 +136,8 @@ class Registry:
 
     def verify(self, ref: str | None = None) -> list[str]:
         """Check one version (or all) file by file, plus aliases and history; return the checked."""
-        for alias, version in self.aliases().items():
-            if not (self.root / version).is_dir():
-                raise RegistryError(
-                    f"{self.root / ALIASES_FILE}: alias {alias!r} points at missing {version}"
-                )
+        for alias in self.aliases():
+            self.resolve(alias)  # refuses an alias that points at a missing version
         self.history()
         names = self._version_names() if ref is None else [self.resolve(ref)]
         for name in names:
@@ -272,17 +268,7 @@ class Registry:
             raise RegistryError(
                 f"{path}: says version {manifest.get('version')!r}, folder is {version}"
             )
-        files = manifest.get("files")
-        if not isinstance(files, dict) or MODEL_FILE not in files:
-            raise RegistryError(f"{path}: `files` must list {MODEL_FILE}")
-        for name, meta in files.items():
-            check_file_name(name, path)
-            if not (
-                isinstance(meta, dict)
-                and isinstance(meta.get("sha256"), str)
-                and isinstance(meta.get("size"), int)
-            ):
-                raise RegistryError(f"{path}: `files` entry {name!r} needs sha256 and size")
+        check_files(manifest.get("files"), path)
         return manifest
 
     def _verify_version(self, version: str) -> dict:
@@ -309,7 +295,8 @@ class Registry:
         manifest["files"] = {
             name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())
         }
-        card = render_card(manifest).encode()
+        # The card reads the manifest as JSON records it (numpy values as plain numbers).
+        card = render_card(json.loads(dump_json(manifest))).encode()
         write_synced(build / CARD_FILE, card)
         manifest["files"][CARD_FILE] = {"sha256": sha256_bytes(card), "size": len(card)}
         manifest.pop(DIGEST_KEY, None)
@@ -340,13 +327,12 @@ class Registry:
         self._append_history(entry)
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:
-        data = dump_json(dict(sorted(aliases.items())))
-        write_atomic(
-            self.root / ALIASES_FILE,
-            data,
-            ALIAS_TEMP_PREFIX,
-            before_replace=lambda: self._on_step("alias-written"),
-        )
+        """Replace aliases.json so readers see the old or the new map, never a mix."""
+        temp = self.root / f"{ALIAS_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+        write_synced(temp, dump_json(dict(sorted(aliases.items()))))
+        self._on_step("alias-written")
+        os.replace(temp, self.root / ALIASES_FILE)
+        fsync_dir(self.root)
 
     def _append_history(self, entry: dict) -> None:
         path = self.root / HISTORY_FILE
@@ -360,10 +346,22 @@ class Registry:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _locked(self) -> _RegistryLock:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the registry-wide write lock; a timeout becomes a RegistryError."""
         if not self.root.is_dir():
             raise RegistryError(f"{self.root}: no registry here")
-        return _RegistryLock(self.root / LOCK_FILE)
+        lock = FileLock(self.root / LOCK_FILE, timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout as error:
+            raise RegistryError(
+                f"{lock.lock_file}: held by another writer for over {LOCK_TIMEOUT_S:.0f} s"
+            ) from error
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _clean_leftovers(self) -> None:
         """Remove what crashed writers left. Call only while holding the registry lock.
@@ -384,24 +382,6 @@ class Registry:
                 remove_abandoned_build(entry)
             elif entry.name.startswith(BUILD_PREFIX) and not entry.with_suffix("").exists():
                 remove_abandoned_build(entry.with_suffix(""))
-
-
-class _RegistryLock:
-    """The registry-wide write lock, with a timeout that becomes a RegistryError."""
-
-    def __init__(self, path: Path) -> None:
-        self._lock = FileLock(path, timeout=LOCK_TIMEOUT_S)
-
-    def __enter__(self) -> None:
-        try:
-            self._lock.acquire()
-        except Timeout as error:
-            raise RegistryError(
-                f"{self._lock.lock_file}: held by another writer for over {LOCK_TIMEOUT_S:.0f} s"
-            ) from error
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release()
 
 
 def remove_abandoned_build(build: Path) -> None:
@@ -429,7 +409,9 @@ def is_alias_name(name: str) -> bool:
 
 def check_ref(ref: object) -> None:
     if not isinstance(ref, str) or not (VERSION_RE.match(ref) or is_alias_name(ref)):
-        raise RegistryError(f"invalid ref {ref!r}: {REF_HELP}")
+        raise RegistryError(
+            f"invalid ref {ref!r}: expected a version like v3 or an alias name like production"
+        )
 
 
 def check_alias_name(alias: object) -> None:
@@ -437,18 +419,26 @@ def check_alias_name(alias: object) -> None:
         raise RegistryError(f"invalid alias name {alias!r}: lowercase [a-z][a-z0-9_-]*, not vN")
 
 
-def check_file_name(name: str, manifest_path: Path) -> None:
-    """Listed files are relative posix paths inside the version (fetch writes them)."""
-    parts = PurePosixPath(name).parts
-    if (
-        not name
-        or name.startswith("/")
-        or "\\" in name
-        or ".." in parts
-        or PurePosixPath(name).as_posix() != name
-        or name == MANIFEST_FILE
-    ):
-        raise RegistryError(f"{manifest_path}: unsafe file name {name!r} in `files`")
+def check_files(files: object, manifest_path: Path) -> None:
+    """`files` maps relative posix paths inside the version (fetch writes them) to checksums."""
+    if not isinstance(files, dict) or MODEL_FILE not in files:
+        raise RegistryError(f"{manifest_path}: `files` must list {MODEL_FILE}")
+    for name, meta in files.items():
+        if (
+            not name
+            or name.startswith("/")
+            or "\\" in name
+            or ".." in PurePosixPath(name).parts
+            or PurePosixPath(name).as_posix() != name
+            or name == MANIFEST_FILE
+        ):
+            raise RegistryError(f"{manifest_path}: unsafe file name {name!r} in `files`")
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("size"), int)
+        ):
+            raise RegistryError(f"{manifest_path}: `files` entry {name!r} needs sha256 and size")
 
 
 def alias_targets(history: list[dict], alias: str) -> list[str]:
@@ -513,17 +503,6 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def write_atomic(
-    path: Path, data: bytes, temp_prefix: str, before_replace: Callable[[], None] = lambda: None
-) -> None:
-    """Replace `path` so readers see the old or the new content, never a mix."""
-    temp = path.with_name(f"{temp_prefix}{uuid.uuid4().hex}.tmp")
-    write_synced(temp, data)
-    before_replace()
-    os.replace(temp, path)
-    fsync_dir(path.parent)
-
-
 def fsync_dir(folder: Path) -> None:
     """Make a rename or new entry in `folder` durable, not just the files' bytes."""
     fd = os.open(folder, os.O_RDONLY)
@@ -534,11 +513,8 @@ def fsync_dir(folder: Path) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -573,153 +549,8 @@ def _parse_json(raw: bytes, path: Path) -> object:
         raise RegistryError(f"{path}: not valid JSON ({error})") from error
 
 
-def _load_json(path: Path) -> object:
-    return _parse_json(path.read_bytes(), path)
-
-
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-# --- model card --------------------------------------------------------------------
-
-
-def render_card(manifest: dict) -> str:
-    """A human model card: what the model is, how to load it, how good it is, from what."""
-    sections = [
-        card_intro(manifest),
-        card_usage(manifest),
-        card_metrics(manifest.get("metrics") or {}),
-        card_section(
-            "Promotion gate",
-            {"threshold": manifest.get("threshold"), **as_dict(manifest.get("gate"), "decision")},
-        ),
-        card_section("Hyperparameters", manifest.get("hyperparameters")),
-        card_section("Training data", manifest.get("data")),
-        card_section("Environment", manifest.get("environment")),
-        card_files(manifest["files"]),
-    ]
-    return "\n\n".join(section for section in sections if section) + "\n"
-
-
-def model_name(manifest: dict) -> str:
-    model = manifest.get("model")
-    return str(model.get("name", "?")) if isinstance(model, dict) else str(model or "?")
-
-
-def card_intro(manifest: dict) -> str:
-    text = (
-        f"# digits model {manifest['version']}\n\nAn MNIST handwritten-digit classifier "
-        f"(architecture `{model_name(manifest)}`), published to the digits registry on "
-        f"{manifest['created_at']}"
-    )
-    if manifest.get("flow_run_id"):
-        text += f" by Prefect flow run `{manifest['flow_run_id']}`"
-    accuracy = (manifest.get("metrics") or {}).get("accuracy")
-    if isinstance(accuracy, (int, float)):
-        text += f". Test accuracy: **{accuracy:.4f}**"
-    return text + ". `manifest.json` beside this card holds every detail and each file's SHA-256."
-
-
-def card_usage(manifest: dict) -> str:
-    return "\n".join(
-        [
-            "## How to use it",
-            "",
-            "```python",
-            "import keras",
-            f'model = keras.saving.load_model("{MODEL_FILE}", safe_mode=True)',
-            "probabilities = model.predict(images)  # images: (N, 28, 28)",
-            "```",
-            "",
-            "- Input: a batch shaped `(N, 28, 28)` of raw pixel values 0..255 (uint8 or float),",
-            "  white digit on black as MNIST stores it. Preprocessing is inside the model.",
-            "- Output: `(N, 10)` class probabilities; `probabilities.argmax(axis=1)` is the digit.",
-            f"- Fetch it verified: `digits fetch {manifest['version']} --dest DIR` checks "
-            + "every checksum first.",
-        ]
-    )
-
-
-def card_metrics(metrics: dict) -> str:
-    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-    text = (
-        card_section("Metrics (test split)", scalars) or "## Metrics (test split)\n\nnone recorded"
-    )
-    rows = per_class_rows(metrics)
-    if rows:
-        columns = list(dict.fromkeys(key for row in rows.values() for key in row))
-        table = [["class", *columns]] + [
-            [label, *(row.get(c, "") for c in columns)] for label, row in rows.items()
-        ]
-        text += "\n\n### Per class\n\n" + md_table(table)
-    return text
-
-
-def per_class_rows(metrics: dict) -> dict[str, dict]:
-    """Class label -> its metrics, from `per_class` (list or dict) or parallel lists."""
-    per_class = metrics.get("per_class")
-    if isinstance(per_class, dict):
-        return {str(k): v for k, v in per_class.items() if isinstance(v, dict)}
-    if isinstance(per_class, list):
-        return {
-            str(row.get("class", row.get("digit", i))): {
-                k: v for k, v in row.items() if k not in ("class", "digit")
-            }
-            for i, row in enumerate(per_class)
-            if isinstance(row, dict)
-        }
-    lists = {
-        k: v
-        for k, v in metrics.items()
-        if k in ("precision", "recall", "f1", "support") and isinstance(v, list)
-    }
-    size = min((len(v) for v in lists.values()), default=0)
-    return {str(i): {k: v[i] for k, v in lists.items()} for i in range(size)}
-
-
-def card_section(title: str, fields: object) -> str:
-    flat = flatten(as_dict(fields, "value"))
-    flat = {k: v for k, v in flat.items() if v is not None}
-    return f"## {title}\n\n" + md_table([["field", "value"], *flat.items()]) if flat else ""
-
-
-def card_files(files: dict) -> str:
-    lines = [f"- `{name}` ({meta['size']:,} bytes)" for name, meta in files.items()]
-    return "## Files\n\n" + "\n".join(lines)
-
-
-def as_dict(value: object, key: str) -> dict:
-    if value is None:
-        return {}
-    return value if isinstance(value, dict) else {key: value}
-
-
-def flatten(fields: dict, prefix: str = "") -> dict[str, object]:
-    """Nested dicts as dotted keys, so every section is one two-column table."""
-    flat: dict[str, object] = {}
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def md_table(rows: list) -> str:
-    header, *body = [[format_cell(cell) for cell in row] for row in rows]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-
-
-def format_cell(value: object) -> str:
-    if isinstance(value, float):
-        text = f"{value:.6g}"
-    elif isinstance(value, (list, tuple)):
-        text = json.dumps(value, default=to_jsonable)
-    else:
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 # --- loading ---------------------------------------------------------------------

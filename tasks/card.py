@@ -1,0 +1,103 @@
+"""The model card: the `card.md` a person reads beside each registry version.
+
+Everything in it comes from the manifest, which stays the record that tools check; the
+card says what the model is, how good it is, what it was trained on, and how to use it.
+"""
+
+from __future__ import annotations
+
+import json
+
+# The file name is the registry's MODEL_FILE; the registry imports this module, not back.
+USAGE = """\
+## How to use it
+
+```python
+import keras
+model = keras.saving.load_model("model.keras", safe_mode=True)
+probabilities = model.predict(images)  # images: (N, 28, 28)
+```
+
+- Input: a batch shaped `(N, 28, 28)` of raw pixel values 0..255 (uint8 or float),
+  white digit on black as MNIST stores it. Preprocessing is inside the model.
+- Output: `(N, 10)` class probabilities; `probabilities.argmax(axis=1)` is the digit.
+- Fetch it verified: `digits fetch {version} --dest DIR` checks every checksum first."""
+
+
+def render_card(manifest: dict) -> str:
+    """Markdown for one version; `manifest` is a finished manifest (version, created_at)."""
+    metrics = manifest.get("metrics") or {}
+    gate = manifest.get("gate")
+    gate = gate if isinstance(gate, dict) else {"decision": gate}
+    sections = [
+        _describe_model(manifest),
+        USAGE.format(version=manifest["version"]),
+        _render_metrics(metrics),
+        _render_fields("Promotion gate", {"threshold": manifest.get("threshold"), **gate}),
+        _render_fields("Hyperparameters", manifest.get("hyperparameters")),
+        _render_fields("Training data", manifest.get("data")),
+        _render_fields("Environment", manifest.get("environment")),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _describe_model(manifest: dict) -> str:
+    text = (
+        f"# digits model {manifest['version']}\n\nAn MNIST handwritten-digit classifier "
+        f"(architecture `{manifest.get('model', '?')}`), published to the digits registry on "
+        f"{manifest['created_at']}"
+    )
+    if manifest.get("flow_run_id"):
+        text += f" by Prefect flow run `{manifest['flow_run_id']}`"
+    accuracy = (manifest.get("metrics") or {}).get("accuracy")
+    if isinstance(accuracy, (int, float)):
+        text += f". Test accuracy: **{accuracy:.4f}**"
+    return text + ". `manifest.json` beside this card lists every file with its SHA-256."
+
+
+def _render_metrics(metrics: dict) -> str:
+    """Scalar metrics as fields, then one row per class (the confusion matrix stays in JSON)."""
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    title = "Metrics (test split)"
+    text = _render_fields(title, scalars) or f"## {title}\n\nnone recorded"
+    per_class = metrics.get("per_class")
+    rows = [r for r in per_class if isinstance(r, dict)] if isinstance(per_class, list) else []
+    if rows:
+        columns = list(dict.fromkeys(k for row in rows for k in row if k not in ("digit", "class")))
+        table = [
+            [row.get("digit", row.get("class", i)), *(row.get(c, "") for c in columns)]
+            for i, row in enumerate(rows)
+        ]
+        text += "\n\n### Per class\n\n" + _render_table(["class", *columns], table)
+    return text
+
+
+def _render_fields(title: str, fields: object) -> str:
+    """A two-column section, nested dicts as dotted keys; empty when nothing is set."""
+    flat = {k: v for k, v in _flatten(fields).items() if v is not None}
+    return f"## {title}\n\n" + _render_table(["field", "value"], flat.items()) if flat else ""
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(value, dict):
+        return {} if value is None else {prefix[:-1] or "value": value}
+    flat: dict[str, object] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}{key}."))
+    return flat
+
+
+def _render_table(header: list[str], rows) -> str:
+    cells = [[_format_cell(cell) for cell in row] for row in rows]
+    lines = [header, ["---"] * len(header), *cells]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def _format_cell(value: object) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, list):
+        text = json.dumps(value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
