@@ -24,13 +24,15 @@ class Server:
     env: dict[str, str]  # for clients, workers and flow runs
     root: Path
 
-    def prefect(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def prefect(self, *args: str, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         """Run the `prefect` CLI from the repository root against this server."""
+        env = {key: value for key, value in self.env.items() if key not in unset}
         result = subprocess.run(
-            [str(BIN / "prefect"), *args], cwd=REPO, env=self.env, capture_output=True,
-            text=True, timeout=timeout,
+            [str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=180,
         )
-        assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        command = " ".join(args)
+        assert result.returncode == 0, f"prefect {command}:\n{result.stdout}\n{result.stderr}"
         return result
 
     @contextmanager

@@ -46,7 +46,8 @@ def wait_for(
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tail(log) if log else ''}")
+            logged = tail(log) if log else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logged}")
         time.sleep(every)
 
 

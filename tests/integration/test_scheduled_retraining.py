@@ -27,15 +27,18 @@ STAGES = {
     "ingest", "validate-raw", "preprocess", "validate-processed",
     "train", "evaluate", "gate", "promote",
 }
-ARTIFACT_KEYS = {"validation-raw", "validation-processed", "per-class-metrics", "evaluation-summary"}
+ARTIFACT_KEYS = {
+    "validation-raw", "validation-processed", "per-class-metrics", "evaluation-summary",
+}
 RUN_SECONDS = 150
 
 
 @pytest.fixture(scope="module")
 def deployment(server) -> UUID:
-    """`make deploy`, as the Makefile does it: create the pool, deploy everything in prefect.yaml."""
+    """`make deploy`: create the pool, deploy everything in prefect.yaml."""
     server.prefect("work-pool", "create", POOL, "--type", "process")
-    server.prefect("--no-prompt", "deploy", "--all")
+    # Like `make deploy`: DIGITS_PROJECT_DIR unset, so the pull step resolves it on the worker.
+    server.prefect("--no-prompt", "deploy", "--all", unset=("DIGITS_PROJECT_DIR",))
     with server.client() as client:
         return client.read_deployment_by_name(DEPLOYMENT).id
 
@@ -69,7 +72,7 @@ def events_of(server, flow_run_id: UUID) -> list:
         related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
     )
     with server.client() as client:
-        return client.read_events(filter=event_filter).events
+        return client.read_events(filter=event_filter, limit=50).events  # server max 50
 
 
 def scheduled_runs(server, deployment: UUID) -> list:
@@ -98,9 +101,8 @@ def test_deployment_from_prefect_yaml_is_scheduled_weekly(server, deployment):
     assert [s.schedule.cron for s in found.schedules] == ["0 3 * * 1"]
     assert found.global_concurrency_limit.limit == 1
     assert found.concurrency_options.collision_strategy == "ENQUEUE"
-    assert found.pull_steps == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $DIGITS_PROJECT_DIR }}"}}
-    ]
+    pull = {"directory": "{{ $DIGITS_PROJECT_DIR }}"}  # resolved on the worker, per machine
+    assert found.pull_steps == [{"prefect.deployments.steps.set_working_directory": pull}]
     # The server's scheduler creates the next runs: Mondays 03:00 UTC.
     runs = wait_for(lambda: scheduled_runs(server, deployment), 60, "scheduled runs")
     starts = [run.expected_start_time for run in runs]
@@ -217,6 +219,9 @@ def test_failed_runs_queue_one_at_a_time_and_notify(server, deployment, webhook,
         assert run.state.message.startswith("data validation failed"), run.state.message
     first, second = sorted(runs, key=lambda run: run.start_time)
     assert first.end_time <= second.start_time, "the deployment's runs overlapped"
+    with server.client() as client:
+        waited = {state.name for state in client.read_flow_run_states(second.id)}
+    assert "AwaitingConcurrencySlot" in waited, waited
     assert not (tmp_path / "registry").exists()
 
     wait_for(lambda: len(received) >= 2, 60, "two notifications")
