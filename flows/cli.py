@@ -85,22 +85,25 @@ def run(
         raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
     check_threshold(threshold)  # refuse before Prefect or TensorFlow start
     import_keras_quietly()
+    from prefect import tags
+
     from flows.retrain import retrain
 
-    state = retrain(
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        threshold=threshold,
-        regression_tolerance=None if no_regression_check else regression_tolerance,
-        data_dir=str(data_dir) if data_dir else None,
-        registry=str(registry) if registry else None,
-        min_train_rows=min_train_rows,
-        progress=sys.stdout.isatty(),
-        return_state=True,
-    )
+    with tags("digits", "mnist"):  # as scheduled runs carry, to filter them in the UI
+        state = retrain(
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            threshold=threshold,
+            regression_tolerance=None if no_regression_check else regression_tolerance,
+            data_dir=str(data_dir) if data_dir else None,
+            registry=str(registry) if registry else None,
+            min_train_rows=min_train_rows,
+            progress=sys.stdout.isatty(),
+            return_state=True,
+        )
     outcome = state.result()  # raises the run's DigitsError when it failed
     typer.echo(outcome.line())
     if not outcome.promoted:
