@@ -81,11 +81,12 @@ def fit_model(
         callbacks=[EpochLog(log, config.epochs), stop],
         verbose=1 if progress else 0,
     )
-    val_accuracy = history.history["val_accuracy"]
+    epochs_run = len(history.history["loss"])
     return TrainedModel(
         model=export_model(model),
         history={name: [float(v) for v in values] for name, values in history.history.items()},
-        best_epoch=val_accuracy.index(max(val_accuracy)) + 1,
+        # Keras restores the best weights only when it stops early; else the last are kept.
+        best_epoch=stop.best_epoch + 1 if stop.stopped_epoch > 0 else epochs_run,
         seconds=time.perf_counter() - started,
     )
 
