@@ -6,7 +6,7 @@ Nothing here touches the disk or the network: importing it is free of side effec
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # --- MNIST facts -------------------------------------------------------------
@@ -105,15 +105,3 @@ MODEL_DEFAULTS: dict[str, TrainConfig] = {
     ),
     "cnn": TrainConfig(model="cnn"),
 }
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one `retrain` flow run needs, built by the CLI or a deployment."""
-
-    train: TrainConfig = field(default_factory=lambda: MODEL_DEFAULTS["cnn"])
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    threshold: float = DEFAULT_THRESHOLD
-    regression_tolerance: float | None = DEFAULT_REGRESSION_TOLERANCE  # None: no champion check
-    data_dir: Path | None = None  # None: the pinned MNIST, downloaded and cached
-    registry: Path = field(default_factory=default_registry)
