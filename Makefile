@@ -34,7 +34,7 @@ test-fast: $(STAMP)  ## unit tests only, seconds
 	$(BIN)/python -m pytest -m "not slow and not data and not integration" $(ARGS)
 
 ui: $(STAMP)  ## the Prefect UI on 127.0.0.1 over this project's runs
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
+	PREFECT_UI_API_URL=http://127.0.0.1:$(UI_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
 
 deploy worker: export PREFECT_API_URL := $(API_URL)
 worker: export DIGITS_PROJECT_DIR := $(CURDIR)# prefect.yaml's pull step runs flows from here

@@ -183,7 +183,7 @@ def publish_evaluation(evaluation: Evaluation, plot_paths: list[Path]) -> None:
     )
 
 
-@task(name="evaluate", cache_policy=NONE, persist_result=False)
+@task(name="evaluate", task_run_name="evaluate", cache_policy=NONE, persist_result=False)
 def evaluate(
     model,
     images: np.ndarray,

@@ -72,7 +72,7 @@ def environment() -> dict[str, str]:
     return versions
 
 
-@task(name="gate", cache_policy=NONE, persist_result=False)
+@task(name="gate", task_run_name="gate", cache_policy=NONE, persist_result=False)
 def gate(
     accuracy: float, threshold: float, registry: Path, regression_tolerance: float | None
 ) -> Decision:
@@ -84,7 +84,7 @@ def gate(
     return decision
 
 
-@task(name="promote", cache_policy=NONE, persist_result=False)
+@task(name="promote", task_run_name="promote", cache_policy=NONE, persist_result=False)
 def promote(registry: Path, build_dir: Path, manifest: dict, decision: Decision) -> str:
     """The only task that writes to the registry; it publishes a complete, checksummed version."""
     manifest = {**manifest, "gate": asdict(decision), "environment": environment()}

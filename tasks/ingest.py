@@ -174,6 +174,7 @@ def load_mnist(data_dir: Path | None, cache_dir: Path) -> Dataset:
 # input hashing.
 @task(
     name="ingest",
+    task_run_name="ingest",
     retries=2,
     retry_delay_seconds=[5, 20],
     retry_condition_fn=lambda task, run, state: not isinstance(

@@ -64,6 +64,6 @@ def preprocess_data(data: Dataset, validation_size: int, seed: int) -> Splits:
     )
 
 
-@task(name="preprocess", cache_policy=NONE, persist_result=False)
+@task(name="preprocess", task_run_name="preprocess", cache_policy=NONE, persist_result=False)
 def preprocess(data: Dataset, validation_size: int, seed: int) -> Splits:
     return preprocess_data(data, validation_size, seed)

@@ -92,7 +92,7 @@ def fit_model(
 
 
 # Arrays stay in memory (no persistence, no input hashing); the timeout stops a runaway fit.
-@task(name="train", timeout_seconds=3 * 3600, cache_policy=NONE, persist_result=False)
+@task(name="train", task_run_name="train", timeout_seconds=3 * 3600, cache_policy=NONE, persist_result=False)
 def train(splits: Splits, config: TrainConfig, progress: bool = False) -> TrainedModel:
     logger = get_run_logger()
     logger.info("training %s with %s", config.model, config)

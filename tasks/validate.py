@@ -354,7 +354,7 @@ def publish_artifacts(report: ValidationReport) -> None:
     )
 
 
-@task(name="validate-raw", cache_policy=NONE, persist_result=False)
+@task(name="validate-raw", task_run_name="validate-raw", cache_policy=NONE, persist_result=False)
 def validate_raw(data: Dataset, config: ValidationConfig, docs_dir: Path) -> ValidationReport:
     report = validate_raw_data(data, config, docs_dir)
     publish_artifacts(report)
@@ -362,7 +362,7 @@ def validate_raw(data: Dataset, config: ValidationConfig, docs_dir: Path) -> Val
     return report
 
 
-@task(name="validate-processed", cache_policy=NONE, persist_result=False)
+@task(name="validate-processed", task_run_name="validate-processed", cache_policy=NONE, persist_result=False)
 def validate_processed(
     splits: Splits, config: ValidationConfig, docs_dir: Path
 ) -> ValidationReport:

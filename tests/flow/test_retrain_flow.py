@@ -60,8 +60,8 @@ def test_invalid_data_fails_the_run_before_training(tmp_path):
     assert state.message.startswith("data validation failed")
     assert IDX_FILES["train_images"] in state.message
     assert snapshot_tree(registry) == before
-    task_names = {run.name.split("-")[0] for run in read_task_runs(state)}
-    assert "train" not in task_names
+    task_names = {run.name for run in read_task_runs(state)}
+    assert task_names == {"ingest"}  # stopped before validation, let alone training
 
 
 def test_failed_suite_names_the_split(tmp_path):
