@@ -15,15 +15,15 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import TyperException
 
-from flows.serve import DEFAULT_CRON
+from flows.serve import DEFAULT_CRON, TAGS, serve_retrain
 from tasks.config import (
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
-    MODEL_DEFAULTS,
     PRODUCTION_ALIAS,
-    default_registry,
+    registry_root,
+    train_defaults,
 )
-from tasks.errors import DigitsError, UsageError
+from tasks.errors import DigitsError
 
 app = typer.Typer(
     help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",
@@ -43,7 +43,7 @@ RegistryOption = Annotated[
 def registry_of(path: Path | None):
     from tasks.registry import Registry
 
-    return Registry(path.resolve() if path else default_registry())
+    return Registry(registry_root(path))
 
 
 @app.callback()
@@ -81,15 +81,14 @@ def run(
     """Run one retraining flow: ingest, validate, train, evaluate, gate, promote."""
     from tasks.gate import check_threshold
 
-    if model not in MODEL_DEFAULTS:
-        raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
-    check_threshold(threshold)  # refuse before Prefect or TensorFlow start
+    train_defaults(model)  # refuse a bad model or threshold before Prefect or TensorFlow start
+    check_threshold(threshold)
     import_keras_quietly()
     from prefect import tags
 
     from flows.retrain import retrain
 
-    with tags("digits", "mnist"):  # as scheduled runs carry, to filter them in the UI
+    with tags(*TAGS):  # as scheduled runs carry, to filter them in the UI
         state = retrain(
             model=model,
             epochs=epochs,
@@ -195,10 +194,7 @@ def serve(
     registry: RegistryOption = None,
 ) -> None:
     """Retrain on a schedule in this process until Ctrl-C (needs a server: `make ui`)."""
-    from flows.serve import serve_retrain
-
-    if model not in MODEL_DEFAULTS:
-        raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
+    train_defaults(model)
     parameters = {"model": model}
     if data_dir:
         parameters["data_dir"] = str(data_dir.resolve())

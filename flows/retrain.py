@@ -12,16 +12,16 @@ from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 
 from tasks.config import (
-    MNIST_ROWS,
-    MODEL_DEFAULTS,
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
+    MNIST_ROWS,
     ValidationConfig,
     default_artifacts_dir,
     default_data_dir,
-    default_registry,
+    registry_root,
+    train_defaults,
 )
-from tasks.errors import DataError, UsageError
+from tasks.errors import DataError
 from tasks.evaluate import evaluate
 from tasks.gate import Decision, check_threshold, gate, promote
 from tasks.ingest import Dataset, ingest
@@ -67,8 +67,7 @@ def describe(data: Dataset, trained: TrainedModel, config, metrics: dict, thresh
 
 def registry_resource(flow_run) -> dict[str, str]:
     """The registry a run reports on, as an event resource automations can match."""
-    registry = flow_run.parameters.get("registry")
-    root = Path(registry).resolve() if registry else default_registry()
+    root = registry_root(flow_run.parameters.get("registry"))
     return {"prefect.resource.id": f"digits.registry.{root}", "prefect.resource.name": str(root)}
 
 
@@ -127,13 +126,11 @@ def retrain(
     progress: bool = False,
 ) -> State:
     """Ingest, validate, preprocess, train, evaluate, gate and promote one model."""
-    if model not in MODEL_DEFAULTS:
-        raise UsageError(f"--model {model!r} is not one of {sorted(MODEL_DEFAULTS)}")
     check_threshold(threshold)
-    config = MODEL_DEFAULTS[model].with_overrides(
+    config = train_defaults(model).with_overrides(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
     )
-    registry_dir = Path(registry).resolve() if registry else default_registry()
+    registry_dir = registry_root(registry)
     source = Path(data_dir).resolve() if data_dir else None
     checks = ValidationConfig(
         exact_rows=None if source else MNIST_ROWS,

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tasks.errors import UsageError
+
 # --- MNIST facts -------------------------------------------------------------
 
 IMAGE_SHAPE = (28, 28)
@@ -41,9 +43,9 @@ DEFAULT_REGRESSION_TOLERANCE = 0.002
 PRODUCTION_ALIAS = "production"
 
 
-def default_registry() -> Path:
-    """`$DIGITS_REGISTRY`, else `artifacts/registry` under the current directory."""
-    return Path(os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
+def registry_root(path: str | Path | None = None) -> Path:
+    """`path` if given, else `$DIGITS_REGISTRY`, else `artifacts/registry` here; absolute."""
+    return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
 
 
 def default_data_dir() -> Path:
@@ -105,3 +107,10 @@ MODEL_DEFAULTS: dict[str, TrainConfig] = {
     ),
     "cnn": TrainConfig(model="cnn"),
 }
+
+
+def train_defaults(model: str) -> TrainConfig:
+    """The named architecture's default hyperparameters; an unknown name is a usage error."""
+    if model not in MODEL_DEFAULTS:
+        raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
+    return MODEL_DEFAULTS[model]

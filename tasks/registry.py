@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock, Timeout
 
 from tasks.card import render_card
-from tasks.config import PRODUCTION_ALIAS, default_registry
+from tasks.config import PRODUCTION_ALIAS, registry_root
 from tasks.errors import RegistryError
 
 MODEL_FILE = "model.keras"
@@ -558,7 +558,7 @@ def utc_now() -> str:
 
 def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
     """Verify a registry version, then load it with plain Keras in safe mode."""
-    reg = Registry(default_registry() if registry is None else registry)
+    reg = Registry(registry_root(registry))
     version = reg.resolve(ref)
     reg.verify(version)
     import keras  # here, not at the top: reading a registry must not need TensorFlow
