@@ -49,7 +49,9 @@ def registry_of(path: Path | None):
 @app.callback()
 def options(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option(help="Show tracebacks instead of one-line errors.")
+    ] = False,
 ) -> None:
     ctx.obj = {"debug": debug}
 
@@ -59,7 +61,9 @@ def run(
     model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="[default: per model]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="[default: per model]")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(min=0, help="[default: per model]")] = None,
+    learning_rate: Annotated[
+        Optional[float], typer.Option(min=0, help="[default: per model]")
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable CPU runs.")] = None,
     threshold: Annotated[
         float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")

@@ -57,7 +57,7 @@ def describe(data: Dataset, trained: TrainedModel, config, metrics: dict, thresh
         "model": config.model,
         "hyperparameters": asdict(config),
         "training": {"best_epoch": trained.best_epoch, "seconds": round(trained.seconds, 1),
-                     "epochs_run": len(trained.history.get("loss", []))},
+                     "epochs_run": trained.epochs_run},
         "metrics": metrics,
         "threshold": threshold,
         "data": {"source": data.source, "sha256": data.sha256, "rows": data.rows()},

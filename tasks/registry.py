@@ -235,12 +235,6 @@ class Registry:
             )
         return previous
 
-    def record(self, event: str, **fields: object) -> None:
-        """Append a free-form event (e.g. a gate rejection) to the history."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            self._append_history({"event": event, **fields})
-
     # --- internals -------------------------------------------------------------
 
     def _version_names(self) -> list[str]:

@@ -22,6 +22,10 @@ class TrainedModel:
     best_epoch: int  # 1-based epoch whose weights were kept
     seconds: float
 
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
 
 class EpochLog(keras.callbacks.Callback):
     """Sends one line per epoch to `log` (the Prefect run logger in a flow)."""
@@ -48,7 +52,9 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(
+    config: TrainConfig, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     if config.lr_schedule == "constant":
         return config.learning_rate
     # Cosine decay to zero over the planned run: large steps early, fine-tuning at the end.
@@ -81,18 +87,23 @@ def fit_model(
         callbacks=[EpochLog(log, config.epochs), stop],
         verbose=1 if progress else 0,
     )
-    epochs_run = len(history.history["loss"])
     return TrainedModel(
         model=export_model(model),
         history={name: [float(v) for v in values] for name, values in history.history.items()},
         # Keras restores the best weights only when it stops early; else the last are kept.
-        best_epoch=stop.best_epoch + 1 if stop.stopped_epoch > 0 else epochs_run,
+        best_epoch=stop.best_epoch + 1 if stop.stopped_epoch > 0 else len(history.epoch),
         seconds=time.perf_counter() - started,
     )
 
 
 # Arrays stay in memory (no persistence, no input hashing); the timeout stops a runaway fit.
-@task(name="train", task_run_name="train", timeout_seconds=3 * 3600, cache_policy=NONE, persist_result=False)
+@task(
+    name="train",
+    task_run_name="train",
+    timeout_seconds=3 * 3600,
+    cache_policy=NONE,
+    persist_result=False,
+)
 def train(splits: Splits, config: TrainConfig, progress: bool = False) -> TrainedModel:
     logger = get_run_logger()
     logger.info("training %s with %s", config.model, config)

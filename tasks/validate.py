@@ -28,12 +28,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tasks.config import IMAGE_SHAPE, NUM_CLASSES, ValidationConfig
+from tasks.config import DIGITS, IMAGE_SHAPE, NUM_CLASSES, ValidationConfig
 from tasks.errors import DataError
 from tasks.ingest import Dataset
 from tasks.preprocess import Splits
 
-DIGITS = list(range(NUM_CLASSES))
 LIT_LEVEL = 0.5  # a pixel is ink above half of full scale, so faint scanner noise is not
 REFERENCE_SPLIT = "train"  # other splits must draw their digits like train does
 HASH_SEED = 784  # fixed, so a digest means the same thing in every run
@@ -362,7 +361,12 @@ def validate_raw(data: Dataset, config: ValidationConfig, docs_dir: Path) -> Val
     return report
 
 
-@task(name="validate-processed", task_run_name="validate-processed", cache_policy=NONE, persist_result=False)
+@task(
+    name="validate-processed",
+    task_run_name="validate-processed",
+    cache_policy=NONE,
+    persist_result=False,
+)
 def validate_processed(
     splits: Splits, config: ValidationConfig, docs_dir: Path
 ) -> ValidationReport:

@@ -75,4 +75,5 @@ def snapshot_tree(root: Path) -> dict[str, bytes]:
     """Every file under `root` with its bytes, to prove a failed run changed nothing."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(path for path in root.rglob("*") if path.is_file())
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in files}

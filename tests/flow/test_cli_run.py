@@ -39,7 +39,8 @@ def corrupt(folder, case):
 @pytest.fixture
 def registry_with_v1(tmp_path, cli):
     registry = tmp_path / "registry"
-    code, out, _ = cli("run", *FAST, "--data-dir", write_dataset(tmp_path / "good"), "--registry", registry)
+    good = write_dataset(tmp_path / "good")
+    code, out, _ = cli("run", *FAST, "--data-dir", good, "--registry", registry)
     assert (code, out.strip().splitlines()[-1][:12]) == (0, "promoted v1 ")
     return registry
 

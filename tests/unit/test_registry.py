@@ -13,6 +13,7 @@ import pytest
 
 from tasks.errors import RegistryError
 from tasks.registry import Registry, load_model
+from tests.synth import snapshot_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_FILES = ["model.keras", "plots/confusion.png", "plots/loss.png"]
@@ -47,15 +48,6 @@ def source(tmp_path: Path) -> Path:
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     return Registry(tmp_path / "registry")
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under root with its bytes (folders show up through their files)."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def sha256(path: Path) -> str:
@@ -153,11 +145,11 @@ def test_a_publish_failing_before_the_rename_leaves_the_registry_byte_identical(
     registry, source, step
 ):
     registry.publish(source, make_manifest())
-    before = snapshot(registry.root)
+    before = snapshot_tree(registry.root)
     registry._on_step = stop_at(step)
     with pytest.raises(RuntimeError, match="injected"):
         registry.publish(source, make_manifest())
-    assert snapshot(registry.root) == before
+    assert snapshot_tree(registry.root) == before
     assert sorted(p.name for p in registry.root.iterdir()) == [
         ".lock",
         "aliases.json",
@@ -168,7 +160,7 @@ def test_a_publish_failing_before_the_rename_leaves_the_registry_byte_identical(
 
 def test_bad_publish_inputs_are_refused_without_touching_the_registry(registry, source, tmp_path):
     registry.publish(source, make_manifest())
-    before = snapshot(registry.root)
+    before = snapshot_tree(registry.root)
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegistryError, match="no model file"):
         registry.publish(tmp_path / "empty", make_manifest())
@@ -179,7 +171,7 @@ def test_bad_publish_inputs_are_refused_without_touching_the_registry(registry, 
     (source / "card.md").write_text("mine")
     with pytest.raises(RegistryError, match="writes card.md itself"):
         registry.publish(source, make_manifest())
-    assert snapshot(registry.root) == before
+    assert snapshot_tree(registry.root) == before
 
 
 # --- integrity -------------------------------------------------------------------
@@ -212,7 +204,7 @@ def test_a_flipped_byte_anywhere_fails_verify_and_fetch_writes_nothing(
         registry.fetch("v1", dest)
     with pytest.raises(RegistryError):
         registry.fetch("v1", tmp_path / "new")
-    assert snapshot(dest) == {"keep.txt": b"mine"}
+    assert snapshot_tree(dest) == {"keep.txt": b"mine"}
     assert not (tmp_path / "new").exists()
     assert registry.verify("v2") == ["v2"]  # the damage stays with its version
 
@@ -271,7 +263,7 @@ def test_fetch_copies_every_file_and_returns_the_model_path(registry, source, tm
     registry.publish(source, make_manifest())
     model = registry.fetch("production", tmp_path / "out" / "model")
     assert model == tmp_path / "out" / "model" / "model.keras"
-    assert snapshot(tmp_path / "out" / "model") == snapshot(registry.root / "v1")
+    assert snapshot_tree(tmp_path / "out" / "model") == snapshot_tree(registry.root / "v1")
     with pytest.raises(RegistryError, match="inside the registry"):
         registry.fetch("v1", registry.root / "v1")
 
@@ -363,8 +355,8 @@ def test_a_torn_history_line_is_ignored_then_dropped(registry, source):
     with (registry.root / "history.jsonl").open("ab") as handle:
         handle.write(b'{"event": "prom')
     assert len(registry.history()) == 1
-    registry.record("reject", accuracy=0.5)
-    assert [e["event"] for e in registry.history()] == ["promote", "reject"]
+    registry.set_alias("staging", "v1")
+    assert [e["event"] for e in registry.history()] == ["promote", "promote"]
 
 
 # --- loading with plain Keras --------------------------------------------------------

@@ -22,6 +22,7 @@ from tasks.validate import (
 CONFIG = ValidationConfig()
 BETWEEN = "expect_column_values_to_be_between"
 SUM = "expect_column_sum_to_be_between"
+IN_SET = "expect_column_values_to_be_in_set"
 
 
 def make_digits(per_class: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,11 +95,11 @@ RAW_FAULTS = {
     ),
     "int16 images": (
         lambda d: replace(d, train_images=d.train_images.astype(np.int16)),
-        ("train", "expect_column_values_to_be_in_set", "image_dtype"),
+        ("train", IN_SET, "image_dtype"),
     ),
     "int64 labels": (
         lambda d: replace(d, test_labels=d.test_labels.astype(np.int64)),
-        ("test", "expect_column_values_to_be_in_set", "label_dtype"),
+        ("test", IN_SET, "label_dtype"),
     ),
     "too few train rows": (lambda d: make_dataset(train=[50] * 10), ("train", SUM, "images")),
     "too few test rows": (lambda d: make_dataset(test=[5] * 10), ("test", SUM, "images")),
@@ -126,7 +127,7 @@ RAW_FAULTS = {
     ),
     "label 10": (
         lambda d: replace(d, test_labels=np.where(d.test_labels == 9, 10, d.test_labels)),
-        ("test", "expect_column_values_to_be_in_set", "label"),
+        ("test", IN_SET, "label"),
     ),
     "digit 3 missing": (
         lambda d: relabel(d, 3, 4),
@@ -217,11 +218,11 @@ PROCESSED_FAULTS = {
     ),
     "float64 images": (
         lambda s: replace(s, x_train=s.x_train.astype(np.float64)),
-        ("train", "expect_column_values_to_be_in_set", "image_dtype"),
+        ("train", IN_SET, "image_dtype"),
     ),
     "uint8 labels": (
         lambda s: replace(s, y_val=s.y_val.astype(np.uint8)),
-        ("validation", "expect_column_values_to_be_in_set", "label_dtype"),
+        ("validation", IN_SET, "label_dtype"),
     ),
 }
 
