@@ -34,7 +34,7 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def manifest(registry: Path, ref: str = "production") -> dict:
     sys.path.insert(0, str(ROOT))
-    from tasks.registry import Registry
+    from digits.registry import Registry
 
     return Registry(registry).manifest(ref)
 
@@ -42,8 +42,8 @@ def manifest(registry: Path, ref: str = "production") -> dict:
 def measure_inference(registry: Path) -> float:
     import numpy as np
 
-    from tasks.ingest import load_mnist
-    from tasks.registry import load_model
+    from digits.ingest import load_mnist
+    from digits.registry import load_model
 
     model = load_model("production", registry)
     images = load_mnist(None, ROOT / "data").test_images
@@ -54,9 +54,9 @@ def measure_inference(registry: Path) -> float:
 
 
 def measure_validation() -> float:
-    from tasks.config import MNIST_ROWS, ValidationConfig
-    from tasks.ingest import load_mnist
-    from tasks.validate import validate_raw_data
+    from digits.config import MNIST_ROWS, ValidationConfig
+    from digits.ingest import load_mnist
+    from digits.validate import validate_raw_data
 
     data = load_mnist(None, ROOT / "data")
     with tempfile.TemporaryDirectory() as docs:

@@ -6,24 +6,28 @@ environment defaults, so `digits --help` is instant and importing this module do
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from typer.exceptions import TyperException
 
-from flows.serve import DEFAULT_CRON, TAGS, serve_retrain
-from tasks.config import (
+from digits.config import (
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
     PRODUCTION_ALIAS,
+    TrainConfig,
     registry_root,
-    train_defaults,
+    train_config,
 )
-from tasks.errors import DigitsError
+from digits.errors import DigitsError
 
 app = typer.Typer(
     help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",
@@ -41,9 +45,38 @@ RegistryOption = Annotated[
 
 
 def registry_of(path: Path | None):
-    from tasks.registry import Registry
+    from digits.registry import Registry
 
     return Registry(registry_root(path))
+
+
+def with_train_options(command):
+    """Give `command` a `--flag` per TrainConfig field (but model), passed on as
+    `train_overrides`; unset flags are None, which keeps the model's default."""
+    hints = typing.get_type_hints(TrainConfig)
+    knobs = [f for f in fields(TrainConfig) if f.name != "model"]
+    options = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Optional[hints[f.name]],
+                typer.Option(help=f"{f.metadata['help']} [default: per model]"),
+            ],
+        )
+        for f in knobs
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        overrides = {f.name: kwargs.pop(f.name) for f in knobs}
+        return command(**kwargs, train_overrides=overrides)
+
+    signature = inspect.signature(command)
+    kept = [p for p in signature.parameters.values() if p.name != "train_overrides"]
+    wrapper.__signature__ = signature.replace(parameters=kept + options)
+    return wrapper
 
 
 @app.callback()
@@ -57,14 +90,9 @@ def options(
 
 
 @app.command()
+@with_train_options
 def run(
     model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="[default: per model]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="[default: per model]")] = None,
-    learning_rate: Annotated[
-        Optional[float], typer.Option(min=0, help="[default: per model]")
-    ] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable CPU runs.")] = None,
     threshold: Annotated[
         float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
     ] = DEFAULT_THRESHOLD,
@@ -81,24 +109,24 @@ def run(
         Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
     ] = None,
     registry: RegistryOption = None,
+    train_overrides: dict | None = None,
 ) -> None:
     """Run one retraining flow: ingest, validate, train, evaluate, gate, promote."""
-    from tasks.gate import check_threshold
+    from digits.gate import check_threshold
 
-    train_defaults(model)  # refuse a bad model or threshold before Prefect or TensorFlow start
+    # Refuse a bad setting or threshold before Prefect or TensorFlow start.
+    train_config(model, **(train_overrides or {}))
     check_threshold(threshold)
     import_keras_quietly()
     from prefect import tags
 
     from flows.retrain import retrain
+    from flows.schedule import deployment_settings
 
-    with tags(*TAGS):  # as scheduled runs carry, to filter them in the UI
+    with tags(*deployment_settings().tags):  # as scheduled runs carry, to filter them in the UI
         state = retrain(
             model=model,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
+            train_overrides={k: v for k, v in (train_overrides or {}).items() if v is not None},
             threshold=threshold,
             regression_tolerance=None if no_regression_check else regression_tolerance,
             data_dir=str(data_dir) if data_dir else None,
@@ -179,8 +207,8 @@ def predict(
 ) -> None:
     """Print file, digit and probability for each image, one line each."""
     import_keras_quietly()
-    from tasks.predict import predict_files
-    from tasks.registry import load_model
+    from digits.predict import predict_files
+    from digits.registry import load_model
 
     model = load_model(ref, registry_of(registry).root)
     for name, digit, probability in predict_files(model, files):
@@ -188,9 +216,11 @@ def predict(
 
 
 @app.command()
-def serve(
-    cron: Annotated[str, typer.Option(help="When to retrain: cron, in UTC.")] = DEFAULT_CRON,
-    name: Annotated[str, typer.Option(help="Deployment name (retrain/NAME).")] = "serve",
+def schedule(
+    cron: Annotated[
+        Optional[str], typer.Option(help="When to retrain: cron, in UTC [default: prefect.yaml's].")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Deployment name (retrain/NAME).")] = "schedule",
     model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
     data_dir: Annotated[
         Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
@@ -198,13 +228,15 @@ def serve(
     registry: RegistryOption = None,
 ) -> None:
     """Retrain on a schedule in this process until Ctrl-C (needs a server: `make ui`)."""
-    train_defaults(model)
+    from flows.schedule import deployment_settings, serve_retrain
+
+    train_config(model)
     parameters = {"model": model}
     if data_dir:
         parameters["data_dir"] = str(data_dir.resolve())
     if registry:
         parameters["registry"] = str(registry.resolve())
-    serve_retrain(name, cron, parameters)
+    serve_retrain(name, cron or deployment_settings().cron, parameters)
 
 
 def import_keras_quietly() -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, runtime
 from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 
-from tasks.config import (
+from digits.config import (
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
     MNIST_ROWS,
@@ -19,14 +20,15 @@ from tasks.config import (
     default_artifacts_dir,
     default_data_dir,
     registry_root,
-    train_defaults,
+    train_config,
 )
-from tasks.errors import DataError
+from digits.errors import DataError
+from digits.gate import GateRule, check_threshold
 from tasks.evaluate import evaluate
-from tasks.gate import Decision, check_threshold, gate, promote
-from tasks.ingest import Dataset, ingest
+from tasks.ingest import ingest
 from tasks.preprocess import preprocess
-from tasks.train import TrainedModel, train
+from tasks.promote import package, promote
+from tasks.train import train
 from tasks.validate import validate_processed, validate_raw
 
 
@@ -49,20 +51,6 @@ class Outcome:
 def name_run() -> str:
     model = runtime.flow_run.parameters.get("model", "cnn")
     return f"retrain-{model}-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
-
-
-def describe(data: Dataset, trained: TrainedModel, config, metrics: dict, threshold: float) -> dict:
-    """The manifest fields the flow knows; the registry adds version, dates and checksums."""
-    return {
-        "model": config.model,
-        "hyperparameters": asdict(config),
-        "training": {"best_epoch": trained.best_epoch, "seconds": round(trained.seconds, 1),
-                     "epochs_run": trained.epochs_run},
-        "metrics": metrics,
-        "threshold": threshold,
-        "data": {"source": data.source, "sha256": data.sha256, "rows": data.rows()},
-        "flow_run_id": str(runtime.flow_run.id) if runtime.flow_run.id else None,
-    }
 
 
 def registry_resource(flow_run) -> dict[str, str]:
@@ -93,7 +81,7 @@ def announce_outcome(flow, flow_run, state: State) -> None:
     outcome = state.result(raise_on_failure=False)
     if not isinstance(outcome, Outcome):  # a completed run always returns one; be safe in a hook
         outcome = None
-    promoted = outcome.promoted if outcome else state.name == "Promoted"
+    promoted = bool(outcome and outcome.promoted)
     announce("promoted" if promoted else "rejected", flow_run, state, outcome)
 
 
@@ -114,10 +102,7 @@ def announce_failure(flow, flow_run, state: State) -> None:
 )
 def retrain(
     model: str = "cnn",
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    seed: int | None = None,
+    train_overrides: dict[str, Any] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     regression_tolerance: float | None = DEFAULT_REGRESSION_TOLERANCE,
     data_dir: str | None = None,
@@ -125,12 +110,13 @@ def retrain(
     min_train_rows: int | None = None,
     progress: bool = False,
 ) -> State:
-    """Ingest, validate, preprocess, train, evaluate, gate and promote one model."""
+    """Ingest, validate, preprocess, train, evaluate, gate and promote one model.
+
+    `train_overrides` replaces fields of the model's default `TrainConfig` (epochs,
+    batch_size, learning_rate, seed, ...); see `digits run --help`.
+    """
     check_threshold(threshold)
-    config = train_defaults(model).with_overrides(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
-    )
-    registry_dir = registry_root(registry)
+    config = train_config(model, **(train_overrides or {}))
     source = Path(data_dir).resolve() if data_dir else None
     checks = ValidationConfig(
         exact_rows=None if source else MNIST_ROWS,
@@ -143,26 +129,13 @@ def retrain(
         splits = preprocess(data, config.validation_size, config.seed)
         validate_processed(splits, checks, docs_dir)
     except DataError as error:
-        message = str(error)
-        if not message.startswith("data validation failed"):
-            message = f"data validation failed: {message}"
-        return Failed(message=message, data=DataError(message))
+        return Failed(message=str(error), data=error)
 
     trained = train(splits, config, progress=progress)
     with tempfile.TemporaryDirectory(prefix="digits-build-") as build:
-        build_dir = Path(build)
-        trained.model.save(build_dir / "model.keras")
-        evaluation, _plots = evaluate(
-            trained.model, data.test_images, data.test_labels, trained.history, build_dir / "plots"
-        )
-        decision: Decision = gate(
-            evaluation.accuracy, threshold, registry_dir, regression_tolerance
-        )
-        version = None
-        if decision.promote:
-            manifest = describe(data, trained, config, evaluation.metrics(), threshold)
-            version = promote(registry_dir, build_dir, manifest, decision)
+        evaluation = evaluate(trained, data.test_images, data.test_labels, Path(build) / "plots")
+        manifest = package(Path(build), data, trained, config, evaluation, threshold)
+        rule = GateRule(evaluation.accuracy, threshold, regression_tolerance)
+        decision, version = promote(registry_root(registry), Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
-    return Completed(
-        name="Promoted" if decision.promote else "Rejected", message=outcome.line(), data=outcome
-    )
+    return Completed(message=outcome.line(), data=outcome)

@@ -1,167 +1,16 @@
-"""Evaluate: accuracy, loss, per-class precision/recall/F1, confusion matrix and plots."""
+"""Evaluate task: score on the test split, save the plots, publish table and summary."""
 
 from __future__ import annotations
 
-import base64
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from tasks.config import DIGITS
-PLOT_DPI = 80  # small PNGs: they are embedded base64 in the summary artifact
-MAX_WORST = 25  # a 5x5 grid of the most confidently wrong test digits
-LOG_EPSILON = 1e-7  # Keras clips probabilities the same way in its cross-entropy
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    accuracy: float
-    loss: float  # mean sparse categorical cross-entropy
-    per_class: list[dict]  # {"digit", "precision", "recall", "f1", "support"}
-    confusion: list[list[int]]  # rows: true digit, columns: predicted digit
-
-    def metrics(self) -> dict:
-        """JSON-able metrics for the manifest and the gate."""
-        return asdict(self)
-
-
-def score(labels: np.ndarray, probs: np.ndarray) -> Evaluation:
-    preds = probs.argmax(axis=1)
-    true_probs = probs[np.arange(len(labels)), labels]
-    loss = -np.log(np.clip(true_probs, LOG_EPSILON, 1.0)).mean()
-    # zero_division=0: a digit never predicted gets precision 0, not a warning
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, preds, labels=DIGITS, zero_division=0
-    )
-    per_class = [
-        {
-            "digit": digit,
-            "precision": float(precision[digit]),
-            "recall": float(recall[digit]),
-            "f1": float(f1[digit]),
-            "support": int(support[digit]),
-        }
-        for digit in DIGITS
-    ]
-    return Evaluation(
-        accuracy=float((preds == labels).mean()),
-        loss=float(loss),
-        per_class=per_class,
-        confusion=confusion_matrix(labels, preds, labels=DIGITS).tolist(),
-    )
-
-
-def evaluate_model(
-    model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024
-) -> tuple[Evaluation, np.ndarray]:
-    """Score a self-contained model on raw 0..255 images; also return its (N, 10) probabilities."""
-    probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
-    return score(labels.astype(np.int64), probs), probs
-
-
-def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
-    counts = np.array(evaluation.confusion)
-    fig = Figure(figsize=(6, 5.5))
-    ax = fig.subplots()
-    image = ax.imshow(counts, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    # white text on dark cells, dark text on light ones
-    dark = counts > counts.max() / 2
-    for (row, col), count in np.ndenumerate(counts):
-        ax.text(
-            col,
-            row,
-            count,
-            ha="center",
-            va="center",
-            fontsize=7,
-            color="white" if dark[row, col] else "black",
-        )
-    ax.set(
-        xticks=DIGITS,
-        yticks=DIGITS,
-        xlabel="predicted",
-        ylabel="true",
-        title=f"Confusion matrix (accuracy {evaluation.accuracy:.4f})",
-    )
-    fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
-    return path
-
-
-def plot_history(history: dict[str, list[float]], path: Path) -> Path:
-    fig = Figure(figsize=(9, 3.5))
-    for ax, metric in zip(fig.subplots(1, 2), ["loss", "accuracy"]):
-        for key, label in [(metric, "train"), (f"val_{metric}", "validation")]:
-            if history.get(key):
-                epochs = range(1, len(history[key]) + 1)
-                ax.plot(epochs, history[key], marker="o", label=label)
-        if ax.lines:
-            ax.legend()
-        else:
-            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        ax.set(xlabel="epoch", title=metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
-    return path
-
-
-def plot_worst(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
-    preds = probs.argmax(axis=1)
-    wrong = np.flatnonzero(preds != labels)
-    worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:MAX_WORST]
-    cols = min(5, max(len(worst), 1))
-    rows = max(-(-len(worst) // cols), 1)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    if not len(worst):
-        axes[0].text(0.5, 0.5, "no misclassified digits", ha="center", va="center")
-    for ax, row in zip(axes, worst):
-        ax.imshow(images[row], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{labels[row]}→{preds[row]} p={probs[row, preds[row]]:.2f}", fontsize=9)
-    fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
-    return path
-
-
-def save_plots(
-    evaluation: Evaluation,
-    history: dict[str, list[float]],
-    images: np.ndarray,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    out_dir: Path,
-) -> list[Path]:
-    """Write the confusion matrix, training curves and worst mistakes as PNGs in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        plot_confusion(evaluation, out_dir / "confusion_matrix.png"),
-        plot_history(history, out_dir / "training_curves.png"),
-        plot_worst(images, labels, probs, out_dir / "worst_misclassified.png"),
-    ]
-
-
-def render_summary(evaluation: Evaluation, plot_paths: list[Path]) -> str:
-    """Markdown with the plots inlined as data URIs: the Prefect UI renders markdown
-    images as plain <img src>, so the plots show without access to the run's files."""
-    lines = [
-        "# Evaluation on the test split",
-        "",
-        f"- accuracy: **{evaluation.accuracy:.4f}**",
-        f"- loss: {evaluation.loss:.4f}",
-        "",
-    ]
-    for path in plot_paths:
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-        lines += [f"## {path.stem}", "", f"![{path.stem}](data:image/png;base64,{encoded})", ""]
-    return "\n".join(lines)
+from digits.evaluate import Evaluation, evaluate_model, render_summary, save_plots
+from digits.train import TrainedModel
 
 
 def publish_evaluation(evaluation: Evaluation, plot_paths: list[Path]) -> None:
@@ -183,14 +32,11 @@ def publish_evaluation(evaluation: Evaluation, plot_paths: list[Path]) -> None:
 
 @task(name="evaluate", task_run_name="evaluate", cache_policy=NONE, persist_result=False)
 def evaluate(
-    model,
-    images: np.ndarray,
-    labels: np.ndarray,
-    history: dict[str, list[float]],
-    out_dir: Path,
-) -> tuple[Evaluation, list[Path]]:
-    evaluation, probs = evaluate_model(model, images, labels)
+    trained: TrainedModel, images: np.ndarray, labels: np.ndarray, plots_dir: Path
+) -> Evaluation:
+    """Score on the test split, write the plots into `plots_dir`, publish the artifacts."""
+    evaluation, probs = evaluate_model(trained.model, images, labels)
     get_run_logger().info("test accuracy %.4f, loss %.4f", evaluation.accuracy, evaluation.loss)
-    plot_paths = save_plots(evaluation, history, images, labels, probs, out_dir)
+    plot_paths = save_plots(evaluation, trained.history, images, labels, probs, plots_dir)
     publish_evaluation(evaluation, plot_paths)
-    return evaluation, plot_paths
+    return evaluation

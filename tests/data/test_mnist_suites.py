@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import MNIST_ROWS, ValidationConfig
-from tasks.ingest import load_mnist
-from tasks.preprocess import preprocess_data
-from tasks.validate import validate_processed_data, validate_raw_data
+from digits.config import MNIST_ROWS, ValidationConfig
+from digits.ingest import load_mnist
+from digits.preprocess import preprocess_data
+from digits.validate import validate_processed_data, validate_raw_data
 
 pytestmark = pytest.mark.data
 

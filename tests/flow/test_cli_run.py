@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks.config import IDX_FILES
+from digits.config import IDX_FILES
 from tests.synth import idx_bytes, snapshot_tree, write_dataset
 
 FAST = ["--model", "mlp", "--epochs", "3", "--min-train-rows", "1000"]
@@ -45,12 +45,21 @@ def registry_with_v1(tmp_path, cli):
     return registry
 
 
+# Only a failed expectation is "data validation failed"; a file we cannot parse says so.
 @pytest.mark.parametrize(
-    "case",
-    ["truncated", "wrong magic", "gz that is not gzip", "count mismatch", "label out of range",
-     "missing file"],
+    "case, says",
+    [
+        ("truncated", "invalid IDX file"),
+        ("wrong magic", "invalid IDX file"),
+        ("gz that is not gzip", "invalid file"),
+        ("count mismatch", "labels for"),
+        ("label out of range", "data validation failed"),
+        ("missing file", "missing IDX file"),
+    ],
 )
-def test_bad_data_exits_4_and_leaves_registry_identical(case, tmp_path, cli, registry_with_v1):
+def test_bad_data_exits_4_and_leaves_registry_identical(
+    case, says, tmp_path, cli, registry_with_v1
+):
     folder = write_dataset(tmp_path / "bad")
     at_fault = corrupt(folder, case)
     before = snapshot_tree(registry_with_v1)
@@ -59,7 +68,8 @@ def test_bad_data_exits_4_and_leaves_registry_identical(case, tmp_path, cli, reg
 
     assert code == 4, err
     message = err.strip().splitlines()[-1]
-    assert message.startswith("error: data validation failed")
+    assert message.startswith("error: ") and says in message
+    assert (says == "data validation failed") == message.startswith("error: data validation")
     assert str(at_fault if isinstance(at_fault, str) else at_fault.name) in message
     assert snapshot_tree(registry_with_v1) == before
 

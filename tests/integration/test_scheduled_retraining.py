@@ -1,6 +1,6 @@
 """Scheduled retraining on a real `prefect server`: deploy prefect.yaml, run with a worker,
 read back states, task runs, artifacts and events through the API; notify through an
-automation; `digits serve`. Generated data (mlp, 3 epochs), so a run takes seconds."""
+automation; `digits schedule`. Generated data (mlp, 3 epochs), so a run takes seconds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 
-from tasks.config import IDX_FILES
+from digits.config import IDX_FILES
 from tests.integration.processes import BIN, background, free_port, stop, tail, wait_for
 from tests.synth import write_dataset
 
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "retrain/weekly"  # prefect.yaml
 POOL = "digits-pool"
-FAST = {"model": "mlp", "epochs": 3, "min_train_rows": 1000}
+FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}
 STAGES = {
     "ingest", "validate-raw", "preprocess", "validate-processed",
-    "train", "evaluate", "gate", "promote",
+    "train", "evaluate", "package", "gate-and-promote",
 }
 ARTIFACT_KEYS = {
     "validation-raw", "validation-processed", "per-class-metrics", "evaluation-summary",
@@ -122,7 +122,7 @@ def test_worker_run_promotes_and_reports_through_the_api(server, deployment, tmp
         run = client.read_flow_run(run_id)
         task_runs = client.read_task_runs(flow_run_filter=run_filter(run_id))
         artifacts = client.read_artifacts(flow_run_filter=run_filter(run_id))
-    assert run.state.is_completed() and run.state.name == "Promoted", run.state.message
+    assert run.state.is_completed() and run.state.name == "Completed", run.state.message
     assert run.state.message.startswith("promoted v1 (accuracy ")
     assert run.name.startswith("retrain-mlp-")
     assert {"digits", "mnist"} <= set(run.tags)
@@ -234,17 +234,17 @@ def test_digits_serve_needs_a_server(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
     result = subprocess.run(
-        [str(BIN / "digits"), "serve"], env=env, capture_output=True, text=True, timeout=60
+        [str(BIN / "digits"), "schedule"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("error: digits serve needs a Prefect server")
+    assert result.stderr.startswith("error: digits schedule needs a Prefect server")
     assert "make ui" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_digits_serve_registers_a_schedule(server, tmp_path):
     from prefect.exceptions import ObjectNotFound
 
-    command = [str(BIN / "digits"), "serve", "--name", "nightly", "--cron", "0 4 * * *",
+    command = [str(BIN / "digits"), "schedule", "--name", "nightly", "--cron", "0 4 * * *",
                "--model", "mlp"]
     log = tmp_path / "serve.log"
 
@@ -265,4 +265,4 @@ def test_digits_serve_registers_a_schedule(server, tmp_path):
         assert all(run.expected_start_time.hour == 4 for run in runs)
         stop(serving)
         assert serving.returncode is not None
-    assert registered().paused  # a stopped `digits serve` pauses its schedule
+    assert registered().paused  # a stopped `digits schedule` pauses its schedule

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.config import MODEL_DEFAULTS
-from tasks.models import build_model, export_model
-from tasks.preprocess import Splits
-from tasks.train import fit_model
+from digits.config import train_config
+from digits.models import build_model, export_model
+from digits.preprocess import Splits
+from digits.train import fit_model
 from tests.synth import make_digits, make_prototypes
 
 
@@ -53,7 +53,7 @@ def test_same_seed_same_model():
     x = rng.random((200, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, 200).astype(np.int64)
     splits = Splits(x[:160], y[:160], x[160:], y[160:], x[160:], y[160:])
-    config = MODEL_DEFAULTS["cnn"].with_overrides(epochs=1, batch_size=32)
+    config = train_config("cnn", epochs=1, batch_size=32)
     first = fit_model(splits, config, log=lambda _: None).model.predict(x[:8], verbose=0)
     second = fit_model(splits, config, log=lambda _: None).model.predict(x[:8], verbose=0)
     np.testing.assert_allclose(first, second, atol=1e-6)
@@ -62,14 +62,14 @@ def test_same_seed_same_model():
 @pytest.mark.data
 @pytest.mark.slow
 def test_cnn_predictions_stable_under_one_pixel_shifts():
-    from tasks.ingest import load_mnist
-    from tasks.preprocess import preprocess_data
+    from digits.ingest import load_mnist
+    from digits.preprocess import preprocess_data
 
     data = load_mnist(None, Path("data"))
     splits = preprocess_data(data, validation_size=1000, seed=0)
     small = Splits(splits.x_train[:12000], splits.y_train[:12000], splits.x_val,
                    splits.y_val, splits.x_test, splits.y_test)
-    config = MODEL_DEFAULTS["cnn"].with_overrides(epochs=1)
+    config = train_config("cnn", epochs=1)
     model = fit_model(small, config, log=lambda _: None).model
     images = data.test_images[:1000]
     base = model.predict(images, verbose=0).argmax(axis=1)

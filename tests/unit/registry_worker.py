@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.registry import Registry
+from digits.registry import Registry
 
 
 def pause_at(step: str, signal_file: Path, go_file: Path | None):

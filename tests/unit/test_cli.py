@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks.registry import Registry
+from digits.registry import Registry
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from tasks import evaluate as ev
+from digits import evaluate as ev
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HISTORY = {
@@ -131,9 +131,12 @@ def test_summary_embeds_plots(mixed, plots):
 def test_publish_creates_artifacts(mixed, plots, monkeypatch):
     """The artifact calls themselves need a Prefect API: the flow tests cover those."""
     calls = {}
-    monkeypatch.setattr(ev, "create_table_artifact", lambda **kw: calls.setdefault("table", kw))
-    monkeypatch.setattr(ev, "create_markdown_artifact", lambda **kw: calls.setdefault("md", kw))
-    ev.publish_evaluation(mixed[0], plots[1])
+    import tasks.evaluate as evaluate_task
+
+    record = monkeypatch.setattr
+    record(evaluate_task, "create_table_artifact", lambda **kw: calls.setdefault("table", kw))
+    record(evaluate_task, "create_markdown_artifact", lambda **kw: calls.setdefault("md", kw))
+    evaluate_task.publish_evaluation(mixed[0], plots[1])
     assert calls["table"]["key"] == "per-class-metrics"
     assert len(calls["table"]["table"]) == 10
     assert calls["md"]["key"] == "evaluation-summary"

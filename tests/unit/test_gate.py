@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks.errors import UsageError
-from tasks.gate import check_threshold, decide
+from digits.errors import UsageError
+from digits.gate import check_threshold, decide
 
 
 def test_promotes_at_threshold():
@@ -13,13 +13,21 @@ def test_promotes_at_threshold():
 def test_rejects_below_threshold_and_says_why():
     decision = decide(0.9699, 0.97)
     assert not decision.promote
-    assert decision.reason == "accuracy 0.9699 < 0.97"
+    assert decision.reason == "accuracy 0.9699 < threshold 0.97"
 
 
 def test_rejects_regression_beyond_tolerance():
-    decision = decide(0.990, 0.97, production_accuracy=0.9925, regression_tolerance=0.002)
+    decision = decide(0.990, 0.97, 0.9925, regression_tolerance=0.002, production_version="v3")
     assert not decision.promote
-    assert "production 0.9925" in decision.reason
+    assert decision.reason == "accuracy 0.9900 < production v3 (0.9925) - tolerance 0.002"
+
+
+def test_a_promotion_says_what_it_was_compared_with():
+    decision = decide(0.9710, 0.97, 0.9725, regression_tolerance=0.002, production_version="v1")
+    assert decision.promote
+    assert decision.reason == (
+        "accuracy 0.9710 >= threshold 0.97 and >= production v1 (0.9725) - tolerance 0.002"
+    )
 
 
 def test_accepts_regression_within_tolerance():

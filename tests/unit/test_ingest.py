@@ -5,9 +5,9 @@ import gzip
 import numpy as np
 import pytest
 
-from tasks.config import IDX_FILES, MNIST_SHA256
-from tasks.errors import DataError
-from tasks.ingest import (
+from digits.config import IDX_FILES, MNIST_SHA256
+from digits.errors import DataError
+from digits.ingest import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
     is_verified_cache,
@@ -36,9 +36,9 @@ def test_parse_gzipped(tmp_path):
     [
         (idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-1], "data bytes"),  # truncated data
         (idx_bytes(np.zeros((2, 28, 28), np.uint8)) + b"\0", "data bytes"),  # trailing junk
-        (b"\x00\x00\x08", "truncated IDX header"),
-        (idx_bytes(np.zeros(3, np.uint8)), "wrong IDX magic"),  # labels where images belong
-        (b"", "truncated IDX header"),
+        (b"\x00\x00\x08", "invalid IDX file: truncated header"),
+        (idx_bytes(np.zeros(3, np.uint8)), "invalid IDX file: magic"),  # labels where images belong
+        (b"", "invalid IDX file: truncated header"),
     ],
 )
 def test_parse_refuses_bad_files(tmp_path, content, message):

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from tasks.errors import DataError, UsageError
-from tasks.predict import NOISE_FLOOR, load_image, load_inputs, normalize_image, predict_files
+from digits.errors import DataError, UsageError
+from digits.predict import NOISE_FLOOR, load_image, load_inputs, normalize_image, predict_files
 
 SIZES = [(28, 28), (100, 60), (300, 300)]  # (width, height)
 

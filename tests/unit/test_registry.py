@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import RegistryError
-from tasks.registry import Registry, load_model
+from digits.errors import RegistryError
+from digits.registry import Registry, load_model
 from tests.synth import snapshot_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def test_publish_numbers_versions_and_lists_every_file_with_its_checksum(registr
     assert manifest["version"] == "v2" and manifest["flow_run_id"] == "run-1"
     assert manifest["metrics"]["accuracy"] == 0.99
     assert registry.aliases() == {"production": "v2"}
-    assert registry.resolve() == "v2" and registry.production_accuracy() == 0.99
+    assert registry.resolve() == "v2" and registry.manifest("production")["version"] == "v2"
 
 
 def test_versions_lists_manifests_with_path_and_aliases_in_numeric_order(registry, source):
@@ -102,7 +102,6 @@ def test_card_explains_the_model_and_how_to_load_it(registry, source):
 
 def test_an_empty_or_missing_registry_reads_as_empty(registry):
     assert registry.versions() == [] and registry.aliases() == {} and registry.history() == []
-    assert registry.production_accuracy() is None
     assert registry.verify() == []
     with pytest.raises(RegistryError, match="unknown alias 'production'"):
         registry.resolve()
@@ -117,7 +116,7 @@ def test_publish_without_alias_leaves_aliases_alone(registry, source):
 
 def test_importing_the_registry_needs_neither_keras_nor_prefect():
     heavy = "{'keras', 'prefect', 'tensorflow'}"
-    code = f"import sys, tasks.registry; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, digits.registry; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,

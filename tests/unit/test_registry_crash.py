@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import Registry
+from digits.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("registry_worker.py")

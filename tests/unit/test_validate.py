@@ -7,12 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import tasks.validate as validate
-from tasks.config import ValidationConfig
-from tasks.errors import DataError
-from tasks.ingest import Dataset
-from tasks.preprocess import preprocess_data
-from tasks.validate import (
+import digits.validate as validate
+import tasks.validate as validate_tasks
+from digits.config import ValidationConfig
+from digits.errors import DataError
+from digits.ingest import Dataset
+from digits.preprocess import preprocess_data
+from digits.validate import (
     ValidationReport,
     raise_on_failure,
     validate_processed_data,
@@ -275,13 +276,13 @@ def test_concurrent_runs_share_docs_dir(tidy, splits, tmp_path):
 def artifacts(monkeypatch) -> list[dict]:
     """Record the artifacts the task wrappers publish instead of sending them to Prefect."""
     published = []
-    monkeypatch.setattr(validate, "create_table_artifact", lambda **kw: published.append(kw))
-    monkeypatch.setattr(validate, "create_markdown_artifact", lambda **kw: published.append(kw))
+    monkeypatch.setattr(validate_tasks, "create_table_artifact", lambda **kw: published.append(kw))
+    monkeypatch.setattr(validate_tasks, "create_markdown_artifact", lambda **kw: published.append(kw))
     return published
 
 
 def test_task_publishes_artifacts_when_data_pass(tidy, tmp_path, artifacts):
-    report = validate.validate_raw.fn(tidy, CONFIG, tmp_path / "gx")
+    report = validate_tasks.validate_raw.fn(tidy, CONFIG, tmp_path / "gx")
     table, markdown = artifacts
     assert table["key"] == "validation-raw" and len(table["table"]) == len(report.results)
     assert set(table["table"][0]) == {"split", "expectation", "column", "observed", "success"}
@@ -292,6 +293,6 @@ def test_task_publishes_artifacts_when_data_pass(tidy, tmp_path, artifacts):
 def test_task_publishes_artifacts_then_raises_when_data_fail(splits, tmp_path, artifacts):
     broken = replace(splits, x_train=splits.x_train * 255)
     with pytest.raises(DataError, match="processed"):
-        validate.validate_processed.fn(broken, CONFIG, tmp_path / "gx")
+        validate_tasks.validate_processed.fn(broken, CONFIG, tmp_path / "gx")
     assert [a["key"] for a in artifacts] == ["validation-processed", "validation-processed-docs"]
     assert "FAILED" in artifacts[1]["markdown"]

@@ -6,10 +6,10 @@ Nothing here touches the disk or the network: importing it is free of side effec
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from tasks.errors import UsageError
+from digits.errors import UsageError
 
 # --- MNIST facts -------------------------------------------------------------
 
@@ -77,24 +77,45 @@ class ValidationConfig:
     ink_tolerance: float = 0.25  # relative gap allowed between train and test mean ink per class
 
 
+ARCHITECTURES = ("mlp", "cnn")  # digits.models builds each
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def knob(default: object, help: str) -> object:
+    """A training setting with the help text that `digits run --help` shows for it."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run; `MODEL_DEFAULTS` holds each model's."""
+    """Hyperparameters of one training run; `MODEL_DEFAULTS` holds each model's.
 
-    model: str = "cnn"
-    epochs: int = 12
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # "constant" | "cosine"
-    augment: bool = True
-    validation_size: int = 5_000  # carved from train for early stopping and model selection
-    patience: int = 4  # early stopping on validation accuracy
-    seed: int = 42
+    The one declaration of every training knob: `digits run` makes a flag of each field,
+    the flow takes them as `train_overrides`, and the manifest records them all.
+    """
 
-    def with_overrides(self, **overrides: object) -> TrainConfig:
-        """A copy with the given fields replaced; `None` values keep the default."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+    model: str = knob("cnn", "Architecture: mlp (the original script) or cnn.")
+    epochs: int = knob(12, "Passes over the training split (early stopping may end sooner).")
+    batch_size: int = knob(128, "Images per gradient step.")
+    learning_rate: float = knob(2e-3, "Adam's initial learning rate.")
+    lr_schedule: str = knob("cosine", "Learning-rate schedule: constant or cosine.")
+    augment: bool = knob(True, "Random rotation, shift and zoom while training.")
+    validation_size: int = knob(5_000, "Images carved from train for early stopping.")
+    patience: int = knob(4, "Epochs without validation gain before stopping early.")
+    seed: int = knob(42, "Seed for repeatable CPU runs.")
 
+    def __post_init__(self) -> None:
+        if self.model not in ARCHITECTURES:
+            raise UsageError(f"--model {self.model!r} is not one of {', '.join(ARCHITECTURES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(
+                f"--lr-schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
+            )
+        for name in ("epochs", "batch_size", "validation_size", "patience"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.learning_rate < 1:
+            raise UsageError(f"--learning-rate {self.learning_rate} must lie in (0, 1)")
 
 MODEL_DEFAULTS: dict[str, TrainConfig] = {
     # The original single script: 784-128-10, Adam, 5 epochs, batch 32, no augmentation.
@@ -110,8 +131,12 @@ MODEL_DEFAULTS: dict[str, TrainConfig] = {
 }
 
 
-def train_defaults(model: str) -> TrainConfig:
-    """The named architecture's default hyperparameters; an unknown name is a usage error."""
+def train_config(model: str = "cnn", **overrides: object) -> TrainConfig:
+    """The model's defaults with `overrides` applied; `None` keeps a default."""
     if model not in MODEL_DEFAULTS:
         raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
-    return MODEL_DEFAULTS[model]
+    known = {f.name for f in fields(TrainConfig)} - {"model"}
+    unknown = set(overrides) - known
+    if unknown:
+        raise UsageError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return replace(MODEL_DEFAULTS[model], **{k: v for k, v in overrides.items() if v is not None})

@@ -1,4 +1,4 @@
-"""Errors a user can act on, each with the documented exit code (DESIGN.md)."""
+"""Errors a user can act on, each with the documented exit code (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,21 @@ class DataError(DigitsError):
     exit_code = 4
 
 
+class SourceUnavailable(DataError):
+    """The data source could not be reached (npm failed); worth retrying, unlike a bad file."""
+
+
+class ValidationFailed(DataError):
+    """The data was read but failed its Great Expectations suite."""
+
+
 class RegistryError(DigitsError):
     """Registry integrity: checksum mismatch, bad manifest, unknown or unsafe ref."""
 
     exit_code = 5
+
+
+class RegistryBusy(DigitsError):
+    """Another writer held the registry lock for longer than we were willing to wait."""
+
+    exit_code = 6

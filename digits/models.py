@@ -7,8 +7,8 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from tasks.config import IMAGE_SHAPE, NUM_CLASSES
-from tasks.preprocess import PIXEL_SCALE
+from digits.config import IMAGE_SHAPE, NUM_CLASSES
+from digits.preprocess import PIXEL_SCALE
 
 
 def build_mlp(augment: bool = False, seed: int = 0) -> keras.Model:
@@ -69,13 +69,13 @@ def augmentation(enabled: bool, seed: int) -> list[layers.Layer]:
     ]
 
 
-ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}
+BUILDERS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}
 
 
 def build_model(name: str, augment: bool, seed: int) -> keras.Model:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](augment=augment, seed=seed)
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}")
+    return BUILDERS[name](augment=augment, seed=seed)
 
 
 def export_model(core: keras.Model) -> keras.Model:

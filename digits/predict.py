@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from tasks.config import IMAGE_SHAPE
-from tasks.errors import DataError, UsageError
+from digits.config import IMAGE_SHAPE
+from digits.errors import DataError, UsageError
 
 # MNIST fitted each digit into a 20x20 box (aspect kept, anti-aliased), then placed it in
 # 28x28 with its centre of mass at the centre: (14, 14) in index coordinates, measured.

@@ -29,14 +29,16 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
-from tasks.card import render_card
-from tasks.config import PRODUCTION_ALIAS, registry_root
-from tasks.errors import RegistryError
+from digits.card import render_card
+from digits.config import PRODUCTION_ALIAS, registry_root
+from digits.errors import RegistryError
+from digits.gate import Decision
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -108,16 +110,6 @@ class Registry:
     def manifest(self, ref: str) -> dict:
         return self._read_manifest(self.resolve(ref))
 
-    def production_accuracy(self) -> float | None:
-        """The production model's test accuracy, or None before the first promotion."""
-        if PRODUCTION_ALIAS not in self.aliases():
-            return None
-        version = self.resolve(PRODUCTION_ALIAS)
-        accuracy = (self._read_manifest(version).get("metrics") or {}).get("accuracy")
-        if not isinstance(accuracy, (int, float)):
-            raise RegistryError(f"{self.root / version / MANIFEST_FILE}: no metrics.accuracy")
-        return float(accuracy)
-
     def history(self) -> list[dict]:
         path = self.root / HISTORY_FILE
         if not path.exists():
@@ -176,12 +168,36 @@ class Registry:
         self, source_dir: Path, manifest: dict, alias: str | None = PRODUCTION_ALIAS
     ) -> str:
         """Add every file of `source_dir` as the next version, point `alias` at it, return `vN`."""
+        _, version = self._add_version(source_dir, manifest, alias, rule=None)
+        return version
+
+    def promote_if(
+        self,
+        source_dir: Path,
+        manifest: dict,
+        rule: Callable[[dict | None], Decision],
+        alias: str = PRODUCTION_ALIAS,
+    ) -> tuple[Decision, str | None]:
+        """Gate and publish as one transaction: under the write lock, apply `rule` to the
+        manifest `alias` points at now, and publish only if it says promote. Two runs racing
+        therefore each compare with the production the other may just have replaced.
+        Returns the decision and the new version (None when rejected: registry unchanged)."""
+        return self._add_version(source_dir, manifest, alias, rule)
+
+    def _add_version(
+        self,
+        source_dir: Path,
+        manifest: dict,
+        alias: str | None,
+        rule: Callable[[dict | None], Decision] | None,
+    ) -> tuple[Decision | None, str | None]:
         if alias is not None:
             check_alias_name(alias)
         dump_json(manifest)  # fail on unserialisable fields before touching the registry
         sources = list_source_files(Path(source_dir))
         self.root.mkdir(parents=True, exist_ok=True)
         build = self.root / f"{BUILD_PREFIX}{uuid.uuid4().hex}"
+        decision, version = None, None
         # Holding the build's own lock for its whole life tells cleaners it is alive.
         with FileLock(f"{build}.lock", timeout=LOCK_TIMEOUT_S) as build_lock:
             try:
@@ -190,6 +206,12 @@ class Registry:
                 files = {name: copy_hashed(path, build / name) for name, path in sources.items()}
                 self._on_step("files-copied")
                 with self._locked():
+                    if rule is not None:
+                        current = self.aliases().get(alias)
+                        decision = rule(self._read_manifest(current) if current else None)
+                        if not decision.promote:
+                            return decision, None
+                        manifest = {**manifest, "gate": asdict(decision)}
                     version = self._finish_build(build, files, manifest)
                     if alias is not None:
                         self._point_alias(alias, version, "promote", manifest)
@@ -203,7 +225,7 @@ class Registry:
                     shutil.rmtree(build)
                 # Unlinked while still held, never after: see _clean_leftovers.
                 Path(build_lock.lock_file).unlink(missing_ok=True)
-        return version
+        return decision, version
 
     def set_alias(self, alias: str, ref: str, event: str = "promote") -> str:
         """Point `alias` at an existing, intact version (`digits promote REF`)."""

@@ -1,0 +1,45 @@
+"""Package and promote tasks: the candidate folder, then gate and publish in one transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, runtime, task
+from prefect.cache_policies import NONE
+
+from digits.config import TrainConfig
+from digits.evaluate import Evaluation
+from digits.gate import Decision, GateRule
+from digits.ingest import Dataset
+from digits.manifest import describe
+from digits.registry import MODEL_FILE, Registry
+from digits.train import TrainedModel
+
+
+@task(name="package", task_run_name="package", cache_policy=NONE, persist_result=False)
+def package(
+    build_dir: Path,
+    data: Dataset,
+    trained: TrainedModel,
+    config: TrainConfig,
+    evaluation: Evaluation,
+    threshold: float,
+) -> dict:
+    """Save the model beside the evaluation plots in `build_dir`; return its manifest fields."""
+    trained.model.save(build_dir / MODEL_FILE)
+    run_id = runtime.flow_run.id
+    return describe(data, trained, config, evaluation, threshold, str(run_id) if run_id else None)
+
+
+@task(name="promote", task_run_name="gate-and-promote", cache_policy=NONE, persist_result=False)
+def promote(
+    registry: Path, build_dir: Path, manifest: dict, rule: GateRule
+) -> tuple[Decision, str | None]:
+    """The only task that writes to the registry, and only if the gate passes under its lock."""
+    decision, version = Registry(registry).promote_if(build_dir, manifest, rule)
+    logger = get_run_logger()
+    if version:
+        logger.info("promote %s to production: %s", version, decision.reason)
+    else:
+        logger.info("reject: %s; registry unchanged", decision.reason)
+    return decision, version
