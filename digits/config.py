@@ -27,7 +27,7 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
-# SHA-256 of the raw files in the pinned npm package (DESIGN.md, "Data source").
+# SHA-256 of the raw files in the pinned npm package (docs/architecture.md, "Data source").
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
