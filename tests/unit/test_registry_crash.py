@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from digits.registry import Registry
-
-REPO = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).with_name("registry_worker.py")
+from digits.registry import Registry, alias_targets
+from tests.unit.registry_worker import start_worker, wait_for
 
 
 @pytest.fixture
@@ -26,23 +21,7 @@ def source(tmp_path: Path) -> Path:
     return folder
 
 
-def start_worker(root: Path, source: Path, run_id: str, *pause: Path | str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(root), str(source), run_id, *map(str, pause)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(signal_file: Path, worker: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not signal_file.exists():
-        assert worker.poll() is None, f"worker exited early: {worker.communicate()[1]}"
-        assert time.monotonic() < deadline, f"worker never reached {signal_file.name}"
-        time.sleep(0.01)
+MANIFEST = {"model": "dummy", "metrics": {"accuracy": 0.9}}
 
 
 def dot_entries(root: Path) -> list[str]:
@@ -55,7 +34,10 @@ def test_concurrent_publishes_get_distinct_complete_versions(tmp_path, source):
     # Every worker copies its files, then waits at the barrier, so all six builds are
     # in flight at once and then race for the lock (and sweep each other's folders).
     workers = [
-        start_worker(root, source, str(i), "files-copied", tmp_path / f"ready{i}", go)
+        start_worker(
+            root, "publish", "--source", source, "--run-id", i,
+            "--pause", "files-copied", tmp_path / f"ready{i}", go,
+        )
         for i in range(n)
     ]
     for i, worker in enumerate(workers):
@@ -89,9 +71,9 @@ KILL_POINTS = {
 @pytest.mark.parametrize("step", KILL_POINTS)
 def test_a_writer_killed_mid_publish_leaves_a_whole_registry(tmp_path, source, step):
     registry = Registry(tmp_path / "registry")
-    registry.publish(source, {"model": "dummy"})
+    registry.publish(source, MANIFEST)
     reached = tmp_path / "reached"
-    worker = start_worker(registry.root, source, "killed", step, reached)
+    worker = start_worker(registry.root, "publish", "--source", source, "--pause", step, reached)
     wait_for(reached, worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
@@ -102,7 +84,7 @@ def test_a_writer_killed_mid_publish_leaves_a_whole_registry(tmp_path, source, s
     assert registry.aliases() == {"production": production}
     assert [e["version"] for e in registry.history()] == ["v1"]
 
-    following = registry.publish(source, {"model": "dummy"})
+    following = registry.publish(source, MANIFEST)
     assert following == f"v{len(versions) + 1}"
     assert registry.verify() == [*versions, following]
     assert dot_entries(registry.root) == [".lock"]
@@ -112,12 +94,14 @@ def test_a_writer_killed_mid_publish_leaves_a_whole_registry(tmp_path, source, s
 
 def test_a_live_build_survives_another_writers_sweep(tmp_path, source):
     registry = Registry(tmp_path / "registry")
-    registry.publish(source, {"model": "dummy"})
+    registry.publish(source, MANIFEST)
     reached, go = tmp_path / "reached", tmp_path / "go"
-    worker = start_worker(registry.root, source, "slow", "files-copied", reached, go)
+    worker = start_worker(
+        registry.root, "publish", "--source", source, "--pause", "files-copied", reached, go
+    )
     wait_for(reached, worker)
 
-    assert registry.publish(source, {"model": "dummy"}) == "v2"  # sweeps leftovers under the lock
+    assert registry.publish(source, MANIFEST) == "v2"  # sweeps leftovers under the lock
     go.touch()
     out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
