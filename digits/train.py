@@ -87,7 +87,8 @@ def fit_model(
     return TrainedModel(
         model=export_model(model),
         history={name: [float(v) for v in values] for name, values in history.history.items()},
-        # Keras restores the best weights only when it stops early; else the last are kept.
-        best_epoch=stop.best_epoch + 1 if stop.stopped_epoch > 0 else len(history.epoch),
+        # With restore_best_weights Keras 3 puts the best epoch's weights back at the end of
+        # training whether or not it stopped early, so those are the weights we return.
+        best_epoch=stop.best_epoch + 1,
         seconds=time.perf_counter() - started,
     )

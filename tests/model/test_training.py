@@ -1,0 +1,32 @@
+"""What `fit_model` reports about a run matches the model it returns."""
+
+import numpy as np
+
+from digits.config import train_config
+from digits.preprocess import Splits
+from digits.train import fit_model
+from tests.synth import make_digits, make_prototypes
+
+
+def test_best_epoch_names_the_epoch_whose_weights_were_kept():
+    # Learnable training digits, but noise images with random labels for validation: the
+    # validation accuracy drifts as training reshapes the model and does not peak last.
+    x, y = make_digits(600, seed=1, prototypes=make_prototypes())
+    noise = np.random.default_rng(2).integers(0, 256, (200, 28, 28)).astype(np.uint8)
+    random_labels = np.random.default_rng(3).integers(0, 10, 200)
+    splits = Splits(x.astype(np.float32) / 255, y.astype(np.int64),
+                    noise.astype(np.float32) / 255, random_labels,
+                    noise.astype(np.float32) / 255, random_labels)
+    # Patience covers every epoch, so training never stops early.
+    config = train_config("mlp", epochs=6, patience=6, learning_rate=1e-4)
+
+    trained = fit_model(splits, config, log=lambda _: None)
+
+    accuracy = trained.history["val_accuracy"]
+    assert trained.epochs_run == 6
+    best = int(np.argmax(accuracy)) + 1  # first maximum: Keras counts only a strict gain
+    assert best != trained.epochs_run, f"the case must peak before the end: {accuracy}"
+    assert trained.best_epoch == best
+    kept = (trained.model.predict(noise, verbose=0).argmax(axis=1) == random_labels).mean()
+    assert abs(kept - accuracy[best - 1]) < 1e-6
+    assert abs(kept - accuracy[-1]) > 1e-6  # so the check above tells the epochs apart
