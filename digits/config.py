@@ -5,6 +5,7 @@ Nothing here touches the disk or the network: importing it is free of side effec
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -42,11 +43,28 @@ MNIST_ROWS = {"train": 60_000, "test": 10_000}
 DEFAULT_THRESHOLD = 0.97  # the accuracy gate; a run may raise it, never lower it
 DEFAULT_REGRESSION_TOLERANCE = 0.002
 PRODUCTION_ALIAS = "production"
+# Generous on purpose: a finished training run should wait out another run's promotion
+# (seconds under the lock) or a slow `digits promote` rather than be thrown away.
+DEFAULT_LOCK_TIMEOUT_S = 600.0
 
 
 def registry_root(path: str | Path | None = None) -> Path:
     """`path` if given, else `$DIGITS_REGISTRY`, else `artifacts/registry` here; absolute."""
     return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
+
+
+def lock_timeout() -> float:
+    """Seconds a registry writer waits for the write lock: `$DIGITS_LOCK_TIMEOUT`, else 600."""
+    raw = os.environ.get("DIGITS_LOCK_TIMEOUT")
+    if raw is None:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UsageError(f"DIGITS_LOCK_TIMEOUT={raw!r} must be a number of seconds (0 or more)")
+    return seconds
 
 
 def default_data_dir() -> Path:

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +40,8 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock, Timeout
 
 from digits.card import render_card
-from digits.config import PRODUCTION_ALIAS, registry_root
-from digits.errors import RegistryError
+from digits.config import PRODUCTION_ALIAS, lock_timeout, registry_root
+from digits.errors import RegistryBusy, RegistryError
 from digits.gate import Decision
 
 MODEL_FILE = "model.keras"
@@ -46,10 +50,14 @@ CARD_FILE = "card.md"
 ALIASES_FILE = "aliases.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
+HOLDER_FILE = ".lock.holder"  # who holds `.lock`: written after taking it, removed before release
 BUILD_PREFIX = ".tmp-"  # a version being built; its owner holds `<name>.lock`
 ALIAS_TEMP_PREFIX = ".aliases-"  # aliases.json being replaced (only ever under the lock)
 DIGEST_KEY = "manifest_sha256"  # the manifest's own checksum: the one file `files` cannot list
-LOCK_TIMEOUT_S = 120.0
+BUILD_LOCK_TIMEOUT_S = 60.0  # a build's own lock: only a sweeping writer ever touches it, briefly
+LOCK_REPORT_EVERY_S = 30.0  # how often a writer waiting for the registry lock says so
+
+log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -58,8 +66,10 @@ ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 class Registry:
     """One registry folder. Cheap to create; every call reads the disk afresh."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, lock_timeout: float | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
+        # Seconds to wait for the write lock; None reads `$DIGITS_LOCK_TIMEOUT` when needed.
+        self.lock_timeout = lock_timeout
         # Called at each publish step; the crash tests replace it to stop a writer mid-way.
         self._on_step: Callable[[str], None] = lambda step: None
 
@@ -199,7 +209,7 @@ class Registry:
         build = self.root / f"{BUILD_PREFIX}{uuid.uuid4().hex}"
         decision, version = None, None
         # Holding the build's own lock for its whole life tells cleaners it is alive.
-        with FileLock(f"{build}.lock", timeout=LOCK_TIMEOUT_S) as build_lock:
+        with FileLock(f"{build}.lock", timeout=BUILD_LOCK_TIMEOUT_S) as build_lock:
             try:
                 build.mkdir()
                 self._on_step("tmp-created")
@@ -364,20 +374,49 @@ class Registry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold the registry-wide write lock; a timeout becomes a RegistryError."""
+        """Hold the registry-wide write lock, with a record of who holds it beside it."""
         if not self.root.is_dir():
             raise RegistryError(f"{self.root}: no registry here")
-        lock = FileLock(self.root / LOCK_FILE, timeout=LOCK_TIMEOUT_S)
+        lock = FileLock(self.root / LOCK_FILE)
+        self._acquire(lock)
+        holder = self.root / HOLDER_FILE
         try:
-            lock.acquire()
-        except Timeout as error:
-            raise RegistryError(
-                f"{lock.lock_file}: held by another writer for over {LOCK_TIMEOUT_S:.0f} s"
-            ) from error
-        try:
+            write_holder(holder)
+            self._on_step("locked")
             yield
         finally:
+            # Removed while still held, so a waiter never reads a finished holder's record
+            # as the current one (a killed holder's stale record is overwritten by the next).
+            holder.unlink(missing_ok=True)
             lock.release()
+
+    def _acquire(self, lock: FileLock) -> None:
+        """Wait for the write lock, saying who holds it and for how long; a busy registry
+        is not a corrupt one, so giving up raises RegistryBusy (exit 6), not RegistryError."""
+        timeout = lock_timeout() if self.lock_timeout is None else self.lock_timeout
+        try:
+            lock.acquire(blocking=False)
+            return
+        except Timeout:
+            self._on_step("lock-busy")
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            holder = describe_holder(self.root / HOLDER_FILE)
+            if waited >= timeout:
+                raise RegistryBusy(
+                    f"{lock.lock_file}: registry busy, {holder}; gave up after {timeout:g} s "
+                    "(set DIGITS_LOCK_TIMEOUT to wait longer)"
+                )
+            log.warning(
+                "%s: waiting for the registry lock, %s; waited %.0f s of %g s",
+                lock.lock_file, holder, waited, timeout,
+            )  # fmt: skip
+            try:
+                lock.acquire(timeout=min(LOCK_REPORT_EVERY_S, timeout - waited))
+                return
+            except Timeout:
+                continue
 
     def _clean_leftovers(self) -> None:
         """Remove what crashed writers left. Call only while holding the registry lock.
@@ -398,6 +437,28 @@ class Registry:
                 remove_abandoned_build(entry)
             elif entry.name.startswith(BUILD_PREFIX) and not entry.with_suffix("").exists():
                 remove_abandoned_build(entry.with_suffix(""))
+
+
+def write_holder(path: Path) -> None:
+    """Record who holds the registry lock (pid, host, command, since) for waiters to show."""
+    command = " ".join(sys.argv).replace("\n", " ")[:200]
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
+    temp = path.with_name(f"{path.name}.tmp")  # only ever written under the lock
+    temp.write_bytes(dump_json({**record, "since": utc_now()}))
+    os.replace(temp, path)
+
+
+def describe_holder(path: Path) -> str:
+    """`held by pid P on HOST (COMMAND) since T`, or why we cannot tell."""
+    try:
+        record = json.loads(path.read_bytes())
+        return (
+            f"held by pid {int(record['pid'])} on {record['host']} "
+            f"({record['command']}) since {record['since']}"
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        # No record yet (the holder is between taking the lock and writing it) or an old writer.
+        return "held by a process that left no holder record"
 
 
 def remove_abandoned_build(build: Path) -> None:
