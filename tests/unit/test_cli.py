@@ -1,10 +1,16 @@
 """The registry commands of `digits`: output, exit codes, one-line errors."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from digits.registry import Registry
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -81,3 +87,42 @@ def test_empty_registry(cli, tmp_path):
     assert (code, out.strip()) == (0, "no versions yet")
     code, _, err = cli("fetch", "--dest", tmp_path / "out", "--registry", tmp_path / "none")
     assert code == 5 and "production" in err
+
+
+# Runs `digits ARGS...` in a fresh interpreter and reports which heavy packages it imported.
+PROBE = """
+import sys
+from flows.cli import main
+try:
+    main()
+finally:
+    heavy = {"prefect", "keras", "tensorflow", "great_expectations"}
+    print(sorted(heavy & {name.split(".")[0] for name in sys.modules}), file=sys.stdout)
+"""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threshold", "0.9"], "--threshold"),
+        (["--model", "resnet"], "--model"),
+        (["--epochs", "0"], "--epochs"),
+    ],
+)
+def test_usage_errors_exit_2_before_anything_runs(args, message, tmp_path):
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    for name in ("DIGITS_REGISTRY", "DIGITS_DATA", "DIGITS_ARTIFACTS", "PREFECT_API_URL"):
+        env.pop(name, None)  # the defaults are relative to the working folder: tmp_path
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, "run", *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error")
+    # Neither Prefect (so no server) nor TensorFlow nor GX was even imported...
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    # ...and nothing was written: no registry, data cache, Data Docs or Prefect database.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["prefect-home"]
+    assert not any(home.iterdir())

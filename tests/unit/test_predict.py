@@ -167,6 +167,8 @@ def test_load_inputs_needs_files():
 
 
 def test_predict_files(digit_files):
+    # Weights that make the output depend on the input: a row-order, argmax or
+    # probability mix-up in predict_files changes what it reports.
     model = keras.Sequential(
         [
             keras.Input((28, 28)),
@@ -175,8 +177,18 @@ def test_predict_files(digit_files):
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
+    rng = np.random.default_rng(0)
+    model.layers[-1].set_weights([rng.normal(0, 0.5, (784, 10)), rng.normal(0, 1, 10)])
+    names, batch = load_inputs(digit_files)
+    # The rows differ, so each must get its own answer: the image files and the batch rows.
+    batch[2:] = rng.integers(0, 256, (3, 28, 28))
+    np.save(digit_files[2], batch[2:].astype(np.uint8))
+    expected = model.predict(batch, verbose=0)
+    assert len(set(expected.argmax(axis=1).tolist())) > 1, "rows must not all agree"
+
     predictions = predict_files(model, digit_files)
-    assert [name for name, _, _ in predictions] == load_inputs(digit_files)[0]
-    for _, digit, probability in predictions:
-        assert isinstance(digit, int) and 0 <= digit <= 9
-        assert 0.0 <= probability <= 1.0
+
+    assert [name for name, _, _ in predictions] == names
+    for (name, digit, probability), row in zip(predictions, expected):
+        assert isinstance(digit, int) and digit == int(row.argmax()), name
+        assert probability == pytest.approx(float(row.max()), abs=1e-6), name
