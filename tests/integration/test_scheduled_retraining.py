@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from uuid import UUID
 import pytest
 
 from digits.config import IDX_FILES
-from tests.integration.processes import BIN, background, free_port, stop, tail, wait_for
+from tests.integration.processes import BIN, background, free_port, tail, wait_for
 from tests.synth import write_dataset
 
 pytestmark = pytest.mark.integration
@@ -263,6 +264,7 @@ def test_digits_serve_registers_a_schedule(server, tmp_path):
         assert {"digits", "mnist"} <= set(found.tags)
         runs = wait_for(lambda: scheduled_runs(server, found.id), 60, "scheduled runs")
         assert all(run.expected_start_time.hour == 4 for run in runs)
-        stop(serving)
-        assert serving.returncode is not None
+        # SIGTERM (what a service manager sends) must end it cleanly, before any SIGKILL.
+        os.killpg(serving.pid, signal.SIGTERM)
+        assert serving.wait(timeout=30) == 0, tail(log)
     assert registered().paused  # a stopped `digits schedule` pauses its schedule
