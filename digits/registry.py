@@ -1,7 +1,7 @@
 """The model registry: immutable versions, atomic aliases, an append-only history.
 
 A plain library (no Prefect, Keras only inside `load_model`), so anyone can read a
-registry with nothing but this file; `tasks/card.py` writes the human-readable card.
+registry with nothing but this file and `digits/card.py`, which renders each `card.md`.
 Layout (DESIGN.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
@@ -12,8 +12,19 @@ How it stays consistent with many writers and crashes at any instant:
 
 - A version is built in `<root>/.tmp-<hex>/` and `os.rename`d to `vN` under the registry
   lock (`<root>/.lock`), so `vN` is allocated once and readers see all of it or nothing.
-- `aliases.json` is replaced with write-temp, fsync, `os.replace`, under the same lock.
-- Readers take no lock; they list only `vN` folders and never look at dot-entries.
+- Every write (publish, promote, rollback) holds `.lock`; `.lock.holder` beside it says
+  who (pid, host, command, since), so a writer waiting for it can say whom it waits on.
+  Waiting ends after `$DIGITS_LOCK_TIMEOUT` seconds with RegistryBusy: busy, not corrupt.
+- One commit point for alias moves: the history line. A promote or rollback appends its
+  line to `history.jsonl` (fsynced) first, then replaces `aliases.json` (write-temp,
+  fsync, `os.replace`). A writer killed in between leaves aliases.json one move behind
+  its history; the next writer, on taking the lock, replays the history's last move of
+  each alias onto aliases.json before doing anything else. History, not aliases.json, is
+  the record because replaying a logged move forward is unambiguous, while a move seen
+  only in aliases.json could have been a promote or a rollback, and rollback would then
+  guess (the old order let the next rollback move forward). Readers take no lock and
+  read aliases.json as it is, so until that repair they see the alias before the move.
+- Readers list only `vN` folders and never look at dot-entries.
 - Leftovers of crashed writers are removed by the next writer, holding the lock (see
   `Registry._clean_leftovers` for why that is safe while other builds are in flight).
 """
@@ -261,10 +272,8 @@ class Registry:
                     f"{self.root / HISTORY_FILE}: no earlier {alias!r} target to roll back to"
                 )
             previous = self.resolve(targets[-1])
-            self._write_aliases({**self.aliases(), alias: previous})
-            self._append_history(
-                {"event": "rollback", "alias": alias, "from": current, "to": previous}
-            )
+            self._verify_version(previous)  # never roll production onto a damaged version
+            self._move_alias({"event": "rollback", "alias": alias, "from": current, "to": previous})
         return previous
 
     # --- internals -------------------------------------------------------------
@@ -314,7 +323,6 @@ class Registry:
 
     def _finish_build(self, build: Path, files: dict[str, tuple[str, int]], fields: dict) -> str:
         """Under the lock: number the build, write card and manifest, rename it into place."""
-        self._clean_leftovers()
         names = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name)]
         version = f"v{max((int(n[1:]) for n in names), default=0) + 1}"
         manifest = {**fields, "version": version, "created_at": utc_now()}
@@ -337,20 +345,42 @@ class Registry:
         return version
 
     def _point_alias(self, alias: str, version: str, event: str, manifest: dict) -> None:
-        aliases = self.aliases()
-        self._write_aliases({**aliases, alias: version})
-        self._on_step("alias-replaced")
+        """Commit the move in history.jsonl, then make aliases.json say it (see module doc)."""
         entry = {
             "event": event,
             "alias": alias,
             "version": version,
-            "from": aliases.get(alias),
+            "from": self.aliases().get(alias),
             "to": version,
         }
         accuracy = (manifest.get("metrics") or {}).get("accuracy")
         if accuracy is not None:
             entry["accuracy"] = accuracy
+        self._move_alias(entry)
+
+    def _move_alias(self, entry: dict) -> None:
         self._append_history(entry)
+        self._on_step("history-appended")
+        self._write_aliases({**self.aliases(), entry["alias"]: entry["to"]})
+
+    def _repair_aliases(self) -> None:
+        """Under the lock: make aliases.json say what history.jsonl committed. A writer
+        killed between its history line and the alias swap leaves aliases.json one move
+        behind; replaying history forward is unambiguous, guessing the reverse is not."""
+        aliases = self.aliases()
+        repaired = {**aliases, **committed_targets(self.history())}
+        if repaired == aliases:
+            return
+        for alias, version in repaired.items():
+            if aliases.get(alias) != version and not (self.root / version).is_dir():
+                raise RegistryError(
+                    f"{self.root / HISTORY_FILE}: last move of {alias!r} is to missing {version}"
+                )
+        log.warning(
+            "%s: brought up to %s after an interrupted write: %s",
+            self.root / ALIASES_FILE, HISTORY_FILE, repaired,
+        )  # fmt: skip
+        self._write_aliases(repaired)
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:
         """Replace aliases.json so readers see the old or the new map, never a mix."""
@@ -359,6 +389,7 @@ class Registry:
         self._on_step("alias-written")
         os.replace(temp, self.root / ALIASES_FILE)
         fsync_dir(self.root)
+        self._on_step("alias-replaced")
 
     def _append_history(self, entry: dict) -> None:
         path = self.root / HISTORY_FILE
@@ -383,6 +414,8 @@ class Registry:
         try:
             write_holder(holder)
             self._on_step("locked")
+            self._clean_leftovers()
+            self._repair_aliases()
             yield
         finally:
             # Removed while still held, so a waiter never reads a finished holder's record
@@ -516,6 +549,15 @@ def check_files(files: object, manifest_path: Path) -> None:
             and isinstance(meta.get("size"), int)
         ):
             raise RegistryError(f"{manifest_path}: `files` entry {name!r} needs sha256 and size")
+
+
+def committed_targets(history: list[dict]) -> dict[str, str]:
+    """Alias -> the target its last history line moved it to: what aliases.json must say."""
+    return {
+        entry["alias"]: entry["to"]
+        for entry in history
+        if isinstance(entry.get("alias"), str) and isinstance(entry.get("to"), str)
+    }
 
 
 def alias_targets(history: list[dict], alias: str) -> list[str]:

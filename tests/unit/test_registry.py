@@ -349,6 +349,25 @@ def test_rollback_skips_repeated_promotions_of_the_current_version(registry, sou
         registry.rollback("staging")
 
 
+def test_rollback_and_promote_refuse_a_damaged_target_and_leave_production(
+    registry, source, cli
+):
+    registry.publish(source, make_manifest())
+    registry.publish(source, make_manifest())
+    damaged = registry.root / "v1" / "model.keras"
+    flip_byte(damaged, 10)
+    history = (registry.root / "history.jsonl").read_bytes()
+    with pytest.raises(RegistryError, match=str(damaged)):
+        registry.rollback()
+    with pytest.raises(RegistryError, match=str(damaged)):
+        registry.set_alias("production", "v1")
+    for command in (["rollback"], ["promote", "v1"]):
+        code, out, err = cli(*command, "--registry", registry.root)
+        assert (code, out) == (5, "") and err.startswith("error: ") and str(damaged) in err
+    assert registry.aliases() == {"production": "v2"}
+    assert (registry.root / "history.jsonl").read_bytes() == history
+
+
 def test_a_torn_history_line_is_ignored_then_dropped(registry, source):
     registry.publish(source, make_manifest())
     with (registry.root / "history.jsonl").open("ab") as handle:

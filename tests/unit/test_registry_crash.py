@@ -57,14 +57,16 @@ def test_concurrent_publishes_get_distinct_complete_versions(tmp_path, source):
     assert dot_entries(root) == [".lock"]
 
 
-# Where publish stops, and what a reader must see afterwards: (versions, production).
+# Where publish stops, and what a reader must see afterwards: (versions, aliases.json's
+# production, production per history.jsonl, the commit record).
 KILL_POINTS = {
-    "tmp-created": (["v1"], "v1"),
-    "files-copied": (["v1"], "v1"),
-    "manifest-written": (["v1"], "v1"),  # complete build, not yet renamed
-    "renamed": (["v1", "v2"], "v1"),  # a whole version nobody points at yet
-    "alias-written": (["v1", "v2"], "v1"),  # new aliases.json written but not swapped in
-    "alias-replaced": (["v1", "v2"], "v2"),  # promoted, history line not yet appended
+    "tmp-created": (["v1"], "v1", "v1"),
+    "files-copied": (["v1"], "v1", "v1"),
+    "manifest-written": (["v1"], "v1", "v1"),  # complete build, not yet renamed
+    "renamed": (["v1", "v2"], "v1", "v1"),  # a whole version nobody points at yet
+    "history-appended": (["v1", "v2"], "v1", "v2"),  # committed, aliases.json not yet told
+    "alias-written": (["v1", "v2"], "v1", "v2"),  # new aliases.json written but not swapped in
+    "alias-replaced": (["v1", "v2"], "v2", "v2"),  # done, but for releasing the lock
 }
 
 
@@ -78,18 +80,19 @@ def test_a_writer_killed_mid_publish_leaves_a_whole_registry(tmp_path, source, s
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
 
-    versions, production = KILL_POINTS[step]
+    versions, seen, production = KILL_POINTS[step]
     assert registry.verify() == versions
     assert [v["version"] for v in registry.versions()] == versions
-    assert registry.aliases() == {"production": production}
-    assert [e["version"] for e in registry.history()] == ["v1"]
+    assert registry.aliases() == {"production": seen}
+    assert committed(registry) == production
+    assert [e["version"] for e in registry.history()] == ["v1", *(["v2"] * (production == "v2"))]
 
     following = registry.publish(source, MANIFEST)
     assert following == f"v{len(versions) + 1}"
     assert registry.verify() == [*versions, following]
-    assert dot_entries(registry.root) == [".lock"]
-    if step == "alias-replaced":
-        assert registry.rollback() == "v2"  # the unlogged promotion still counts as current
+    assert_consistent(registry)
+    # Back to the production before `following`: v2 only if its promotion was committed.
+    assert registry.rollback() == production
 
 
 def test_a_live_build_survives_another_writers_sweep(tmp_path, source):
@@ -107,3 +110,70 @@ def test_a_live_build_survives_another_writers_sweep(tmp_path, source):
     assert worker.returncode == 0, err
     assert out.strip() == "v3"
     assert registry.verify() == ["v1", "v2", "v3"]
+
+
+# --- promote and rollback killed at each step -------------------------------------
+
+# Steps of set_alias and rollback, in order; from "history-appended" on, the move is
+# committed (history.jsonl is the commit record) even if aliases.json was not yet replaced.
+ALIAS_STEPS = ["locked", "history-appended", "alias-written", "alias-replaced"]
+
+
+def committed(registry: Registry, alias: str = "production") -> str:
+    """The target history.jsonl, the commit record, gives `alias`."""
+    return alias_targets(registry.history(), alias)[-1]
+
+
+def kill_at(registry: Registry, step: str, tmp_path: Path, *operation: object) -> None:
+    reached = tmp_path / f"reached-{step}"
+    worker = start_worker(registry.root, *operation, "--pause", step, reached)
+    wait_for(reached, worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+
+
+@pytest.fixture
+def three(tmp_path, source) -> Registry:
+    """v1, v2, v3 promoted in turn: production is v3."""
+    registry = Registry(tmp_path / "registry")
+    for _ in range(3):
+        registry.publish(source, MANIFEST)
+    return registry
+
+
+def assert_consistent(registry: Registry) -> None:
+    assert registry.aliases() == {"production": committed(registry)}
+    assert dot_entries(registry.root) == [".lock"]
+
+
+@pytest.mark.parametrize("step", ALIAS_STEPS)
+def test_a_rollback_killed_at_any_step_never_makes_the_next_one_move_forward(
+    tmp_path, three, step
+):
+    kill_at(three, step, tmp_path, "rollback")
+    done = step != "locked"
+    assert three.aliases()["production"] in {"v2", "v3"}  # readers see one or the other
+    assert committed(three) == ("v2" if done else "v3")
+    # The next writer first brings aliases.json up to the history, then rolls back again.
+    assert three.rollback() == ("v1" if done else "v2")
+    assert_consistent(three)
+    assert three.verify() == ["v1", "v2", "v3"]
+
+
+@pytest.mark.parametrize("step", ALIAS_STEPS)
+def test_a_promote_killed_at_any_step_leaves_aliases_and_history_agreeing(tmp_path, three, step):
+    kill_at(three, step, tmp_path, "set-alias", "--ref", "v1")
+    done = step != "locked"
+    assert committed(three) == ("v1" if done else "v3")
+    # Rolling back undoes the promotion if it was committed, else the one before it.
+    assert three.rollback() == ("v3" if done else "v2")
+    assert_consistent(three)
+
+
+@pytest.mark.parametrize("step", ["history-appended", "alias-written"])
+def test_the_next_writer_repairs_aliases_from_history(tmp_path, three, source, step):
+    kill_at(three, step, tmp_path, "publish", "--source", source)
+    assert three.aliases() == {"production": "v3"} and committed(three) == "v4"
+    assert three.publish(source, MANIFEST, alias=None) == "v5"
+    assert three.aliases() == {"production": "v4"}
+    assert_consistent(three)
