@@ -289,6 +289,9 @@ class Registry:
     def _read_manifest(self, version: str) -> dict:
         """Parse a version's manifest and check its own digest and shape."""
         path = self.root / version / MANIFEST_FILE
+        for link in (path.parent, path):
+            if link.is_symlink():
+                raise RegistryError(f"{link}: {SYMLINK_REFUSED}")
         if not path.is_file():
             raise RegistryError(f"{path}: missing manifest")
         raw = path.read_bytes()
@@ -308,6 +311,7 @@ class Registry:
 
     def _verify_version(self, version: str) -> dict:
         folder = self.root / version
+        check_no_symlinks(folder)
         manifest = self._read_manifest(version)
         for name, expected in manifest["files"].items():
             path = folder / name
@@ -591,6 +595,20 @@ def list_source_files(source_dir: Path) -> dict[str, Path]:
         if reserved in files:
             raise RegistryError(f"{source_dir / reserved}: the registry writes {reserved} itself")
     return files
+
+
+SYMLINK_REFUSED = "a symlink; a version holds only plain files and folders"
+
+
+def check_no_symlinks(folder: Path) -> None:
+    """Refuse a version with a symlink anywhere (itself included): its checksums would
+    vouch for bytes that live outside the registry and may change under it."""
+    if folder.is_symlink():
+        raise RegistryError(f"{folder}: {SYMLINK_REFUSED}")
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in sorted(dirnames + filenames):
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise RegistryError(f"{Path(dirpath, name)}: {SYMLINK_REFUSED}")
 
 
 def walk_files(folder: Path) -> Iterator[str]:

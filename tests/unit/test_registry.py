@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -238,6 +239,38 @@ def test_verify_catches_missing_and_unlisted_files_and_dangling_aliases(registry
     (registry.root / "aliases.json").write_text("{not json")
     with pytest.raises(RegistryError, match="aliases.json: not valid JSON"):
         registry.aliases()
+
+
+def swap_for_symlink(path: Path, elsewhere: Path) -> None:
+    """Move `path` (file or folder) to `elsewhere`, byte for byte, and link it back."""
+    shutil.move(path, elsewhere)
+    path.symlink_to(elsewhere, target_is_directory=elsewhere.is_dir())
+
+
+@pytest.mark.parametrize("name", ["plots", "plots/loss.png", "manifest.json", "model.keras"])
+def test_a_symlink_anywhere_in_a_version_is_refused(registry, source, tmp_path, name):
+    registry.publish(source, make_manifest())
+    link = registry.root / "v1" / name
+    swap_for_symlink(link, tmp_path / "elsewhere")
+    for check in (registry.verify, lambda: registry.fetch("v1", tmp_path / "dest")):
+        with pytest.raises(RegistryError, match=f"{link}: a symlink"):
+            check()
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_symlinked_version_folder_is_refused(registry, source, tmp_path):
+    registry.publish(source, make_manifest())
+    registry.publish(source, make_manifest(), alias=None)
+    swap_for_symlink(registry.root / "v2", tmp_path / "v2")
+    with pytest.raises(RegistryError, match=f"{registry.root / 'v2'}: a symlink"):
+        registry.verify()
+
+
+def test_an_unlisted_symlink_is_refused_too(registry, source):
+    registry.publish(source, make_manifest())
+    (registry.root / "v1" / "plots" / "extra").symlink_to("/")
+    with pytest.raises(RegistryError, match="extra: a symlink"):
+        registry.verify()
 
 
 def test_a_version_without_a_manifest_is_named(registry, source):
