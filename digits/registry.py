@@ -39,7 +39,6 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,7 +64,12 @@ HOLDER_FILE = ".lock.holder"  # who holds `.lock`: written after taking it, remo
 BUILD_PREFIX = ".tmp-"  # a version being built; its owner holds `<name>.lock`
 ALIAS_TEMP_PREFIX = ".aliases-"  # aliases.json being replaced (only ever under the lock)
 DIGEST_KEY = "manifest_sha256"  # the manifest's own checksum: the one file `files` cannot list
-BUILD_LOCK_TIMEOUT_S = 60.0  # a build's own lock: only a sweeping writer ever touches it, briefly
+FETCH_PREFIX = ".fetch-"  # a fetch being staged beside --dest; its owner holds `<name>.lock`
+# Everything dot-named in the root is ours; beside --dest only our own names are: uuid hex,
+# or the 8 characters of `tempfile` that fetch used before it held a lock.
+BUILD_RE = re.compile(rf"^{re.escape(BUILD_PREFIX)}.+$")
+FETCH_RE = re.compile(rf"^{re.escape(FETCH_PREFIX)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})$")
+OWN_LOCK_TIMEOUT_S = 60.0  # a build's or fetch's own lock: only a sweeper touches it, briefly
 LOCK_REPORT_EVERY_S = 30.0  # how often a writer waiting for the registry lock says so
 
 log = logging.getLogger(__name__)
@@ -172,15 +176,20 @@ class Registry:
         expected |= {
             name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()
         }
-        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as staging:
+        # A killed fetch leaves its staging folder behind: sweep those of dead processes.
+        sweep_abandoned(dest.parent, FETCH_RE)
+        staging = dest.parent / f"{FETCH_PREFIX}{uuid.uuid4().hex}"
+        with owned_folder(staging):
+            staging.mkdir()
             for name, digest_size in expected.items():
-                if copy_hashed(self.root / version / name, Path(staging, name)) != digest_size:
+                if copy_hashed(self.root / version / name, staging / name) != digest_size:
                     raise RegistryError(
                         f"{self.root / version / name}: changed while being fetched"
                     )
+            self._on_step("fetch-staged")
             for name in expected:
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(Path(staging, name), dest / name)
+                os.replace(staging / name, dest / name)
         return dest / MODEL_FILE
 
     # --- writing ---------------------------------------------------------------
@@ -219,33 +228,23 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         build = self.root / f"{BUILD_PREFIX}{uuid.uuid4().hex}"
         decision, version = None, None
-        # Holding the build's own lock for its whole life tells cleaners it is alive.
-        with FileLock(f"{build}.lock", timeout=BUILD_LOCK_TIMEOUT_S) as build_lock:
-            try:
-                build.mkdir()
-                self._on_step("tmp-created")
-                files = {name: copy_hashed(path, build / name) for name, path in sources.items()}
-                self._on_step("files-copied")
-                with self._locked():
-                    if rule is not None:
-                        current = self.aliases().get(alias)
-                        decision = rule(self._read_manifest(current) if current else None)
-                        if not decision.promote:
-                            return decision, None
-                        manifest = {**manifest, "gate": asdict(decision)}
-                    version = self._finish_build(build, files, manifest)
-                    if alias is not None:
-                        self._point_alias(alias, version, "promote", manifest)
-                    else:
-                        self._append_history(
-                            {"event": "publish", "version": version, "alias": None}
-                        )
-            finally:
-                # After the rename the build folder is gone; before it, nothing may remain.
-                if build.exists():
-                    shutil.rmtree(build)
-                # Unlinked while still held, never after: see _clean_leftovers.
-                Path(build_lock.lock_file).unlink(missing_ok=True)
+        with owned_folder(build):
+            build.mkdir()
+            self._on_step("tmp-created")
+            files = {name: copy_hashed(path, build / name) for name, path in sources.items()}
+            self._on_step("files-copied")
+            with self._locked():
+                if rule is not None:
+                    current = self.aliases().get(alias)
+                    decision = rule(self._read_manifest(current) if current else None)
+                    if not decision.promote:
+                        return decision, None
+                    manifest = {**manifest, "gate": asdict(decision)}
+                version = self._finish_build(build, files, manifest)
+                if alias is not None:
+                    self._point_alias(alias, version, "promote", manifest)
+                else:
+                    self._append_history({"event": "publish", "version": version, "alias": None})
         return decision, version
 
     def set_alias(self, alias: str, ref: str, event: str = "promote") -> str:
@@ -470,10 +469,7 @@ class Registry:
         for entry in list(self.root.iterdir()):
             if entry.name.startswith(ALIAS_TEMP_PREFIX):
                 entry.unlink()
-            elif entry.name.startswith(BUILD_PREFIX) and not entry.name.endswith(".lock"):
-                remove_abandoned_build(entry)
-            elif entry.name.startswith(BUILD_PREFIX) and not entry.with_suffix("").exists():
-                remove_abandoned_build(entry.with_suffix(""))
+        sweep_abandoned(self.root, BUILD_RE)
 
 
 def write_holder(path: Path) -> None:
@@ -498,16 +494,44 @@ def describe_holder(path: Path) -> str:
         return "held by a process that left no holder record"
 
 
-def remove_abandoned_build(build: Path) -> None:
-    """Remove a build folder and its lock file unless its builder is still alive."""
-    lock = FileLock(f"{build}.lock")
+@contextmanager
+def owned_folder(folder: Path) -> Iterator[None]:
+    """Hold `<folder>.lock` from before `folder` exists until after it is gone (renamed
+    away or removed here), so `sweep_abandoned` knows a live owner from a dead one."""
+    with FileLock(f"{folder}.lock", timeout=OWN_LOCK_TIMEOUT_S) as lock:
+        try:
+            yield
+        finally:
+            # After a rename the folder is gone; otherwise nothing of it may remain.
+            if folder.exists():
+                shutil.rmtree(folder)
+            # Unlinked while still held, never after: see Registry._clean_leftovers.
+            Path(lock.lock_file).unlink(missing_ok=True)
+
+
+def sweep_abandoned(parent: Path, pattern: re.Pattern) -> None:
+    """Remove `parent`'s entries named by `pattern` (and their `.lock`) whose owner died."""
+    for entry in list(parent.iterdir()):
+        if entry.name.endswith(".lock"):
+            owned = entry.with_suffix("")
+            if pattern.match(owned.name) and not owned.exists():
+                remove_abandoned(owned)
+        elif pattern.match(entry.name):
+            remove_abandoned(entry)
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Remove a folder and its lock file unless its owner is still alive."""
+    lock = FileLock(f"{folder}.lock")
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        return  # a live builder holds it
+        return  # a live owner holds it
     try:
-        if build.exists():
-            shutil.rmtree(build)
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        elif folder.exists() or folder.is_symlink():
+            folder.unlink()
         Path(lock.lock_file).unlink(missing_ok=True)
     finally:
         lock.release()

@@ -1,10 +1,10 @@
 """A separate process that runs one registry operation, for the concurrency and crash tests.
 
     python registry_worker.py ROOT OP [--source DIR] [--run-id ID] [--accuracy A]
-                              [--tolerance T] [--ref REF] [--pause STEP SIGNAL_FILE [GO_FILE]]
+                              [--tolerance T] [--ref REF] [--dest DIR] [--pause STEP SIGNAL_FILE [GO_FILE]]
 
 OP is publish, promote-if, decide-outside (the old gate: decide on production read
-without the lock, then publish), set-alias or rollback. With --pause, the worker touches
+without the lock, then publish), set-alias, rollback or fetch (--dest DIR). With --pause, the worker touches
 SIGNAL_FILE when the operation reaches STEP (a `Registry._on_step` name), then waits: until
 GO_FILE exists when given (a barrier), else forever (to be SIGKILLed there).
 
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> str:
         return registry.set_alias("production", args.ref)
     if args.op == "rollback":
         return registry.rollback()
+    if args.op == "fetch":
+        return str(registry.fetch(args.ref or "production", Path(args.dest)))
     raise SystemExit(f"unknown op {args.op!r}")
 
 
@@ -72,6 +74,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--accuracy", type=float, default=0.9)
     parser.add_argument("--tolerance", type=float, default=None)
     parser.add_argument("--ref")
+    parser.add_argument("--dest")
     parser.add_argument("--pause", nargs="+", metavar="STEP SIGNAL_FILE [GO_FILE]")
     return parser.parse_args(argv)
 
