@@ -1,0 +1,151 @@
+"""A local Prefect API for one command, started before the heavy imports instead of after.
+
+Prefect's own ephemeral API starts on first use: after TensorFlow, Great Expectations and
+Prefect are imported, so the command waits for both in turn. This starts the same server
+(uvicorn on Prefect's app factory, as `SubprocessASGIServer` does) first, without importing
+Prefect, so it boots on the other core while this process imports; the command then points
+`PREFECT_API_URL` at it and stops it before printing its last line.
+
+Prefect migrates its SQLite database on every server start, which costs seconds even when
+there is nothing to do; a stamp in PREFECT_HOME records the Prefect version and database
+file that were migrated, and later starts skip the check while both are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+
+from digits.errors import DigitsError
+
+STAMP = "digits-migrated.json"
+POLL_S = 0.1
+
+
+@contextmanager
+def local_api() -> Iterator[Callable[[], None]]:
+    """Run the block against PREFECT_API_URL if set, else against a server started here.
+
+    Yields the function that waits until the API answers: call it after the imports that
+    the server's start overlaps with.
+    """
+    if configured_api_url():
+        yield lambda: None
+        return
+    port = free_port()
+    migrate = not is_migrated()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+        env={**os.environ, **server_env(migrate)},
+    )
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    try:
+        yield lambda: wait_until_ready(server)
+    finally:
+        send_queued_logs_and_events()
+        del os.environ["PREFECT_API_URL"]
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def send_queued_logs_and_events() -> None:
+    """Prefect ships logs and events from background workers; flush them while the server
+    is still up, or they retry against a closed port for minutes at exit."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
+def configured_api_url() -> str | None:
+    """The API this process would use: Prefect's settings once imported (a test harness or
+    settings context may set it there), else the environment."""
+    if "prefect" in sys.modules:
+        from prefect.settings import get_current_settings
+
+        return get_current_settings().api.url
+    return os.environ.get("PREFECT_API_URL")
+
+
+def wait_until_ready(server: subprocess.Popen) -> None:
+    """Block until the API answers, and remember that its database is migrated."""
+    url = f"{os.environ['PREFECT_API_URL']}/health"
+    deadline = time.monotonic() + float(
+        os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    )
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    record_migration()
+                    return
+        except OSError:
+            time.sleep(POLL_S)
+    raise DigitsError(
+        f"the local Prefect API at {url} did not start (exit code {server.poll()}); "
+        "see the lines above, or start one with `make ui` and set PREFECT_API_URL"
+    )
+
+
+def server_env(migrate: bool) -> dict[str, str]:
+    """What Prefect's own ephemeral server sets, plus whether to run the migrations."""
+    return {
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true" if migrate else "false",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+
+
+def database_identity() -> dict | None:
+    """The default SQLite file's identity; None when a custom database is configured."""
+    custom = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    if any(os.environ.get(name) for name in custom):
+        return None  # someone else's database: let Prefect check it every time
+    database = prefect_home() / "prefect.db"
+    if not database.is_file():
+        return None
+    return {"prefect": version("prefect"), "path": str(database), "inode": database.stat().st_ino}
+
+
+def is_migrated() -> bool:
+    identity = database_identity()
+    stamp = prefect_home() / STAMP
+    try:
+        return identity is not None and json.loads(stamp.read_text()) == identity
+    except (OSError, ValueError):
+        return False
+
+
+def record_migration() -> None:
+    """After a healthy start the database has this Prefect's schema: remember it."""
+    identity = database_identity()
+    if identity is not None:
+        (prefect_home() / STAMP).write_text(json.dumps(identity))
