@@ -93,6 +93,11 @@ class ValidationConfig:
     blank_ink_threshold: float = 0.01  # share of lit pixels under which an image counts as blank
     max_duplicate_share: float = 0.01  # byte-identical images within a split
     ink_tolerance: float = 0.25  # relative gap allowed between train and test mean ink per class
+    docs_runs_kept: int = 10  # validation runs whose Data Docs pages stay; older ones are pruned
+
+    def __post_init__(self) -> None:
+        if self.docs_runs_kept < 1:
+            raise UsageError(f"docs_runs_kept {self.docs_runs_kept} must be at least 1")
 
 
 ARCHITECTURES = ("mlp", "cnn")  # digits.models builds each

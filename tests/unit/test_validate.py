@@ -1,8 +1,10 @@
 """The Great Expectations suites: tidy data passes, and every expectation catches its fault."""
 
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 import digits.validate as validate
 import tasks.validate as validate_tasks
 from digits.config import ValidationConfig
-from digits.errors import DataError
+from digits.errors import DataError, UsageError
 from digits.ingest import Dataset
 from digits.preprocess import preprocess_data
 from digits.validate import (
@@ -19,6 +21,7 @@ from digits.validate import (
     validate_processed_data,
     validate_raw_data,
 )
+from tests.leftovers import kill, start, wait_for_file
 
 CONFIG = ValidationConfig()
 BETWEEN = "expect_column_values_to_be_between"
@@ -296,3 +299,76 @@ def test_task_publishes_artifacts_then_raises_when_data_fail(splits, tmp_path, a
         validate_tasks.validate_processed.fn(broken, CONFIG, tmp_path / "gx")
     assert [a["key"] for a in artifacts] == ["validation-processed", "validation-processed-docs"]
     assert "FAILED" in artifacts[1]["markdown"]
+
+
+def linked_pages(index: Path) -> set[Path]:
+    """The validation result pages that a Data Docs index.html links, relative to its site."""
+    return {Path(link) for link in re.findall(r"validations/[^'\"\s]+?\.html", index.read_text())}
+
+
+def result_pages(site: Path) -> set[Path]:
+    return {page.relative_to(site) for page in site.glob("validations/**/*.html")}
+
+
+def test_data_docs_keep_the_last_runs(tidy, tmp_path):
+    config = ValidationConfig(docs_runs_kept=2)
+    linked = []
+    for _ in range(4):
+        report = validate_raw_data(tidy, config, tmp_path / "gx")
+        linked.append(linked_pages(report.docs_path))
+    site = tmp_path / "gx" / "raw"
+
+    assert all(len(pages) == 3 for pages in linked)  # one page per suite, all different runs
+    assert len(set.union(*linked)) == 12
+    assert result_pages(site) == linked[-2] | linked[-1]  # the two runs before are pruned
+    assert all((site / page).is_file() for page in linked[-1])
+    assert not [folder for folder in site.glob("validations/*/*/*") if not any(folder.iterdir())]
+
+
+def test_pruning_never_breaks_the_index_of_concurrent_runs(tidy, tmp_path):
+    config = ValidationConfig(docs_runs_kept=1)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runs = [pool.submit(validate_raw_data, tidy, config, tmp_path / "gx") for _ in range(3)]
+        index = [run.result() for run in runs][0].docs_path
+    linked = linked_pages(index)
+    assert len(linked) == 3 and all((index.parent / page).is_file() for page in linked)
+    assert len(result_pages(index.parent)) <= 6  # the newest run and at most the index's own
+
+
+def test_docs_runs_kept_must_be_positive():
+    with pytest.raises(UsageError, match="docs"):
+        ValidationConfig(docs_runs_kept=0)
+
+
+def test_validation_sweeps_what_a_killed_run_left_but_not_a_live_one(tidy, tmp_path):
+    docs = tmp_path / "gx"
+
+    def build_forever(marker: Path):
+        """A process validating into `docs`, stuck once its Data Docs are built."""
+        code = (
+            "import time; from pathlib import Path; import digits.validate as v\n"
+            "from digits.config import ValidationConfig\n"
+            "from tests.unit.test_validate import make_dataset\n"
+            f"def hang(*args): Path({str(marker)!r}).touch(); time.sleep(600)\n"
+            "v.publish_docs = hang\n"
+            f"v.validate_raw_data(make_dataset(), ValidationConfig(), Path({str(docs)!r}))\n"
+        )
+        process = start(code)
+        wait_for_file(marker, process)
+        return process
+
+    dead = build_forever(tmp_path / "dead-built")
+    kill(dead)
+    left = set(docs.glob(".build-*"))
+    assert any(path.is_dir() for path in left), "the kill left a build folder"
+    live = build_forever(tmp_path / "live-built")
+    try:
+        live_dirs = {p for p in docs.glob(".build-*") if p.is_dir()} - left
+        assert len(live_dirs) == 1
+
+        assert validate_raw_data(tidy, CONFIG, docs).success
+
+        assert {p for p in docs.glob(".build-*") if p.is_dir()} == live_dirs
+        assert not left & set(docs.glob(".build-*"))
+    finally:
+        kill(live)
