@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
 import sys
 import typing
 from dataclasses import fields
@@ -28,6 +27,7 @@ from digits.config import (
     train_config,
 )
 from digits.errors import DigitsError
+from flows.quiet import import_keras_quietly, quiet_environment
 
 app = typer.Typer(
     help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",
@@ -237,30 +237,6 @@ def schedule(
     if registry:
         parameters["registry"] = str(registry.resolve())
     serve_retrain(name, cron or deployment_settings().cron, parameters)
-
-
-def import_keras_quietly() -> None:
-    """Import Keras (and TensorFlow) with file descriptor 2 muted.
-
-    TensorFlow's C++ runtime prints start-up banners to stderr before any log setting
-    applies; muting them keeps errors one line. Python errors still raise normally.
-    """
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def quiet_environment() -> None:
-    """Defaults that keep a local run self-contained and readable; the caller's env wins."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 def main() -> None:
