@@ -24,12 +24,19 @@ from digits.config import (
 )
 from digits.errors import DataError
 from digits.gate import GateRule, check_threshold
-from tasks.evaluate import evaluate
-from tasks.ingest import ingest
-from tasks.preprocess import preprocess
-from tasks.promote import package, promote
-from tasks.train import train
-from tasks.validate import validate_processed, validate_raw
+from flows.quiet import muted_stderr
+
+# `prefect deploy` and every worker's flow run import this module: the tasks load Keras, whose
+# C++ start-up banner would go straight to their terminals (`digits run` mutes it likewise).
+with muted_stderr():
+    from tasks.evaluate import evaluate
+    from tasks.ingest import ingest
+    from tasks.preprocess import preprocess
+    from tasks.promote import package, promote
+    from tasks.train import train
+    from tasks.validate import validate_processed, validate_raw
+
+OUTCOME_TAGS = {True: "promoted", False: "rejected"}  # the UI shows tags on every run view
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,14 @@ class Outcome:
     reason: str
 
     def line(self) -> str:
+        """The CLI's last line (a contract): `promoted vN (accuracy A)` or `rejected (...)`."""
         if self.promoted:
             return f"promoted {self.version} (accuracy {self.accuracy:.4f})"
         return f"rejected ({self.reason}); registry unchanged"
+
+    def message(self) -> str:
+        """The state message: the line plus what the gate compared, for promotions too."""
+        return f"{self.line()}: {self.reason}" if self.promoted else self.line()
 
 
 def name_run() -> str:
@@ -76,13 +88,24 @@ def announce(kind: str, flow_run, state: State, outcome: Outcome | None = None) 
     )
 
 
+def tag_outcome(flow_run, promoted: bool) -> None:
+    """Add `promoted` or `rejected` to the run's tags: the UI's default views show plain
+    `Completed` (they hide custom state names), and tags are on every run view."""
+    from prefect.client.orchestration import get_client
+
+    tags = [*flow_run.tags, OUTCOME_TAGS[promoted]]
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, tags=list(dict.fromkeys(tags)))
+
+
 def announce_outcome(flow, flow_run, state: State) -> None:
-    """on_completion hook: `digits.retrain.promoted` or `digits.retrain.rejected`."""
+    """on_completion hook: tag the run and emit `digits.retrain.promoted` or `.rejected`."""
     outcome = state.result(raise_on_failure=False)
     if not isinstance(outcome, Outcome):  # a completed run always returns one; be safe in a hook
         outcome = None
     promoted = bool(outcome and outcome.promoted)
-    announce("promoted" if promoted else "rejected", flow_run, state, outcome)
+    announce(OUTCOME_TAGS[promoted], flow_run, state, outcome)  # first: alerts hang on it
+    tag_outcome(flow_run, promoted)
 
 
 def announce_failure(flow, flow_run, state: State) -> None:
@@ -138,4 +161,4 @@ def retrain(
         rule = GateRule(evaluation.accuracy, threshold, regression_tolerance)
         decision, version = promote(registry_root(registry), Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
-    return Completed(message=outcome.line(), data=outcome)
+    return Completed(message=outcome.message(), data=outcome)

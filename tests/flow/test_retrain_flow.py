@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+from prefect import tags
 from prefect.client.orchestration import get_client
 
 from digits.config import IDX_FILES
@@ -27,7 +28,9 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
     assert state.is_completed() and state.result().promoted, state.message
     outcome = state.result()
     assert outcome.version == "v1" and outcome.accuracy >= 0.97
-    assert state.message == outcome.line()
+    assert state.message.startswith(outcome.line() + ": accuracy ")
+    assert "no production model yet" in state.message
+    assert "promoted" in read_flow_run(state).tags  # outcome visible beside a plain Completed
     manifest = json.loads((registry / "v1" / "manifest.json").read_text())
     assert manifest["metrics"]["accuracy"] == outcome.accuracy
     assert manifest["data"]["rows"] == {"train": 1200, "test": 300}
@@ -45,7 +48,25 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
     assert state.message.startswith("rejected (accuracy 0.")
     assert state.message.endswith("; registry unchanged")
     assert not state.result().promoted
+    assert "rejected" in read_flow_run(state).tags
     assert snapshot_tree(registry) == before
+
+
+def test_promotion_message_says_what_it_was_compared_with(tmp_path):
+    registry = tmp_path / "registry"
+    data = write_dataset(tmp_path / "good")
+    first = run_flow(data_dir=str(data), registry=str(registry))
+    champion = first.result().accuracy
+
+    with tags("digits", "mnist"):  # as the CLI and the deployment tag runs
+        state = run_flow(data_dir=str(data), registry=str(registry), regression_tolerance=0.002)
+
+    outcome = state.result()
+    assert outcome.promoted and outcome.version == "v2", state.message
+    assert state.message.startswith(f"promoted v2 (accuracy {outcome.accuracy:.4f}): ")
+    assert f"production v1 ({champion:.4f}) - tolerance 0.002" in state.message
+    assert state.name == "Completed"  # the UI's default filters hide custom state names
+    assert sorted(read_flow_run(state).tags) == ["digits", "mnist", "promoted"]  # kept, added
 
 
 def test_invalid_data_fails_the_run_before_training(tmp_path):
@@ -76,6 +97,11 @@ def test_failed_suite_names_the_split(tmp_path):
     assert state.is_failed()
     assert state.message.startswith("data validation failed")
     assert "test" in state.message
+
+
+def read_flow_run(state):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
 
 
 def read_task_runs(state):
