@@ -2,6 +2,8 @@
 
 Everything in it comes from the manifest, which stays the record that tools check; the
 card says what the model is, how good it is, what it was trained on, and how to use it.
+It reads a manifest valid against `manifest.schema.json` (the registry checks that first),
+so required fields are used as they are and only optional ones are looked up.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ probabilities = model.predict(images)  # images: (N, 28, 28)
 
 def render_card(manifest: dict) -> str:
     """Markdown for one version; `manifest` is a finished manifest (version, created_at)."""
-    metrics = manifest.get("metrics") or {}
+    metrics = manifest["metrics"]
     gate = manifest.get("gate")
     gate = gate if isinstance(gate, dict) else {"decision": gate}
     sections = [
@@ -44,14 +46,12 @@ def render_card(manifest: dict) -> str:
 def _describe_model(manifest: dict) -> str:
     text = (
         f"# digits model {manifest['version']}\n\nAn MNIST handwritten-digit classifier "
-        f"(architecture `{manifest.get('model', '?')}`), published to the digits registry on "
+        f"(architecture `{manifest['model']}`), published to the digits registry on "
         f"{manifest['created_at']}"
     )
     if manifest.get("flow_run_id"):
         text += f" by Prefect flow run `{manifest['flow_run_id']}`"
-    accuracy = (manifest.get("metrics") or {}).get("accuracy")
-    if isinstance(accuracy, (int, float)):
-        text += f". Test accuracy: **{accuracy:.4f}**"
+    text += f". Test accuracy: **{manifest['metrics']['accuracy']:.4f}**"
     return text + ". `manifest.json` beside this card lists every file with its SHA-256."
 
 

