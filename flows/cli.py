@@ -153,12 +153,11 @@ def models(
         return
     if not versions:
         typer.echo("no versions yet")
+    # Every manifest read passed manifest.schema.json, so each field printed is there.
     for entry in versions:
-        accuracy = entry.get("metrics", {}).get("accuracy", float("nan"))
-        aliases = ",".join(entry["aliases"])
         typer.echo(
             f"{entry['version']:>5}  {entry['created_at']}  {entry['model']:<4}  "
-            f"accuracy {accuracy:.4f}  {aliases}"
+            f"accuracy {entry['metrics']['accuracy']:.4f}  {','.join(entry['aliases'])}"
         )
 
 
