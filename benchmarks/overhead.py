@@ -56,7 +56,7 @@ def breakdown(start: float, end: float, output: str) -> list[tuple[str, float]]:
         elif "Flow run" in message and "Finished in state" in message:
             marks.append(("hooks, final state", at))
     marks.append(("exit after the flow run", end))
-    return [(name, at - marks[i][1]) for i, (name, at) in enumerate(marks) if i]
+    return [(name, at - marks[i - 1][1]) for i, (name, at) in enumerate(marks) if i]
 
 
 def free_port() -> int:
