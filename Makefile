@@ -9,14 +9,24 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export GX_ANALYTICS_ENABLED := false
+# No TensorFlow C++ log lines (`digits run` and prefect.yaml's flow runs set the same; the
+# flow module mutes TensorFlow's start-up banner itself). Set it to 0 to see them.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 UI_PORT ?= 4200
 ARGS ?=
-# `make deploy` and `make worker` talk to the `make ui` server, or to $PREFECT_API_URL if set.
-API_URL ?= $(or $(PREFECT_API_URL),http://127.0.0.1:$(UI_PORT)/api)
-POOL := digits-pool# the work pool named in prefect.yaml
+# `make ui` writes the API URL it serves here while it runs, so `make deploy` and
+# `make worker` find it whatever its UI_PORT; $PREFECT_API_URL or a UI_PORT given to them wins.
+UI_URL_FILE := $(PREFECT_HOME)/ui-url
+REMEMBERED_API = $(if $(filter file,$(origin UI_PORT)),$(shell cat $(UI_URL_FILE) 2>/dev/null))
+API_URL ?= $(or $(PREFECT_API_URL),$(REMEMBERED_API),http://127.0.0.1:$(UI_PORT)/api)
+POOL = $(shell $(BIN)/python -m flows.schedule pool)# prefect.yaml is its one home
+# Prefect's hint after deploy names a bare `prefect worker start`, which lacks what
+# `make worker` sets: say `make worker` instead.
+WORKER_HINT := sed -e "/To execute flow runs from these deployments/,/prefect worker start --pool/c \
+  To run them, start a worker in another terminal: make worker"
 
-.PHONY: run test test-fast ui deploy worker bench clean
+.PHONY: run test test-fast ui api-up deploy worker bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,19 +44,28 @@ test-fast: $(STAMP)  ## unit tests only, seconds
 	$(BIN)/python -m pytest -m "not slow and not data and not integration" $(ARGS)
 
 ui: $(STAMP)  ## the Prefect UI on 127.0.0.1 over this project's runs
+	@mkdir -p $(PREFECT_HOME) && echo http://127.0.0.1:$(UI_PORT)/api > $(UI_URL_FILE)
+	trap 'rm -f $(UI_URL_FILE)' EXIT; trap 'exit 130' INT TERM; \
 	PREFECT_UI_API_URL=http://127.0.0.1:$(UI_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
 
 deploy worker: export PREFECT_API_URL := $(API_URL)
 worker: export DIGITS_PROJECT_DIR := $(CURDIR)# prefect.yaml's pull step runs flows from here
 
-deploy: $(STAMP)  ## register prefect.yaml (weekly retraining) on the server; creates the pool
+api-up: $(STAMP)
 	@$(BIN)/python -c "import urllib.request as u; u.urlopen('$(API_URL)/health', timeout=10)" \
-	  2>/dev/null || { echo "no Prefect server at $(API_URL): start one with 'make ui'"; exit 2; }
-	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 \
-	  || $(BIN)/prefect work-pool create $(POOL) --type process
-	$(BIN)/prefect --no-prompt deploy --all
+	  2>/dev/null || { echo "no Prefect server at $(API_URL): start one with 'make ui'" \
+	  "(UI_PORT=N for another port), or set PREFECT_API_URL to the server's API" >&2; exit 2; }
 
-worker: $(STAMP)  ## run the pool's scheduled flow runs from this checkout, one at a time
+deploy: api-up  ## register prefect.yaml (weekly retraining) on the server; creates the pool
+	@echo "Prefect API: $(API_URL)"
+	@$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 \
+	  || { $(BIN)/prefect work-pool create $(POOL) --type process >/dev/null \
+	       && echo "Created work pool $(POOL) (type process)."; }
+	@log=$$(mktemp); COLUMNS=120 $(BIN)/prefect --no-prompt deploy --all >$$log 2>&1; \
+	  status=$$?; $(WORKER_HINT) $$log; rm -f $$log; exit $$status
+
+worker: api-up  ## run the pool's scheduled flow runs from this checkout, one at a time
+	@echo "Prefect API: $(API_URL)"
 	$(BIN)/prefect worker start --pool $(POOL) --limit 1
 
 bench: $(STAMP)  ## benchmarks/results.md figures on this machine
