@@ -34,7 +34,7 @@ class Metrics(TypedDict, total=False):
     accuracy: Required[float]  # 0..1, test split
     loss: float
     per_class: list[dict]
-    confusion_matrix: list[list[int]]
+    confusion: list[list[int]]  # rows: true digit, columns: predicted
 
 
 class FileEntry(TypedDict):

@@ -227,9 +227,8 @@ class Registry:
         sources = list_source_files(Path(source_dir))
         # Refuse what the schema refuses before touching the registry; checked as JSON
         # records it (numpy scalars become numbers), and unserialisable fields fail here.
-        check_manifest(
-            json.loads(dump_json(manifest)), f"manifest to publish from {source_dir}", run_fields=True
-        )
+        where = f"manifest to publish from {source_dir}"
+        check_manifest(json.loads(dump_json(manifest)), where, run_fields=True)
         self.root.mkdir(parents=True, exist_ok=True)
         build = self.root / f"{BUILD_PREFIX}{uuid.uuid4().hex}"
         decision, version = None, None

@@ -1,12 +1,13 @@
 """A separate process that runs one registry operation, for the concurrency and crash tests.
 
     python registry_worker.py ROOT OP [--source DIR] [--run-id ID] [--accuracy A]
-                              [--tolerance T] [--ref REF] [--dest DIR] [--pause STEP SIGNAL_FILE [GO_FILE]]
+        [--tolerance T] [--ref REF] [--dest DIR] [--pause STEP SIGNAL_FILE [GO_FILE]]
 
 OP is publish, promote-if, decide-outside (the old gate: decide on production read
-without the lock, then publish), set-alias, rollback or fetch (--dest DIR). With --pause, the worker touches
-SIGNAL_FILE when the operation reaches STEP (a `Registry._on_step` name), then waits: until
-GO_FILE exists when given (a barrier), else forever (to be SIGKILLed there).
+without the lock, then publish), set-alias, rollback or fetch (--dest DIR). With
+--pause, the worker touches SIGNAL_FILE when the operation reaches STEP (a
+`Registry._on_step` name), then waits: until GO_FILE exists when given (a barrier),
+else forever (to be SIGKILLed there).
 
 The tests import `start_worker` and `wait_for` from here to drive it.
 """
@@ -42,12 +43,13 @@ def run(args: argparse.Namespace) -> str:
     if args.pause:
         step, signal_file, *go_file = args.pause
         registry._on_step = pause_at(step, Path(signal_file), Path(go_file[0]) if go_file else None)
-    manifest = {"model": "dummy", "metrics": {"accuracy": args.accuracy}, "flow_run_id": args.run_id}
+    manifest = {"model": "dummy", "metrics": {"accuracy": args.accuracy}}
+    manifest["flow_run_id"] = args.run_id
     rule = GateRule(args.accuracy, threshold=0.5, regression_tolerance=args.tolerance)
     if args.op == "publish":
         return registry.publish(Path(args.source), manifest)
     if args.op == "promote-if":
-        decision, version = registry.promote_if(Path(args.source), manifest, rule)
+        _, version = registry.promote_if(Path(args.source), manifest, rule)
         return f"promoted {version}" if version else "rejected"
     if args.op == "decide-outside":
         # What the gate did before promote_if: read production without the lock, decide,

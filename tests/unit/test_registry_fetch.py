@@ -36,7 +36,9 @@ def test_a_killed_fetch_leaves_staging_that_the_next_fetch_sweeps(registry, tmp_
     out.mkdir()
     (out / "mine.txt").write_text("not ours")
     dest, reached = out / "model", tmp_path / "reached"
-    worker = start_worker(registry.root, "fetch", "--dest", dest, "--pause", "fetch-staged", reached)
+    worker = start_worker(
+        registry.root, "fetch", "--dest", dest, "--pause", "fetch-staged", reached
+    )
     wait_for(reached, worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)

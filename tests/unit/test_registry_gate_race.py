@@ -32,7 +32,9 @@ def race(tmp_path: Path, source: Path, op: str, first: float, second: float) -> 
     registry.publish(source, {"model": "dummy", "metrics": {"accuracy": START_ACCURACY}})
     held, busy, go = tmp_path / "held", tmp_path / "busy", tmp_path / "go"
     common = ("--source", source, "--tolerance", 0)
-    one = start_worker(registry.root, op, *common, "--accuracy", first, "--pause", "locked", held, go)
+    one = start_worker(
+        registry.root, op, *common, "--accuracy", first, "--pause", "locked", held, go
+    )
     wait_for(held, one)
     # The second signals when it finds the lock taken, and goes on waiting for it.
     (tmp_path / "no-pause").touch()

@@ -27,7 +27,7 @@ FULL = {  # every field a training run writes today (digits.manifest.describe)
             {"digit": d, "precision": 0.98, "recall": 0.97, "f1": 0.975, "support": 1000}
             for d in range(10)
         ],
-        "confusion_matrix": [[100] * 10] * 10,
+        "confusion": [[100] * 10] * 10,
     },
     "threshold": 0.97,
     "data": {
