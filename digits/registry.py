@@ -26,7 +26,9 @@ How it stays consistent with many writers and crashes at any instant:
   read aliases.json as it is, so until that repair they see the alias before the move.
 - Readers list only `vN` folders and never look at dot-entries.
 - Leftovers of crashed writers are removed by the next writer, holding the lock (see
-  `Registry._clean_leftovers` for why that is safe while other builds are in flight).
+  `Registry._clean_leftovers` for why that is safe while other builds are in flight);
+  a killed fetch's `.fetch-<hex>` staging beside `--dest` is swept by the next fetch there.
+- A version holds only plain files and folders: a symlink anywhere fails verification.
 """
 
 from __future__ import annotations
@@ -470,7 +472,8 @@ class Registry:
         process dies) from before `mkdir` until after its folder is renamed or removed;
         if we can take that lock without waiting, nobody is building there. A builder
         unlinks its lock file while still holding it, and never takes it again, so a
-        cleaner that then re-creates and removes the file steals nothing.
+        cleaner that then re-creates and removes the file steals nothing. `fetch` stages
+        beside its destination the same way (`owned_folder`, swept by the next fetch).
         """
         for entry in list(self.root.iterdir()):
             if entry.name.startswith(ALIAS_TEMP_PREFIX):
