@@ -64,9 +64,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
         "PREFECT_HOME": str(root / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "GX_ANALYTICS_ENABLED": "false",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    base.pop("PREFECT_API_URL", None)
+    # Workers and flow runs get what prefect.yaml and the code set, as on a user's machine.
+    for name in ("PREFECT_API_URL", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"):
+        base.pop(name, None)
     server_env = {
         **base,
         "PREFECT_UI_ENABLED": "false",  # no static files to build: a faster start

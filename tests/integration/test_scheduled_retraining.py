@@ -32,6 +32,7 @@ ARTIFACT_KEYS = {
     "validation-raw", "validation-processed", "per-class-metrics", "evaluation-summary",
 }
 RUN_SECONDS = 150
+TF_NOISE = ("use_unbounded_threadpool", "oneDNN", "absl::InitializeLog", "cpu_feature_guard")
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +124,16 @@ def test_worker_run_promotes_and_reports_through_the_api(server, deployment, tmp
         run = client.read_flow_run(run_id)
         task_runs = client.read_task_runs(flow_run_filter=run_filter(run_id))
         artifacts = client.read_artifacts(flow_run_filter=run_filter(run_id))
+    # Plain Completed (the UI's default filters hide custom state names), the outcome in
+    # the message and a tag, which every run view of the UI shows.
     assert run.state.is_completed() and run.state.name == "Completed", run.state.message
     assert run.state.message.startswith("promoted v1 (accuracy ")
+    assert run.state.message.endswith("no production model yet")  # what the gate compared
     assert run.name.startswith("retrain-mlp-")
-    assert {"digits", "mnist"} <= set(run.tags)
+    assert {"digits", "mnist", "promoted"} <= set(run.tags)
+    noise = [line for line in (tmp_path / "worker.log").read_text().splitlines()
+             if any(word in line for word in TF_NOISE)]
+    assert noise == []  # prefect.yaml's env and the flow module keep TensorFlow quiet
     stages = {task.name: task.state for task in task_runs}  # named by stage, no suffix
     assert set(stages) == STAGES
     assert all(state.is_completed() for state in stages.values()), stages
