@@ -215,6 +215,27 @@ def predict(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    ref: Annotated[str, typer.Option(help="Alias (followed) or version to serve.")] = (
+        PRODUCTION_ALIAS
+    ),
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted, in bytes.")
+    ] = 2_000_000,
+    registry: RegistryOption = None,
+) -> None:
+    """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
+    from digits.serve import Limits
+    from digits.serve import serve as run_server
+
+    run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes))
+
+
+@app.command()
 def schedule(
     cron: Annotated[
         Optional[str], typer.Option(help="When to retrain: cron, in UTC [default: prefect.yaml's].")

@@ -25,6 +25,7 @@ ALLOWED = {
     "digits.ingest": set(),
     "digits.preprocess": set(),
     "digits.predict": set(),
+    "digits.serve": set(),  # FastAPI only: the model runtime loads with a model
     "digits.evaluate": set(),
     "digits.validate": {"great_expectations"},
     "digits.models": {"keras", "tensorflow"},

@@ -1,0 +1,233 @@
+// The page: draw on a canvas, send it as PNG to /v1/predict while drawing (debounced),
+// show the answer; list the registry's versions with their card and plots.
+// No framework and nothing loaded from elsewhere: the page works offline.
+"use strict";
+
+const PREDICT_DELAY_MS = 150; // wait this long after the last stroke movement
+const STATUS_EVERY_MS = 5000; // how often the header re-reads /readyz
+const PLOT_RE = /^plots\/[A-Za-z0-9_.-]+\.png$/;
+
+const pad = document.getElementById("pad");
+const pen = pad.getContext("2d");
+let drawing = false;
+let inked = false;
+let timer = null;
+let sent = 0; // number of the latest request; older answers are dropped
+let servedVersion = null;
+
+function clearPad() {
+  pen.fillStyle = "#fff";
+  pen.fillRect(0, 0, pad.width, pad.height);
+  inked = false;
+  clearTimeout(timer);
+  sent += 1;
+  showIdle();
+}
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [
+    ((event.clientX - box.left) * pad.width) / box.width,
+    ((event.clientY - box.top) * pad.height) / box.height,
+  ];
+}
+
+function startStroke(event) {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  const [x, y] = point(event);
+  pen.beginPath();
+  pen.moveTo(x, y);
+  pen.lineTo(x, y); // a tap leaves a dot
+  pen.stroke();
+  inked = true;
+}
+
+function moveStroke(event) {
+  if (!drawing) return;
+  event.preventDefault();
+  const [x, y] = point(event);
+  pen.lineTo(x, y);
+  pen.stroke();
+  predictSoon(PREDICT_DELAY_MS);
+}
+
+function endStroke() {
+  if (!drawing) return;
+  drawing = false;
+  predictSoon(0);
+}
+
+function predictSoon(delay) {
+  clearTimeout(timer);
+  timer = setTimeout(predict, delay);
+}
+
+function predict() {
+  if (!inked) return;
+  const number = ++sent;
+  pad.toBlob((png) => {
+    const form = new FormData();
+    form.append("file", png, "canvas.png");
+    fetch("/v1/predict", { method: "POST", body: form })
+      .then((response) => response.json().then((body) => [response.ok, body]))
+      .then(([ok, body]) => {
+        if (number !== sent) return;
+        if (ok) showPrediction(body);
+        else showError(body.error || "the service refused the drawing");
+      })
+      .catch((error) => number === sent && showError(`no answer from the service (${error})`));
+  }, "image/png");
+}
+
+function showIdle() {
+  setText("digit", "?");
+  setText("confidence", "Draw with the mouse or a finger.");
+  document.getElementById("confidence").className = "muted";
+  setText("answered-by", "");
+  drawBars(null);
+}
+
+function showPrediction(body) {
+  const { digit, probabilities } = body.predictions[0];
+  setText("digit", String(digit));
+  setText("confidence", `probability ${(probabilities[digit] * 100).toFixed(1)}%`);
+  document.getElementById("confidence").className = "muted";
+  setText("answered-by", `answered by ${body.model.version} (${body.model.ref})`);
+  drawBars(probabilities);
+}
+
+function showError(message) {
+  setText("digit", "?");
+  setText("confidence", message);
+  document.getElementById("confidence").className = "error";
+  drawBars(null);
+}
+
+function drawBars(probabilities) {
+  const list = document.getElementById("bars");
+  list.replaceChildren();
+  const top = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
+  for (let digit = 0; digit < 10; digit++) {
+    const share = probabilities ? probabilities[digit] : 0;
+    const item = element("li", digit === top ? "top" : "");
+    const track = element("span", "track");
+    const fill = element("span", "fill");
+    fill.style.display = "block";
+    fill.style.width = `${(share * 100).toFixed(1)}%`;
+    track.append(fill);
+    item.append(element("span", "", String(digit)), track);
+    item.append(element("span", "pct", probabilities ? `${(share * 100).toFixed(1)}%` : ""));
+    list.append(item);
+  }
+}
+
+function refreshStatus() {
+  fetch("/readyz")
+    .then((response) => response.json())
+    .then((status) => {
+      const pill = document.getElementById("status");
+      if (status.ready) {
+        pill.textContent = `serving ${status.model.version} (${status.model.ref}, ${status.model.backend})`;
+        pill.className = status.problem ? "pill warn" : "pill ok";
+        pill.title = status.problem || "";
+        if (status.model.version !== servedVersion) {
+          servedVersion = status.model.version;
+          loadVersions();
+        }
+      } else {
+        pill.textContent = "no model loaded";
+        pill.className = "pill warn";
+        pill.title = status.problem || "";
+      }
+    })
+    .catch(() => {
+      const pill = document.getElementById("status");
+      pill.textContent = "service unreachable";
+      pill.className = "pill warn";
+    });
+}
+
+function loadVersions() {
+  fetch("/v1/models")
+    .then((response) => response.json().then((body) => [response.ok, body]))
+    .then(([ok, versions]) => {
+      const list = document.getElementById("versions");
+      list.replaceChildren();
+      if (!ok) {
+        list.append(element("p", "error", versions.error));
+      } else if (versions.length === 0) {
+        list.append(element("p", "muted", "No versions yet: run `digits run`."));
+      } else {
+        versions.slice().reverse().forEach((manifest) => list.append(versionEntry(manifest)));
+      }
+    })
+    .catch((error) => {
+      const list = document.getElementById("versions");
+      list.replaceChildren(element("p", "error", `cannot read the registry (${error})`));
+    });
+}
+
+function versionEntry(manifest) {
+  const entry = element("details", "version");
+  const summary = element("summary");
+  const aliases = element("span");
+  manifest.aliases.forEach((name) => aliases.append(element("span", "alias", name)));
+  summary.append(
+    element("strong", "", manifest.version),
+    element("span", "", manifest.model),
+    element("span", "", `${(manifest.metrics.accuracy * 100).toFixed(2)}%`),
+    aliases,
+    element("span", "muted small", manifest.created_at),
+  );
+  entry.append(summary);
+  entry.addEventListener("toggle", () => entry.open && showDetails(entry, manifest), { once: true });
+  return entry;
+}
+
+function showDetails(entry, manifest) {
+  const base = `/v1/models/${encodeURIComponent(manifest.version)}/files/`;
+  const card = element("pre", "card", "Loading the model card…");
+  entry.append(card);
+  fetch(`${base}card.md`)
+    .then((response) => response.text().then((text) => [response.ok, text]))
+    .then(([ok, text]) => { card.textContent = ok ? text : JSON.parse(text).error; })
+    .catch((error) => { card.textContent = `cannot load the card (${error})`; });
+  const plots = element("div", "plots");
+  Object.keys(manifest.files).filter((name) => PLOT_RE.test(name)).sort().forEach((name) => {
+    const figure = element("figure");
+    const image = element("img");
+    image.src = base + name;
+    image.alt = `${manifest.version} ${name}`;
+    image.loading = "lazy";
+    figure.append(image, element("figcaption", "", name.slice("plots/".length)));
+    plots.append(figure);
+  });
+  entry.append(plots);
+}
+
+function element(tag, className = "", text = null) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== null) node.textContent = text; // text only: manifests never become markup
+  return node;
+}
+
+function setText(id, text) {
+  document.getElementById(id).textContent = text;
+}
+
+pen.lineWidth = 18;
+pen.lineCap = "round";
+pen.lineJoin = "round";
+pen.strokeStyle = "#000";
+pad.addEventListener("pointerdown", startStroke);
+pad.addEventListener("pointermove", moveStroke);
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+document.getElementById("clear").addEventListener("click", clearPad);
+clearPad();
+refreshStatus();
+loadVersions();
+setInterval(refreshStatus, STATUS_EVERY_MS);

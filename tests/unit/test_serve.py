@@ -1,0 +1,369 @@
+"""The HTTP service (DESIGN.md, "The HTTP service") in-process, with FastAPI's TestClient,
+on tiny Keras models published to a temporary registry."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import struct
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digits.predict import load_inputs
+from digits.registry import Registry
+from digits.serve import ASSETS, Limits, create_app
+from tests.serving import digit_png, mnist_like, publish_model, save_tiny_model
+
+FOLLOW_S = 5.0  # the promise: answers come from a new target within 5 s
+POLL_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return {name: save_tiny_model(folder / f"{name}.keras", seed) for name, seed in
+            (("a", 1), ("b", 2))}
+
+
+@pytest.fixture(scope="module")
+def keras_model(models):
+    import keras
+
+    return keras.saving.load_model(models["a"], safe_mode=True)
+
+
+@pytest.fixture
+def registry(tmp_path, models) -> Registry:
+    registry = Registry(tmp_path / "registry")
+    publish_model(registry, models["a"], accuracy=0.981)
+    return registry
+
+
+@contextmanager
+def serving(registry: Registry, ready: bool = True, **kwargs):
+    with TestClient(create_app(registry, poll_s=POLL_S, **kwargs)) as client:
+        if ready:
+            wait_until(lambda: client.get("/readyz").status_code == 200, "the first model")
+        yield client
+
+
+@pytest.fixture
+def client(registry):
+    with serving(registry) as client:
+        yield client
+
+
+def wait_until(check, what: str, timeout: float = FOLLOW_S):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+    return result
+
+
+def served_version(client: TestClient) -> str:
+    body = {"instances": mnist_like(1).tolist()}
+    return client.post("/v1/predict", json=body).json()["model"]["version"]
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def claimed_size_png(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height: a decompression bomb's first bytes."""
+    data = png_bytes(Image.new("L", (8, 8)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
+# --- endpoints ---------------------------------------------------------------------
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["model"]["version"] == "v1" and ready.json()["model"]["ref"] == "production"
+    assert ready.json()["problem"] is None
+
+
+def test_images_are_normalised_as_digits_predict_does_and_answered_in_order(
+    client, keras_model, tmp_path
+):
+    images = {
+        "seven.png": digit_png(),
+        "dark.png": digit_png(dark_ink=True, size=(300, 200)),
+    }
+    blob = Image.new("L", (40, 40))
+    blob.paste(255, (5, 5, 30, 15))
+    images["blob.png"] = png_bytes(blob)
+    for name, data in images.items():
+        (tmp_path / name).write_bytes(data)
+    files = [("file", (name, data, "image/png")) for name, data in images.items()]
+
+    answer = client.post("/v1/predict", files=files)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == {"version": "v1", "ref": "production"}
+    _, batch = load_inputs([tmp_path / name for name in images])  # what `digits predict` reads
+    expected = keras_model.predict(batch, verbose=0)
+    got = answer.json()["predictions"]
+    assert len(got) == 3
+    for row, want in zip(got, expected):
+        assert row["digit"] == int(want.argmax())
+        np.testing.assert_allclose(row["probabilities"], want, atol=1e-5)
+    assert got[0]["probabilities"] != got[2]["probabilities"]  # order is not an accident
+
+
+def test_json_instances_are_used_as_is(client, keras_model):
+    pixels = mnist_like(4)
+    answer = client.post("/v1/predict", json={"instances": pixels.tolist()})
+    assert answer.status_code == 200, answer.text
+    expected = keras_model.predict(pixels.astype(np.float32), verbose=0)
+    got = np.array([row["probabilities"] for row in answer.json()["predictions"]])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert [row["digit"] for row in answer.json()["predictions"]] == list(expected.argmax(1))
+
+
+def test_models_lists_what_digits_models_json_prints(client, registry, models):
+    publish_model(registry, models["b"], accuracy=0.99, alias=None)
+    assert client.get("/v1/models").json() == json.loads(json.dumps(registry.versions()))
+    assert client.get("/v1/models/production").json() == registry.manifest("v1")
+    assert client.get("/v1/models/v2").json()["version"] == "v2"
+
+
+@pytest.mark.parametrize(
+    "ref, status, message",
+    [
+        ("v9", 404, "unknown version 'v9'"),
+        ("staging", 404, "unknown alias 'staging'"),
+        ("Prod", 400, "invalid ref"),
+        ("v0", 400, "invalid ref"),
+        ("%2E%2E", 400, "invalid ref"),
+    ],
+)
+def test_unknown_or_malformed_ref(client, ref, status, message):
+    answer = client.get(f"/v1/models/{ref}")
+    assert answer.status_code == status and message in answer.json()["error"]
+
+
+def test_card_and_plots_are_served_from_the_manifest(client, registry):
+    card = client.get("/v1/models/production/files/card.md")
+    assert card.status_code == 200 and card.text.startswith("# digits model v1")
+    plot = client.get("/v1/models/v1/files/plots/confusion.png")
+    assert plot.headers["content-type"] == "image/png"
+    assert plot.content == (registry.root / "v1" / "plots" / "confusion.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name", ["model.keras", "manifest.json", "plots/missing.png", "%2E%2E/aliases.json",
+             "plots/%2E%2E/model.keras", "plots"],
+)
+def test_no_other_file_is_served(client, name):
+    answer = client.get(f"/v1/models/v1/files/{name}")
+    assert answer.status_code == 404 and answer.json()["error"]
+
+
+def test_a_tampered_plot_is_refused(client, registry):
+    (registry.root / "v1" / "plots" / "curves.png").write_bytes(b"not the plot")
+    answer = client.get("/v1/models/v1/files/plots/curves.png")
+    assert answer.status_code == 503 and "checksum" in answer.json()["error"]
+
+
+# --- bad input: a 4xx JSON error naming the problem, never a 500 ------------------------
+
+BLANK = png_bytes(Image.new("L", (50, 50), 255))
+GIF = io.BytesIO()
+Image.new("L", (20, 20)).save(GIF, format="GIF")
+TRUNCATED = digit_png()[:200]
+
+BAD_REQUESTS = {
+    "not an image": ({"files": {"file": ("a.png", b"hello", "image/png")}}, 422, "not a PNG or JPEG"),
+    "a GIF": ({"files": {"file": ("a.gif", GIF.getvalue(), "image/gif")}}, 422, "not a PNG or JPEG"),
+    "an empty file": ({"files": {"file": ("a.png", b"", "image/png")}}, 422, "empty file"),
+    "a truncated PNG": ({"files": {"file": ("t.png", TRUNCATED, "image/png")}}, 422, "corrupt"),
+    "a blank image": ({"files": {"file": ("b.png", BLANK, "image/png")}}, 422, "blank"),
+    "an image over the pixel limit": (
+        {"files": {"file": ("big.png", claimed_size_png(5000, 5000), "image/png")}},
+        413, "5000x5000 pixels is over the limit of 16777216",
+    ),
+    "a decompression bomb": (  # refused by Pillow itself on opening
+        {"files": {"file": ("bomb.png", claimed_size_png(50_000, 50_000), "image/png")}},
+        413, "decompression bomb",
+    ),
+    "no file field": ({"files": {"image": ("a.png", digit_png(), "image/png")}}, 422, "no field 'file'"),
+    "a text file field": ({"data": {"file": "hello"}, "files": {"other": ("x", b"x")}}, 422, "file upload"),
+    "an empty body": ({"content": b"", "headers": {"content-type": "application/json"}}, 400, "empty request body"),
+    "no content type": ({"content": b"abc"}, 415, "unsupported Content-Type"),
+    "a text body": ({"content": b"7", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
+    "broken multipart": (
+        {"content": b"--x\r\nnonsense", "headers": {"content-type": "multipart/form-data"}},
+        400, "",
+    ),
+    "not JSON": ({"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    "NaN": ({"content": b'{"instances": [NaN]}', "headers": {"content-type": "application/json"}}, 400, "NaN"),
+    "no instances": ({"json": {"images": []}}, 422, '"instances"'),
+    "a list body": ({"json": [1, 2]}, 422, '"instances"'),
+    "empty instances": ({"json": {"instances": []}}, 422, "non-empty"),
+    "one image, not a list": ({"json": {"instances": np.zeros((28, 28)).tolist()}}, 422, "shape (N, 28, 28)"),
+    "a wrong shape": ({"json": {"instances": np.zeros((1, 28, 27)).tolist()}}, 422, "got (1, 28, 27)"),
+    "ragged rows": ({"json": {"instances": [[[0] * 28] * 27 + [[0] * 3]]}}, 422, "28 rows of 28"),
+    "strings": ({"json": {"instances": [[["0"] * 28] * 28]}}, 422, "numbers"),
+    "nulls": ({"json": {"instances": [[[None] * 28] * 28]}}, 422, "numbers"),
+    "booleans": ({"json": {"instances": [[[True] * 28] * 28]}}, 422, "numbers"),
+    "a value over 255": ({"json": {"instances": [[[256] * 28] * 28]}}, 422, "0..255"),
+    "a negative value": ({"json": {"instances": [[[-1] * 28] * 28]}}, 422, "0..255"),
+    "a huge number": ({"content": b'{"instances": [[' + b"[1e999]" + b"]]}", "headers": {"content-type": "application/json"}}, 422, ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_input_is_a_4xx_json_error_naming_it(client, case):
+    request, status, message = BAD_REQUESTS[case]
+    answer = client.post("/v1/predict", **request)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+    assert served_version(client) == "v1"  # still serving
+
+
+def test_body_over_the_limit_by_header_or_by_size(registry):
+    with serving(registry, limits=Limits(max_body_bytes=10_000)) as client:
+        big = {"file": ("big.png", b"\0" * 20_000, "image/png")}
+        answer = client.post("/v1/predict", files=big)
+        assert answer.status_code == 413 and "10000 bytes" in answer.json()["error"]
+
+        def chunks():  # no Content-Length: the bytes received are counted
+            for _ in range(10):
+                yield b"[" * 2000
+
+        answer = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and "10000 bytes" in answer.json()["error"]
+
+
+def test_default_body_limit_is_2_mb(client):
+    body = b'{"instances": ' + b" " * 2_000_000 + b"[]}"
+    answer = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "2000000 bytes" in answer.json()["error"]
+
+
+def test_pixel_limit_refuses_before_decoding(registry):
+    with serving(registry, limits=Limits(max_pixels=100 * 100)) as client:
+        image = png_bytes(Image.new("L", (101, 100)))
+        answer = client.post("/v1/predict", files={"file": ("big.png", image, "image/png")})
+        assert answer.status_code == 413 and "over the limit of 10000 pixels" in answer.json()["error"]
+        many = [("file", (f"{i}.png", digit_png(size=(100, 100)), "image/png")) for i in range(5)]
+        answer = client.post("/v1/predict", files=many)
+        assert answer.status_code == 413 and "in all" in answer.json()["error"]
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert client.get("/v1/predict").status_code == 405
+    assert "error" in client.get("/v1/predict").json()
+    for path in ("/nope", "/docs", "/static/../serve.py", "/static/nope.js"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and "error" in answer.json(), path
+
+
+def test_read_only(client):
+    for path in ("/v1/models/production", "/v1/models/v1/promote", "/v1/rollback"):
+        assert client.post(path).status_code in (404, 405)
+
+
+def test_an_unexpected_error_is_still_json(registry):
+    class Broken:
+        version, ref, backend = "v1", "production", "test"
+        calls = 0
+
+        def predict(self, batch):
+            Broken.calls += 1
+            if Broken.calls > 1:  # the warm-up passes, requests do not
+                raise RuntimeError("boom")
+            return np.full((len(batch), 10), 0.1)
+
+    app = create_app(registry, poll_s=POLL_S, open_model=lambda reg, ref: Broken())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, "the stand-in model")
+        answer = client.post("/v1/predict", json={"instances": mnist_like(1).tolist()})
+        assert answer.status_code == 500 and answer.json() == {"error": "internal error: RuntimeError"}
+
+
+# --- the model in service ------------------------------------------------------------
+
+
+def test_follows_the_alias_after_promotion_rollback_and_promote(client, registry, models):
+    publish_model(registry, models["b"], accuracy=0.99)  # a new promotion: production -> v2
+    wait_until(lambda: served_version(client) == "v2", "v2 after a new promotion")
+    registry.rollback()
+    wait_until(lambda: served_version(client) == "v1", "v1 after rollback")
+    registry.set_alias("production", "v2")
+    wait_until(lambda: served_version(client) == "v2", "v2 after promote")
+    assert client.get("/readyz").json()["model"]["version"] == "v2"
+
+
+def test_a_target_that_does_not_verify_is_not_served(client, registry, models, caplog):
+    caplog.set_level(logging.WARNING, logger="digits.serve")
+    publish_model(registry, models["b"], alias=None)
+    with (registry.root / "v2" / "model.keras").open("ab") as model:
+        model.write(b"tampered")
+    # A writer that skipped verification (or a disk that changed under it) moved the alias.
+    (registry.root / "aliases.json").write_text(json.dumps({"production": "v2"}))
+
+    ready = wait_until(
+        lambda: (answer := client.get("/readyz").json())["problem"] and answer, "the problem"
+    )
+    assert ready["ready"] and ready["model"]["version"] == "v1"
+    assert re.search(r"production -> v2 not loaded: .*v2/model\.keras.*still serving v1",
+                     ready["problem"])
+    assert served_version(client) == "v1"
+    assert "production -> v2 not loaded" in caplog.text
+
+
+def test_not_ready_until_a_model_is_promoted(tmp_path, models):
+    registry = Registry(tmp_path / "registry")
+    with serving(registry, ready=False) as client:
+        assert client.get("/healthz").status_code == 200
+        wait_until(lambda: client.get("/readyz").json()["problem"] != "loading", "a first check")
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and not ready.json()["ready"]
+        assert "unknown alias 'production'" in ready.json()["problem"]
+        answer = client.post("/v1/predict", json={"instances": mnist_like(1).tolist()})
+        assert answer.status_code == 503 and "no verified model" in answer.json()["error"]
+        assert client.get("/v1/models").json() == []
+        publish_model(registry, models["a"])
+        wait_until(lambda: client.get("/readyz").status_code == 200, "the first promotion")
+
+
+def test_serves_a_pinned_version(registry, models):
+    publish_model(registry, models["b"])
+    with serving(registry, ref="v1") as client:
+        assert client.post("/v1/predict", json={"instances": mnist_like(1).tolist()}).json()[
+            "model"
+        ] == {"version": "v1", "ref": "v1"}
+
+
+# --- the page ------------------------------------------------------------------------
+
+
+def test_page_and_assets_are_served_without_external_urls(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<canvas" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ASSETS:
+        asset = client.get("/" if name == "index.html" else f"/static/{name}")
+        assert asset.status_code == 200, name
+        assert "http://" not in asset.text and "https://" not in asset.text, name
+    assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
