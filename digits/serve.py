@@ -260,16 +260,13 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray,
 
 
 def decode_uploads(uploads: list[tuple[str, bytes]], max_pixels: int) -> np.ndarray:
-    budget = max_pixels * MAX_REQUEST_PIXELS_FACTOR
-    rows = []
+    total = max_pixels * MAX_REQUEST_PIXELS_FACTOR
+    budget, rows = total, []
     for index, (name, data) in enumerate(uploads):
         row, pixels = decode_upload(data, f"file[{index}] {name!r}", max_pixels)
         budget -= pixels
         if budget < 0:
-            raise ApiError(
-                413,
-                f"images in one request exceed {max_pixels * MAX_REQUEST_PIXELS_FACTOR} pixels in all",
-            )
+            raise ApiError(413, f"images in one request exceed {total} pixels in all")
         rows.append(row)
     return np.stack(rows)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,7 @@ def save_tiny_model(path: Path, seed: int) -> Path:
 
 
 def plot_png(colour: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.new("RGB", (64, 48), colour))
 
 
 def publish_model(
@@ -56,10 +56,23 @@ def digit_png(dark_ink: bool = False, size: tuple[int, int] = (120, 160)) -> byt
         fill=ink,
         width=max(3, width // 10),
     )
+    return png_bytes(image)
+
+
+def mnist_like(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
+
+
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def mnist_like(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
+def claimed_size_png(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height: a decompression bomb's first bytes."""
+    data = png_bytes(Image.new("L", (8, 8)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    header = struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return data[:8] + header + data[33:]  # signature, new IHDR, the rest as it was

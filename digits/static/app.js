@@ -129,7 +129,8 @@ function refreshStatus() {
     .then((status) => {
       const pill = document.getElementById("status");
       if (status.ready) {
-        pill.textContent = `serving ${status.model.version} (${status.model.ref}, ${status.model.backend})`;
+        const { version, ref, backend } = status.model;
+        pill.textContent = `serving ${version} (${ref}, ${backend})`;
         pill.className = status.problem ? "pill warn" : "pill ok";
         pill.title = status.problem || "";
         if (status.model.version !== servedVersion) {
@@ -182,7 +183,8 @@ function versionEntry(manifest) {
     element("span", "muted small", manifest.created_at),
   );
   entry.append(summary);
-  entry.addEventListener("toggle", () => entry.open && showDetails(entry, manifest), { once: true });
+  // The card and plots load the first time a version is opened.
+  entry.addEventListener("toggle", () => showDetails(entry, manifest), { once: true });
   return entry;
 }
 

@@ -7,9 +7,7 @@ import io
 import json
 import logging
 import re
-import struct
 import time
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +19,14 @@ from PIL import Image
 from digits.predict import load_inputs
 from digits.registry import Registry
 from digits.serve import ASSETS, Limits, create_app
-from tests.serving import digit_png, mnist_like, publish_model, save_tiny_model
+from tests.serving import (
+    claimed_size_png,
+    digit_png,
+    mnist_like,
+    png_bytes,
+    publish_model,
+    save_tiny_model,
+)
 
 FOLLOW_S = 5.0  # the promise: answers come from a new target within 5 s
 POLL_S = 0.05
@@ -74,20 +79,6 @@ def wait_until(check, what: str, timeout: float = FOLLOW_S):
 def served_version(client: TestClient) -> str:
     body = {"instances": mnist_like(1).tolist()}
     return client.post("/v1/predict", json=body).json()["model"]["version"]
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def claimed_size_png(width: int, height: int) -> bytes:
-    """A small PNG whose header claims width x height: a decompression bomb's first bytes."""
-    data = png_bytes(Image.new("L", (8, 8)))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
 
 
 # --- endpoints ---------------------------------------------------------------------
@@ -186,48 +177,64 @@ def test_a_tampered_plot_is_refused(client, registry):
 
 # --- bad input: a 4xx JSON error naming the problem, never a 500 ------------------------
 
-BLANK = png_bytes(Image.new("L", (50, 50), 255))
-GIF = io.BytesIO()
-Image.new("L", (20, 20)).save(GIF, format="GIF")
-TRUNCATED = digit_png()[:200]
+def upload(name: str, data: bytes, field: str = "file") -> dict:
+    return {"files": {field: (name, data, "image/png")}}
 
+
+def raw(body: bytes, content_type: str | None = "application/json") -> dict:
+    return {"content": body, "headers": {"content-type": content_type} if content_type else {}}
+
+
+def instances(value) -> dict:
+    return {"json": {"instances": value}}
+
+
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (20, 20)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+INFINITE = json.dumps({"instances": [[[0] * 28] * 28]}).replace("0", "1e999", 1).encode()
+# case -> (request, status, what the error says)
 BAD_REQUESTS = {
-    "not an image": ({"files": {"file": ("a.png", b"hello", "image/png")}}, 422, "not a PNG or JPEG"),
-    "a GIF": ({"files": {"file": ("a.gif", GIF.getvalue(), "image/gif")}}, 422, "not a PNG or JPEG"),
-    "an empty file": ({"files": {"file": ("a.png", b"", "image/png")}}, 422, "empty file"),
-    "a truncated PNG": ({"files": {"file": ("t.png", TRUNCATED, "image/png")}}, 422, "corrupt"),
-    "a blank image": ({"files": {"file": ("b.png", BLANK, "image/png")}}, 422, "blank"),
+    "not an image": (upload("a.png", b"hello"), 422, "'a.png': not a PNG or JPEG"),
+    "a GIF": (upload("a.gif", gif()), 422, "not a PNG or JPEG"),
+    "an empty file": (upload("a.png", b""), 422, "empty file"),
+    "a truncated PNG": (upload("t.png", digit_png()[:200]), 422, "corrupt or truncated"),
+    "a blank image": (upload("b.png", png_bytes(Image.new("L", (50, 50), 255))), 422, "blank"),
     "an image over the pixel limit": (
-        {"files": {"file": ("big.png", claimed_size_png(5000, 5000), "image/png")}},
-        413, "5000x5000 pixels is over the limit of 16777216",
+        upload("big.png", claimed_size_png(5000, 5000)),
+        413,
+        "5000x5000 pixels is over the limit of 16777216",
     ),
     "a decompression bomb": (  # refused by Pillow itself on opening
-        {"files": {"file": ("bomb.png", claimed_size_png(50_000, 50_000), "image/png")}},
-        413, "decompression bomb",
+        upload("bomb.png", claimed_size_png(50_000, 50_000)),
+        413,
+        "decompression bomb",
     ),
-    "no file field": ({"files": {"image": ("a.png", digit_png(), "image/png")}}, 422, "no field 'file'"),
-    "a text file field": ({"data": {"file": "hello"}, "files": {"other": ("x", b"x")}}, 422, "file upload"),
-    "an empty body": ({"content": b"", "headers": {"content-type": "application/json"}}, 400, "empty request body"),
-    "no content type": ({"content": b"abc"}, 415, "unsupported Content-Type"),
-    "a text body": ({"content": b"7", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
-    "broken multipart": (
-        {"content": b"--x\r\nnonsense", "headers": {"content-type": "multipart/form-data"}},
-        400, "",
+    "no file field": (upload("a.png", digit_png(), field="image"), 422, "no field 'file'"),
+    "a text file field": (
+        {"data": {"file": "hello"}, "files": {"other": ("x", b"x")}}, 422, "file upload"
     ),
-    "not JSON": ({"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
-    "NaN": ({"content": b'{"instances": [NaN]}', "headers": {"content-type": "application/json"}}, 400, "NaN"),
+    "an empty body": (raw(b""), 400, "empty request body"),
+    "no content type": (raw(b"abc", None), 415, "unsupported Content-Type"),
+    "a text body": (raw(b"7", "text/plain"), 415, "'text/plain'"),
+    "broken multipart": (raw(b"--x\r\nnonsense", "multipart/form-data"), 400, ""),
+    "not JSON": (raw(b"{nope"), 400, "not valid JSON"),
+    "NaN": (raw(b'{"instances": [NaN]}'), 400, "NaN is not a JSON number"),
     "no instances": ({"json": {"images": []}}, 422, '"instances"'),
     "a list body": ({"json": [1, 2]}, 422, '"instances"'),
-    "empty instances": ({"json": {"instances": []}}, 422, "non-empty"),
-    "one image, not a list": ({"json": {"instances": np.zeros((28, 28)).tolist()}}, 422, "shape (N, 28, 28)"),
-    "a wrong shape": ({"json": {"instances": np.zeros((1, 28, 27)).tolist()}}, 422, "got (1, 28, 27)"),
-    "ragged rows": ({"json": {"instances": [[[0] * 28] * 27 + [[0] * 3]]}}, 422, "28 rows of 28"),
-    "strings": ({"json": {"instances": [[["0"] * 28] * 28]}}, 422, "numbers"),
-    "nulls": ({"json": {"instances": [[[None] * 28] * 28]}}, 422, "numbers"),
-    "booleans": ({"json": {"instances": [[[True] * 28] * 28]}}, 422, "numbers"),
-    "a value over 255": ({"json": {"instances": [[[256] * 28] * 28]}}, 422, "0..255"),
-    "a negative value": ({"json": {"instances": [[[-1] * 28] * 28]}}, 422, "0..255"),
-    "a huge number": ({"content": b'{"instances": [[' + b"[1e999]" + b"]]}", "headers": {"content-type": "application/json"}}, 422, ""),
+    "empty instances": (instances([]), 422, "non-empty"),
+    "one image, not a list": (instances(np.zeros((28, 28)).tolist()), 422, "(N, 28, 28)"),
+    "a wrong shape": (instances(np.zeros((1, 28, 27)).tolist()), 422, "got (1, 28, 27)"),
+    "ragged rows": (instances([[[0] * 28] * 27 + [[0] * 3]]), 422, "28 rows of 28"),
+    "strings": (instances([[["0"] * 28] * 28]), 422, "numbers"),
+    "nulls": (instances([[[None] * 28] * 28]), 422, "numbers"),
+    "booleans": (instances([[[True] * 28] * 28]), 422, "numbers"),
+    "a value over 255": (instances([[[256] * 28] * 28]), 422, "0..255"),
+    "a negative value": (instances([[[-1] * 28] * 28]), 422, "0..255"),
+    "an infinite number": (raw(INFINITE), 422, "0..255"),
 }
 
 
@@ -250,7 +257,7 @@ def test_body_over_the_limit_by_header_or_by_size(registry):
             for _ in range(10):
                 yield b"[" * 2000
 
-        answer = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+        answer = client.post("/v1/predict", **raw(chunks()))
         assert answer.status_code == 413 and "10000 bytes" in answer.json()["error"]
 
 
@@ -264,7 +271,8 @@ def test_pixel_limit_refuses_before_decoding(registry):
     with serving(registry, limits=Limits(max_pixels=100 * 100)) as client:
         image = png_bytes(Image.new("L", (101, 100)))
         answer = client.post("/v1/predict", files={"file": ("big.png", image, "image/png")})
-        assert answer.status_code == 413 and "over the limit of 10000 pixels" in answer.json()["error"]
+        assert answer.status_code == 413
+        assert "over the limit of 10000 pixels" in answer.json()["error"]
         many = [("file", (f"{i}.png", digit_png(size=(100, 100)), "image/png")) for i in range(5)]
         answer = client.post("/v1/predict", files=many)
         assert answer.status_code == 413 and "in all" in answer.json()["error"]
@@ -298,7 +306,8 @@ def test_an_unexpected_error_is_still_json(registry):
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, "the stand-in model")
         answer = client.post("/v1/predict", json={"instances": mnist_like(1).tolist()})
-        assert answer.status_code == 500 and answer.json() == {"error": "internal error: RuntimeError"}
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal error: RuntimeError"}
 
 
 # --- the model in service ------------------------------------------------------------
@@ -361,7 +370,8 @@ def test_serves_a_pinned_version(registry, models):
 def test_page_and_assets_are_served_without_external_urls(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "<canvas" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
+    assert "<canvas" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     for name in ASSETS:
         asset = client.get("/" if name == "index.html" else f"/static/{name}")
         assert asset.status_code == 200, name
