@@ -43,6 +43,9 @@ MNIST_ROWS = {"train": 60_000, "test": 10_000}
 DEFAULT_THRESHOLD = 0.97  # the accuracy gate; a run may raise it, never lower it
 DEFAULT_REGRESSION_TOLERANCE = 0.002
 PRODUCTION_ALIAS = "production"
+# Exports beside model.keras in a version (digits.export writes them, digits.predict reads them).
+ONNX_FILE = "model.onnx"
+SAVED_MODEL_DIR = "saved_model"
 # Generous on purpose: a finished training run should wait out another run's promotion
 # (seconds under the lock) or a slow `digits promote` rather than be thrown away.
 DEFAULT_LOCK_TIMEOUT_S = 600.0

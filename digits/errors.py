@@ -29,6 +29,15 @@ class ValidationFailed(DataError):
     """The data was read but failed its Great Expectations suite."""
 
 
+class ExportError(DigitsError):
+    """A SavedModel or ONNX export failed or disagrees with the Keras model; nothing published.
+
+    Exit code 1: the model and data were fine, so it is a bug to report, not a user error.
+    """
+
+    exit_code = 1
+
+
 class RegistryError(DigitsError):
     """Registry integrity: checksum mismatch, bad manifest, unknown or unsafe ref."""
 

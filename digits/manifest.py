@@ -56,6 +56,7 @@ class Manifest(TypedDict, total=False):
     data: dict
     environment: dict[str, str]
     flow_run_id: str | None
+    exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.export)
     files: Required[dict[str, FileEntry]]
     manifest_sha256: Required[str]
 

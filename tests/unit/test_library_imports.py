@@ -30,6 +30,7 @@ ALLOWED = {
     "digits.validate": {"great_expectations"},
     "digits.models": {"keras", "tensorflow"},
     "digits.train": {"keras", "tensorflow"},
+    "digits.export": {"keras", "tensorflow"},
 }
 
 
