@@ -205,12 +205,13 @@ def predict(
     registry: RegistryOption = None,
 ) -> None:
     """Print file, digit and probability for each image, one line each."""
-    import_keras_quietly()
-    from digits.predict import predict_files
-    from digits.registry import load_model
+    from digits.predict import load_predictor, predict_files
+    from flows.quiet import muted_stderr
 
-    model = load_model(ref, registry_of(registry).root)
-    for name, digit, probability in predict_files(model, files):
+    # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
+    with muted_stderr():
+        predictor = load_predictor(registry_of(registry), ref)
+    for name, digit, probability in predict_files(predictor, files):
         typer.echo(f"{name}\t{digit}\t{probability:.4f}")
 
 

@@ -9,7 +9,15 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from digits.errors import DataError, UsageError
-from digits.predict import NOISE_FLOOR, load_image, load_inputs, normalize_image, predict_files
+from digits.predict import (
+    NOISE_FLOOR,
+    center_of_mass,
+    load_image,
+    load_inputs,
+    normalize_image,
+    predict_files,
+    shift_whole,
+)
 
 SIZES = [(28, 28), (100, 60), (300, 300)]  # (width, height)
 
@@ -192,3 +200,15 @@ def test_predict_files(digit_files):
     for (name, digit, probability), row in zip(predictions, expected):
         assert isinstance(digit, int) and digit == int(row.argmax()), name
         assert probability == pytest.approx(float(row.max()), abs=1e-6), name
+
+
+def test_centring_matches_scipy_ndimage_exactly():
+    # digits.predict does without scipy (a quarter second of every cold start); its two
+    # helpers must give the same pixels scipy.ndimage gave, or predictions would drift.
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        image = rng.random((28, 28)) * (rng.random((28, 28)) > 0.7)
+        assert np.array_equal(center_of_mass(image), ndimage.center_of_mass(image))
+        offset = rng.integers(-30, 31, 2).astype(float)
+        expected = ndimage.shift(image, offset, order=0, mode="constant", cval=0.0)
+        assert np.array_equal(shift_whole(image, offset), expected), offset
