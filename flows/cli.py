@@ -117,25 +117,31 @@ def run(
     # Refuse a bad setting or threshold before Prefect or TensorFlow start.
     train_config(model, **(train_overrides or {}))
     check_threshold(threshold)
-    import_keras_quietly()
-    from prefect import tags
+    from flows.api import local_api
 
-    from flows.retrain import retrain
-    from flows.schedule import deployment_settings
+    # The API server starts first and boots while TensorFlow, GX and Prefect import here;
+    # it stops before the last line is printed, so that line is the last one.
+    with local_api() as wait_for_api:
+        import_keras_quietly()
+        from prefect import tags
 
-    with tags(*deployment_settings().tags):  # as scheduled runs carry, to filter them in the UI
-        state = retrain(
-            model=model,
-            train_overrides={k: v for k, v in (train_overrides or {}).items() if v is not None},
-            threshold=threshold,
-            regression_tolerance=None if no_regression_check else regression_tolerance,
-            data_dir=str(data_dir) if data_dir else None,
-            registry=str(registry) if registry else None,
-            min_train_rows=min_train_rows,
-            progress=sys.stdout.isatty(),
-            return_state=True,
-        )
-    outcome = state.result()  # raises the run's DigitsError when it failed
+        from flows.retrain import retrain
+        from flows.schedule import deployment_settings
+
+        wait_for_api()
+        with tags(*deployment_settings().tags):  # as scheduled runs carry, to filter in the UI
+            state = retrain(
+                model=model,
+                train_overrides={k: v for k, v in (train_overrides or {}).items() if v is not None},
+                threshold=threshold,
+                regression_tolerance=None if no_regression_check else regression_tolerance,
+                data_dir=str(data_dir) if data_dir else None,
+                registry=str(registry) if registry else None,
+                min_train_rows=min_train_rows,
+                progress=sys.stdout.isatty(),
+                return_state=True,
+            )
+        outcome = state.result()  # raises the run's DigitsError when it failed
     typer.echo(outcome.line())
     if not outcome.promoted:
         raise typer.Exit(EXIT_REJECTED)
