@@ -106,13 +106,3 @@ def test_second_run_regression_check_and_models_json(tmp_path, cli, registry_wit
     assert versions[1]["model"] == "mlp" and versions[1]["metrics"]["accuracy"] >= 0.97
     gate = versions[1]["gate"]
     assert gate["production_accuracy"] == versions[0]["metrics"]["accuracy"]
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [(["--threshold", "0.9"], "--threshold"), (["--model", "resnet"], "--model")],
-)
-def test_usage_errors_exit_2_before_anything_runs(args, message, tmp_path, cli):
-    code, _, err = cli("run", *args, "--registry", tmp_path / "r")
-    assert code == 2
-    assert message in err
