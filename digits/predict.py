@@ -65,9 +65,9 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
 
 def center_of_mass(image: np.ndarray) -> np.ndarray:
     """(row, col) of the intensity's centre, computed as scipy.ndimage.center_of_mass does."""
-    total = image.sum()
     rows, cols = np.ogrid[: image.shape[0], : image.shape[1]]
-    return np.array([(image * rows.astype(float)).sum(), (image * cols.astype(float)).sum()]) / total
+    moments = [(image * rows.astype(float)).sum(), (image * cols.astype(float)).sum()]
+    return np.array(moments) / image.sum()
 
 
 def shift_whole(image: np.ndarray, offset: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from flows.quiet import muted_stderr
 # C++ start-up banner would go straight to their terminals (`digits run` mutes it likewise).
 with muted_stderr():
     from tasks.evaluate import evaluate
+    from tasks.export import export
     from tasks.ingest import ingest
     from tasks.preprocess import preprocess
     from tasks.promote import package, promote
@@ -158,6 +159,7 @@ def retrain(
     with tempfile.TemporaryDirectory(prefix="digits-build-") as build:
         evaluation = evaluate(trained, data.test_images, data.test_labels, Path(build) / "plots")
         manifest = package(Path(build), data, trained, config, evaluation, threshold)
+        manifest = export(Path(build), manifest, data.test_images)
         rule = GateRule(evaluation.accuracy, threshold, regression_tolerance)
         decision, version = promote(registry_root(registry), Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)

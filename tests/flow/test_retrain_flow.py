@@ -3,10 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 from prefect import tags
 from prefect.client.orchestration import get_client
 
 from digits.config import IDX_FILES
+from digits.errors import ExportError
+from digits.predict import load_predictor
 from digits.registry import Registry
 from tests.synth import snapshot_tree, write_dataset
 
@@ -35,9 +38,16 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
     assert manifest["metrics"]["accuracy"] == outcome.accuracy
     assert manifest["data"]["rows"] == {"train": 1200, "test": 300}
     assert manifest["flow_run_id"] == str(state.state_details.flow_run_id)
-    assert {"model.keras", "card.md"} <= set(manifest["files"])
+    assert {"model.keras", "card.md", "model.onnx", "saved_model/saved_model.pb"} <= set(
+        manifest["files"]
+    )
     assert any(name.startswith("plots/") for name in manifest["files"])
+    for fmt, file in (("onnx", "model.onnx"), ("saved_model", "saved_model")):
+        record = manifest["exports"][fmt]
+        assert record["file"] == file and record["agree"] is True and record["rows"] == 300
+        assert record["max_abs_diff"] <= 1e-4
     assert Registry(registry).verify() == ["v1"]
+    assert load_predictor(registry, "production").backend == "onnx"
 
     # Labels unrelated to the images: about 10% accuracy, so the gate must refuse it.
     bad = write_dataset(tmp_path / "bad", shuffle_test_labels=True)
@@ -67,6 +77,26 @@ def test_promotion_message_says_what_it_was_compared_with(tmp_path):
     assert f"production v1 ({champion:.4f}) - tolerance 0.002" in state.message
     assert state.name == "Completed"  # the UI's default filters hide custom state names
     assert sorted(read_flow_run(state).tags) == ["digits", "mnist", "promoted"]  # kept, added
+
+
+def test_a_disagreeing_export_fails_the_run_registry_unchanged(tmp_path, monkeypatch):
+    import digits.export
+
+    real = digits.export.run_onnx
+    # An ONNX file whose probabilities drift by 1e-3 from model.keras: over the 1e-4 allowed.
+    monkeypatch.setattr(digits.export, "run_onnx", lambda *args: real(*args) + 1e-3)
+    registry = tmp_path / "registry"
+    before = snapshot_tree(registry)
+
+    state = run_flow(data_dir=str(write_dataset(tmp_path / "good")), registry=str(registry))
+
+    assert state.is_failed()
+    assert "onnx export disagrees with model.keras" in state.message
+    with pytest.raises(ExportError) as error:
+        state.result()
+    assert error.value.exit_code == 1
+    assert snapshot_tree(registry) == before
+    assert "gate-and-promote" not in {run.name for run in read_task_runs(state)}
 
 
 def test_invalid_data_fails_the_run_before_training(tmp_path):
