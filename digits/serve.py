@@ -38,8 +38,8 @@ from starlette.exceptions import HTTPException
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES, PRODUCTION_ALIAS
 from digits.errors import RegistryError
-from digits.predict import normalize_image, to_grayscale
-from digits.registry import CARD_FILE, MODEL_FILE, Registry, check_ref
+from digits.predict import load_predictor, normalize_image, to_grayscale
+from digits.registry import CARD_FILE, Registry, check_ref
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
+    """What digits.predict.load_predictor returns (tests pass stand-ins)."""
+
     version: str
     ref: str
     backend: str
@@ -91,38 +93,6 @@ class ApiError(Exception):
 # --- the model in service ------------------------------------------------------------
 
 
-def open_predictor(registry: Registry, ref: str) -> Predictor:
-    """Verify a version, then load it (digits.predict picks ONNX or Keras)."""
-    try:
-        from digits.predict import load_predictor
-    except ImportError:  # TODO(issue 11): drop once digits.predict.load_predictor lands
-        return load_keras_predictor(registry, ref)
-    return load_predictor(registry, ref)
-
-
-class KerasPredictor:
-    """Stand-in for digits.predict's Predictor: a verified `.keras` model."""
-
-    backend = "keras"
-
-    def __init__(self, model, version: str, ref: str) -> None:
-        self.model, self.version, self.ref = model, version, ref
-        self._lock = threading.Lock()  # Keras models are not safe to call from many threads
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return np.asarray(self.model.predict_on_batch(batch))
-
-
-def load_keras_predictor(registry: Registry, ref: str) -> KerasPredictor:
-    version = registry.resolve(ref)
-    registry.verify(version)
-    import keras  # here: only loading a model needs TensorFlow
-
-    model = keras.saving.load_model(registry.root / version / MODEL_FILE, safe_mode=True)
-    return KerasPredictor(model, version, ref)
-
-
 @dataclass
 class Loaded:
     predictor: Predictor
@@ -136,7 +106,7 @@ class ModelHolder:
         self,
         registry: Registry,
         ref: str,
-        open_model: Callable[[Registry, str], Predictor] = open_predictor,
+        open_model: Callable[[Registry, str], Predictor] = load_predictor,
         retry_failed_s: float = RETRY_FAILED_S,
     ) -> None:
         self.registry = registry
@@ -363,7 +333,7 @@ def create_app(
     ref: str = PRODUCTION_ALIAS,
     limits: Limits = Limits(),
     poll_s: float = DEFAULT_POLL_S,
-    open_model: Callable[[Registry, str], Predictor] = open_predictor,
+    open_model: Callable[[Registry, str], Predictor] = load_predictor,
 ) -> FastAPI:
     """The service for `ref` in `registry`; the alias follower runs while the app does."""
     check_ref(ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import zlib
@@ -76,3 +77,10 @@ def claimed_size_png(width: int, height: int) -> bytes:
     chunk = b"IHDR" + ihdr
     header = struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
     return data[:8] + header + data[33:]  # signature, new IHDR, the rest as it was
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Atomically, as the registry does: the service must never read a half-written file."""
+    temp = path.with_name(f".{path.name}.test")
+    temp.write_text(text)
+    os.replace(temp, path)

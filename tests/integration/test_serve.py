@@ -18,7 +18,14 @@ import pytest
 from digits.predict import load_inputs
 from digits.registry import Registry
 from tests.integration.processes import BIN, REPO, background, free_port, tail, wait_for
-from tests.serving import claimed_size_png, digit_png, mnist_like, publish_model, save_tiny_model
+from tests.serving import (
+    claimed_size_png,
+    digit_png,
+    mnist_like,
+    publish_model,
+    replace_file,
+    save_tiny_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +155,7 @@ def test_a_tampered_new_version_is_not_served(service, tmp_path):
         model.write(b"tampered")
     aliases = service.registry.root / "aliases.json"
     before = aliases.read_text()
-    aliases.write_text(json.dumps({"production": version}))  # as if the disk changed under it
+    replace_file(aliases, json.dumps({"production": version}))  # as if the disk changed
     try:
         wait_for(
             lambda: httpx.get(f"{service.url}/readyz", timeout=5).json()["problem"],
@@ -160,4 +167,4 @@ def test_a_tampered_new_version_is_not_served(service, tmp_path):
         assert service.version() == "v1"
         assert f"production -> {version} not loaded" in service.log.read_text()
     finally:
-        aliases.write_text(before)
+        replace_file(aliases, before)

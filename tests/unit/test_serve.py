@@ -25,6 +25,7 @@ from tests.serving import (
     mnist_like,
     png_bytes,
     publish_model,
+    replace_file,
     save_tiny_model,
 )
 
@@ -329,7 +330,7 @@ def test_a_target_that_does_not_verify_is_not_served(client, registry, models, c
     with (registry.root / "v2" / "model.keras").open("ab") as model:
         model.write(b"tampered")
     # A writer that skipped verification (or a disk that changed under it) moved the alias.
-    (registry.root / "aliases.json").write_text(json.dumps({"production": "v2"}))
+    replace_file(registry.root / "aliases.json", json.dumps({"production": "v2"}))
 
     ready = wait_until(
         lambda: (answer := client.get("/readyz").json())["problem"] and answer, "the problem"
