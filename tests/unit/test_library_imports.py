@@ -23,6 +23,7 @@ ALLOWED = {
     "digits.manifest": set(),
     "digits.registry": set(),
     "digits.staging": set(),
+    "digits.batches": set(),
     "digits.ingest": set(),
     "digits.preprocess": set(),
     "digits.predict": set(),
