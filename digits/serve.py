@@ -51,6 +51,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 MAX_REQUEST_PIXELS_FACTOR = 4
 MAX_FILES = 1000
 DEFAULT_POLL_S = 1.0  # how often aliases.json is re-read: well inside the 5 s promise
+KEEP_LOADED = 2  # the version in service and the one before it
 RETRY_FAILED_S = 30.0  # a target that failed to load is retried this often, not every poll
 IMAGE_FORMATS = ["PNG", "JPEG"]  # the only decoders Pillow may try on a request's bytes
 
@@ -116,6 +117,9 @@ class ModelHolder:
         self.loaded: Loaded | None = None  # replaced whole, so readers need no lock
         self.problem: str | None = "loading"  # why the ref's target is not (yet) in service
         self._failed: dict[str, float] = {}  # version -> when it last failed to load
+        # The versions served last, kept loaded: a rollback then needs a verify, not a load
+        # (loading a Keras-only version imports TensorFlow: seconds on a busy machine).
+        self._recent: dict[str, Predictor] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,14 +137,19 @@ class ModelHolder:
         if failed_at is not None and time.monotonic() - failed_at < self.retry_failed_s:
             return
         try:
-            predictor = self.open_model(self.registry, target)
-            warm_up(predictor)
+            predictor = self._recent.get(target)
+            if predictor:
+                self.registry.verify(target)  # its files must still match, as when loaded
+            else:
+                predictor = self.open_model(self.registry, target)
+                warm_up(predictor)
         except Exception as error:  # a bad version must never stop the service
             self._failed[target] = time.monotonic()
             self._report(f"{self.ref} -> {target} not loaded: {error}")
             return
         previous = self.loaded.predictor.version if self.loaded else None
         self.loaded = Loaded(predictor, time.time())
+        self._remember(predictor)
         self._failed.pop(target, None)
         self.problem = None
         log.info("serving %s (%s -> %s, was %s)", target, self.ref, target, previous or "none")
@@ -172,6 +181,11 @@ class ModelHolder:
         self.refresh()
         while not self._stop.wait(poll_s):
             self.refresh()
+
+    def _remember(self, predictor: Predictor) -> None:
+        recent = {v: p for v, p in self._recent.items() if v != predictor.version}
+        recent[predictor.version] = predictor
+        self._recent = dict(list(recent.items())[-KEEP_LOADED:])
 
     def _report(self, problem: str) -> None:
         serving = f"; still serving {self.loaded.predictor.version}" if self.loaded else ""

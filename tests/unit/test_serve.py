@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digits.predict import load_inputs
+from digits.predict import load_inputs, load_predictor
 from digits.registry import Registry
 from digits.serve import ASSETS, Limits, create_app
 from tests.serving import (
@@ -340,6 +340,35 @@ def test_a_target_that_does_not_verify_is_not_served(client, registry, models, c
                      ready["problem"])
     assert served_version(client) == "v1"
     assert "production -> v2 not loaded" in caplog.text
+
+
+def test_a_rollback_reuses_the_loaded_model_after_verifying_it(registry, models):
+    opened = []
+
+    def counting_open(reg, version):
+        opened.append(version)
+        return load_predictor(reg, version)
+
+    with serving(registry, open_model=counting_open) as client:
+        publish_model(registry, models["b"])
+        wait_until(lambda: served_version(client) == "v2", "v2 after a new promotion")
+        registry.rollback()
+        wait_until(lambda: served_version(client) == "v1", "v1 after rollback")
+        assert opened == ["v1", "v2"]  # v1 was kept loaded, not loaded again
+        registry.set_alias("production", "v2")
+        wait_until(lambda: served_version(client) == "v2", "v2 after promote")
+        # Tampered while kept loaded: the next rollback must not bring it back.
+        with (registry.root / "v1" / "model.keras").open("ab") as model:
+            model.write(b"tampered")
+        move_alias_unchecked(registry, "v1")
+        wait_until(lambda: client.get("/readyz").json()["problem"], "the problem")
+        assert "production -> v1 not loaded" in client.get("/readyz").json()["problem"]
+        assert served_version(client) == "v2"
+
+
+def move_alias_unchecked(registry: Registry, version: str) -> None:
+    # `digits rollback` would refuse the tampered target: move the alias file directly.
+    replace_file(registry.root / "aliases.json", json.dumps({"production": version}))
 
 
 def test_not_ready_until_a_model_is_promoted(tmp_path, models):
