@@ -88,7 +88,15 @@ def check_manifest(manifest: object, where: object, *, run_fields: bool = False)
 def environment() -> dict[str, str]:
     """Versions that decide whether a model loads and behaves the same elsewhere."""
     versions = {"python": platform.python_version()}
-    for name in ("keras", "tensorflow-cpu", "tensorflow", "prefect", "great-expectations"):
+    for name in (
+        "keras",
+        "tensorflow-cpu",
+        "tensorflow",
+        "prefect",
+        "great-expectations",
+        "tf2onnx",  # wrote model.onnx
+        "onnxruntime",  # checked it
+    ):
         try:
             versions[name] = package_version(name)
         except PackageNotFoundError:

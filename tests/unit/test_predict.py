@@ -14,6 +14,7 @@ from digits.predict import (
     center_of_mass,
     load_image,
     load_inputs,
+    median,
     normalize_image,
     predict_files,
     shift_whole,
@@ -202,7 +203,7 @@ def test_predict_files(digit_files):
         assert probability == pytest.approx(float(row.max()), abs=1e-6), name
 
 
-def test_centring_matches_scipy_ndimage_exactly():
+def test_centring_and_median_match_scipy_and_numpy_exactly():
     # digits.predict does without scipy (a quarter second of every cold start); its two
     # helpers must give the same pixels scipy.ndimage gave, or predictions would drift.
     rng = np.random.default_rng(4)
@@ -212,3 +213,5 @@ def test_centring_matches_scipy_ndimage_exactly():
         offset = rng.integers(-30, 31, 2).astype(float)
         expected = ndimage.shift(image, offset, order=0, mode="constant", cval=0.0)
         assert np.array_equal(shift_whole(image, offset), expected), offset
+        border = image[rng.integers(0, 28, rng.integers(1, 120)), 0]
+        assert median(border) == np.median(border)

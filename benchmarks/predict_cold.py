@@ -1,0 +1,103 @@
+"""Cold `digits predict one.png`, whole process: the ONNX path against the Keras path.
+
+Runs A (a version with model.onnx) and B (the same model without exports, as versions
+published before issue 11) alternately, A B A B ..., so that load on this shared machine
+hits both alike; prints the medians as a markdown table for benchmarks/results.md.
+
+    python benchmarks/predict_cold.py [--runs 15] [--registry DIR --image PNG]
+
+Without --registry it builds one in a temporary folder: today's cnn architecture (same
+size and graph as the production model) trained one epoch on generated digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = Path(sys.executable).with_name("digits")
+
+
+def build_registry(root: Path, image: Path) -> None:
+    """v1: cnn with exports (the flow's export step); v2: the same model.keras alone."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from digits.export import export_candidate
+    from digits.models import build_model, export_model
+    from digits.registry import MODEL_FILE, Registry
+    from tests.synth import make_digits, make_prototypes
+
+    images, labels = make_digits(1000, seed=1, prototypes=make_prototypes())
+    keras.utils.set_random_seed(0)
+    core = build_model("cnn", augment=True, seed=0)
+    core.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    core.fit(images / 255, labels.astype(np.int64), epochs=1, verbose=0)
+    registry, fields = Registry(root), {"model": "cnn", "metrics": {"accuracy": 0.99}}
+    with tempfile.TemporaryDirectory() as work:
+        with_exports, without = Path(work, "a"), Path(work, "b")
+        with_exports.mkdir(), without.mkdir()
+        export_model(core).save(with_exports / MODEL_FILE)
+        shutil.copy(with_exports / MODEL_FILE, without / MODEL_FILE)
+        started = time.perf_counter()
+        exports = export_candidate(with_exports, images)
+        print(f"export + parity on 1,000 digits: {time.perf_counter() - started:.2f} s; {exports}")
+        registry.publish(with_exports, {**fields, "exports": exports})
+        registry.publish(without, fields)
+    Image.fromarray(images[0]).resize((200, 200)).save(image)
+
+
+def time_once(ref: str, registry: Path, image: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [str(DIGITS), "predict", str(image), "--ref", ref, "--registry", str(registry)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="runs of each path")
+    parser.add_argument("--registry", type=Path, help="holds v1 (with ONNX) and v2 (without)")
+    parser.add_argument("--image", type=Path, help="the image to predict (with --registry)")
+    args = parser.parse_args()
+    if (args.registry is None) != (args.image is None):
+        parser.error("--registry and --image go together")
+    with tempfile.TemporaryDirectory() as work:
+        registry, image = args.registry, args.image
+        if registry is None:
+            registry, image = Path(work, "registry"), Path(work, "one.png")
+            build_registry(registry, image)
+        for ref in ("v1", "v2"):
+            time_once(ref, registry, image)  # warm the page cache, not measured
+        load_before = os.getloadavg()
+        times: dict[str, list[float]] = {"v1": [], "v2": []}
+        for _ in range(args.runs):
+            for ref in times:
+                times[ref].append(time_once(ref, registry, image))
+        load_after = os.getloadavg()
+    onnx, keras = statistics.median(times["v1"]), statistics.median(times["v2"])
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print("| path | median | min | max |\n| --- | --- | --- | --- |")
+    for label, ref in (("ONNX (onnxruntime)", "v1"), ("Keras fallback", "v2")):
+        runs = times[ref]
+        median = statistics.median(runs)
+        print(f"| {label} | {median:.3f} s | {min(runs):.3f} s | {max(runs):.3f} s |")
+    print(f"speed-up {keras / onnx:.1f}x over {args.runs} alternating pairs")
+
+
+if __name__ == "__main__":
+    main()
