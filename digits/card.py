@@ -25,6 +25,20 @@ probabilities = model.predict(images)  # images: (N, 28, 28)
 - Output: `(N, 10)` class probabilities; `probabilities.argmax(axis=1)` is the digit.
 - Fetch it verified: `digits fetch {version} --dest DIR` checks every checksum first."""
 
+EXPORTS_USAGE = """\
+### Without Keras: the exports
+
+```python
+import onnxruntime
+session = onnxruntime.InferenceSession("model.onnx")
+probabilities = session.run(None, {{session.get_inputs()[0].name: images.astype("float32")}})[0]
+```
+
+`saved_model/` is the same graph for TensorFlow (`tf.saved_model.load("saved_model").serve(x)`)
+or TF Serving. Each takes float32 and was checked against `model.keras` before promotion:
+
+{table}"""
+
 
 def render_card(manifest: dict) -> str:
     """Markdown for one version; `manifest` is a finished manifest (version, created_at)."""
@@ -34,6 +48,7 @@ def render_card(manifest: dict) -> str:
     sections = [
         _describe_model(manifest),
         USAGE.format(version=manifest["version"]),
+        _render_exports(manifest.get("exports")),
         _render_metrics(metrics),
         _render_fields("Promotion gate", {"threshold": manifest.get("threshold"), **gate}),
         _render_fields("Hyperparameters", manifest.get("hyperparameters")),
@@ -53,6 +68,20 @@ def _describe_model(manifest: dict) -> str:
         text += f" by Prefect flow run `{manifest['flow_run_id']}`"
     text += f". Test accuracy: **{manifest['metrics']['accuracy']:.4f}**"
     return text + ". `manifest.json` beside this card lists every file with its SHA-256."
+
+
+def _render_exports(exports: object) -> str:
+    """How to run the ONNX and SavedModel exports, with their parity check; versions
+    published before the exports have none, and their card says nothing about them."""
+    if not isinstance(exports, dict) or not exports:
+        return ""
+    rows = [
+        [name, record.get("file"), record.get("rows"), record.get("max_abs_diff")]
+        for name, record in exports.items()
+        if isinstance(record, dict)
+    ]
+    header = ["format", "file", "test digits, same digit", "max probability difference"]
+    return EXPORTS_USAGE.format(table=_render_table(header, rows))
 
 
 def _render_metrics(metrics: dict) -> str:

@@ -156,6 +156,8 @@ def test_registry_lists_verifies_and_fetches_the_export_files(registry, tmp_path
     assert any(name.startswith(f"{SAVED_MODEL_DIR}/variables/") for name in files)
     assert registry.manifest("v1")["exports"]["onnx"]["agree"] is True
     assert registry.verify() == ["v1", "v2"]
+    assert "onnxruntime.InferenceSession" in (registry.root / "v1" / "card.md").read_text()
+    assert "onnx" not in (registry.root / "v2" / "card.md").read_text()  # no exports, no claim
 
     dest = tmp_path / "fetched"
     registry.fetch("v1", dest)
