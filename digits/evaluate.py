@@ -29,6 +29,26 @@ class Evaluation:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class NewDataScore:
+    """The challenger on the batches' pooled held-out images, and production re-scored on
+    the same images in the same run (None when there was no production model)."""
+
+    evaluation: Evaluation
+    rows: int
+    production_version: str | None
+    production_accuracy: float | None
+
+    def metrics(self) -> dict:
+        """The manifest's `metrics.new_data`."""
+        return {
+            **self.evaluation.metrics(),
+            "rows": self.rows,
+            "production_version": self.production_version,
+            "production_accuracy": self.production_accuracy,
+        }
+
+
 def score(labels: np.ndarray, probs: np.ndarray) -> Evaluation:
     preds = probs.argmax(axis=1)
     true_probs = probs[np.arange(len(labels)), labels]
@@ -145,11 +165,25 @@ def save_plots(
     ]
 
 
-def render_summary(evaluation: Evaluation, plot_paths: list[Path]) -> str:
+def save_new_data_plots(
+    evaluation: Evaluation, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+    out_dir: Path,
+) -> list[Path]:
+    """Confusion matrix and worst mistakes on the held-out new data (no training curves)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        plot_confusion(evaluation, out_dir / "confusion_matrix.png"),
+        plot_worst(images, labels, probs, out_dir / "worst_misclassified.png"),
+    ]
+
+
+def render_summary(
+    evaluation: Evaluation, plot_paths: list[Path], title: str = "the test split"
+) -> str:
     """Markdown with the plots inlined as data URIs: the Prefect UI renders markdown
     images as plain <img src>, so the plots show without access to the run's files."""
     lines = [
-        "# Evaluation on the test split",
+        f"# Evaluation on {title}",
         "",
         f"- accuracy: **{evaluation.accuracy:.4f}**",
         f"- loss: {evaluation.loss:.4f}",

@@ -22,6 +22,8 @@ class Decision:
     production_accuracy: float | None
     regression_tolerance: float | None  # None: champion/challenger check off
     reason: str
+    new_data_accuracy: float | None = None  # on the batches' pooled held-out images
+    production_new_data_accuracy: float | None = None  # production re-scored on the same
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,46 @@ class GateRule:
     accuracy: float
     threshold: float = DEFAULT_THRESHOLD
     regression_tolerance: float | None = None
+    # New data (held-out batch images): the challenger's accuracy, and production's as
+    # re-scored in this run, with the version re-scored (None: there was no production).
+    new_data_accuracy: float | None = None
+    rescored_version: str | None = None
+    rescored_accuracy: float | None = None
 
     def __call__(self, production: dict | None) -> Decision:
         """Decide against production's manifest (None before the first promotion)."""
-        version, champion = None, None
+        version, champion, new_champion = None, None, None
         if production is not None and self.regression_tolerance is not None:
             version, champion = production["version"], accuracy_of(production)
-        return decide(self.accuracy, self.threshold, champion, self.regression_tolerance, version)
+            if self.new_data_accuracy is not None:
+                if version != self.rescored_version:
+                    # The held-out numbers belong to another model: never compare unlike ones.
+                    return self.reject(
+                        f"production changed during the run "
+                        f"({self.rescored_version or 'none'} -> {version}); rerun"
+                    )
+                new_champion = self.rescored_accuracy
+        return decide(
+            self.accuracy,
+            self.threshold,
+            champion,
+            self.regression_tolerance,
+            version,
+            self.new_data_accuracy,
+            new_champion,
+        )
+
+    def reject(self, reason: str) -> Decision:
+        return Decision(
+            promote=False,
+            accuracy=self.accuracy,
+            threshold=self.threshold,
+            production_version=None,
+            production_accuracy=None,
+            regression_tolerance=self.regression_tolerance,
+            reason=reason,
+            new_data_accuracy=self.new_data_accuracy,
+        )
 
 
 def check_threshold(threshold: float) -> float:
@@ -60,8 +95,11 @@ def decide(
     production_accuracy: float | None = None,
     regression_tolerance: float | None = None,
     production_version: str | None = None,
+    new_data_accuracy: float | None = None,
+    production_new_data_accuracy: float | None = None,
 ) -> Decision:
-    """Promote only at or above the threshold and not worse than production beyond tolerance.
+    """Promote only at or above the threshold and not worse than production beyond tolerance,
+    on MNIST test and, when there is new data, on the batches' held-out images too.
 
     The reason names everything compared, so a log line or state message stands alone.
     """
@@ -71,14 +109,28 @@ def decide(
         f"production {production_version or '?'} ({champion:.4f}) - tolerance "
         f"{regression_tolerance}" if champion is not None else ""
     )
+    new_champion = production_new_data_accuracy if champion is not None else None
+    new_against = (
+        f"production {production_version or '?'} ({new_champion:.4f}) - tolerance "
+        f"{regression_tolerance}" if new_champion is not None else ""
+    )
+    new_worse = (
+        new_champion is not None
+        and new_data_accuracy is not None
+        and new_data_accuracy < new_champion - regression_tolerance
+    )
     if accuracy < threshold:
         promote, reason = False, f"accuracy {accuracy:.4f} < threshold {threshold}"
     elif floor is not None and accuracy < floor:
         promote, reason = False, f"accuracy {accuracy:.4f} < {against}"
+    elif new_worse:
+        promote, reason = False, f"new-data accuracy {new_data_accuracy:.4f} < {new_against}"
     else:
         promote, reason = True, f"accuracy {accuracy:.4f} >= threshold {threshold}"
         if champion is not None:
             reason += f" and >= {against}"
+            if new_champion is not None and new_data_accuracy is not None:
+                reason += f"; new-data accuracy {new_data_accuracy:.4f} >= {new_against}"
         elif regression_tolerance is None:
             reason += "; production comparison off"
         else:
@@ -91,4 +143,6 @@ def decide(
         production_accuracy=champion,
         regression_tolerance=regression_tolerance,
         reason=reason,
+        new_data_accuracy=new_data_accuracy,
+        production_new_data_accuracy=new_champion,
     )

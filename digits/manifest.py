@@ -22,7 +22,7 @@ from digits.errors import RegistryError
 
 if TYPE_CHECKING:  # types only: reading a manifest must not import Keras or scikit-learn
     from digits.config import TrainConfig
-    from digits.evaluate import Evaluation
+    from digits.evaluate import Evaluation, NewDataScore
     from digits.ingest import Dataset
     from digits.train import TrainedModel
 
@@ -35,6 +35,7 @@ class Metrics(TypedDict, total=False):
     loss: float
     per_class: list[dict]
     confusion: list[list[int]]  # rows: true digit, columns: predicted
+    new_data: dict  # the same on the batches' pooled held-out images, + rows, production's
 
 
 class FileEntry(TypedDict):
@@ -53,7 +54,7 @@ class Manifest(TypedDict, total=False):
     metrics: Required[Metrics]
     threshold: float
     gate: dict
-    data: dict
+    data: dict  # source, sha256, rows, snapshot (MNIST hashes, batches, split rule)
     environment: dict[str, str]
     flow_run_id: str | None
     exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.export)
@@ -111,7 +112,16 @@ def describe(
     evaluation: Evaluation,
     threshold: float,
     flow_run_id: str | None,
+    snapshot: dict | None = None,
+    new_data: NewDataScore | None = None,
+    rows: dict[str, int] | None = None,
 ) -> dict:
+    metrics = evaluation.metrics()
+    if new_data is not None:
+        metrics["new_data"] = new_data.metrics()
+    source = {"source": data.source, "sha256": data.sha256, "rows": rows or data.rows()}
+    if snapshot is not None:
+        source["snapshot"] = snapshot
     return {
         "model": config.model,
         "hyperparameters": asdict(config),
@@ -120,9 +130,9 @@ def describe(
             "epochs_run": trained.epochs_run,
             "seconds": round(trained.seconds, 1),
         },
-        "metrics": evaluation.metrics(),
+        "metrics": metrics,
         "threshold": threshold,
-        "data": {"source": data.source, "sha256": data.sha256, "rows": data.rows()},
+        "data": source,
         "environment": environment(),
         "flow_run_id": flow_run_id,
     }
