@@ -77,3 +77,57 @@ def snapshot_tree(root: Path) -> dict[str, bytes]:
         return {}
     files = sorted(path for path in root.rglob("*") if path.is_file())
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in files}
+
+
+# --- New batches for `digits add`: other writers, other domains ------------------------
+
+
+def distort(images: np.ndarray, seed: int, max_degrees: float = 12.0) -> np.ndarray:
+    """Other writers: each digit rotated, sheared and scaled a little, its pen thinner or
+    thicker, then put back into MNIST's format (20x20 box, centred by mass)."""
+    from scipy import ndimage
+
+    from digits.predict import normalize_image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in images:
+        angle = np.deg2rad(rng.uniform(-max_degrees, max_degrees))
+        shear, zoom = rng.uniform(-0.15, 0.15), rng.uniform(0.85, 1.15)
+        rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        matrix = rotate @ np.array([[1, shear], [0, 1]]) / zoom
+        centre = np.array([14.0, 14.0])
+        canvas = np.pad(image.astype(np.float64), 14)
+        warped = ndimage.affine_transform(canvas, matrix, offset=centre + 14 - matrix @ (centre + 14),
+                                          order=1)
+        pen = rng.integers(-1, 2)  # thinner, same or thicker pen
+        if pen > 0:
+            warped = ndimage.grey_dilation(warped, size=(2, 2))
+        elif pen < 0:
+            warped = ndimage.grey_erosion(warped, size=(2, 2)) if (warped > 128).sum() > 60 else warped
+        out.append(normalize_image(warped) if warped.max() > 0 else image)
+    return np.stack(out)
+
+
+def noise_images(n: int, seed: int) -> np.ndarray:
+    """Not digits: uniform noise."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+
+
+def shape_images(n: int, seed: int) -> np.ndarray:
+    """Not digits: filled rectangles and ellipses, normalised as a scanned drawing would be."""
+    from digits.predict import normalize_image
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:64, :64]
+    out = []
+    for _ in range(n):
+        top, left = rng.integers(2, 30, size=2)
+        height, width = rng.integers(12, 32, size=2)
+        if rng.random() < 0.5:
+            mask = (rows >= top) & (rows < top + height) & (cols >= left) & (cols < left + width)
+        else:
+            mask = (((rows - top - height / 2) / (height / 2)) ** 2
+                    + ((cols - left - width / 2) / (width / 2)) ** 2) <= 1
+        out.append(normalize_image(mask * 255.0))
+    return np.stack(out)

@@ -24,15 +24,19 @@ ALLOWED = {
     "digits.registry": set(),
     "digits.staging": set(),
     "digits.batches": set(),
+    "digits.snapshot": set(),
     "digits.ingest": set(),
     "digits.preprocess": set(),
     "digits.predict": set(),
     "digits.serve": set(),  # FastAPI only: the model runtime loads with a model
     "digits.evaluate": set(),
     "digits.validate": {"great_expectations"},
+    "digits.checks": {"great_expectations"},  # GX validates the measured numbers
+    "digits.drift": set(),  # scikit-learn; Keras only once a model gives features
     "digits.models": {"keras", "tensorflow"},
     "digits.train": {"keras", "tensorflow"},
     "digits.export": {"keras", "tensorflow"},
+    "digits.reproduce": {"keras", "tensorflow"},  # it retrains
 }
 
 
