@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, runtime
 from prefect.events import emit_event
@@ -24,20 +24,25 @@ from digits.config import (
 )
 from digits.errors import DataError
 from digits.gate import GateRule, check_threshold
+from digits.snapshot import run_settings
 from flows.quiet import muted_stderr
+
+if TYPE_CHECKING:
+    from digits.evaluate import NewDataScore
 
 # `prefect deploy` and every worker's flow run import this module: the tasks load Keras, whose
 # C++ start-up banner would go straight to their terminals (`digits run` mutes it likewise).
 with muted_stderr():
-    from tasks.evaluate import evaluate
+    from tasks.evaluate import evaluate, evaluate_new_data
     from tasks.export import export
     from tasks.ingest import ingest
     from tasks.preprocess import preprocess
     from tasks.promote import package, promote
+    from tasks.snapshot import snapshot, unchanged_since, union
     from tasks.train import train
     from tasks.validate import validate_processed, validate_raw
 
-OUTCOME_TAGS = {True: "promoted", False: "rejected"}  # the UI shows tags on every run view
+OUTCOME_TAGS = ("promoted", "rejected", "skipped")  # the UI shows tags on every run view
 
 
 @dataclass(frozen=True)
@@ -45,19 +50,30 @@ class Outcome:
     """What a run decided; the CLI prints it and maps it to an exit code."""
 
     promoted: bool
-    accuracy: float
+    accuracy: float | None  # None for a skip: nothing was trained
     threshold: float
-    version: str | None
+    version: str | None  # the promoted version; for a skip, the production it matched
     reason: str
+    skipped: bool = False  # nothing new since production: not trained, registry untouched
+
+    @property
+    def kind(self) -> str:
+        """`promoted`, `rejected` or `skipped`: the run's tag and event name."""
+        return "skipped" if self.skipped else OUTCOME_TAGS[0 if self.promoted else 1]
 
     def line(self) -> str:
-        """The CLI's last line (a contract): `promoted vN (accuracy A)` or `rejected (...)`."""
+        """The CLI's last line (a contract): `promoted vN (accuracy A)`, `rejected (...)`
+        or `skipped: no new data since vN`."""
+        if self.skipped:
+            return f"skipped: {self.reason}"
         if self.promoted:
             return f"promoted {self.version} (accuracy {self.accuracy:.4f})"
         return f"rejected ({self.reason}); registry unchanged"
 
     def message(self) -> str:
         """The state message: the line plus what the gate compared, for promotions too."""
+        if self.skipped:
+            return f"Skipped: {self.reason}"
         return f"{self.line()}: {self.reason}" if self.promoted else self.line()
 
 
@@ -89,24 +105,25 @@ def announce(kind: str, flow_run, state: State, outcome: Outcome | None = None) 
     )
 
 
-def tag_outcome(flow_run, promoted: bool) -> None:
-    """Add `promoted` or `rejected` to the run's tags: the UI's default views show plain
-    `Completed` (they hide custom state names), and tags are on every run view."""
+def tag_outcome(flow_run, kind: str) -> None:
+    """Add `promoted`, `rejected` or `skipped` to the run's tags: the UI's default views
+    show plain `Completed` (they hide custom state names), and tags are on every run view."""
     from prefect.client.orchestration import get_client
 
-    tags = [*flow_run.tags, OUTCOME_TAGS[promoted]]
+    tags = [*flow_run.tags, kind]
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, tags=list(dict.fromkeys(tags)))
 
 
 def announce_outcome(flow, flow_run, state: State) -> None:
-    """on_completion hook: tag the run and emit `digits.retrain.promoted` or `.rejected`."""
+    """on_completion hook: tag the run and emit `digits.retrain.promoted`, `.rejected` or
+    `.skipped`."""
     outcome = state.result(raise_on_failure=False)
     if not isinstance(outcome, Outcome):  # a completed run always returns one; be safe in a hook
         outcome = None
-    promoted = bool(outcome and outcome.promoted)
-    announce(OUTCOME_TAGS[promoted], flow_run, state, outcome)  # first: alerts hang on it
-    tag_outcome(flow_run, promoted)
+    kind = outcome.kind if outcome else "rejected"
+    announce(kind, flow_run, state, outcome)  # first: alerts hang on it
+    tag_outcome(flow_run, kind)
 
 
 def announce_failure(flow, flow_run, state: State) -> None:
@@ -133,11 +150,14 @@ def retrain(
     registry: str | None = None,
     min_train_rows: int | None = None,
     progress: bool = False,
+    force: bool = False,
 ) -> State:
     """Ingest, validate, preprocess, train, evaluate, gate and promote one model.
 
     `train_overrides` replaces fields of the model's default `TrainConfig` (epochs,
-    batch_size, learning_rate, seed, ...); see `digits run --help`.
+    batch_size, learning_rate, seed, ...); see `digits run --help`. The run trains on MNIST
+    plus every accepted batch; when that data and these settings equal production's it
+    ends at once, "Skipped: no new data since vN", unless `force`.
     """
     check_threshold(threshold)
     config = train_config(model, **(train_overrides or {}))
@@ -147,20 +167,46 @@ def retrain(
         **({"min_train_rows": min_train_rows} if min_train_rows else {}),
     )
     docs_dir = default_artifacts_dir() / "gx"
+    store, root = default_data_dir(), registry_root(registry)
     try:
-        data = ingest(source, default_data_dir())
+        data = ingest(source, store)
+        batches, snap = snapshot(data, store)
+        settings = run_settings(config, threshold, regression_tolerance)
+        same_as = None if force else unchanged_since(root, snap, settings)
+        if same_as:  # before validation and training: a scheduled run with nothing new
+            return skip(same_as, threshold)
         validate_raw(data, checks, docs_dir)
-        splits = preprocess(data, config.validation_size, config.seed)
+        train_set, new, rows = union(data, batches)
+        splits = preprocess(train_set, config.validation_size, config.seed)
         validate_processed(splits, checks, docs_dir)
     except DataError as error:
         return Failed(message=str(error), data=error)
 
     trained = train(splits, config, progress=progress)
     with tempfile.TemporaryDirectory(prefix="digits-build-") as build:
-        evaluation = evaluate(trained, data.test_images, data.test_labels, Path(build) / "plots")
-        manifest = package(Path(build), data, trained, config, evaluation, threshold)
+        plots = Path(build) / "plots"
+        evaluation = evaluate(trained, data.test_images, data.test_labels, plots)
+        scored = evaluate_new_data(trained, new, root, plots / "new_data")
+        manifest = package(
+            Path(build), data, trained, config, evaluation, threshold, snap, scored, rows
+        )
         manifest = export(Path(build), manifest, data.test_images)
-        rule = GateRule(evaluation.accuracy, threshold, regression_tolerance)
-        decision, version = promote(registry_root(registry), Path(build), manifest, rule)
+        rule = GateRule(evaluation.accuracy, threshold, regression_tolerance, *new_data_terms(scored))
+        decision, version = promote(root, Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
     return Completed(message=outcome.message(), data=outcome)
+
+
+def skip(version: str, threshold: float) -> State:
+    """The state of a run with nothing new to learn: Completed, tagged `skipped`."""
+    reason = f"no new data since {version}"
+    outcome = Outcome(False, None, threshold, version, reason, skipped=True)
+    return Completed(message=outcome.message(), data=outcome)
+
+
+def new_data_terms(scored: NewDataScore | None) -> tuple:
+    """GateRule's new-data fields: the challenger's accuracy, production's as re-scored."""
+    if scored is None:
+        return ()
+    accuracy = scored.evaluation.accuracy
+    return accuracy, scored.production_version, scored.production_accuracy

@@ -9,24 +9,38 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from digits.evaluate import Evaluation, evaluate_model, render_summary, save_plots
+from digits.config import PRODUCTION_ALIAS
+from digits.evaluate import (
+    Evaluation,
+    NewDataScore,
+    evaluate_model,
+    render_summary,
+    save_new_data_plots,
+    save_plots,
+    score,
+)
+from digits.predict import load_predictor
+from digits.registry import Registry
+from digits.snapshot import NewData
 from digits.train import TrainedModel
 
 
-def publish_evaluation(evaluation: Evaluation, plot_paths: list[Path]) -> None:
+def publish_evaluation(
+    evaluation: Evaluation, plot_paths: list[Path], prefix: str = "", split: str = "the test split"
+) -> None:
     """Per-class table and a summary with the plots, as Prefect artifacts of this run."""
     create_table_artifact(
-        key="per-class-metrics",
+        key=f"{prefix}per-class-metrics",
         table=[
             {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             for row in evaluation.per_class
         ],
-        description="Per-digit precision, recall, F1 and support on the test split",
+        description=f"Per-digit precision, recall, F1 and support on {split}",
     )
     create_markdown_artifact(
-        key="evaluation-summary",
-        markdown=render_summary(evaluation, plot_paths),
-        description=f"Test accuracy {evaluation.accuracy:.4f}",
+        key=f"{prefix}evaluation-summary",
+        markdown=render_summary(evaluation, plot_paths, title=split),
+        description=f"Accuracy {evaluation.accuracy:.4f} on {split}",
     )
 
 
@@ -40,3 +54,34 @@ def evaluate(
     plot_paths = save_plots(evaluation, trained.history, images, labels, probs, plots_dir)
     publish_evaluation(evaluation, plot_paths)
     return evaluation
+
+
+@task(name="evaluate-new-data", task_run_name="evaluate-new-data", cache_policy=NONE,
+      persist_result=False)
+def evaluate_new_data(
+    trained: TrainedModel, new: NewData, registry: Path, plots_dir: Path
+) -> NewDataScore | None:
+    """Score the challenger and production on the batches' held-out images (None without
+    any): the gate compares the two numbers, so both come from the same images and run."""
+    if not new.rows:
+        return None
+    evaluation, probs = evaluate_model(trained.model, new.images, new.labels)
+    version, accuracy = rescore_production(Registry(registry), new)
+    logger = get_run_logger()
+    logger.info("new-data accuracy %.4f on %d held-out batch images", evaluation.accuracy, new.rows)
+    if version:
+        logger.info("production %s re-scored on the same images: %.4f", version, accuracy)
+    plot_paths = save_new_data_plots(evaluation, new.images, new.labels, probs, plots_dir)
+    split = f"the new data ({new.rows} held-out batch images)"
+    publish_evaluation(evaluation, plot_paths, prefix="new-data-", split=split)
+    return NewDataScore(evaluation, new.rows, version, accuracy)
+
+
+def rescore_production(registry: Registry, new: NewData) -> tuple[str | None, float | None]:
+    """Production's accuracy on the new data now; the gate checks under the lock that
+    production is still this version."""
+    version = registry.aliases().get(PRODUCTION_ALIAS)
+    if version is None:
+        return None, None
+    predictor = load_predictor(registry, version)  # verified; ONNX when exported
+    return version, score(new.labels.astype("int64"), predictor.predict(new.images)).accuracy

@@ -8,7 +8,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NONE
 
 from digits.config import TrainConfig
-from digits.evaluate import Evaluation
+from digits.evaluate import Evaluation, NewDataScore
 from digits.gate import Decision, GateRule
 from digits.ingest import Dataset
 from digits.manifest import describe
@@ -24,11 +24,17 @@ def package(
     config: TrainConfig,
     evaluation: Evaluation,
     threshold: float,
+    snapshot: dict | None = None,
+    new_data: NewDataScore | None = None,
+    rows: dict[str, int] | None = None,
 ) -> dict:
     """Save the model beside the evaluation plots in `build_dir`; return its manifest fields."""
     trained.model.save(build_dir / MODEL_FILE)
     run_id = runtime.flow_run.id
-    return describe(data, trained, config, evaluation, threshold, str(run_id) if run_id else None)
+    return describe(
+        data, trained, config, evaluation, threshold, str(run_id) if run_id else None,
+        snapshot=snapshot, new_data=new_data, rows=rows,
+    )
 
 
 @task(name="promote", task_run_name="gate-and-promote", cache_policy=NONE, persist_result=False)

@@ -1,0 +1,58 @@
+"""Snapshot tasks: the accepted batches and the snapshot of a run's data, the skip check,
+and the union of MNIST train with the batches' train parts (digits.snapshot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from digits.batches import Batch, accepted_batches
+from digits.config import PRODUCTION_ALIAS
+from digits.ingest import Dataset
+from digits.registry import Registry
+from digits.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
+
+
+# Batches and MNIST stay in memory (no persistence, no input hashing), as in ingest.
+@task(name="snapshot", task_run_name="snapshot", cache_policy=NONE, persist_result=False)
+def snapshot(data: Dataset, store: Path) -> tuple[list[Batch], dict]:
+    """The accepted batches in training order, and the snapshot naming all the run's data."""
+    batches = accepted_batches(store)
+    get_run_logger().info(
+        "data: %s and %d accepted batch(es) %s",
+        data.source,
+        len(batches),
+        ", ".join(f"{b.name} ({b.id[:12]}, {len(b.labels)} rows)" for b in batches) or "",
+    )
+    return batches, take_snapshot(data, batches)
+
+
+@task(name="check-new-data", task_run_name="check-new-data", cache_policy=NONE,
+      persist_result=False)
+def unchanged_since(registry: Path, snapshot: dict, settings: dict) -> str | None:
+    """Production's version when it was trained on this data with these settings, else None.
+
+    Read without the lock: a skip only avoids work, it writes nothing.
+    """
+    root = Registry(registry)
+    if PRODUCTION_ALIAS not in root.aliases():
+        return None
+    production = root.manifest(PRODUCTION_ALIAS)
+    return production["version"] if is_unchanged(production, snapshot, settings) else None
+
+
+@task(name="union", task_run_name="union", cache_policy=NONE, persist_result=False)
+def union(data: Dataset, batches: list[Batch]) -> tuple[Dataset, NewData, dict[str, int]]:
+    """MNIST train plus the batches' train parts; their held-out parts pooled as new data;
+    the row counts the manifest records."""
+    combined, new = combine(data, batches)
+    if batches:
+        get_run_logger().info(
+            "training on %d MNIST + %d batch images; %d held-out batch images as new data",
+            len(data.train_labels),
+            len(combined.train_labels) - len(data.train_labels),
+            new.rows,
+        )
+    return combined, new, data_rows(data, combined, new)
