@@ -60,16 +60,50 @@ def learning_rate(
     )
 
 
+def optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    # With EMA the averaged weights replace the live ones at every epoch's end, so validation,
+    # early stopping and the kept weights all see the average (not only after the last epoch).
+    ema = {"use_ema": True, "ema_overwrite_frequency": steps_per_epoch} if config.ema else {}
+    return keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch), **ema)
+
+
+def loss(config: TrainConfig) -> str | Callable:
+    if not config.label_smoothing:
+        return "sparse_categorical_crossentropy"
+    # Keras' sparse loss has no label smoothing: smooth one-hot labels instead (fit_model
+    # drops the compile settings afterwards, so saved models never reference this function).
+    smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+    def smoothed_sparse_crossentropy(y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        return smoothed(keras.ops.one_hot(labels, y_pred.shape[-1]), y_pred)
+
+    return smoothed_sparse_crossentropy
+
+
 def fit_model(
-    splits: Splits, config: TrainConfig, log: Callable[[str], None] = print, progress: bool = False
+    splits: Splits,
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+    callbacks: list[keras.callbacks.Callback] = (),
 ) -> TrainedModel:
+    """`callbacks` run after the epoch log and early stopping (a tuning trial's pruning)."""
     seed_everything(config.seed)
-    model = build_model(config.model, augment=config.augment, seed=config.seed)
+    model = build_model(
+        config.model,
+        augment=config.augment,
+        seed=config.seed,
+        width=config.width,
+        depth=config.depth,
+        dropout=config.dropout,
+        augment_strength=config.augment_strength,
+    )
     steps = -(-len(splits.y_train) // config.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(config, steps)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=optimizer(config, steps),
+        loss=loss(config),
+        metrics=["accuracy"],  # resolved from the label shapes: sparse accuracy either way
     )
     stop = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=config.patience, restore_best_weights=True
@@ -81,9 +115,13 @@ def fit_model(
         validation_data=(splits.x_val, splits.y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        callbacks=[EpochLog(log, config.epochs), stop],
+        callbacks=[EpochLog(log, config.epochs), stop, *callbacks],
         verbose=1 if progress else 0,
     )
+    if config.label_smoothing:
+        # The saved core would name the smoothed loss, which no reader of the registry can
+        # resolve; the exported model only predicts, so it does not need compile settings.
+        del model._compile_config
     return TrainedModel(
         model=export_model(model),
         history={name: [float(v) for v in values] for name, values in history.history.items()},
