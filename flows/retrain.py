@@ -24,7 +24,7 @@ from digits.config import (
 )
 from digits.errors import DataError
 from digits.gate import GateRule, check_threshold
-from digits.snapshot import run_settings
+from digits.snapshot import run_settings, union_checks
 from flows.quiet import muted_stderr
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def retrain(
         validate_raw(data, checks, docs_dir)
         train_set, new, rows = union(data, batches)
         splits = preprocess(train_set, config.validation_size, config.seed)
-        validate_processed(splits, checks, docs_dir)
+        validate_processed(splits, union_checks(checks, rows), docs_dir)
     except DataError as error:
         return Failed(message=str(error), data=error)
 

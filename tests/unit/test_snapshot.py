@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from digits.batches import SPLIT_RULE, accepted_batches, held_out_mask
-from digits.config import train_config
+from digits.config import MNIST_ROWS, ValidationConfig, train_config
 from digits.errors import DataError
 from digits.gate import GateRule, decide
 from digits.ingest import Dataset
@@ -22,6 +22,7 @@ from digits.snapshot import (
     run_settings,
     snapshot_batches,
     take_snapshot,
+    union_checks,
 )
 from tests.batchstore import new_digits, write_batch
 from tests.unit.test_registry_schema import FULL
@@ -187,3 +188,11 @@ def test_the_schema_accepts_snapshot_and_new_data(tmp_path, store):
     del broken["data"]["snapshot"]["split_rule"]
     with pytest.raises(Exception, match="snapshot"):
         registry.promote_if(source, broken, rule)
+
+
+def test_the_processed_suite_expects_the_pinned_count_plus_batch_train_rows():
+    pinned = ValidationConfig(exact_rows=MNIST_ROWS)
+    rows = {"train": 60_000, "test": 10_000, "new_train": 240, "new_held_out": 60}
+    assert union_checks(pinned, rows).exact_rows == {"train": 60_240, "test": 10_000}
+    assert union_checks(pinned, {"train": 60_000, "test": 10_000}) == pinned
+    assert union_checks(ValidationConfig(), rows) == ValidationConfig()  # --data-dir: minimums
