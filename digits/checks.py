@@ -77,13 +77,15 @@ def measure_basics(source: Source, config: BatchChecks) -> dict[str, float]:
     images, labels = source.images, source.labels
     flat = images.reshape(len(images), -1)
     ink = np.count_nonzero(flat > drift.LIT * 255, axis=1) / max(flat.shape[1], 1)
-    unique = len(np.unique(digest(flat))) if len(flat) else 0
+    blank = ink < config.blank_ink_threshold
+    inked = flat[~blank]  # empty boxes are all alike: the blank check counts them
+    repeats = len(inked) - len(np.unique(digest(inked))) if len(inked) else 0
     return {
         "readable": len(source.unreadable),
         "labels": int(np.count_nonzero((labels < 0) | (labels > 9))),
         "rows": len(images),
-        "duplicates": 1 - unique / len(images) if len(images) else 0.0,
-        "blank": float(np.mean(ink < config.blank_ink_threshold)) if len(images) else 0.0,
+        "duplicates": repeats / len(images) if len(images) else 0.0,
+        "blank": float(np.mean(blank)) if len(images) else 0.0,
     }
 
 

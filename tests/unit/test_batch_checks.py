@@ -1,0 +1,127 @@
+"""Each check of `digits add` on generated digits: a batch that fails exactly that check is
+quarantined with a reason naming it; a batch like the reference passes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits.batches import Source, read_source
+from digits.checks import check_batch, reference_of, report_of
+from digits.config import BatchChecks
+from tests.synth import make_digits, make_prototypes, noise_images
+
+CONFIG = BatchChecks()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    prototypes = make_prototypes()
+    train_x, train_y = make_digits(1200, 1, prototypes)
+    test_x, _ = make_digits(300, 2, prototypes)
+    return reference_of(train_x, train_y, test_x, [], CONFIG), test_x
+
+
+def good(n=60, seed=5):
+    images, labels = make_digits(n, seed, make_prototypes())
+    return images, labels.astype(np.int64)
+
+
+def verdict(reference, images, labels, tmp_path, model=None, unreadable=()):
+    checks = check_batch(Source("batch", images, np.asarray(labels, np.int64), list(unreadable)),
+                         reference[0], model, CONFIG, tmp_path)
+    return report_of(checks), {check.name: check for check in checks}
+
+
+def test_a_batch_like_the_reference_is_accepted_without_a_model(reference, tmp_path):
+    report, checks = verdict(reference, *good(), tmp_path)
+    assert report["status"] == "accepted", report["reason"]
+    assert checks["label-agreement"].observed is None
+    assert "no production model" in checks["label-agreement"].note
+
+
+def fails(reference, tmp_path, images, labels, check, **kwargs):
+    report, _ = verdict(reference, images, labels, tmp_path, **kwargs)
+    assert report["status"] == "quarantined"
+    assert report["reason"].startswith(f"{check}: observed "), report["reason"]
+    assert "bound" in report["reason"]
+    return report["reason"]
+
+
+def test_too_few_images(reference, tmp_path):
+    images, labels = good(CONFIG.min_rows - 1)
+    assert "bound >= 20" in fails(reference, tmp_path, images, labels, "rows")
+
+
+def test_labels_outside_0_to_9(reference, tmp_path):
+    images, labels = good()
+    labels[:2] = [10, -1]
+    assert "observed 2" in fails(reference, tmp_path, images, labels, "labels")
+
+
+def test_duplicates_within_the_batch(reference, tmp_path):
+    images, labels = good()
+    images[:10], labels[:10] = images[10:20], labels[10:20]
+    fails(reference, tmp_path, images, labels, "duplicates")
+
+
+def test_blank_images(reference, tmp_path):
+    images, labels = good()
+    images[:5] = 0
+    fails(reference, tmp_path, images, labels, "blank")
+
+
+def test_one_test_image_is_leakage(reference, tmp_path):
+    images, labels = good()
+    images[7] = reference[1][42]
+    assert "observed 1," in fails(reference, tmp_path, images, labels, "leakage")
+
+
+def test_redrawn_test_images_are_likely_leakage(reference, tmp_path):
+    images, labels = good()
+    # Test digits with a few ink pixels gone: no copy, yet far closer to their original
+    # than to any other test digit.
+    redrawn = reference[1][:20].copy()
+    redrawn[:, 12:14, 10:18] = 0
+    images[:20] = redrawn
+    fails(reference, tmp_path, images, labels, "likely-leakage")
+
+
+def test_one_digit_only_is_a_class_shift(reference, tmp_path):
+    images, _ = make_digits(60, 5, make_prototypes())
+    fails(reference, tmp_path, images, np.full(60, 3), "class-shares")
+
+
+def test_noise_is_an_ink_shift(reference, tmp_path):
+    _, labels = good()
+    fails(reference, tmp_path, noise_images(60, 1), labels, "ink-stroke")
+
+
+def test_unreadable_files_are_named(reference, tmp_path):
+    images, labels = good()
+    reason = fails(reference, tmp_path, images, labels, "readable",
+                   unreadable=["batch/3/x.png: corrupt or unreadable image"])
+    assert "batch/3/x.png" in reason
+
+
+def test_a_folder_is_normalised_as_predict_does_and_bad_files_are_listed(tmp_path):
+    for label in (0, 7):
+        (tmp_path / str(label)).mkdir()
+        digit = np.zeros((64, 48), np.uint8)
+        digit[10:50, 20:26] = 255
+        Image.fromarray(255 - digit).save(tmp_path / str(label) / "a.png")  # dark on light
+    (tmp_path / "7" / "broken.png").write_bytes(b"not a png")
+    source = read_source(tmp_path)
+    assert source.images.shape == (2, 28, 28) and source.images.max() == 255
+    assert source.images[:, 0].max() == 0  # white digit on black, inside the box
+    assert source.labels.tolist() == [0, 7]
+    assert len(source.unreadable) == 1 and "broken.png" in source.unreadable[0]
+
+
+def test_npz_must_hold_mnist_shaped_images(tmp_path):
+    from digits.errors import DataError
+
+    np.savez(tmp_path / "b.npz", images=np.zeros((3, 28, 27), np.uint8), labels=np.zeros(3))
+    with pytest.raises(DataError, match=r"b\.npz: images must be \(N, 28, 28\) uint8"):
+        read_source(tmp_path / "b.npz")

@@ -1,0 +1,74 @@
+"""The batch store: kill-safe writes, no-op re-adds, quarantine never trained on."""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from digits.batches import (
+    Source,
+    accepted_batches,
+    find_batch,
+    list_batches,
+    source_id,
+    store_batch,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def source(seed: int, n: int = 5) -> Source:
+    rng = np.random.default_rng(seed)
+    return Source("x", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                  rng.integers(0, 10, n), [])
+
+
+def store(data_dir, batch, status="accepted"):
+    record = {"id": source_id(batch), "name": "x", "rows": len(batch.images),
+              "status": status, "reason": None if status == "accepted" else "rows: observed 5",
+              "added_at": "2026-01-01T00:00:00+00:00"}
+    return store_batch(data_dir, batch, record, {"status": status})
+
+
+def test_an_accepted_batch_reads_back_under_its_id(tmp_path):
+    batch = source(1)
+    folder, written = store(tmp_path, batch)
+    assert written and folder == tmp_path / "batches" / source_id(batch)
+    [stored] = accepted_batches(tmp_path)
+    assert stored.id == source_id(batch) and (stored.images == batch.images).all()
+    assert {"batch.json", "images.npy", "labels.npy", "report.json"} <= {
+        p.name for p in folder.iterdir()}
+
+
+def test_the_same_batch_twice_is_a_no_op(tmp_path):
+    store(tmp_path, source(1))
+    before = (tmp_path / "batches" / source_id(source(1)) / "batch.json").read_bytes()
+    _, written = store(tmp_path, source(1))
+    assert not written
+    assert (tmp_path / "batches" / source_id(source(1)) / "batch.json").read_bytes() == before
+
+
+def test_quarantine_is_kept_but_never_trained_on(tmp_path):
+    store(tmp_path, source(1))
+    store(tmp_path, source(2), status="quarantined")
+    assert [b.id for b in accepted_batches(tmp_path)] == [source_id(source(1))]
+    assert (tmp_path / "quarantine" / source_id(source(2)) / "report.json").is_file()
+    assert find_batch(tmp_path, source_id(source(2)))["status"] == "quarantined"
+    assert [r["status"] for r in list_batches(tmp_path)] == ["accepted", "quarantined"]
+
+
+def test_sigkill_while_storing_leaves_no_half_batch_and_the_next_add_sweeps(tmp_path):
+    worker = subprocess.Popen([sys.executable, str(ROOT / "tests/unit/batch_worker.py"),
+                               str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "written"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    left = [p.name for p in (tmp_path / "batches").iterdir()]
+    assert all(name.startswith(".") for name in left), left  # only staging and the lock
+    assert any(name.startswith(".staging-") for name in left)
+    assert accepted_batches(tmp_path) == []
+    store(tmp_path, source(1))  # the next add sweeps what the killed one left
+    assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == [
+        ".lock", source_id(source(1))]
