@@ -1,0 +1,429 @@
+"""Hyperparameter tuning: the search space, the study on disk, and one trial's training.
+
+The search space is declared once here, typed, over `TrainConfig` fields: a trial's
+parameters are `train_overrides`, so the best one becomes a run's config (and manifest)
+unchanged. Trials read the validation split carved from train out of `.npy` files on disk
+(memory-mapped) and never see the test split: it is only for the final, gated number.
+
+Imports Optuna and NumPy; Keras only inside `train_trial`, so the flow that asks and tells
+does not load TensorFlow for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from digits.config import IMAGE_SHAPE, MODEL_DEFAULTS, TrainConfig, train_config
+from digits.errors import UsageError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from digits.preprocess import Splits
+
+# --- The search space ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple
+
+
+Distribution = IntRange | FloatRange | Choice
+
+# TrainConfig field -> distribution, for every model.
+COMMON_SPACE: dict[str, Distribution] = {
+    "learning_rate": FloatRange(3e-4, 1e-2, log=True),
+    "lr_schedule": Choice(("constant", "cosine")),
+    "batch_size": Choice((32, 64, 128, 256)),
+    "augment_strength": FloatRange(0.0, 2.0),  # 0: no augmentation layers at all
+    "dropout": FloatRange(0.0, 0.5),
+    "label_smoothing": FloatRange(0.0, 0.2),
+    "ema": Choice((False, True)),
+}
+# Width and depth mean units/layers for the mlp and filters/stages for the cnn.
+SHAPE_SPACE: dict[str, dict[str, Distribution]] = {
+    "mlp": {"width": IntRange(64, 512, log=True), "depth": IntRange(1, 3)},
+    "cnn": {"width": IntRange(16, 64, log=True), "depth": IntRange(1, 3)},
+}
+
+
+def search_space(model: str) -> dict[str, Distribution]:
+    if model not in SHAPE_SPACE:
+        raise UsageError(f"--model {model!r} is not one of {', '.join(SHAPE_SPACE)}")
+    return {**SHAPE_SPACE[model], **COMMON_SPACE}
+
+
+def corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
+    """The lowest and the highest value of every parameter: a config each, for bound checks."""
+    def pick(dist: Distribution, end: int) -> Any:
+        return dist.options[end] if isinstance(dist, Choice) else (dist.low, dist.high)[end]
+
+    return [{name: pick(dist, end) for name, dist in space.items()} for end in (0, -1)]
+
+
+def trial_config(model: str, params: dict[str, Any], epochs: int) -> TrainConfig:
+    """The TrainConfig a trial trains: the model's defaults, then `params` and `epochs`."""
+    params = dict(params)
+    if "augment_strength" in params:  # strength 0 means off; any other turns it on (mlp too)
+        params["augment"] = params["augment_strength"] > 0
+    return train_config(model, **params, epochs=epochs)
+
+
+def default_params(model: str) -> dict[str, Any]:
+    """The model's defaults as a point of the space: a new study's first trial, so a study
+    never ends below the configuration it would replace."""
+    defaults = MODEL_DEFAULTS[model]
+    params = {name: getattr(defaults, name) for name in search_space(model)}
+    if not defaults.augment:
+        params["augment_strength"] = 0.0
+    return params
+
+
+def to_optuna(space: dict[str, Distribution]) -> dict[str, optuna.distributions.BaseDistribution]:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    def convert(dist: Distribution):
+        if isinstance(dist, IntRange):
+            return IntDistribution(dist.low, dist.high, log=dist.log)
+        if isinstance(dist, FloatRange):
+            return FloatDistribution(dist.low, dist.high, log=dist.log)
+        return CategoricalDistribution(dist.options)
+
+    return {name: convert(dist) for name, dist in space.items()}
+
+
+def check_space(model: str) -> None:
+    """Every parameter is a TrainConfig field and both corners of the space are valid."""
+    space = search_space(model)
+    unknown = set(space) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise UsageError(f"search space names unknown TrainConfig fields {sorted(unknown)}")
+    for params in corners(space):
+        trial_config(model, params, epochs=1)
+
+
+# --- The study on disk -------------------------------------------------------------
+
+
+def studies_dir(artifacts: Path) -> Path:
+    return artifacts / "studies"
+
+
+def study_storage(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal file: an append-only log with file locks, safe for several processes
+    on one machine or a shared file system, and readable again after a crash."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The open(O_EXCL) lock works on NFS too, where symlink locks may not.
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def pruner() -> optuna.pruners.BasePruner:
+    from optuna.pruners import MedianPruner
+
+    # Prune a trial whose validation accuracy after an epoch is below the median of earlier
+    # trials at that epoch; not before two trials finished, and never after epoch 1 alone.
+    return MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def open_study(name: str, path: Path, seed: int = 0) -> optuna.Study:
+    """Create the study, or load it when one of that name is stored (a resumed run)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=study_storage(path),
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner(),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def start_from_defaults(study: optuna.Study, model: str) -> None:
+    """Queue the model's defaults as the first trial of a study that has none."""
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(default_params(model))
+
+
+def fail_interrupted(study: optuna.Study) -> list[int]:
+    """Trials left running by an interrupted tuning run are recorded as failed."""
+    from optuna.trial import TrialState
+
+    stale = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    for number in stale:
+        study.tell(number, state=TrialState.FAIL)
+    return stale
+
+
+def finished(study: optuna.Study) -> int:
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def live_reporter(
+    storage_path: Path, study_name: str, trial_id: int
+) -> Callable[[int, float], bool] | None:
+    """Report (epoch, value) to the shared study from a worker; True: prune the trial.
+
+    With ask-and-tell the flow holds the Trial, not the worker; a worker that can read the
+    study's journal file (same machine or shared storage) reopens the trial by id so the
+    MedianPruner can stop it between epochs. Elsewhere there is no live pruning, and the
+    flow replays the epochs' values when the trial returns (`replay`).
+    """
+    if not storage_path.is_file():
+        return None
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=study_name, storage=study_storage(storage_path), pruner=pruner()
+    )
+    trial = optuna.trial.Trial(study, trial_id)
+
+    def report(epoch: int, value: float) -> bool:
+        trial.report(value, epoch)
+        return trial.should_prune()
+
+    return report
+
+
+def replay(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> None:
+    """Report the epochs' values that the worker could not report itself."""
+    reported = study._storage.get_trial(trial._trial_id).intermediate_values
+    for epoch, value in enumerate(values):
+        if epoch not in reported:
+            trial.report(value, epoch)
+
+
+# --- Data for the trials ------------------------------------------------------------
+
+SPLIT_FILES = ("x_train", "y_train", "x_val", "y_val")  # never the test split
+
+
+def write_splits(splits: Splits, root: Path) -> Path:
+    """Write train and validation as .npy files once, in a folder named by their content."""
+    digest = hashlib.sha256()
+    for name in SPLIT_FILES:
+        array = np.ascontiguousarray(getattr(splits, name))
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(array.data)
+    folder = root / digest.hexdigest()[:16]
+    if not (folder / "done").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in SPLIT_FILES:
+            np.save(folder / f"{name}.npy", getattr(splits, name))
+        (folder / "done").write_text("")  # a crash mid-write leaves no folder that looks ready
+    return folder
+
+
+def read_splits(folder: Path) -> Splits:
+    """Memory-mapped train/validation; the test arrays are empty, so a trial cannot use them."""
+    from digits.preprocess import Splits
+
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in SPLIT_FILES}
+    return Splits(
+        **arrays,
+        x_test=np.empty((0, *IMAGE_SHAPE), np.float32),
+        y_test=np.empty((0,), np.int64),
+    )
+
+
+# --- One trial ----------------------------------------------------------------------
+
+
+def size_threads() -> None:
+    """Size TensorFlow's pools to this worker's share of the cores (TF_NUM_INTRAOP_THREADS);
+    OMP/MKL variables do not reach them. Only possible before TensorFlow's first op."""
+    intra = os.environ.get("TF_NUM_INTRAOP_THREADS")
+    if not intra:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(intra))
+        tf.config.threading.set_inter_op_parallelism_threads(
+            int(os.environ.get("TF_NUM_INTEROP_THREADS", "1"))
+        )
+    except RuntimeError:
+        pass  # already initialised in this worker: the environment variables applied
+
+
+def train_trial(
+    number: int,
+    params: dict[str, Any],
+    model: str,
+    epochs: int,
+    data: Path,
+    out_dir: Path,
+    report: Callable[[int, float], bool] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train one configuration on the train split, score it on the validation split.
+
+    Returns small, JSON-friendly facts (never arrays or a model): the best validation
+    accuracy, the per-epoch values, whether it was pruned and where its model was saved.
+    """
+    import keras
+
+    from digits.train import fit_model
+
+    size_threads()
+    config = trial_config(model, params, epochs)
+    callbacks = [pruning_callback(report)] if report else []
+    keras.backend.clear_session()  # a long-lived worker would otherwise keep every graph
+    try:
+        trained = fit_model(read_splits(data), config, log=log, callbacks=callbacks)
+        path = out_dir / f"trial-{number}" / "model.keras"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trained.model.save(path)
+    finally:
+        keras.backend.clear_session()
+    values = trained.history["val_accuracy"]
+    return {
+        "number": number,
+        "params": params,
+        "val_accuracy": max(values),
+        "val_accuracies": values,
+        "pruned": bool(callbacks and callbacks[0].pruned),
+        "history": trained.history,
+        "best_epoch": trained.best_epoch,
+        "seconds": round(trained.seconds, 1),
+        "model_path": str(path),
+    }
+
+
+def pruning_callback(report: Callable[[int, float], bool]):
+    """A Keras callback (Keras imported here only) that reports each epoch's validation
+    accuracy and stops training when the pruner says so; `.pruned` tells afterwards."""
+    import keras
+
+    class Pruning(keras.callbacks.Callback):
+        pruned = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_accuracy")
+            if value is not None and math.isfinite(value) and report(epoch, float(value)):
+                self.pruned = True
+                self.model.stop_training = True
+
+    return Pruning()
+
+
+# --- Summaries ------------------------------------------------------------------
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial for the table artifact and the manifest."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "val_accuracy": None if trial.value is None else round(trial.value, 4),
+                "epochs": len(trial.intermediate_values),
+                "seconds": trial.user_attrs.get("seconds"),
+                **{name: round_param(value) for name, value in sorted(trial.params.items())},
+            }
+        )
+    return rows
+
+
+def round_param(value: Any) -> Any:
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
+def study_summary(study: optuna.Study, storage_path: Path) -> dict[str, Any]:
+    """The manifest's `study` field: the study's identity, every trial and the best one."""
+    best = study.best_trial
+    return {
+        "name": study.study_name,
+        "id": study._study_id,
+        "storage": str(storage_path),
+        "direction": "maximize",
+        "objective": "validation accuracy",
+        "best_trial": best.number,
+        "best_params": best.params,
+        "best_val_accuracy": best.value,
+        "trials": trial_rows(study),
+    }
+
+
+def has_complete(study: optuna.Study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """Short `name=value` list for task-run names and log lines."""
+    return " ".join(f"{name}={round_param(value)}" for name, value in sorted(params.items()))
+
+
+def plot_study(study: optuna.Study, path: Path) -> Path:
+    """Optimisation history (each trial, best so far) beside the parameter importances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figure, (history, importance) = plt.subplots(1, 2, figsize=(11, 4))
+    numbers = [t.number for t in done]
+    values = [t.value for t in done]
+    history.scatter(numbers, values, label="trial")
+    history.step(numbers, np.maximum.accumulate(values) if values else [], where="post",
+                 color="tab:red", label="best so far")
+    history.set(title="Optimisation history", xlabel="trial", ylabel="validation accuracy")
+    history.legend(loc="lower right")
+    scores = importances(study)
+    importance.barh(list(scores), list(scores.values()))
+    importance.set(title="Parameter importance (fANOVA)" if scores else
+                   "Parameter importance: needs 2+ completed trials", xlabel="importance")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Parameter importances, or none while too few trials completed to estimate them."""
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    try:
+        scores = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError):
+        return {}
+    return dict(sorted(scores.items(), key=lambda item: item[1]))

@@ -1,0 +1,147 @@
+"""digits.tuning: the search space's bounds, the study on disk, one trial on tiny data."""
+
+import json
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from digits.config import TrainConfig
+from digits.errors import UsageError
+from digits.preprocess import Splits
+from digits.tuning import (
+    Choice,
+    corners,
+    default_params,
+    fail_interrupted,
+    finished,
+    open_study,
+    read_splits,
+    search_space,
+    start_from_defaults,
+    to_optuna,
+    train_trial,
+    trial_config,
+    trial_rows,
+    write_splits,
+)
+
+MODELS = ("mlp", "cnn")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_parameter_is_a_train_config_field(model):
+    assert set(search_space(model)) <= {f.name for f in fields(TrainConfig)} - {"model", "epochs"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_both_corners_of_the_space_are_valid_configs(model):
+    for params in corners(search_space(model)):
+        config = trial_config(model, params, epochs=1)
+        assert {name: getattr(config, name) for name in params} == params
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_defaults_lie_inside_the_space(model):
+    space = to_optuna(search_space(model))
+    for name, value in default_params(model).items():
+        assert space[name]._contains(space[name].to_internal_repr(value)), name
+
+
+def test_space_distributions_are_typed():
+    space = to_optuna(search_space("cnn"))
+    assert isinstance(space["width"], IntDistribution) and space["width"].log
+    assert isinstance(space["learning_rate"], FloatDistribution) and space["learning_rate"].log
+    assert isinstance(space["ema"], CategoricalDistribution)
+    assert space["ema"].choices == (False, True)
+    assert all(isinstance(d, Choice) or d.low < d.high for d in search_space("cnn").values())
+
+
+def test_out_of_bounds_values_are_refused():
+    with pytest.raises(UsageError, match="depth"):
+        trial_config("cnn", {"depth": 4}, epochs=1)
+    with pytest.raises(UsageError, match="label-smoothing"):
+        trial_config("cnn", {"label_smoothing": 0.6}, epochs=1)
+    with pytest.raises(UsageError, match="dropout"):
+        trial_config("mlp", {"dropout": -0.1}, epochs=1)
+
+
+def test_augment_strength_zero_turns_augmentation_off():
+    assert not trial_config("cnn", {"augment_strength": 0.0}, 1).augment
+    assert trial_config("mlp", {"augment_strength": 0.5}, 1).augment
+
+
+def tiny_splits(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.resize(np.arange(10), n).astype(np.int64)
+    images = rng.random((n, 28, 28), dtype=np.float32) * 0.2
+    images[np.arange(n), labels * 2 + 4, 4:24] = 1.0  # one bright row per class: learnable
+    return Splits(images, labels, images[:50], labels[:50], images[:20] * 0 + 7, labels[:20])
+
+
+def test_split_files_hold_train_and_validation_only(tmp_path):
+    folder = write_splits(tiny_splits(), tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["done", "x_train.npy", "y_train.npy", "x_val.npy", "y_val.npy"]
+    )
+    assert write_splits(tiny_splits(), tmp_path) == folder  # same content, same folder
+    splits = read_splits(folder)
+    assert isinstance(splits.x_train, np.memmap)
+    assert len(splits.x_test) == 0 and len(splits.y_test) == 0
+
+
+def test_a_trial_returns_small_results_and_a_saved_model(tmp_path):
+    folder = write_splits(tiny_splits(), tmp_path / "data")
+    reports = []
+    result = train_trial(
+        number=0,
+        params={"width": 16, "depth": 1, "augment_strength": 0.0, "label_smoothing": 0.1},
+        model="mlp",
+        epochs=2,
+        data=folder,
+        out_dir=tmp_path / "trials",
+        report=lambda epoch, value: reports.append((epoch, value)) or False,
+        log=lambda line: None,
+    )
+    json.dumps(result)  # plain numbers, strings and lists: nothing heavy goes back to the flow
+    assert [epoch for epoch, _ in reports] == [0, 1]
+    assert result["val_accuracies"] == [value for _, value in reports]
+    assert result["val_accuracy"] == max(result["val_accuracies"])
+    assert not result["pruned"]
+    import keras
+
+    model = keras.saving.load_model(result["model_path"], safe_mode=True)  # no custom loss needed
+    assert model.predict(np.zeros((1, 28, 28), np.uint8), verbose=0).shape == (1, 10)
+
+
+def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned(tmp_path):
+    folder = write_splits(tiny_splits(), tmp_path / "data")
+    result = train_trial(
+        1, {"width": 8, "depth": 1}, "mlp", 3, folder, tmp_path / "trials",
+        report=lambda epoch, value: True, log=lambda line: None,
+    )
+    assert result["pruned"] and len(result["val_accuracies"]) == 1
+
+
+def test_an_interrupted_study_resumes_with_its_running_trials_failed(tmp_path):
+    path = tmp_path / "studies" / "s.journal"
+    study = open_study("s", path)
+    start_from_defaults(study, "mlp")
+    space = to_optuna(search_space("mlp"))
+    first = study.ask(space)
+    assert first.params == default_params("mlp")  # the defaults go first
+    study.tell(first, 0.9)
+    study.ask(space)  # left running: the process "dies" here
+
+    resumed = open_study("s", path)
+    start_from_defaults(resumed, "mlp")  # not queued again
+    assert fail_interrupted(resumed) == [1]
+    assert [t.state for t in resumed.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert finished(resumed) == 2
+    nxt = resumed.ask(space)
+    assert nxt.number == 2 and nxt.params != default_params("mlp")
+    resumed.tell(nxt, 0.95)
+    assert resumed.best_trial.number == 2
+    assert [row["state"] for row in trial_rows(resumed)] == ["COMPLETE", "FAIL", "COMPLETE"]
