@@ -229,7 +229,11 @@ def onnx_runner(path: Path, sha256: str) -> Callable[[np.ndarray], Any]:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise RegistryError(f"{path}: changed since it was verified")
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    # Idle worker threads would spin between calls, taking CPU from the process that
+    # decodes images or answers HTTP on this 2-core machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0]
 
