@@ -7,9 +7,9 @@ without Prefect and without writing to the registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from digits.batches import SPLIT_RULE
 from digits.config import train_config

@@ -95,8 +95,8 @@ def test_gzipped_data_of_another_kind_is_judged_by_the_gate(tmp_path, cli):
 
 
 def test_second_run_regression_check_and_models_json(tmp_path, cli, registry_with_v1):
-    data = write_dataset(tmp_path / "again")
-    code, out, _ = cli("run", *FAST, "--data-dir", data, "--registry", registry_with_v1)
+    data = write_dataset(tmp_path / "again")  # the same bytes as v1's: --force, or it skips
+    code, out, _ = cli("run", *FAST, "--force", "--data-dir", data, "--registry", registry_with_v1)
     assert code == 0 and "promoted v2" in out
 
     code, out, _ = cli("models", "--json", "--registry", registry_with_v1)

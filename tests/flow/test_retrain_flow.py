@@ -69,7 +69,10 @@ def test_promotion_message_says_what_it_was_compared_with(tmp_path):
     champion = first.result().accuracy
 
     with tags("digits", "mnist"):  # as the CLI and the deployment tag runs
-        state = run_flow(data_dir=str(data), registry=str(registry), regression_tolerance=0.002)
+        # force: the same data and settings as v1 would be skipped
+        state = run_flow(
+            data_dir=str(data), registry=str(registry), regression_tolerance=0.002, force=True
+        )
 
     outcome = state.result()
     assert outcome.promoted and outcome.version == "v2", state.message

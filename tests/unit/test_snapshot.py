@@ -179,7 +179,7 @@ def test_the_schema_accepts_snapshot_and_new_data(tmp_path, store):
     (source / "model.keras").write_bytes(b"model")
     registry = Registry(tmp_path / "registry")
     rule = GateRule(0.98, 0.97, 0.002, new_data_accuracy=0.98)
-    decision, version = registry.promote_if(source, manifest, rule)
+    decision, _ = registry.promote_if(source, manifest, rule)
     assert decision.promote and registry.verify() == ["v1"]
     stored = registry.manifest("v1")
     assert stored["data"]["snapshot"] == snap
