@@ -1,0 +1,83 @@
+"""The tune flow on a real Dask LocalCluster of worker processes, against the test API."""
+
+import json
+
+from optuna.trial import TrialState
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import Completed, Failed
+
+from digits.registry import Registry
+from digits.tuning import open_study, search_space, to_optuna
+from flows.tune import record, tune
+from tests.synth import write_dataset
+
+
+def trial_task_runs(flow_run_id) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return sorted(run.name for run in runs if run.name.startswith("trial-"))
+
+
+def artifact_keys(flow_run_id) -> set[str]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in artifacts}
+
+
+def test_tunes_on_dask_promotes_the_best_and_resumes(tmp_path):
+    data = write_dataset(tmp_path / "data")
+    registry = tmp_path / "registry"
+    settings = dict(
+        model="mlp", epochs=3, workers=2, data_dir=str(data), registry=str(registry),
+        min_train_rows=1000, study_name="flowtest",
+    )
+    state = tune(**settings, trials=2, return_state=True)
+    assert state.is_completed(), state.message
+    outcome = state.result()
+    assert outcome.promoted, outcome.reason  # trial 0 is the mlp's defaults, which pass here
+
+    flow_run_id = state.state_details.flow_run_id
+    names = trial_task_runs(flow_run_id)
+    assert [name.split()[0] for name in names] == ["trial-0", "trial-1"]
+    assert "width=128" in names[0]  # named by number and params
+    assert {"tuning-trials", "tuning-study"} <= artifact_keys(flow_run_id)
+
+    manifest = Registry(registry).manifest(outcome.version)
+    study = manifest["study"]
+    assert study["name"] == "flowtest" and len(study["trials"]) == 2
+    assert manifest["hyperparameters"] == manifest["hyperparameters"] | study["best_params"]
+    assert 0 < study["best_val_accuracy"] <= 1
+
+    # Same study name: resumes, runs only the trials still missing.
+    again = tune(**settings, trials=3, promote_best=False, return_state=True)
+    assert again.is_completed() and "best trial" in again.message
+    assert [n.split()[0] for n in trial_task_runs(again.state_details.flow_run_id)] == ["trial-2"]
+
+
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    study = open_study("s", tmp_path / "s.journal")
+    space = to_optuna(search_space("mlp"))
+    failed = study.ask(space)
+    record(study, failed, Failed(message="worker died"), logger=NullLogger())
+    done = study.ask(space)
+    result = {
+        "val_accuracy": 0.5, "val_accuracies": [0.4, 0.5], "pruned": False, "model_path": "m",
+        "history": {"val_accuracy": [0.4, 0.5]}, "best_epoch": 2, "seconds": 1.0,
+    }
+    record(study, done, Completed(data=result), logger=NullLogger())
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["error"] == "worker died"
+    assert study.trials[1].intermediate_values == {0: 0.4, 1: 0.5}  # replayed by the flow
+    json.dumps(study.trials[1].user_attrs)
+
+
+class NullLogger:
+    def warning(self, *args):
+        pass
