@@ -14,7 +14,7 @@ import numpy as np
 from digits.batches import held_out_mask
 from digits.config import IDX_FILES
 from tests.batchstore import new_digits, split_styles, write_batch
-from tests.flow.test_retrain_flow import FAST, read_flow_run, read_task_runs, run_flow
+from tests.flow.test_retrain_flow import read_flow_run, read_task_runs, run_flow
 from tests.synth import snapshot_tree, write_dataset, write_idx
 
 CLI_FAST = ["--model", "mlp", "--epochs", "3", "--min-train-rows", "1000"]
@@ -26,6 +26,16 @@ def store() -> Path:
 
 def manifest_of(registry: Path, version: str) -> dict:
     return json.loads((registry / version / "manifest.json").read_text())
+
+
+def artifact_keys(state) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_filter = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
+    return {a.key for a in artifacts}
 
 
 def task_names(state) -> set[str]:
@@ -58,6 +68,8 @@ def test_trains_on_the_union_and_reports_both_evaluations(tmp_path):
     assert {"plots/new_data/confusion_matrix.png", "plots/confusion_matrix.png"} <= set(
         manifest["files"])
     assert {"snapshot", "union", "evaluate", "evaluate-new-data"} <= task_names(state)
+    assert {"per-class-metrics", "evaluation-summary", "new-data-per-class-metrics",
+            "new-data-evaluation-summary"} <= artifact_keys(state)  # both, in the UI
 
     # A second run re-scores production (v1) on the same held-out images.
     state = run_flow(data_dir=str(data), registry=str(registry), force=True)
