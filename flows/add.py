@@ -35,9 +35,9 @@ class Added:
 
 
 @flow(name="add", flow_run_name="add-{name}", validate_parameters=False)
-def add(path: str, name: str, data_dir: str | None = None, reference_dir: str | None = None,
+def add(path: str, name: str, store_dir: str | None = None, reference_dir: str | None = None,
         registry: str | None = None, config: BatchChecks | None = None):
-    data = Path(data_dir).resolve() if data_dir else default_data_dir()
+    data = Path(store_dir).resolve() if store_dir else default_data_dir()
     source = read(Path(path))
     existing = find_batch(data, source_id(source))
     if existing is not None and existing["status"] != "accepted":

