@@ -73,7 +73,7 @@ def with_train_options(command):
         overrides = {f.name: kwargs.pop(f.name) for f in knobs}
         return command(**kwargs, train_overrides=overrides)
 
-    signature = inspect.signature(command)
+    signature = inspect.signature(command, eval_str=True)  # Typer reads Annotated[...] objects
     kept = [p for p in signature.parameters.values() if p.name != "train_overrides"]
     wrapper.__signature__ = signature.replace(parameters=kept + options)
     return wrapper
@@ -100,7 +100,7 @@ def run(
         float, typer.Option(min=0, help="Reject a model worse than production by more than this.")
     ] = DEFAULT_REGRESSION_TOLERANCE,
     no_regression_check: Annotated[
-        bool, typer.Option(help="Skip the champion/challenger comparison.")
+        bool, typer.Option("--no-regression-check", help="Skip the champion/challenger comparison.")
     ] = False,
     data_dir: Annotated[
         Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
@@ -110,7 +110,7 @@ def run(
     ] = None,
     registry: RegistryOption = None,
     force: Annotated[
-        bool, typer.Option(help="Train even when data and settings equal production's.")
+        bool, typer.Option("--force", help="Train even when data and settings equal production's.")
     ] = False,
     train_overrides: dict | None = None,
 ) -> None:

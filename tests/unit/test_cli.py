@@ -126,3 +126,18 @@ def test_usage_errors_exit_2_before_anything_runs(args, message, tmp_path):
     # ...and nothing was written: no registry, data cache, Data Docs or Prefect database.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["prefect-home"]
     assert not any(home.iterdir())
+
+
+def test_run_keeps_the_help_and_bounds_of_its_own_options():
+    # The training flags are added to `run`'s signature; its own options must keep their
+    # Annotated help and bounds (string annotations once lost both).
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
+    assert "Architecture: mlp (the original) or cnn." in shown
+    assert "--no-no-regression-check" not in shown and "--no-force" not in shown
+    refused = runner.invoke(app, ["run", "--regression-tolerance", "-1"], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2 and "greater than or equal to 0" in refused.output
