@@ -151,8 +151,10 @@ def pruner() -> optuna.pruners.BasePruner:
     from optuna.pruners import MedianPruner
 
     # Prune a trial whose validation accuracy after an epoch is below the median of earlier
-    # trials at that epoch; not before two trials finished, and never after epoch 1 alone.
-    return MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    # trials at that epoch, once two trials finished. Studies use few epochs, so the first
+    # epoch counts too; the last one never prunes (pruning_callback): that saves nothing and
+    # would drop a finished trial from the candidates for best.
+    return MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
 def open_study(name: str, path: Path, seed: int = 0) -> optuna.Study:
@@ -332,7 +334,10 @@ def pruning_callback(report: Callable[[int, float], bool]):
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get("val_accuracy")
-            if value is not None and math.isfinite(value) and report(epoch, float(value)):
+            if value is None or not math.isfinite(value):
+                return
+            prune = report(epoch, float(value))  # reported at every epoch, the last one too
+            if prune and epoch + 1 < self.params["epochs"]:
                 self.pruned = True
                 self.model.stop_training = True
 

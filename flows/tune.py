@@ -79,7 +79,7 @@ def trial_runner(workers: int, dask_address: str | None, api_url: str):
             "processes": True,  # Keras fit holds the GIL between ops: processes, not threads
             "threads_per_worker": 1,
             "env": worker_env(workers, api_url),
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # a free port: two studies at once do not collide
         },
     )
 

@@ -125,6 +125,16 @@ def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned(tmp_path):
     assert result["pruned"] and len(result["val_accuracies"]) == 1
 
 
+def test_the_last_epoch_never_prunes(tmp_path):
+    folder = write_splits(tiny_splits(), tmp_path / "data")
+    reports = []
+    result = train_trial(
+        2, {"width": 8, "depth": 1}, "mlp", 1, folder, tmp_path / "trials",
+        report=lambda epoch, value: reports.append(epoch) or True, log=lambda line: None,
+    )
+    assert reports == [0] and not result["pruned"]  # reported, but kept as a finished trial
+
+
 def test_an_interrupted_study_resumes_with_its_running_trials_failed(tmp_path):
     path = tmp_path / "studies" / "s.journal"
     study = open_study("s", path)
