@@ -113,6 +113,15 @@ def record(study, trial, state, logger) -> None:
         study.tell(trial, result["val_accuracy"])
 
 
+def final_state(future) -> State:
+    """The trial's final state; a lost worker (no state ever reported) counts as failed."""
+    future.wait()
+    try:
+        return future.state
+    except Exception as error:  # the task run was never created: Dask lost it before
+        return Failed(message=f"{type(error).__name__}: {error}")
+
+
 def run_study(
     study,
     model: str,
@@ -161,8 +170,7 @@ def run_study(
                     for trial in batch
                 ]
                 for trial, future in zip(batch, futures):
-                    future.wait()
-                    record(study, trial, future.state, logger)
+                    record(study, trial, final_state(future), logger)
 
 
 @flow(name="tune", flow_run_name=name_run, log_prints=True)
