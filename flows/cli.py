@@ -189,7 +189,7 @@ def tune(
         Optional[float], typer.Option(min=0, help="Start no new round after this many minutes.")
     ] = None,
     study: Annotated[
-        Optional[str], typer.Option(help="Study name; a stored one resumes [default: tune-MODEL].")
+        Optional[str], typer.Option(help="Study name (default tune-MODEL); a stored one resumes.")
     ] = None,
     promote: Annotated[
         bool, typer.Option(help="Gate and promote the best trial's model, or only report.")

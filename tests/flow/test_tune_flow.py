@@ -34,10 +34,10 @@ def artifact_keys(flow_run_id) -> set[str]:
 def test_tunes_on_dask_promotes_the_best_and_resumes(tmp_path):
     data = write_dataset(tmp_path / "data")
     registry = tmp_path / "registry"
-    settings = dict(
-        model="mlp", epochs=3, workers=2, data_dir=str(data), registry=str(registry),
-        min_train_rows=1000, study_name="flowtest",
-    )
+    settings = {
+        "model": "mlp", "epochs": 3, "workers": 2, "data_dir": str(data),
+        "registry": str(registry), "min_train_rows": 1000, "study_name": "flowtest",
+    }
     state = tune(**settings, trials=2, return_state=True)
     assert state.is_completed(), state.message
     outcome = state.result()

@@ -14,9 +14,9 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -69,8 +69,8 @@ def postgres_cluster() -> Iterator[tuple[str, list[str]]]:
                 "-d", "postgres", "-tA", "-c"]
         yield f"postgresql+asyncpg://digits@127.0.0.1:{port}/postgres", psql
     finally:
-        subprocess.run(as_postgres([*pg_ctl, "-m", "fast", "-w", "stop"]), capture_output=True,
-                       timeout=120)
+        subprocess.run(as_postgres([*pg_ctl, "-m", "fast", "-w", "stop"]), check=False,
+                       capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -119,7 +119,7 @@ def pg_server(tmp_path_factory):
 def digits_tune(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "digits"), "tune", *args], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=900,
+        text=True, timeout=900, check=False,
     )
 
 
@@ -184,6 +184,7 @@ def test_study_on_dask_reports_to_a_postgres_backed_server_and_resumes(pg_server
 
     # The runs are in PostgreSQL itself, not in some SQLite file beside it.
     query = "select count(*) from task_run where name like 'trial-%'"
-    assert subprocess.run([*psql, query], capture_output=True, text=True).stdout.strip() == "3"
+    counted = subprocess.run([*psql, query], check=True, capture_output=True, text=True)
+    assert counted.stdout.strip() == "3"
     study = Registry(registry).manifest("v1")["study"]
     assert study["name"] == "itest" and [t["number"] for t in study["trials"]] == [0, 1, 2]
