@@ -25,8 +25,9 @@ DEPLOYMENT = "retrain/weekly"  # prefect.yaml
 POOL = "digits-pool"
 FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}
 STAGES = {
-    "ingest", "validate-raw", "preprocess", "validate-processed",
-    "train", "evaluate", "package", "gate-and-promote",
+    "ingest", "snapshot", "check-new-data", "validate-raw", "union", "preprocess",
+    "validate-processed", "train", "evaluate", "evaluate-new-data", "package", "export",
+    "gate-and-promote",
 }
 ARTIFACT_KEYS = {
     "validation-raw", "validation-processed", "per-class-metrics", "evaluation-summary",
@@ -249,7 +250,7 @@ def test_digits_schedule_needs_a_server(tmp_path):
     assert "make ui" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_digits_serve_registers_a_schedule(server, tmp_path):
+def test_digits_schedule_registers_a_schedule(server, tmp_path):
     from prefect.exceptions import ObjectNotFound
 
     command = [str(BIN / "digits"), "schedule", "--name", "nightly", "--cron", "0 4 * * *",
