@@ -52,6 +52,7 @@ def render_card(manifest: dict) -> str:
         _render_metrics(metrics),
         _render_fields("Promotion gate", {"threshold": manifest.get("threshold"), **gate}),
         _render_fields("Hyperparameters", manifest.get("hyperparameters")),
+        _render_study(manifest.get("study")),
         _render_fields("Training data", manifest.get("data")),
         _render_fields("Environment", manifest.get("environment")),
     ]
@@ -82,6 +83,19 @@ def _render_exports(exports: object) -> str:
     ]
     header = ["format", "file", "test digits, same digit", "max probability difference"]
     return EXPORTS_USAGE.format(table=_render_table(header, rows))
+
+
+def _render_study(study: object) -> str:
+    """For a model chosen by `digits tune`: its study, the best trial and how many ran
+    (the trials themselves stay in manifest.json)."""
+    if not isinstance(study, dict):
+        return ""
+    trials = study.get("trials")
+    summary = {k: v for k, v in study.items() if k != "trials"}
+    return _render_fields(
+        "Tuning study (validation accuracy)",
+        {**summary, "trials": len(trials) if isinstance(trials, list) else trials},
+    )
 
 
 def _render_metrics(metrics: dict) -> str:

@@ -155,3 +155,17 @@ def test_an_interrupted_study_resumes_with_its_running_trials_failed(tmp_path):
     resumed.tell(nxt, 0.95)
     assert resumed.best_trial.number == 2
     assert [row["state"] for row in trial_rows(resumed)] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_the_model_card_shows_the_study():
+    from digits.card import render_card
+
+    manifest = {
+        "version": "v1", "created_at": "2026-11-25T00:00:00Z", "model": "mlp",
+        "metrics": {"accuracy": 0.98},
+        "study": {"name": "tune-mlp", "best_trial": 3, "best_val_accuracy": 0.9734,
+                  "best_params": {"width": 219}, "trials": [{"number": 0, "state": "COMPLETE"}]},
+    }
+    card = render_card(manifest)
+    assert "Tuning study" in card and "tune-mlp" in card and "219" in card
+    assert "Tuning study" not in render_card({**manifest, "study": None})
