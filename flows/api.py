@@ -52,14 +52,20 @@ def local_api() -> Iterator[Callable[[], None]]:
     try:
         yield lambda: wait_until_ready(server)
     finally:
-        send_queued_logs_and_events()
-        del os.environ["PREFECT_API_URL"]
-        server.terminate()
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            send_queued_logs_and_events()
+        finally:  # whatever the flush does, the server must not outlive the command
+            del os.environ["PREFECT_API_URL"]
+            stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def send_queued_logs_and_events() -> None:
