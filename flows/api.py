@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -131,14 +132,26 @@ def prefect_home() -> Path:
 
 
 def database_identity() -> dict | None:
-    """The default SQLite file's identity; None when a custom database is configured."""
+    """This Prefect and the schema revision the default SQLite database is at; None when
+    there is none yet or a custom database is configured (then Prefect checks every time).
+
+    The revision is read from the database itself, not from the file's inode or times: a
+    deleted and re-created database may reuse the inode, and SQLite's writes change the times.
+    """
     custom = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
     if any(os.environ.get(name) for name in custom):
-        return None  # someone else's database: let Prefect check it every time
+        return None
     database = prefect_home() / "prefect.db"
     if not database.is_file():
         return None
-    return {"prefect": version("prefect"), "path": str(database), "inode": database.stat().st_ino}
+    try:
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None  # not a Prefect database yet (or not readable): let Prefect migrate it
+    if row is None:
+        return None
+    return {"prefect": version("prefect"), "path": str(database), "revision": row[0]}
 
 
 def is_migrated() -> bool:
