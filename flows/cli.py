@@ -42,6 +42,17 @@ RegistryOption = Annotated[
     Optional[Path],
     typer.Option(help="Registry root [default: $DIGITS_REGISTRY or ./artifacts/registry]"),
 ]
+# Options several commands share, declared once.
+ModelOption = Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")]
+ThresholdOption = Annotated[
+    float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
+]
+DataDirOption = Annotated[
+    Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
+]
+MinTrainRowsOption = Annotated[
+    Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
+]
 
 
 def registry_of(path: Path | None):
@@ -92,22 +103,16 @@ def options(
 @app.command()
 @with_train_options
 def run(
-    model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
-    threshold: Annotated[
-        float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
-    ] = DEFAULT_THRESHOLD,
+    model: ModelOption = "cnn",
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
     regression_tolerance: Annotated[
         float, typer.Option(min=0, help="Reject a model worse than production by more than this.")
     ] = DEFAULT_REGRESSION_TOLERANCE,
     no_regression_check: Annotated[
         bool, typer.Option("--no-regression-check", help="Skip the champion/challenger comparison.")
     ] = False,
-    data_dir: Annotated[
-        Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
-    ] = None,
-    min_train_rows: Annotated[
-        Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
-    ] = None,
+    data_dir: DataDirOption = None,
+    min_train_rows: MinTrainRowsOption = None,
     registry: RegistryOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Train even when data and settings equal production's.")
@@ -176,7 +181,7 @@ def reproduce(
 
 @app.command()
 def tune(
-    model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
+    model: ModelOption = "cnn",
     trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold.")] = 8,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial.")] = 2,
     workers: Annotated[
@@ -194,15 +199,9 @@ def tune(
     promote: Annotated[
         bool, typer.Option(help="Gate and promote the best trial's model, or only report.")
     ] = True,
-    threshold: Annotated[
-        float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
-    ] = DEFAULT_THRESHOLD,
-    data_dir: Annotated[
-        Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
-    ] = None,
-    min_train_rows: Annotated[
-        Optional[int], typer.Option(min=1, help="Smallest train split accepted from --data-dir.")
-    ] = None,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    data_dir: DataDirOption = None,
+    min_train_rows: MinTrainRowsOption = None,
     registry: RegistryOption = None,
 ) -> None:
     """Tune hyperparameters with Optuna, trials on Dask; gate and promote the best model."""
@@ -345,10 +344,8 @@ def schedule(
         Optional[str], typer.Option(help="When to retrain: cron, in UTC [default: prefect.yaml's].")
     ] = None,
     name: Annotated[str, typer.Option(help="Deployment name (retrain/NAME).")] = "schedule",
-    model: Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")] = "cnn",
-    data_dir: Annotated[
-        Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
-    ] = None,
+    model: ModelOption = "cnn",
+    data_dir: DataDirOption = None,
     registry: RegistryOption = None,
 ) -> None:
     """Retrain on a schedule in this process until Ctrl-C (needs a server: `make ui`)."""
@@ -373,11 +370,13 @@ StoreOption = Annotated[
 @app.command()
 def add(
     path: Annotated[Path, typer.Argument(help="Folder with subfolders 0..9 of PNG/JPEG, or .npz.")],
-    name: Annotated[Optional[str], typer.Option(help="Name of the batch [default: PATH's].")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Name of the batch [default: PATH's].")
+    ] = None,
     store: StoreOption = None,
     reference_dir: Annotated[
         Optional[Path],
-        typer.Option(help="Folder with the four MNIST IDX files to compare with [default: pinned]."),
+        typer.Option(help="Folder with the four MNIST IDX files to compare with [default: npm's]."),
     ] = None,
     registry: RegistryOption = None,
 ) -> None:
