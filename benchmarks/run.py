@@ -40,7 +40,6 @@ def manifest(registry: Path, ref: str = "production") -> dict:
 
 
 def measure_inference(registry: Path) -> float:
-    import numpy as np
 
     from digits.ingest import load_mnist
     from digits.registry import load_model

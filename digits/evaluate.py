@@ -12,6 +12,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from digits.config import DIGITS
+
 PLOT_DPI = 80  # small PNGs: they are embedded base64 in the summary artifact
 MAX_WORST = 25  # a 5x5 grid of the most confidently wrong test digits
 LOG_EPSILON = 1e-7  # Keras clips probabilities the same way in its cross-entropy

@@ -20,6 +20,7 @@ from keras import layers
 from digits.config import ONNX_FILE, SAVED_MODEL_DIR
 from digits.errors import ExportError
 from digits.registry import MODEL_FILE
+
 PARITY_ROWS = 1000  # test digits each export is checked on
 PARITY_ATOL = 1e-4  # largest difference in any probability between an export and Keras
 INPUT_NAME = "pixels"  # the ONNX input: (N, 28, 28) float32, raw 0..255

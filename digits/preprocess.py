@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from digits.ingest import Dataset
 
 # The exported model starts with Rescaling(PIXEL_SCALE), so consumers feed raw 0..255.

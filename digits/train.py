@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+
 from digits.config import TrainConfig
 from digits.models import build_model, export_model
 from digits.preprocess import Splits

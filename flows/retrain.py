@@ -191,7 +191,8 @@ def retrain(
             Path(build), data, trained, config, evaluation, threshold, snap, scored, rows
         )
         manifest = export(Path(build), manifest, data.test_images)
-        rule = GateRule(evaluation.accuracy, threshold, regression_tolerance, *new_data_terms(scored))
+        terms = new_data_terms(scored)
+        rule = GateRule(evaluation.accuracy, threshold, regression_tolerance, *terms)
         decision, version = promote(root, Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
     return Completed(message=outcome.message(), data=outcome)

@@ -1,6 +1,5 @@
 """`digits run` end to end on generated data: exit codes, one-line errors, registry untouched."""
 
-import gzip
 import json
 
 import numpy as np

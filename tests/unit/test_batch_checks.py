@@ -1,7 +1,6 @@
 """Each check of `digits add` on generated digits: a batch that fails exactly that check is
 quarantined with a reason naming it; a batch like the reference passes."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

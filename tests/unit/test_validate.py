@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import digits.validate as validate
 import tasks.validate as validate_tasks
 from digits.config import ValidationConfig
 from digits.errors import DataError, UsageError
