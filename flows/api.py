@@ -40,7 +40,10 @@ def local_api() -> Iterator[Callable[[], None]]:
     the server's start overlaps with.
     """
     if configured_api_url():
-        yield lambda: None
+        try:
+            yield lambda: None
+        finally:  # the command may exit without the interpreter's teardown (cli.entry)
+            send_queued_logs_and_events()
         return
     port = free_port()
     migrate = not is_migrated()
