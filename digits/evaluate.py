@@ -130,22 +130,36 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
     return path
 
 
-def plot_worst(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
+def worst_mistakes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Rows of the most confidently wrong predictions, most confident first."""
     preds = probs.argmax(axis=1)
     wrong = np.flatnonzero(preds != labels)
-    worst = wrong[np.argsort(-probs[wrong, preds[wrong]])][:MAX_WORST]
+    return wrong[np.argsort(-probs[wrong, preds[wrong]])][:MAX_WORST]
+
+
+def plot_worst(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
+    """The worst mistakes as one mosaic in one axes: 25 subplots with titles cost a second
+    of layout here, a mosaic with text labels a tenth of that."""
+    worst = worst_mistakes(labels, probs)
     cols = min(5, max(len(worst), 1))
     rows = max(-(-len(worst) // cols), 1)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
+    cell, label = 28 + 4, 9  # pixels per digit with its gap; room for its label above
+    mosaic = np.zeros((rows * (cell + label), cols * cell))
+    inches = np.array(mosaic.shape[::-1]) * 2.5 / PLOT_DPI  # each digit pixel 2.5 px wide
+    fig = Figure(figsize=(max(inches[0], 3.0), inches[1]), facecolor="black")
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    preds = probs.argmax(axis=1)
+    for i, row in enumerate(worst):
+        top, left = (i // cols) * (cell + label) + label, (i % cols) * cell
+        mosaic[top : top + 28, left : left + 28] = images[row]
+        ax.text(left + 14, top - 1, f"{labels[row]}→{preds[row]} p={probs[row, preds[row]]:.2f}",
+                ha="center", va="bottom", fontsize=9, color="white")
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255)  # white on black, as MNIST stores digits
     if not len(worst):
-        axes[0].text(0.5, 0.5, "no misclassified digits", ha="center", va="center")
-    for ax, row in zip(axes, worst):
-        ax.imshow(images[row], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{labels[row]}→{preds[row]} p={probs[row, preds[row]]:.2f}", fontsize=9)
-    fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
+        ax.text(0.5, 0.5, "no misclassified digits", ha="center", va="center", color="white",
+                transform=ax.transAxes)
+    fig.savefig(path, dpi=PLOT_DPI)
     return path
 
 

@@ -141,3 +141,13 @@ def test_publish_creates_artifacts(mixed, plots, monkeypatch):
     assert len(calls["table"]["table"]) == 10
     assert calls["md"]["key"] == "evaluation-summary"
     assert "data:image/png;base64," in calls["md"]["markdown"]
+
+
+def test_worst_mistakes_are_the_most_confidently_wrong_first():
+    labels = np.array([0, 1, 2, 3])
+    probs = np.full((4, 10), 0.01)
+    probs[0, 0] = 0.91  # right
+    probs[1, 7] = 0.60  # wrong, less sure
+    probs[2, 5] = 0.91  # wrong, surest
+    probs[3, 3], probs[3, 4] = 0.45, 0.46  # wrong, barely
+    assert ev.worst_mistakes(labels, probs).tolist() == [2, 1, 3]
