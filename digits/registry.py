@@ -2,7 +2,7 @@
 
 A plain library (no Prefect, Keras only inside `load_model`), so anyone can read a
 registry with nothing but this file and `digits/card.py`, which renders each `card.md`.
-Layout (DESIGN.md, "The registry"):
+Layout (docs/architecture.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
     <root>/aliases.json   {"production": "v2"}

@@ -1,8 +1,8 @@
 """The HTTP service behind `digits serve`: predictions, the registry read-only, a web page.
 
 A library module: it imports FastAPI but never Prefect or Great Expectations, and the model
-runtime (Keras or onnxruntime) loads only when a model does. Contract (DESIGN.md, "The HTTP
-service"):
+runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/architecture.md,
+"The HTTP service"):
 
 - The service serves the version its ref (an alias, usually `production`) points at and
   follows it: a background thread re-reads aliases.json every `poll_s` seconds and swaps

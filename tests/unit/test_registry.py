@@ -1,4 +1,4 @@
-"""The registry contract (DESIGN.md, "The registry") on tiny dummy files."""
+"""The registry contract (docs/architecture.md, "The registry") on tiny dummy files."""
 
 from __future__ import annotations
 

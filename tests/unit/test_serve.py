@@ -1,4 +1,4 @@
-"""The HTTP service (DESIGN.md, "The HTTP service") in-process, with FastAPI's TestClient,
+"""The HTTP service (docs/architecture.md, "The HTTP service") in-process, with FastAPI's TestClient,
 on tiny Keras models published to a temporary registry."""
 
 from __future__ import annotations
