@@ -74,11 +74,11 @@ def main() -> None:
         timed([str(BIN / "digits"), "models"], env)  # import caches warm for both sides
         script, out = timed([sys.executable, "benchmarks/original_mlp.py"], env)
         rows.append(f"original script (mlp, 5 epochs): {script:.1f} s; {out.strip().splitlines()[-1]}")
-        pipeline, out = timed([str(BIN / "digits"), "run", "--model", "mlp"], env)
+        pipeline, out = timed([str(BIN / "digits"), "run", "--model", "mlp", "--force"], env)
         rows.append(f"digits run --model mlp (5 epochs): {pipeline:.1f} s; {out.strip().splitlines()[-1]}")
         rows.append(f"overhead ratio: {pipeline / script:.2f}x")
         if "--skip-cnn" not in sys.argv:
-            total, out = timed([str(BIN / "digits"), "run", "--no-regression-check"], env)
+            total, out = timed([str(BIN / "digits"), "run", "--no-regression-check", "--force"], env)
             cnn = manifest(registry)
             rows.append(
                 f"digits run (cnn): {total:.0f} s in all, training {cnn['training']['seconds']:.0f} s "
