@@ -7,7 +7,6 @@ first is let go. So the second always decides while the first's promotion is in 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from digits.registry import Registry
 from tests.unit.registry_worker import start_worker, wait_for
 
 START_ACCURACY = 0.95  # production before the race; both runs beat it
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "model.keras").write_bytes(os.urandom(4096))
-    return folder
 
 
 def race(tmp_path: Path, source: Path, op: str, first: float, second: float) -> Registry:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +15,6 @@ from tests.synth import snapshot_tree
 from tests.unit.registry_worker import start_worker, wait_for
 
 MANIFEST = {"model": "dummy", "metrics": {"accuracy": 0.98}}
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "model.keras").write_bytes(os.urandom(4096))
-    return folder
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import typing
 from pathlib import Path
 
@@ -38,14 +37,6 @@ FULL = {  # every field a training run writes today (digits.manifest.describe)
     "environment": {"python": "3.11.7", "keras": "3.15.0"},
     "flow_run_id": None,
 }
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "model.keras").write_bytes(os.urandom(2048))
-    return folder
 
 
 @pytest.fixture
