@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
-from tests.integration.processes import BIN, REPO, background, free_port, tail, wait_for
+from tests.integration.processes import BIN, REPO, answers, background, free_port, wait_for
 
 SERVER_STARTUP_SECONDS = 180  # the first start runs the SQLite migrations; CI machines are slow
 
@@ -44,15 +43,6 @@ class Server:
         with temporary_settings(updates={PREFECT_API_URL: self.url}):
             with get_client(sync_client=True) as client:
                 yield client
-
-
-def healthy(url: str, process: subprocess.Popen, log: Path) -> bool:
-    if process.poll() is not None:
-        pytest.fail(f"prefect server exited with {process.returncode}:\n{tail(log)}")
-    try:
-        return httpx.get(f"{url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -88,5 +78,6 @@ def server(tmp_path_factory) -> Iterator[Server]:
     port = url.rsplit(":", 1)[1].split("/")[0]
     command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port]
     with background(command, server_env, log) as process:
-        wait_for(lambda: healthy(url, process, log), SERVER_STARTUP_SECONDS, f"{url}/health", 0.5)
+        health = f"{url}/health"
+        wait_for(lambda: answers(health, process, log), SERVER_STARTUP_SECONDS, health, 0.5)
         yield Server(url=url, env=env, root=root)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,16 @@ def wait_for(
             logged = tail(log) if log else ""
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logged}")
         time.sleep(every)
+
+
+def answers(probe: str, process: subprocess.Popen, log: Path) -> bool:
+    """True once `probe` answers 200; fails the test at once if `process` has exited."""
+    if process.poll() is not None:
+        pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{tail(log)}")
+    try:
+        return httpx.get(probe, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def stop(process: subprocess.Popen, grace: float = 15) -> None:

@@ -17,7 +17,15 @@ import pytest
 
 from digits.predict import load_inputs
 from digits.registry import Registry
-from tests.integration.processes import BIN, REPO, background, free_port, tail, wait_for
+from tests.integration.processes import (
+    BIN,
+    REPO,
+    answers,
+    background,
+    free_port,
+    tail,
+    wait_for,
+)
 from tests.serving import (
     claimed_size_png,
     digit_png,
@@ -65,16 +73,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
     log = root / "serve.log"
     url = f"http://127.0.0.1:{port}"
     with background(command, env, log) as process:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"digits serve exited with {process.returncode}:\n{tail(log)}")
-            try:
-                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, STARTUP_SECONDS, f"{url}/readyz", every=0.5, log=log)
+        ready = f"{url}/readyz"
+        wait_for(lambda: answers(ready, process, log), STARTUP_SECONDS, ready, every=0.5, log=log)
         yield Service(url, registry, log, env)
 
 

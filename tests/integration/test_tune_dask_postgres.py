@@ -18,10 +18,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.integration.processes import BIN, REPO, background, free_port, tail, wait_for
+from tests.integration.processes import (
+    BIN,
+    REPO,
+    answers,
+    background,
+    free_port,
+    wait_for,
+)
 from tests.synth import write_dataset
 
 pytestmark = pytest.mark.integration
@@ -98,15 +104,8 @@ def pg_server(tmp_path_factory):
         log = root / "server.log"
         command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port]
         with background(command, server_env, log) as process:
-            def healthy() -> bool:
-                if process.poll() is not None:
-                    pytest.fail(f"prefect server exited with {process.returncode}:\n{tail(log)}")
-                try:
-                    return httpx.get(f"{url}/health", timeout=5).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(healthy, STARTUP_SECONDS, f"{url}/health", 0.5)
+            health = f"{url}/health"
+            wait_for(lambda: answers(health, process, log), STARTUP_SECONDS, health, 0.5)
             env = {
                 **base,
                 "PREFECT_API_URL": url,
