@@ -105,15 +105,12 @@ def decide(
     """
     champion = production_accuracy if regression_tolerance is not None else None
     floor = None if champion is None else champion - regression_tolerance
-    against = (
-        f"production {production_version or '?'} ({champion:.4f}) - tolerance "
-        f"{regression_tolerance}" if champion is not None else ""
-    )
     new_champion = production_new_data_accuracy if champion is not None else None
-    new_against = (
-        f"production {production_version or '?'} ({new_champion:.4f}) - tolerance "
-        f"{regression_tolerance}" if new_champion is not None else ""
-    )
+
+    def against(production: float) -> str:
+        version = production_version or "?"
+        return f"production {version} ({production:.4f}) - tolerance {regression_tolerance}"
+
     new_worse = (
         new_champion is not None
         and new_data_accuracy is not None
@@ -122,15 +119,16 @@ def decide(
     if accuracy < threshold:
         promote, reason = False, f"accuracy {accuracy:.4f} < threshold {threshold}"
     elif floor is not None and accuracy < floor:
-        promote, reason = False, f"accuracy {accuracy:.4f} < {against}"
+        promote, reason = False, f"accuracy {accuracy:.4f} < {against(champion)}"
     elif new_worse:
-        promote, reason = False, f"new-data accuracy {new_data_accuracy:.4f} < {new_against}"
+        new = f"new-data accuracy {new_data_accuracy:.4f}"
+        promote, reason = False, f"{new} < {against(new_champion)}"
     else:
         promote, reason = True, f"accuracy {accuracy:.4f} >= threshold {threshold}"
         if champion is not None:
-            reason += f" and >= {against}"
+            reason += f" and >= {against(champion)}"
             if new_champion is not None and new_data_accuracy is not None:
-                reason += f"; new-data accuracy {new_data_accuracy:.4f} >= {new_against}"
+                reason += f"; new-data accuracy {new_data_accuracy:.4f} >= {against(new_champion)}"
         elif regression_tolerance is None:
             reason += "; production comparison off"
         else:
