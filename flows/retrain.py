@@ -162,10 +162,7 @@ def retrain(
     check_threshold(threshold)
     config = train_config(model, **(train_overrides or {}))
     source = Path(data_dir).resolve() if data_dir else None
-    checks = ValidationConfig(
-        exact_rows=None if source else MNIST_ROWS,
-        **({"min_train_rows": min_train_rows} if min_train_rows else {}),
-    )
+    checks = validation_checks(source, min_train_rows)
     docs_dir = default_artifacts_dir() / "gx"
     store, root = default_data_dir(), registry_root(registry)
     try:
@@ -196,6 +193,14 @@ def retrain(
         decision, version = promote(root, Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
     return Completed(message=outcome.message(), data=outcome)
+
+
+def validation_checks(source: Path | None, min_train_rows: int | None) -> ValidationConfig:
+    """The pinned MNIST must have its exact row counts; a --data-dir folder a minimum."""
+    return ValidationConfig(
+        exact_rows=None if source else MNIST_ROWS,
+        **({"min_train_rows": min_train_rows} if min_train_rows else {}),
+    )
 
 
 def skip(version: str, threshold: float) -> State:

@@ -23,8 +23,6 @@ from prefect.states import Completed, Failed, State
 from digits.config import (
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
-    MNIST_ROWS,
-    ValidationConfig,
     default_artifacts_dir,
     default_data_dir,
     registry_root,
@@ -35,7 +33,7 @@ from digits.gate import GateRule, check_threshold
 from flows.quiet import muted_stderr
 
 with muted_stderr():  # the evaluate/export tasks load Keras (see flows/retrain.py)
-    from flows.retrain import Outcome
+    from flows.retrain import Outcome, tag_outcome, validation_checks
     from tasks.evaluate import evaluate
     from tasks.export import export
     from tasks.ingest import ingest
@@ -205,10 +203,7 @@ def tune(
     logger = get_run_logger()
     config = train_config(model, epochs=epochs)  # validation size and seed: as a retrain run
     source = Path(data_dir).resolve() if data_dir else None
-    checks = ValidationConfig(
-        exact_rows=None if source else MNIST_ROWS,
-        **({"min_train_rows": min_train_rows} if min_train_rows else {}),
-    )
+    checks = validation_checks(source, min_train_rows)
     artifacts = default_artifacts_dir()
     try:
         data = ingest(source, default_data_dir())
@@ -238,15 +233,6 @@ def tune(
     return gate_best(study, storage, data, model, epochs, threshold, regression_tolerance, registry)
 
 
-def tag_run(outcome: str) -> None:
-    """Tag this run `promoted` or `rejected`, as retrain runs are (tags show on every view)."""
-    from prefect.client.orchestration import get_client
-
-    flow_run = FlowRunContext.get().flow_run
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, tags=list(dict.fromkeys([*flow_run.tags, outcome])))
-
-
 def gate_best(study, storage, data, model, epochs, threshold, regression_tolerance, registry):
     """Evaluate, package, export and gate the best trial's model like any retrain run's."""
     from digits.tuning import study_summary, trial_config
@@ -262,5 +248,5 @@ def gate_best(study, storage, data, model, epochs, threshold, regression_toleran
         rule = GateRule(evaluation.accuracy, threshold, regression_tolerance)
         decision, version = promote(registry_root(registry), Path(build), manifest, rule)
     outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
-    tag_run("promoted" if decision.promote else "rejected")
+    tag_outcome(FlowRunContext.get().flow_run, outcome.kind)
     return Completed(message=outcome.message(), data=outcome)
