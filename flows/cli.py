@@ -7,15 +7,17 @@ environment defaults, so `digits --help` is instant and importing this module do
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import logging
 import os
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.exceptions import TyperException
@@ -92,6 +94,27 @@ def with_train_options(command):
     return wrapper
 
 
+def run_flow(entrypoint: str, tags: Sequence[str] = (), **parameters: Any) -> tuple[Any, Any]:
+    """Run the flow `module:name` and return its final state and result.
+
+    The API server starts first and boots while TensorFlow, GX and Prefect import here; it
+    stops before the command prints its last line, so that line is the last one. The result
+    raises the run's DigitsError when the run failed.
+    """
+    from flows.api import local_api
+
+    module, name = entrypoint.split(":")
+    with local_api() as wait_for_api:
+        import_keras_quietly()
+        from prefect import tags as run_tags
+
+        flow = getattr(importlib.import_module(module), name)
+        wait_for_api()
+        with run_tags(*tags):
+            state = flow(**parameters, return_state=True)
+        return state, state.result()
+
+
 @app.callback()
 def options(
     ctx: typer.Context,
@@ -127,32 +150,21 @@ def run(
     # Refuse a bad setting or threshold before Prefect or TensorFlow start.
     train_config(model, **(train_overrides or {}))
     check_threshold(threshold)
-    from flows.api import local_api
+    from flows.schedule import deployment_settings
 
-    # The API server starts first and boots while TensorFlow, GX and Prefect import here;
-    # it stops before the last line is printed, so that line is the last one.
-    with local_api() as wait_for_api:
-        import_keras_quietly()
-        from prefect import tags
-
-        from flows.retrain import retrain
-        from flows.schedule import deployment_settings
-
-        wait_for_api()
-        with tags(*deployment_settings().tags):  # as scheduled runs carry, to filter in the UI
-            state = retrain(
-                model=model,
-                train_overrides={k: v for k, v in (train_overrides or {}).items() if v is not None},
-                threshold=threshold,
-                regression_tolerance=None if no_regression_check else regression_tolerance,
-                data_dir=str(data_dir) if data_dir else None,
-                registry=str(registry) if registry else None,
-                min_train_rows=min_train_rows,
-                progress=sys.stdout.isatty(),
-                force=force,
-                return_state=True,
-            )
-        outcome = state.result()  # raises the run's DigitsError when it failed
+    _, outcome = run_flow(
+        "flows.retrain:retrain",
+        tags=deployment_settings().tags,  # as scheduled runs carry, to filter them in the UI
+        model=model,
+        train_overrides={k: v for k, v in (train_overrides or {}).items() if v is not None},
+        threshold=threshold,
+        regression_tolerance=None if no_regression_check else regression_tolerance,
+        data_dir=str(data_dir) if data_dir else None,
+        registry=str(registry) if registry else None,
+        min_train_rows=min_train_rows,
+        progress=sys.stdout.isatty(),
+        force=force,
+    )
     typer.echo(outcome.line())
     if not (outcome.promoted or outcome.skipped):
         raise typer.Exit(EXIT_REJECTED)
@@ -212,31 +224,23 @@ def tune(
 
     check_space(model)
     check_threshold(threshold)
-    from flows.api import local_api
-
-    # Same API start as `run`; the Dask workers get its URL, so their task runs land under
-    # this flow run instead of each worker starting a temporary server.
-    with local_api() as wait_for_api:
-        import_keras_quietly()
-        from flows.tune import tune as tune_flow
-
-        wait_for_api()
-        state = tune_flow(
-            model=model,
-            trials=trials,
-            epochs=epochs,
-            workers=workers,
-            dask_address=dask_address,
-            timeout_minutes=timeout,
-            promote_best=promote,
-            study_name=study,
-            threshold=threshold,
-            data_dir=str(data_dir) if data_dir else None,
-            registry=str(registry) if registry else None,
-            min_train_rows=min_train_rows,
-            return_state=True,
-        )
-        outcome = state.result()  # raises the run's DigitsError when it failed
+    # The Dask workers get the flow's API URL, so their task runs land under this flow run
+    # instead of each worker starting a temporary server.
+    state, outcome = run_flow(
+        "flows.tune:tune",
+        model=model,
+        trials=trials,
+        epochs=epochs,
+        workers=workers,
+        dask_address=dask_address,
+        timeout_minutes=timeout,
+        promote_best=promote,
+        study_name=study,
+        threshold=threshold,
+        data_dir=str(data_dir) if data_dir else None,
+        registry=str(registry) if registry else None,
+        min_train_rows=min_train_rows,
+    )
     if outcome is None:  # --no-promote: the best trial, nothing gated
         typer.echo(state.message)
         return
@@ -383,22 +387,14 @@ def add(
     registry: RegistryOption = None,
 ) -> None:
     """Check a labelled batch and add it to the data store, or quarantine it (exit 4)."""
-    from flows.api import local_api
-
-    with local_api() as wait_for_api:
-        import_keras_quietly()
-        from flows.add import add as add_flow
-
-        wait_for_api()
-        state = add_flow(
-            path=str(path),
-            name=name or path.stem,
-            store_dir=str(store) if store else None,
-            reference_dir=str(reference_dir) if reference_dir else None,
-            registry=str(registry) if registry else None,
-            return_state=True,
-        )
-        added = state.result()  # raises the run's DigitsError when it failed
+    _, added = run_flow(
+        "flows.add:add",
+        path=str(path),
+        name=name or path.stem,
+        store_dir=str(store) if store else None,
+        reference_dir=str(reference_dir) if reference_dir else None,
+        registry=str(registry) if registry else None,
+    )
     typer.echo(added.line())
 
 
