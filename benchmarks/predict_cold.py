@@ -35,9 +35,9 @@ def build_registry(root: Path, image: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from digits.export import export_candidate
-    from digits.models import build_model, export_model
-    from digits.registry import MODEL_FILE, Registry
+    from digits.model.export import export_candidate
+    from digits.model.architectures import build_model, export_model
+    from digits.registry.store import MODEL_FILE, Registry
     from tests.synth import make_digits, make_prototypes
 
     images, labels = make_digits(1000, seed=1, prototypes=make_prototypes())

@@ -34,15 +34,15 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def manifest(registry: Path, ref: str = "production") -> dict:
     sys.path.insert(0, str(ROOT))
-    from digits.registry import Registry
+    from digits.registry.store import Registry
 
     return Registry(registry).manifest(ref)
 
 
 def measure_inference(registry: Path) -> float:
 
-    from digits.ingest import load_mnist
-    from digits.registry import load_model
+    from digits.data.ingest import load_mnist
+    from digits.registry.store import load_model
 
     model = load_model("production", registry)
     images = load_mnist(None, ROOT / "data").test_images
@@ -54,8 +54,8 @@ def measure_inference(registry: Path) -> float:
 
 def measure_validation() -> float:
     from digits.config import MNIST_ROWS, ValidationConfig
-    from digits.ingest import load_mnist
-    from digits.validate import validate_raw_data
+    from digits.data.ingest import load_mnist
+    from digits.checks.suites import validate_raw_data
 
     data = load_mnist(None, ROOT / "data")
     with tempfile.TemporaryDirectory() as docs:

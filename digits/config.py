@@ -43,7 +43,7 @@ MNIST_ROWS = {"train": 60_000, "test": 10_000}
 DEFAULT_THRESHOLD = 0.97  # the accuracy gate; a run may raise it, never lower it
 DEFAULT_REGRESSION_TOLERANCE = 0.002
 PRODUCTION_ALIAS = "production"
-# Exports beside model.keras in a version (digits.export writes them, digits.predict reads them).
+# Exports beside model.keras in a version (digits.model.export writes them, digits.serving.predictor reads them).
 ONNX_FILE = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"
 # Generous on purpose: a finished training run should wait out another run's promotion
@@ -105,7 +105,7 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class BatchChecks:
-    """Bounds of the checks on a batch added with `digits add` (digits.checks).
+    """Bounds of the checks on a batch added with `digits add` (digits.checks.batch).
 
     Defaults measured on MNIST (see the issue 12 report): batches of MNIST train digits
     redrawn with small affine distortions and other stroke widths ("other writers") pass;
@@ -155,7 +155,7 @@ class BatchChecks:
                 raise UsageError(f"{name} {getattr(self, name)} must lie in 0..1")
 
 
-ARCHITECTURES = ("mlp", "cnn")  # digits.models builds each
+ARCHITECTURES = ("mlp", "cnn")  # digits.model.architectures builds each
 LR_SCHEDULES = ("constant", "cosine")
 
 

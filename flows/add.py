@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Completed
 
-from digits.batches import find_batch, source_id
+from digits.data.batches import find_batch, source_id
 from digits.config import BatchChecks, default_data_dir, registry_root
 from digits.errors import ValidationFailed
 from flows.quiet import muted_stderr

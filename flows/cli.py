@@ -60,7 +60,7 @@ MinTrainRowsOption = Annotated[
 
 
 def registry_of(path: Path | None):
-    from digits.registry import Registry
+    from digits.registry.store import Registry
 
     return Registry(registry_root(path))
 
@@ -145,7 +145,7 @@ def run(
     train_overrides: dict | None = None,
 ) -> None:
     """Run one retraining flow: ingest, validate, train, evaluate, gate, promote."""
-    from digits.gate import check_threshold
+    from digits.registry.gate import check_threshold
 
     # Refuse a bad setting or threshold before Prefect or TensorFlow start.
     train_config(model, **(train_overrides or {}))
@@ -186,7 +186,7 @@ def reproduce(
     root = registry_of(registry)
     root.manifest(ref)  # an unknown ref or a bad manifest fails before TensorFlow loads
     import_keras_quietly()
-    from digits.reproduce import reproduce as retrain_version
+    from digits.model.reproduce import reproduce as retrain_version
 
     result = retrain_version(root, ref, default_data_dir(), data_dir, log=typer.echo)
     for line in result.lines():
@@ -219,8 +219,8 @@ def tune(
     registry: RegistryOption = None,
 ) -> None:
     """Tune hyperparameters with Optuna, trials on Dask; gate and promote the best model."""
-    from digits.gate import check_threshold
-    from digits.tuning import check_space
+    from digits.registry.gate import check_threshold
+    from digits.model.tuning import check_space
 
     check_space(model)
     check_threshold(threshold)
@@ -313,7 +313,7 @@ def predict(
     registry: RegistryOption = None,
 ) -> None:
     """Print file, digit and probability for each image, one line each."""
-    from digits.predict import load_predictor, predict_files
+    from digits.serving.predictor import load_predictor, predict_files
     from flows.quiet import muted_stderr
 
     # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
@@ -338,8 +338,8 @@ def serve(
     registry: RegistryOption = None,
 ) -> None:
     """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
-    from digits.serve import Limits
-    from digits.serve import serve as run_server
+    from digits.serving.app import Limits
+    from digits.serving.app import serve as run_server
 
     run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes))
 
@@ -404,7 +404,7 @@ def data(
     store: StoreOption = None,
 ) -> None:
     """List the data sources: MNIST and every added batch, accepted or quarantined."""
-    from digits.batches import list_batches
+    from digits.data.batches import list_batches
     from digits.config import MNIST_ROWS, NPM_PACKAGE, default_data_dir
 
     folder = store.resolve() if store else default_data_dir()

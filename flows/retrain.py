@@ -23,12 +23,12 @@ from digits.config import (
     train_config,
 )
 from digits.errors import DataError
-from digits.gate import GateRule, check_threshold
-from digits.snapshot import run_settings, union_checks
+from digits.registry.gate import GateRule, check_threshold
+from digits.data.snapshot import run_settings, union_checks
 from flows.quiet import muted_stderr
 
 if TYPE_CHECKING:
-    from digits.evaluate import NewDataScore
+    from digits.model.evaluate import NewDataScore
 
 # `prefect deploy` and every worker's flow run import this module: the tasks load Keras, whose
 # C++ start-up banner would go straight to their terminals (`digits run` mutes it likewise).

@@ -29,7 +29,7 @@ from digits.config import (
     train_config,
 )
 from digits.errors import DataError, DigitsError, UsageError
-from digits.gate import GateRule, check_threshold
+from digits.registry.gate import GateRule, check_threshold
 from flows.quiet import muted_stderr
 
 with muted_stderr():  # the evaluate/export tasks load Keras (see flows/retrain.py)
@@ -94,7 +94,7 @@ def record(study, trial, state, logger) -> None:
     """Tell the study how a trial ended: complete, pruned, or failed (the study goes on)."""
     from optuna.trial import TrialState
 
-    from digits.tuning import replay
+    from digits.model.tuning import replay
 
     if not state.is_completed():
         logger.warning("trial %d failed: %s", trial.number, state.message)
@@ -134,7 +134,7 @@ def run_study(
     """Rounds of `workers` trials until the study holds `trials` finished ones or time is up."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from digits.tuning import finished, search_space, to_optuna
+    from digits.model.tuning import finished, search_space, to_optuna
 
     logger = get_run_logger()
     space = to_optuna(search_space(model))
@@ -188,7 +188,7 @@ def tune(
     min_train_rows: int | None = None,
 ) -> State:
     """Tune `model` with `trials` trials of `epochs` epochs on Dask; gate the best one."""
-    from digits.tuning import (
+    from digits.model.tuning import (
         fail_interrupted,
         has_complete,
         open_study,
@@ -235,7 +235,7 @@ def tune(
 
 def gate_best(study, storage, data, model, epochs, threshold, regression_tolerance, registry):
     """Evaluate, package, export and gate the best trial's model like any retrain run's."""
-    from digits.tuning import study_summary, trial_config
+    from digits.model.tuning import study_summary, trial_config
 
     best = study.best_trial
     config = trial_config(model, best.params, epochs)

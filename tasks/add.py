@@ -9,11 +9,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from digits.batches import Source, accepted_batches, read_source, source_id, store_batch
-from digits.checks import Check, check_batch, failures, fmt, held_out_parts, reference_of, report_of
+from digits.data.batches import Source, accepted_batches, read_source, source_id, store_batch
+from digits.checks.batch import Check, check_batch, failures, fmt, held_out_parts, reference_of, report_of
 from digits.config import NUM_CLASSES, BatchChecks
-from digits.ingest import load_mnist
-from digits.staging import staging_folder
+from digits.data.ingest import load_mnist
+from digits.files import staging_folder
 
 
 @task(name="read-batch", task_run_name="read-batch", cache_policy=NONE, persist_result=False)
@@ -24,7 +24,7 @@ def read(path: Path) -> Source:
 def load_production(registry_root: Path):
     """The production Keras model (verified), or None when the registry has none yet."""
     from digits.config import PRODUCTION_ALIAS
-    from digits.registry import Registry, load_model
+    from digits.registry.store import Registry, load_model
 
     if PRODUCTION_ALIAS not in Registry(registry_root).aliases():
         return None

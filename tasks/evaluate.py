@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from digits.config import PRODUCTION_ALIAS
-from digits.evaluate import (
+from digits.model.evaluate import (
     Evaluation,
     NewDataScore,
     evaluate_model,
@@ -19,10 +19,10 @@ from digits.evaluate import (
     save_plots,
     score,
 )
-from digits.predict import load_predictor
-from digits.registry import Registry
-from digits.snapshot import NewData
-from digits.train import TrainedModel
+from digits.serving.predictor import load_predictor
+from digits.registry.store import Registry
+from digits.data.snapshot import NewData
+from digits.model.train import TrainedModel
 
 
 def publish_evaluation(

@@ -8,7 +8,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from digits.export import export_candidate
+from digits.model.export import export_candidate
 
 
 # Test images stay in memory (no persistence, no input hashing), as in evaluate.

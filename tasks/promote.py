@@ -8,12 +8,12 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NONE
 
 from digits.config import TrainConfig
-from digits.evaluate import Evaluation, NewDataScore
-from digits.gate import Decision, GateRule
-from digits.ingest import Dataset
-from digits.manifest import describe
-from digits.registry import MODEL_FILE, Registry
-from digits.train import TrainedModel
+from digits.model.evaluate import Evaluation, NewDataScore
+from digits.registry.gate import Decision, GateRule
+from digits.data.ingest import Dataset
+from digits.registry.manifest import describe
+from digits.registry.store import MODEL_FILE, Registry
+from digits.model.train import TrainedModel
 
 
 @task(name="package", task_run_name="package", cache_policy=NONE, persist_result=False)

@@ -1,5 +1,5 @@
 """Snapshot tasks: the accepted batches and the snapshot of a run's data, the skip check,
-and the union of MNIST train with the batches' train parts (digits.snapshot)."""
+and the union of MNIST train with the batches' train parts (digits.data.snapshot)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from digits.batches import Batch, accepted_batches
+from digits.data.batches import Batch, accepted_batches
 from digits.config import PRODUCTION_ALIAS
-from digits.ingest import Dataset
-from digits.registry import Registry
-from digits.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
+from digits.data.ingest import Dataset
+from digits.registry.store import Registry
+from digits.data.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
 
 
 # Batches and MNIST stay in memory (no persistence, no input hashing), as in ingest.

@@ -6,8 +6,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from digits.config import TrainConfig
-from digits.preprocess import Splits
-from digits.train import TrainedModel, fit_model
+from digits.data.splits import Splits
+from digits.model.train import TrainedModel, fit_model
 
 
 # Arrays stay in memory (no persistence, no input hashing); the timeout stops a runaway fit.

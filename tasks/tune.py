@@ -15,7 +15,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from digits.tuning import describe_params, live_reporter, plot_study, train_trial, trial_rows
+from digits.model.tuning import describe_params, live_reporter, plot_study, train_trial, trial_rows
 
 
 def name_trial() -> str:
@@ -74,7 +74,7 @@ def publish_study(study) -> None:
 
 
 def best_line(study) -> str:
-    from digits.tuning import has_complete
+    from digits.model.tuning import has_complete
 
     if not has_complete(study):
         return "no trial completed"
@@ -91,7 +91,7 @@ def reuse_best(result: dict[str, Any]):
     (same validation size and seed) that a retrain run would use, so no retraining."""
     import keras
 
-    from digits.train import TrainedModel
+    from digits.model.train import TrainedModel
 
     get_run_logger().info("reusing trial %d's model %s", result["number"], result["model_path"])
     return TrainedModel(

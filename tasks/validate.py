@@ -1,4 +1,4 @@
-"""Validate tasks: run the Great Expectations suites (digits.validate), publish the results
+"""Validate tasks: run the Great Expectations suites (digits.checks.suites), publish the results
 as artifacts whether they pass or fail, then stop the run on a failure."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from digits.config import ValidationConfig
-from digits.ingest import Dataset
-from digits.preprocess import Splits
-from digits.validate import (
+from digits.data.ingest import Dataset
+from digits.data.splits import Splits
+from digits.checks.suites import (
     ValidationReport,
     raise_on_failure,
     validate_processed_data,

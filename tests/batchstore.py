@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.batches import BATCHES, QUARANTINE, batch_id, held_out_mask
+from digits.data.batches import BATCHES, QUARANTINE, batch_id, held_out_mask
 from tests.synth import make_digits, make_prototypes
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from digits.registry import Registry
+from digits.registry.store import Registry
 from tests.unit.test_registry import make_manifest
 
 

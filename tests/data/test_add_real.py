@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.batches import Source
-from digits.checks import check_batch, reference_of, report_of
+from digits.data.batches import Source
+from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks, default_data_dir, train_config
-from digits.ingest import load_mnist
+from digits.data.ingest import load_mnist
 from tests.synth import distort, noise_images
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
@@ -20,9 +20,9 @@ CONFIG = BatchChecks()
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from digits.preprocess import preprocess_data
-    from digits.registry import Registry, load_model
-    from digits.train import fit_model
+    from digits.data.splits import preprocess_data
+    from digits.registry.store import Registry, load_model
+    from digits.model.train import fit_model
 
     data = load_mnist(None, default_data_dir())
     config = train_config("mlp", epochs=2, validation_size=2000)

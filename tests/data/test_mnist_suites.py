@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from digits.config import MNIST_ROWS, ValidationConfig
-from digits.ingest import load_mnist
-from digits.preprocess import preprocess_data
-from digits.validate import validate_processed_data, validate_raw_data
+from digits.data.ingest import load_mnist
+from digits.data.splits import preprocess_data
+from digits.checks.suites import validate_processed_data, validate_raw_data
 
 pytestmark = pytest.mark.data
 

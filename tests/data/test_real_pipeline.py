@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digits.ingest import load_mnist
+from digits.data.ingest import load_mnist
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

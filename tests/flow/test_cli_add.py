@@ -6,7 +6,7 @@ import numpy as np
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from digits.batches import accepted_batches
+from digits.data.batches import accepted_batches
 from tests.synth import make_digits, make_prototypes, write_dataset
 
 

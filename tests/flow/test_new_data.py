@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.batches import held_out_mask
+from digits.data.batches import held_out_mask
 from digits.config import IDX_FILES
 from tests.batchstore import new_digits, split_styles, write_batch
 from tests.flow.test_retrain_flow import read_flow_run, read_task_runs, run_flow
@@ -83,7 +83,7 @@ def test_trains_on_the_union_and_reports_both_evaluations(tmp_path):
 def write_with_extra_style(folder: Path, style: int, rows: int) -> Path:
     """The synthetic MNIST, its train split grown by `rows` digits of another style."""
     write_dataset(folder)
-    from digits.ingest import parse_idx
+    from digits.data.ingest import parse_idx
 
     images = parse_idx(folder / IDX_FILES["train_images"], 0x803)
     labels = parse_idx(folder / IDX_FILES["train_labels"], 0x801)

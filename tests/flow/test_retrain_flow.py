@@ -9,8 +9,8 @@ from prefect.client.orchestration import get_client
 
 from digits.config import IDX_FILES
 from digits.errors import ExportError
-from digits.predict import load_predictor
-from digits.registry import Registry
+from digits.serving.predictor import load_predictor
+from digits.registry.store import Registry
 from tests.synth import snapshot_tree, write_dataset
 
 FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}
@@ -83,11 +83,11 @@ def test_promotion_message_says_what_it_was_compared_with(tmp_path):
 
 
 def test_a_disagreeing_export_fails_the_run_registry_unchanged(tmp_path, monkeypatch):
-    import digits.export
+    import digits.model.export
 
-    real = digits.export.run_onnx
+    real = digits.model.export.run_onnx
     # An ONNX file whose probabilities drift by 1e-3 from model.keras: over the 1e-4 allowed.
-    monkeypatch.setattr(digits.export, "run_onnx", lambda *args: real(*args) + 1e-3)
+    monkeypatch.setattr(digits.model.export, "run_onnx", lambda *args: real(*args) + 1e-3)
     registry = tmp_path / "registry"
     before = snapshot_tree(registry)
 

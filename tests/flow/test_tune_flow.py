@@ -7,8 +7,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Completed, Failed
 
-from digits.registry import Registry
-from digits.tuning import open_study, search_space, to_optuna
+from digits.registry.store import Registry
+from digits.model.tuning import open_study, search_space, to_optuna
 from flows.tune import record, tune
 from tests.synth import write_dataset
 

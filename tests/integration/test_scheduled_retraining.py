@@ -183,7 +183,7 @@ trigger:
   posture: Reactive
   expect: ["digits.retrain.rejected", "digits.retrain.failed"]
   match:
-    prefect.resource.id: "digits.registry.*"
+    prefect.resource.id: "digits.registry.store.*"
   threshold: 1
   within: 0
 actions:

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from digits.predict import load_inputs
-from digits.registry import Registry
+from digits.serving.predictor import load_inputs
+from digits.registry.store import Registry
 from tests.integration.processes import (
     BIN,
     REPO,

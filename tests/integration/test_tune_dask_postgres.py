@@ -179,7 +179,7 @@ def test_study_on_dask_reports_to_a_postgres_backed_server_and_resumes(pg_server
             resumed = flow_run_of(client, "tune-mlp-", exclude={run.id})
             assert trial_names(client, resumed.id) == ["trial-2"]
 
-    from digits.registry import Registry
+    from digits.registry.store import Registry
 
     # The runs are in PostgreSQL itself, not in some SQLite file beside it.
     query = "select count(*) from task_run where name like 'trial-%'"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from digits.config import train_config
-from digits.models import build_model, export_model
-from digits.preprocess import Splits
-from digits.train import fit_model
+from digits.model.architectures import build_model, export_model
+from digits.data.splits import Splits
+from digits.model.train import fit_model
 from tests.synth import make_digits, make_prototypes
 
 
@@ -82,8 +82,8 @@ def test_same_seed_same_model():
 @pytest.mark.data
 @pytest.mark.slow
 def test_cnn_predictions_stable_under_one_pixel_shifts():
-    from digits.ingest import load_mnist
-    from digits.preprocess import preprocess_data
+    from digits.data.ingest import load_mnist
+    from digits.data.splits import preprocess_data
 
     data = load_mnist(None, Path("data"))
     splits = preprocess_data(data, validation_size=1000, seed=0)

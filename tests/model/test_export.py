@@ -18,7 +18,7 @@ from PIL import Image
 
 from digits.config import ONNX_FILE, SAVED_MODEL_DIR
 from digits.errors import ExportError, RegistryError
-from digits.export import (
+from digits.model.export import (
     PARITY_ATOL,
     check_exports,
     export_candidate,
@@ -27,9 +27,9 @@ from digits.export import (
     run_onnx,
     write_onnx,
 )
-from digits.models import build_model, export_model
-from digits.predict import load_predictor, predict_files
-from digits.registry import MODEL_FILE, Registry
+from digits.model.architectures import build_model, export_model
+from digits.serving.predictor import load_predictor, predict_files
+from digits.registry.store import MODEL_FILE, Registry
 from tests.synth import make_digits, make_prototypes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,8 +3,8 @@
 import numpy as np
 
 from digits.config import train_config
-from digits.preprocess import Splits
-from digits.train import fit_model
+from digits.data.splits import Splits
+from digits.model.train import fit_model
 from tests.synth import make_digits, make_prototypes
 
 

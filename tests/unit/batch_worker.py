@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-import digits.batches as batches
+import digits.data.batches as batches
 
 data_dir = Path(sys.argv[1])
 images = np.zeros((3, 28, 28), np.uint8)

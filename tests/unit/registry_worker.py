@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from digits.gate import GateRule
-from digits.registry import Registry
+from digits.registry.gate import GateRule
+from digits.registry.store import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 

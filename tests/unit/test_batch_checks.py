@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digits.batches import Source, read_source
-from digits.checks import check_batch, reference_of, report_of
+from digits.data.batches import Source, read_source
+from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
 from tests.synth import make_digits, make_prototypes, noise_images
 

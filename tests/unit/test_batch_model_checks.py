@@ -4,8 +4,8 @@ digits from another domain drift in feature space, shuffled labels disagree with
 import numpy as np
 import pytest
 
-from digits.batches import Source
-from digits.checks import check_batch, reference_of, report_of
+from digits.data.batches import Source
+from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
 from tests.synth import make_digits, make_prototypes
 
@@ -16,7 +16,7 @@ CONFIG = BatchChecks()
 def setup(tmp_path_factory):
     import keras
 
-    from digits.registry import Registry, load_model
+    from digits.registry.store import Registry, load_model
 
     prototypes = make_prototypes()
     train_x, train_y = make_digits(1200, 1, prototypes)

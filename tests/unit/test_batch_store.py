@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.batches import (
+from digits.data.batches import (
     Source,
     accepted_batches,
     find_batch,

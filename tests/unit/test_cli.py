@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from digits.registry import Registry
+from digits.registry.store import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from digits import evaluate as ev
+from digits.model import evaluate as ev
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HISTORY = {

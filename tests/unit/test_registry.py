@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from digits.errors import RegistryError
-from digits.registry import Registry, load_model
+from digits.registry.store import Registry, load_model
 from tests.synth import snapshot_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_publish_without_alias_leaves_aliases_alone(registry, source):
 
 def test_importing_the_registry_needs_neither_keras_nor_prefect():
     heavy = "{'keras', 'prefect', 'tensorflow'}"
-    code = f"import sys, digits.registry; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, digits.registry.store; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from digits.registry import Registry, alias_targets
+from digits.registry.store import Registry, alias_targets
 from tests.unit.registry_worker import start_worker, wait_for
 
 

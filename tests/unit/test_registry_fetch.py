@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from digits.registry import Registry
+from digits.registry.store import Registry
 from tests.synth import snapshot_tree
 from tests.unit.registry_worker import start_worker, wait_for
 

@@ -10,7 +10,7 @@ import pytest
 
 from digits.config import lock_timeout
 from digits.errors import RegistryBusy, UsageError
-from digits.registry import Registry
+from digits.registry.store import Registry
 from tests.synth import snapshot_tree
 from tests.unit.registry_worker import start_worker, wait_for
 
@@ -41,7 +41,7 @@ def test_waiting_names_the_holder_then_gives_up_with_registry_busy(held, caplog)
     aliases = registry.aliases()
     waiter = Registry(registry.root, lock_timeout=1.5)
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="digits.registry"):
+    with caplog.at_level(logging.INFO, logger="digits.registry.store"):
         with pytest.raises(RegistryBusy) as caught:
             waiter.set_alias("staging", "v1")
     waited = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""One manifest schema (digits/manifest.schema.json): publish, verify, the card and `models`."""
+"""One manifest schema (digits/registry/manifest.schema.json): publish, verify, the card and `models`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from digits.errors import RegistryError
-from digits.gate import GateRule
-from digits.manifest import SCHEMA_FILE, Manifest, load_schema
-from digits.registry import DIGEST_KEY, Registry, dump_json, sha256_bytes
+from digits.registry.gate import GateRule
+from digits.registry.manifest import SCHEMA_FILE, Manifest, load_schema
+from digits.registry.store import DIGEST_KEY, Registry, dump_json, sha256_bytes
 from tests.synth import snapshot_tree
 
-FULL = {  # every field a training run writes today (digits.manifest.describe)
+FULL = {  # every field a training run writes today (digits.registry.manifest.describe)
     "model": "cnn",
     "hyperparameters": {"model": "cnn", "epochs": 2, "learning_rate": 0.002, "augment": True},
     "training": {"best_epoch": 2, "epochs_run": 2, "seconds": 12.5},

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digits.predict import load_inputs, load_predictor
-from digits.registry import Registry
-from digits.serve import ASSETS, Limits, create_app
+from digits.serving.predictor import load_inputs, load_predictor
+from digits.registry.store import Registry
+from digits.serving.app import ASSETS, Limits, create_app
 from tests.serving import (
     claimed_size_png,
     digit_png,
@@ -325,7 +325,7 @@ def test_follows_the_alias_after_promotion_rollback_and_promote(client, registry
 
 
 def test_a_target_that_does_not_verify_is_not_served(client, registry, models, caplog):
-    caplog.set_level(logging.WARNING, logger="digits.serve")
+    caplog.set_level(logging.WARNING, logger="digits.serving.app")
     publish_model(registry, models["b"], alias=None)
     with (registry.root / "v2" / "model.keras").open("ab") as model:
         model.write(b"tampered")

@@ -8,13 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from digits.batches import SPLIT_RULE, accepted_batches, held_out_mask
+from digits.data.batches import SPLIT_RULE, accepted_batches, held_out_mask
 from digits.config import MNIST_ROWS, ValidationConfig, train_config
 from digits.errors import DataError
-from digits.gate import GateRule, decide
-from digits.ingest import Dataset
-from digits.registry import Registry
-from digits.snapshot import (
+from digits.registry.gate import GateRule, decide
+from digits.data.ingest import Dataset
+from digits.registry.store import Registry
+from digits.data.snapshot import (
     check_mnist,
     combine,
     data_rows,

@@ -1,4 +1,4 @@
-"""digits.tuning: the search space's bounds, the study on disk, one trial on tiny data."""
+"""digits.model.tuning: the search space's bounds, the study on disk, one trial on tiny data."""
 
 import json
 from dataclasses import fields
@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 
 from digits.config import TrainConfig
 from digits.errors import UsageError
-from digits.preprocess import Splits
-from digits.tuning import (
+from digits.data.splits import Splits
+from digits.model.tuning import (
     Choice,
     corners,
     default_params,
@@ -158,7 +158,7 @@ def test_an_interrupted_study_resumes_with_its_running_trials_failed(tmp_path):
 
 
 def test_the_model_card_shows_the_study():
-    from digits.card import render_card
+    from digits.registry.card import render_card
 
     manifest = {
         "version": "v1", "created_at": "2026-11-25T00:00:00Z", "model": "mlp",

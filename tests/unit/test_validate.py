@@ -12,9 +12,9 @@ import pytest
 import tasks.validate as validate_tasks
 from digits.config import ValidationConfig
 from digits.errors import DataError, UsageError
-from digits.ingest import Dataset
-from digits.preprocess import preprocess_data
-from digits.validate import (
+from digits.data.ingest import Dataset
+from digits.data.splits import preprocess_data
+from digits.checks.suites import (
     ValidationReport,
     raise_on_failure,
     validate_processed_data,
@@ -345,7 +345,7 @@ def test_validation_sweeps_what_a_killed_run_left_but_not_a_live_one(tidy, tmp_p
     def build_forever(marker: Path):
         """A process validating into `docs`, stuck once its Data Docs are built."""
         code = (
-            "import time; from pathlib import Path; import digits.validate as v\n"
+            "import time; from pathlib import Path; import digits.checks.suites as v\n"
             "from digits.config import ValidationConfig\n"
             "from tests.unit.test_validate import make_dataset\n"
             f"def hang(*args): Path({str(marker)!r}).touch(); time.sleep(600)\n"

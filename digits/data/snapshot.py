@@ -1,7 +1,7 @@
 """The training set of a run: MNIST plus the accepted batches, and the snapshot naming it.
 
 A run trains on MNIST train plus each accepted batch's train part and keeps the batches'
-held-out parts (`digits.batches.held_out_mask`) as a pooled "new data" test set. The
+held-out parts (`digits.data.batches.held_out_mask`) as a pooled "new data" test set. The
 snapshot (the manifest's `data.snapshot`) names exactly that data: MNIST file hashes, the
 batches' ids and array hashes in training order, and the split rule, so `digits reproduce`
 can rebuild it and a scheduled run can tell that nothing changed since production.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.batches import BATCHES, QUARANTINE, SPLIT_RULE, Batch, held_out_mask, read_batch
+from digits.data.batches import BATCHES, QUARANTINE, SPLIT_RULE, Batch, held_out_mask, read_batch
 from digits.config import TrainConfig, ValidationConfig
 from digits.errors import DataError
-from digits.ingest import Dataset
+from digits.data.ingest import Dataset
 
 
 @dataclass(frozen=True)

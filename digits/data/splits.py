@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digits.ingest import Dataset
+from digits.data.ingest import Dataset
 
 # The exported model starts with Rescaling(PIXEL_SCALE), so consumers feed raw 0..255.
 PIXEL_SCALE = 1.0 / 255.0

@@ -11,15 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from digits.batches import SPLIT_RULE
+from digits.data.batches import SPLIT_RULE
 from digits.config import train_config
 from digits.errors import DataError, RegistryError
-from digits.evaluate import evaluate_model
-from digits.ingest import load_mnist
-from digits.preprocess import preprocess_data
-from digits.registry import Registry
-from digits.snapshot import check_mnist, combine, snapshot_batches
-from digits.train import fit_model
+from digits.model.evaluate import evaluate_model
+from digits.data.ingest import load_mnist
+from digits.data.splits import preprocess_data
+from digits.registry.store import Registry
+from digits.data.snapshot import check_mnist, combine, snapshot_batches
+from digits.model.train import fit_model
 
 
 @dataclass(frozen=True)

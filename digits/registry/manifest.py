@@ -22,9 +22,9 @@ from digits.errors import RegistryError
 
 if TYPE_CHECKING:  # types only: reading a manifest must not import Keras or scikit-learn
     from digits.config import TrainConfig
-    from digits.evaluate import Evaluation, NewDataScore
-    from digits.ingest import Dataset
-    from digits.train import TrainedModel
+    from digits.model.evaluate import Evaluation, NewDataScore
+    from digits.data.ingest import Dataset
+    from digits.model.train import TrainedModel
 
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 REGISTRY_FIELDS = ("version", "created_at", "files", "manifest_sha256")  # the registry's to add
@@ -57,8 +57,8 @@ class Manifest(TypedDict, total=False):
     data: dict  # source, sha256, rows, snapshot (MNIST hashes, batches, split rule)
     environment: dict[str, str]
     flow_run_id: str | None
-    exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.export)
-    study: dict  # the Optuna study of a tuned model (digits.tuning.study_summary)
+    exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.model.export)
+    study: dict  # the Optuna study of a tuned model (digits.model.tuning.study_summary)
     files: Required[dict[str, FileEntry]]
     manifest_sha256: Required[str]
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from digits.config import NUM_CLASSES
 
-LIT = 0.5  # a pixel is ink above half of full scale, as in digits.validate
+LIT = 0.5  # a pixel is ink above half of full scale, as in digits.checks.suites
 STATS = ("ink", "intensity", "height", "width", "stroke")
 
 

@@ -50,12 +50,12 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
-from digits.card import render_card
+from digits.registry.card import render_card
 from digits.config import PRODUCTION_ALIAS, lock_timeout, registry_root
 from digits.errors import RegistryBusy, RegistryError
-from digits.gate import Decision
-from digits.manifest import check_manifest
-from digits.staging import owned_folder, sweep_abandoned
+from digits.registry.gate import Decision
+from digits.registry.manifest import check_manifest
+from digits.files import owned_folder, sweep_abandoned
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"

@@ -103,7 +103,7 @@ def read_source(path: Path) -> Source:
 
 
 def read_folder(folder: Path) -> Source:
-    from digits.predict import normalize_image, read_grayscale
+    from digits.serving.predictor import normalize_image, read_grayscale
 
     images, labels, unreadable = [], [], []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -157,7 +157,7 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict) -> t
     and whether it was written here (False: an equal batch was stored first)."""
     from filelock import FileLock
 
-    from digits.staging import staging_folder, sweep_staging
+    from digits.files import staging_folder, sweep_staging
 
     parent = Path(data_dir) / (BATCHES if record["status"] == "accepted" else QUARANTINE)
     lock_dir = Path(data_dir) / BATCHES

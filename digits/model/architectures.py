@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
-from digits.preprocess import PIXEL_SCALE
+from digits.data.splits import PIXEL_SCALE
 
 
 def build_mlp(

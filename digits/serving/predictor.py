@@ -20,7 +20,7 @@ from digits.config import IMAGE_SHAPE, ONNX_FILE, PRODUCTION_ALIAS
 from digits.errors import DataError, RegistryError, UsageError
 
 if TYPE_CHECKING:
-    from digits.registry import Registry
+    from digits.registry.store import Registry
 
 # MNIST fitted each digit into a 20x20 box (aspect kept, anti-aliased), then placed it in
 # 28x28 with its centre of mass at the centre: (14, 14) in index coordinates, measured.
@@ -207,7 +207,7 @@ def load_predictor(
     `registry`: a Registry, or its root (None: $DIGITS_REGISTRY or the default).
     """
     from digits.config import registry_root
-    from digits.registry import Registry
+    from digits.registry.store import Registry
 
     if not isinstance(registry, Registry):
         registry = Registry(registry_root(registry))
@@ -245,7 +245,7 @@ def keras_runner(folder: Path) -> Callable[[np.ndarray], Any]:
     """Versions published before the exports: the .keras model, in safe mode."""
     import keras
 
-    from digits.registry import MODEL_FILE
+    from digits.registry.store import MODEL_FILE
 
     model = keras.saving.load_model(folder / MODEL_FILE, safe_mode=True)
     lock = threading.Lock()  # a Keras model is not safe to call from several threads (serve)

@@ -14,7 +14,7 @@ import numpy as np
 
 from digits.config import IDX_FILES, MNIST_SHA256, NPM_PACKAGE
 from digits.errors import DataError, SourceUnavailable
-from digits.staging import staging_folder, sweep_staging
+from digits.files import staging_folder, sweep_staging
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension

@@ -27,7 +27,7 @@ from digits.errors import UsageError
 if TYPE_CHECKING:
     import optuna
 
-    from digits.preprocess import Splits
+    from digits.data.splits import Splits
 
 # --- The search space ------------------------------------------------------------
 
@@ -250,7 +250,7 @@ def write_splits(splits: Splits, root: Path) -> Path:
 
 def read_splits(folder: Path) -> Splits:
     """Memory-mapped train/validation; the test arrays are empty, so a trial cannot use them."""
-    from digits.preprocess import Splits
+    from digits.data.splits import Splits
 
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in SPLIT_FILES}
     return Splits(
@@ -297,7 +297,7 @@ def train_trial(
     """
     import keras
 
-    from digits.train import fit_model
+    from digits.model.train import fit_model
 
     size_threads()
     config = trial_config(model, params, epochs)

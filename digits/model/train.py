@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import keras
 
 from digits.config import TrainConfig
-from digits.models import build_model, export_model
-from digits.preprocess import Splits
+from digits.model.architectures import build_model, export_model
+from digits.data.splits import Splits
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from starlette.exceptions import HTTPException
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES, PRODUCTION_ALIAS
 from digits.errors import RegistryError
-from digits.predict import load_predictor, normalize_image, to_grayscale
-from digits.registry import CARD_FILE, Registry, check_ref
+from digits.serving.predictor import load_predictor, normalize_image, to_grayscale
+from digits.registry.store import CARD_FILE, Registry, check_ref
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
-    """What digits.predict.load_predictor returns (tests pass stand-ins)."""
+    """What digits.serving.predictor.load_predictor returns (tests pass stand-ins)."""
 
     version: str
     ref: str
@@ -229,7 +229,7 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray,
                     f"{max_pixels} pixels",
                 )
             image.load()
-            # Same steps as digits.predict.read_grayscale: EXIF rotation, then grayscale.
+            # Same steps as digits.serving.predictor.read_grayscale: EXIF rotation, then grayscale.
             gray = to_grayscale(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise ApiError(422, f"{label}: not a PNG or JPEG image") from None
@@ -489,7 +489,7 @@ def read_version_file(registry: Registry, version: str, name: str) -> Response:
 
 
 def read_assets() -> dict[str, bytes]:
-    folder = resources.files("digits") / "static"
+    folder = resources.files("digits.serving") / "static"
     return {name: (folder / name).read_bytes() for name in ASSETS}
 
 

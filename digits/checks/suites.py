@@ -28,9 +28,9 @@ from great_expectations.expectations.row_conditions import Column
 
 from digits.config import DIGITS, IMAGE_SHAPE, NUM_CLASSES, ValidationConfig
 from digits.errors import ValidationFailed
-from digits.ingest import Dataset
-from digits.preprocess import Splits
-from digits.staging import staging_folder, sweep_staging
+from digits.data.ingest import Dataset
+from digits.data.splits import Splits
+from digits.files import staging_folder, sweep_staging
 
 LIT_LEVEL = 0.5  # a pixel is ink above half of full scale, so faint scanner noise is not
 REFERENCE_SPLIT = "train"  # other splits must draw their digits like train does

@@ -14,10 +14,10 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from digits import drift
-from digits.batches import Source, held_out_mask
+from digits.checks import drift
+from digits.data.batches import Source, held_out_mask
 from digits.config import BatchChecks
-from digits.validate import digest, open_context, run_suite
+from digits.checks.suites import digest, open_context, run_suite
 
 LEAK_BLUR = 1.0  # px: a resampled copy of a digit stays near its original, distinct ones don't
 
@@ -58,7 +58,7 @@ def reference_of(train_images, train_labels, test_images, held_out: list[np.ndar
                  config: BatchChecks) -> Reference:
     """A fixed sample of train; test both as stored and as `normalize_image` makes it, so a
     test digit re-read from a PNG lines up with its original."""
-    from digits.predict import normalize_image
+    from digits.serving.predictor import normalize_image
 
     sample = drift.reference_sample(train_images, train_labels, config.reference_rows)
     normalised = np.stack([normalize_image(image) for image in test_images])

@@ -1,0 +1,1 @@
+"""Data: ingest and the IDX parser, the batch store, the snapshot, splits, image normalisation."""

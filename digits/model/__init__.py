@@ -1,0 +1,1 @@
+"""The model: architectures, training, evaluation, export, tuning, reproduction."""

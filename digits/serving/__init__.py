@@ -1,0 +1,1 @@
+"""Serving: the predictor over a registry version, the HTTP app, the static page."""
