@@ -4,14 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-# One Prefect home inside the project, so `make ui` shows the runs of `make run`.
-export PREFECT_HOME := $(CURDIR)/.prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export GX_ANALYTICS_ENABLED := false
-# No TensorFlow C++ log lines (`digits run` and prefect.yaml's flow runs set the same; the
-# flow module mutes TensorFlow's start-up banner itself). Set it to 0 to see them.
-export TF_CPP_MIN_LOG_LEVEL ?= 3
+# One Prefect home inside the project, so `make ui` shows the runs of `make run`: the one
+# `digits` itself defaults to (./.prefect where it runs); an exported PREFECT_HOME wins in both.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+# Runs a command with the environment defaults of digits/config.py (ENV_DEFAULTS: no
+# analytics, no TensorFlow C++ log lines, ...), their one home; the caller's values win.
+# `digits` applies them itself.
+WITH_DEFAULTS = $(BIN)/python -m digits.environment
 
 UI_PORT ?= 4200
 ARGS ?=
@@ -20,7 +19,7 @@ ARGS ?=
 UI_URL_FILE := $(PREFECT_HOME)/ui-url
 REMEMBERED_API = $(if $(filter file,$(origin UI_PORT)),$(shell cat $(UI_URL_FILE) 2>/dev/null))
 API_URL ?= $(or $(PREFECT_API_URL),$(REMEMBERED_API),http://127.0.0.1:$(UI_PORT)/api)
-POOL = $(shell $(BIN)/python -m flows.schedule pool)# prefect.yaml is its one home
+POOL = $(shell $(BIN)/python -m flows.schedule pool)# flows/schedule.py is its one home
 # Prefect's hint after deploy names a bare `prefect worker start`, which lacks what
 # `make worker` sets: say `make worker` instead.
 WORKER_HINT := sed -e "/To execute flow runs from these deployments/,/prefect worker start --pool/c \
@@ -38,15 +37,15 @@ run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect,
 	$(BIN)/digits run $(ARGS)
 
 test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
-	$(BIN)/python -m pytest $(ARGS)
+	$(WITH_DEFAULTS) $(BIN)/python -m pytest $(ARGS)
 
-test-fast: $(STAMP)  ## unit tests only, seconds
-	$(BIN)/python -m pytest -m "not slow and not data and not integration" $(ARGS)
+test-fast: $(STAMP)  ## the unit tests not marked slow: under a minute, after every edit
+	$(WITH_DEFAULTS) $(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
 
 ui: $(STAMP)  ## the Prefect UI on 127.0.0.1 over this project's runs
 	@mkdir -p $(PREFECT_HOME) && echo http://127.0.0.1:$(UI_PORT)/api > $(UI_URL_FILE)
 	trap 'rm -f $(UI_URL_FILE)' EXIT; trap 'exit 130' INT TERM; \
-	PREFECT_UI_API_URL=http://127.0.0.1:$(UI_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
+	PREFECT_UI_API_URL=http://127.0.0.1:$(UI_PORT)/api $(WITH_DEFAULTS) $(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
 
 deploy worker: export PREFECT_API_URL := $(API_URL)
 worker: export DIGITS_PROJECT_DIR := $(CURDIR)# prefect.yaml's pull step runs flows from here
@@ -61,12 +60,12 @@ deploy: api-up  ## register prefect.yaml (weekly retraining) on the server; crea
 	@$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 \
 	  || { $(BIN)/prefect work-pool create $(POOL) --type process >/dev/null \
 	       && echo "Created work pool $(POOL) (type process)."; }
-	@log=$$(mktemp); COLUMNS=120 $(BIN)/prefect --no-prompt deploy --all >$$log 2>&1; \
+	@log=$$(mktemp); COLUMNS=120 $(WITH_DEFAULTS) $(BIN)/prefect --no-prompt deploy --all >$$log 2>&1; \
 	  status=$$?; $(WORKER_HINT) $$log; rm -f $$log; exit $$status
 
 worker: api-up  ## run the pool's scheduled flow runs from this checkout, one at a time
 	@echo "Prefect API: $(API_URL)"
-	$(BIN)/prefect worker start --pool $(POOL) --limit 1
+	$(WITH_DEFAULTS) $(BIN)/prefect worker start --pool $(POOL) --limit 1
 
 bench: $(STAMP)  ## benchmarks/results.md figures on this machine
 	$(BIN)/python benchmarks/run.py

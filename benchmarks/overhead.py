@@ -24,6 +24,8 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
+from digits.config import ENV_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) \| \w+ +\| (.*)$")
@@ -94,11 +96,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {
+            **ENV_DEFAULTS,  # the original script and the server too run as `digits` would
             **os.environ,
             "DIGITS_REGISTRY": str(Path(tmp) / "registry"),
             "DIGITS_ARTIFACTS": str(Path(tmp) / "artifacts"),
             "PREFECT_HOME": str(Path(tmp) / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
         script = [sys.executable, "benchmarks/original_mlp.py"]

@@ -30,14 +30,17 @@ DIGITS = Path(sys.executable).with_name("digits")
 def build_registry(root: Path, image: Path) -> None:
     """v1: cnn with exports (the flow's export step); v2: the same model.keras alone."""
     sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from digits.environment import default_environment
+
+    default_environment()  # before Keras loads: TensorFlow reads its log level once
     import keras
     import numpy as np
     from PIL import Image
 
-    from digits.model.export import export_candidate
     from digits.model.architectures import build_model, export_model
-    from digits.registry.store import MODEL_FILE, Registry
+    from digits.model.export import export_candidate
+    from digits.registry.layout import MODEL_FILE
+    from digits.registry.store import Registry
     from tests.synth import make_digits, make_prototypes
 
     images, labels = make_digits(1000, seed=1, prototypes=make_prototypes())

@@ -19,6 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from digits.config import ENV_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -53,9 +55,9 @@ def measure_inference(registry: Path) -> float:
 
 
 def measure_validation() -> float:
+    from digits.checks.suites import validate_raw_data
     from digits.config import MNIST_ROWS, ValidationConfig
     from digits.data.ingest import load_mnist
-    from digits.checks.suites import validate_raw_data
 
     data = load_mnist(None, ROOT / "data")
     with tempfile.TemporaryDirectory() as docs:
@@ -66,7 +68,7 @@ def measure_validation() -> float:
 
 
 def main() -> None:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**ENV_DEFAULTS, **os.environ}  # the original script too runs as `digits` would
     rows = [f"machine: {platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}; date: {date.today()}"]
     with tempfile.TemporaryDirectory() as tmp:
         registry = Path(tmp) / "registry"

@@ -43,12 +43,35 @@ MNIST_ROWS = {"train": 60_000, "test": 10_000}
 DEFAULT_THRESHOLD = 0.97  # the accuracy gate; a run may raise it, never lower it
 DEFAULT_REGRESSION_TOLERANCE = 0.002
 PRODUCTION_ALIAS = "production"
-# Exports beside model.keras in a version (digits.model.export writes them, digits.serving.predictor reads them).
-ONNX_FILE = "model.onnx"
-SAVED_MODEL_DIR = "saved_model"
 # Generous on purpose: a finished training run should wait out another run's promotion
 # (seconds under the lock) or a slow `digits promote` rather than be thrown away.
 DEFAULT_LOCK_TIMEOUT_S = 600.0
+DEFAULT_MODEL = "cnn"
+# `digits tune` and the tune flow: a study small enough for a laptop (docs/scaling.md).
+DEFAULT_TUNE_TRIALS = 8
+DEFAULT_TUNE_EPOCHS = 2  # per trial
+DEFAULT_TUNE_WORKERS = 2  # local Dask worker processes, so trials run at once
+
+# --- The process environment -----------------------------------------------------
+
+# Seconds a Prefect API server may take to answer: its first start migrates the SQLite
+# database, which takes a minute on a slow machine.
+API_STARTUP_TIMEOUT_S = 90
+# Set wherever the pipeline runs, unless the caller's environment already sets them: the
+# `digits` command (digits.environment), the Makefile's targets, benchmarks/run.py.
+# prefect.yaml's worker env repeats the flow-run ones (tests/unit/test_settings.py).
+ENV_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(API_STARTUP_TIMEOUT_S),
+    "GX_ANALYTICS_ENABLED": "false",
+    # C++ log level 3 hides TensorFlow's INFO, WARNING and ERROR lines; Python errors still
+    # raise. ERROR too, because TF 2.21's tf.data logs its use_unbounded_threadpool mismatch
+    # at ERROR. TF_CPP_MIN_LOG_LEVEL=0 shows everything.
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+# PREFECT_HOME when unset: under the current folder, like the registry and data defaults, so
+# `digits run`, `make run` and `make ui` in the project share one database.
+PREFECT_HOME_DIR = ".prefect"
 
 
 def registry_root(path: str | Path | None = None) -> Path:
@@ -172,7 +195,7 @@ class TrainConfig:
     the flow takes them as `train_overrides`, and the manifest records them all.
     """
 
-    model: str = knob("cnn", "Architecture: mlp (the original script) or cnn.")
+    model: str = knob(DEFAULT_MODEL, "Architecture: mlp (the original script) or cnn.")
     epochs: int = knob(12, "Passes over the training split (early stopping may end sooner).")
     batch_size: int = knob(128, "Images per gradient step.")
     learning_rate: float = knob(2e-3, "Adam's initial learning rate.")
@@ -234,7 +257,7 @@ MODEL_DEFAULTS: dict[str, TrainConfig] = {
 }
 
 
-def train_config(model: str = "cnn", **overrides: object) -> TrainConfig:
+def train_config(model: str = DEFAULT_MODEL, **overrides: object) -> TrainConfig:
     """The model's defaults with `overrides` applied; `None` keeps a default."""
     if model not in MODEL_DEFAULTS:
         raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")

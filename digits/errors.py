@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Outcomes that are no error, so no exception carries their codes.
+EXIT_REJECTED = 3  # the gate rejected the model; the registry is unchanged
+EXIT_ABORTED = 130  # Ctrl-C, as a shell reports SIGINT
+
 
 class DigitsError(Exception):
     """Base class: a one-line message for the user and the process exit code."""

@@ -1,13 +1,16 @@
-"""Folders owned by a live process: staging for downloads, Data Docs builds, registry
-builds and fetches, and the sweep that removes what a killed process left.
+"""Files written to survive a crash, the library's one SHA-256 helper family, and folders
+owned by a live process (staging for downloads, Data Docs builds, registry builds and
+fetches) with the sweep that removes what a killed process left.
 
-The owner holds `<folder>.lock` (an flock, which the kernel releases when the process
-dies) from before the folder exists until after it is gone, so a sweeper that can take
-the lock without waiting knows the owner is dead, however long a live owner's work takes.
+The owner of a folder holds `<folder>.lock` (an flock, which the kernel releases when the
+process dies) from before the folder exists until after it is gone, so a sweeper that can
+take the lock without waiting knows the owner is dead, however long a live owner's work takes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import uuid
@@ -15,7 +18,64 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+# --- hashing ---------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def sha256_bytes(*parts: bytes | memoryview) -> str:
+    """The SHA-256 of the parts one after another, as if joined (without copying them)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+# --- writing and walking ---------------------------------------------------------
+
+
+def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
+    """Copy a file, fsync it, and return the SHA-256 and size of the bytes written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with source.open("rb") as reader, target.open("xb") as writer:
+        for chunk in iter(lambda: reader.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return digest.hexdigest(), size
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new entry in `folder` durable, not just the files' bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def walk_files(folder: Path) -> Iterator[str]:
+    """Relative posix names of every non-folder entry under `folder`, sorted."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            yield Path(dirpath, filename).relative_to(folder).as_posix()
+
+
+# --- owned folders ---------------------------------------------------------------
 
 OWN_LOCK_TIMEOUT_S = 60.0  # a folder's own lock: only a sweeper touches it, briefly
 
@@ -24,6 +84,8 @@ OWN_LOCK_TIMEOUT_S = 60.0  # a folder's own lock: only a sweeper touches it, bri
 def owned_folder(folder: Path) -> Iterator[None]:
     """Hold `<folder>.lock` from before `folder` exists until after it is gone (renamed
     away or removed here), so `sweep_abandoned` knows a live owner from a dead one."""
+    from filelock import FileLock  # here: its import (asyncio too) would slow `digits predict`
+
     with FileLock(f"{folder}.lock", timeout=OWN_LOCK_TIMEOUT_S) as lock:
         try:
             yield
@@ -48,6 +110,8 @@ def sweep_abandoned(parent: Path, pattern: re.Pattern) -> None:
 
 def remove_abandoned(folder: Path) -> None:
     """Remove a folder and its lock file unless its owner is still alive."""
+    from filelock import FileLock, Timeout  # here, as in owned_folder
+
     lock = FileLock(f"{folder}.lock")
     try:
         lock.acquire(blocking=False)

@@ -8,10 +8,10 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Completed
 
-from digits.data.batches import find_batch, source_id
 from digits.config import BatchChecks, default_data_dir, registry_root
+from digits.data.batches import find_batch, source_id
+from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
-from flows.quiet import muted_stderr
 
 with muted_stderr():  # the check task loads Keras for the production model
     from tasks.add import check, read, store
@@ -35,10 +35,10 @@ class Added:
 
 
 @flow(name="add", flow_run_name="add-{name}", validate_parameters=False)
-def add(path: str, name: str, store_dir: str | None = None, reference_dir: str | None = None,
-        registry: str | None = None, config: BatchChecks | None = None):
-    data = Path(store_dir).resolve() if store_dir else default_data_dir()
-    source = read(Path(path))
+def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Path | None = None,
+        registry: Path | None = None, config: BatchChecks | None = None):
+    data = store_dir.resolve() if store_dir else default_data_dir()
+    source = read(path)
     existing = find_batch(data, source_id(source))
     if existing is not None and existing["status"] != "accepted":
         raise ValidationFailed(f"batch {existing['id'][:12]} already quarantined: "
@@ -47,8 +47,7 @@ def add(path: str, name: str, store_dir: str | None = None, reference_dir: str |
         added = Added(existing["id"], existing["name"], existing["rows"], existing["status"],
                       new=False, reason=existing.get("reason"))
         return Completed(message=added.line(), data=added)
-    checks = check(source, data, Path(reference_dir) if reference_dir else None,
-                   registry_root(registry), config or BatchChecks())
+    checks = check(source, data, reference_dir, registry_root(registry), config or BatchChecks())
     record, new = store(source, name, checks, data)
     if record["status"] != "accepted":
         raise ValidationFailed(f"batch {record['id'][:12]} quarantined: {record['reason']}")

@@ -26,6 +26,7 @@ from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
+from digits.config import API_STARTUP_TIMEOUT_S
 from digits.errors import DigitsError
 
 STAMP = "digits-migrated.json"
@@ -97,8 +98,9 @@ def configured_api_url() -> str | None:
 def wait_until_ready(server: subprocess.Popen) -> None:
     """Block until the API answers, and remember that its database is migrated."""
     url = f"{os.environ['PREFECT_API_URL']}/health"
+    # Prefect's own setting for the server it would start, so one value bounds both.
     deadline = time.monotonic() + float(
-        os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+        os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", API_STARTUP_TIMEOUT_S)
     )
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -131,6 +133,8 @@ def free_port() -> int:
 
 
 def prefect_home() -> Path:
+    """The home Prefect uses: `digits` sets PREFECT_HOME (digits.environment); Prefect's
+    own default stands for any other caller."""
     return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
 
 

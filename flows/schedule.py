@@ -1,23 +1,22 @@
 """`digits schedule`: register a scheduled `retrain` deployment and run its flow runs here.
 
-The one-process alternative to prefect.yaml + `make deploy` + `make worker`. prefect.yaml is
-the one home of the schedule, tags and work pool; this module reads them from it. A
-schedule needs a Prefect server that outlives this process (an ephemeral API dies with
-it), so this refuses to start without PREFECT_API_URL. Prefect is imported inside functions.
+The one-process alternative to prefect.yaml + `make deploy` + `make worker`. `WEEKLY` is the
+home of the schedule, tags and work pool that `digits run`, `digits schedule` and the
+Makefile use: code, so an installed package has them wherever it runs, without a checkout.
+`prefect deploy` reads the same from prefect.yaml, which tests/unit/test_settings.py holds
+equal to `WEEKLY`. A schedule needs a Prefect server that outlives this process (an
+ephemeral API dies with it), so this refuses to start without PREFECT_API_URL. Prefect is
+imported inside functions.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from digits.errors import UsageError
 
-PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-DEPLOYMENT = "weekly"  # the deployment in prefect.yaml whose settings the CLI shares
 NO_SERVER = (
     "digits schedule needs a Prefect server: start one with `make ui`, then "
     "export PREFECT_API_URL=http://127.0.0.1:4200/api"
@@ -26,21 +25,16 @@ NO_SERVER = (
 
 @dataclass(frozen=True)
 class DeploymentSettings:
-    cron: str
-    tags: list[str]
+    name: str  # the deployment in prefect.yaml
+    cron: str  # in UTC
+    tags: tuple[str, ...]
     pool: str
 
 
-@cache
-def deployment_settings() -> DeploymentSettings:
-    """Schedule, tags and work pool of the `weekly` deployment in prefect.yaml."""
-    import yaml  # installed with Prefect
-
-    spec = yaml.safe_load(PREFECT_YAML.read_text())
-    weekly = next(d for d in spec["deployments"] if d["name"] == DEPLOYMENT)
-    return DeploymentSettings(
-        cron=weekly["schedules"][0]["cron"], tags=weekly["tags"], pool=weekly["work_pool"]["name"]
-    )
+# Mondays 03:00 UTC; the tags mark every retraining run in the UI, manual ones included.
+WEEKLY = DeploymentSettings(
+    name="weekly", cron="0 3 * * 1", tags=("digits", "mnist"), pool="digits-pool"
+)
 
 
 def check_cron(cron: str) -> str:
@@ -50,7 +44,7 @@ def check_cron(cron: str) -> str:
     try:
         CronSchedule(cron=cron, timezone="UTC")
     except ValueError:
-        example = f"e.g. '{deployment_settings().cron}'"
+        example = f"e.g. '{WEEKLY.cron}'"
         raise UsageError(f"--cron {cron!r} is not a cron expression ({example})") from None
     return cron
 
@@ -81,11 +75,11 @@ def serve_retrain(name: str, cron: str, parameters: dict[str, Any]) -> None:
         name=name,
         schedule=Cron(cron, timezone="UTC"),
         parameters=parameters,
-        tags=deployment_settings().tags,
+        tags=WEEKLY.tags,
         limit=1,  # this process runs one flow at a time
         global_limit=1,  # and the server queues a second run of this deployment
     )
 
 
-if __name__ == "__main__":  # `python -m flows.schedule pool`: the Makefile's one source
-    print(getattr(deployment_settings(), sys.argv[1]))
+if __name__ == "__main__":  # `python -m flows.schedule pool`: how the Makefile reads it
+    print(getattr(WEEKLY, sys.argv[1]))

@@ -6,46 +6,54 @@ LocalCluster of worker processes, or the cluster at `dask_address`), and tells t
 each result. The study lives in a journal file under artifacts/studies/, so a run with the
 same study name resumes it. The best trial's saved model (trained on the same train split a
 retrain run uses) then goes through evaluate, package, export and gate-and-promote.
+
+The data and the judgement are retrain's own stages (flows/stages.py): the trials train on
+MNIST plus every accepted batch, on the split a `digits run` would use, and the best model
+is gated on MNIST test and on the held-out new data, with production re-scored in this run.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import flow, get_run_logger, runtime
-from prefect.context import FlowRunContext
+from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 
 from digits.config import (
+    DEFAULT_MODEL,
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
+    DEFAULT_TUNE_EPOCHS,
+    DEFAULT_TUNE_TRIALS,
+    DEFAULT_TUNE_WORKERS,
+    ENV_DEFAULTS,
     default_artifacts_dir,
     default_data_dir,
     registry_root,
     train_config,
 )
+from digits.environment import muted_stderr
 from digits.errors import DataError, DigitsError, UsageError
-from digits.registry.gate import GateRule, check_threshold
-from flows.quiet import muted_stderr
+from digits.model.space import search_space, to_optuna, trial_config
+from digits.model.tuning import (
+    fail_interrupted,
+    finished,
+    has_complete,
+    open_study,
+    replay,
+    start_from_defaults,
+    studies_dir,
+    study_summary,
+    write_splits,
+)
+from digits.registry.gate import check_threshold
+from flows.outcome import OUTCOME_HOOKS, run_namer
+from flows.stages import Gate, collect_data, evaluate_and_gate, prepare_data, validation_checks
 
-with muted_stderr():  # the evaluate/export tasks load Keras (see flows/retrain.py)
-    from flows.retrain import Outcome, tag_outcome, validation_checks
-    from tasks.evaluate import evaluate
-    from tasks.export import export
-    from tasks.ingest import ingest
-    from tasks.preprocess import preprocess
-    from tasks.promote import package, promote
+with muted_stderr():  # the reuse task loads Keras inside (see flows/stages.py)
     from tasks.tune import publish_study, reuse_best, run_trial
-    from tasks.validate import validate_processed, validate_raw
-
-
-def name_run() -> str:
-    model = runtime.flow_run.parameters.get("model", "cnn")
-    return f"tune-{model}-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
 
 
 def worker_env(workers: int, api_url: str) -> dict[str, str]:
@@ -57,11 +65,12 @@ def worker_env(workers: int, api_url: str) -> dict[str, str]:
     server of its own on the same SQLite database.
     """
     share = max(1, (os.cpu_count() or 1) // workers)
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", ENV_DEFAULTS["TF_CPP_MIN_LOG_LEVEL"])
     return {
         "PREFECT_API_URL": api_url,
         "TF_NUM_INTRAOP_THREADS": str(share),
         "TF_NUM_INTEROP_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        "TF_CPP_MIN_LOG_LEVEL": quiet,
     }
 
 
@@ -93,8 +102,6 @@ def flow_api_url() -> str:
 def record(study, trial, state, logger) -> None:
     """Tell the study how a trial ended: complete, pruned, or failed (the study goes on)."""
     from optuna.trial import TrialState
-
-    from digits.model.tuning import replay
 
     if not state.is_completed():
         logger.warning("trial %d failed: %s", trial.number, state.message)
@@ -134,8 +141,6 @@ def run_study(
     """Rounds of `workers` trials until the study holds `trials` finished ones or time is up."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from digits.model.tuning import finished, search_space, to_optuna
-
     logger = get_run_logger()
     space = to_optuna(search_space(model))
     api_url = flow_api_url()
@@ -171,82 +176,67 @@ def run_study(
                     record(study, trial, final_state(future), logger)
 
 
-@flow(name="tune", flow_run_name=name_run, log_prints=True)
+@flow(name="tune", flow_run_name=run_namer("tune"), log_prints=True, **OUTCOME_HOOKS)
 def tune(
-    model: str = "cnn",
-    trials: int = 8,
-    epochs: int = 2,
-    workers: int = 2,
+    model: str = DEFAULT_MODEL,
+    trials: int = DEFAULT_TUNE_TRIALS,
+    epochs: int = DEFAULT_TUNE_EPOCHS,
+    workers: int = DEFAULT_TUNE_WORKERS,
     dask_address: str | None = None,
     timeout_minutes: float | None = None,
     promote_best: bool = True,
     study_name: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     regression_tolerance: float | None = DEFAULT_REGRESSION_TOLERANCE,
-    data_dir: str | None = None,
-    registry: str | None = None,
+    data_dir: Path | None = None,
+    registry: Path | None = None,
     min_train_rows: int | None = None,
 ) -> State:
     """Tune `model` with `trials` trials of `epochs` epochs on Dask; gate the best one."""
-    from digits.model.tuning import (
-        fail_interrupted,
-        has_complete,
-        open_study,
-        start_from_defaults,
-        studies_dir,
-        write_splits,
-    )
-
     check_threshold(threshold)
     if trials < 1 or workers < 1 or epochs < 1:
         raise UsageError("--trials, --workers and --epochs must be at least 1")
-    logger = get_run_logger()
     config = train_config(model, epochs=epochs)  # validation size and seed: as a retrain run
     source = Path(data_dir).resolve() if data_dir else None
-    checks = validation_checks(source, min_train_rows)
-    artifacts = default_artifacts_dir()
     try:
-        data = ingest(source, default_data_dir())
-        validate_raw(data, checks, artifacts / "gx")
-        splits = preprocess(data, config.validation_size, config.seed)
-        validate_processed(splits, checks, artifacts / "gx")
+        collected = collect_data(source, default_data_dir())
+        prepared = prepare_data(collected, config, validation_checks(source, min_train_rows))
     except DataError as error:
         return Failed(message=str(error), data=error)
 
-    folder = studies_dir(artifacts)
-    arrays = write_splits(splits, folder / "data")  # the trials' only input: files on disk
+    folder = studies_dir(default_artifacts_dir())
+    arrays = write_splits(prepared.splits, folder / "data")  # the trials' only input: files
     name = study_name or f"tune-{model}"
     storage = folder / f"{name}.journal"
-    study = open_study(name, storage, seed=config.seed)
+    try:
+        study = search(name, storage, config.seed, model, trials, epochs, workers,
+                       dask_address, timeout_minutes, arrays)
+    except DigitsError as error:
+        return Failed(message=str(error), data=error)
+    best = study.best_trial
+    if not promote_best:
+        return Completed(message=f"best trial {best.number}: validation accuracy {best.value:.4f}")
+    trained = reuse_best({"number": best.number, **best.user_attrs})
+    best_config = trial_config(model, best.params, epochs)
+    gate = Gate(threshold, regression_tolerance)
+    extra = {"study": study_summary(study, storage)}
+    root = registry_root(registry)
+    return evaluate_and_gate(trained, prepared, best_config, gate, root, extra).state()
+
+
+def search(name, storage, seed, model, trials, epochs, workers, dask_address, timeout_minutes,
+           arrays):
+    """Open (or resume) the study, run its trials and publish it; raises DigitsError when
+    no trial completed."""
+    logger = get_run_logger()
+    study = open_study(name, storage, seed=seed)
     start_from_defaults(study, model)
     if stale := fail_interrupted(study):
         logger.info("resumed study %s: interrupted trials %s recorded as failed", name, stale)
     run_study(study, model, trials, epochs, workers, dask_address, timeout_minutes, arrays, storage)
     publish_study(study)
     if not has_complete(study):
-        error = DigitsError(f"study {name}: no trial completed; registry unchanged")
-        return Failed(message=str(error), data=error)
+        raise DigitsError(f"study {name}: no trial completed; registry unchanged")
     best = study.best_trial
     logger.info("best trial %d: validation accuracy %.4f %s", best.number, best.value, best.params)
-    if not promote_best:
-        return Completed(message=f"best trial {best.number}: validation accuracy {best.value:.4f}")
-    return gate_best(study, storage, data, model, epochs, threshold, regression_tolerance, registry)
-
-
-def gate_best(study, storage, data, model, epochs, threshold, regression_tolerance, registry):
-    """Evaluate, package, export and gate the best trial's model like any retrain run's."""
-    from digits.model.tuning import study_summary, trial_config
-
-    best = study.best_trial
-    config = trial_config(model, best.params, epochs)
-    trained = reuse_best({"number": best.number, **best.user_attrs})
-    with tempfile.TemporaryDirectory(prefix="digits-build-") as build:
-        evaluation = evaluate(trained, data.test_images, data.test_labels, Path(build) / "plots")
-        manifest = package(Path(build), data, trained, config, evaluation, threshold)
-        manifest = {**manifest, "study": study_summary(study, storage)}
-        manifest = export(Path(build), manifest, data.test_images)
-        rule = GateRule(evaluation.accuracy, threshold, regression_tolerance)
-        decision, version = promote(registry_root(registry), Path(build), manifest, rule)
-    outcome = Outcome(decision.promote, evaluation.accuracy, threshold, version, decision.reason)
-    tag_outcome(FlowRunContext.get().flow_run, outcome.kind)
-    return Completed(message=outcome.message(), data=outcome)
+    return study

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from digits.data.batches import Source, accepted_batches, read_source, source_id, store_batch
-from digits.checks.batch import Check, check_batch, failures, fmt, held_out_parts, reference_of, report_of
+from digits.checks.batch import (
+    Check,
+    check_batch,
+    failures,
+    fmt,
+    held_out_parts,
+    reference_of,
+    report_of,
+)
 from digits.config import NUM_CLASSES, BatchChecks
+from digits.data.batches import Source, accepted_batches, read_source, source_id, store_batch
 from digits.data.ingest import load_mnist
 from digits.files import staging_folder
+from digits.registry.manifest import utc_now
 
 
 @task(name="read-batch", task_run_name="read-batch", cache_policy=NONE, persist_result=False)
@@ -67,7 +75,7 @@ def store(source: Source, name: str, checks: list[Check], data_dir: Path) -> tup
         "class_counts": [int(n) for n in _counts(known)],
         "status": report["status"],
         "reason": report["reason"],
-        "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "added_at": utc_now(),
         "checks": {c.name: {"observed": c.observed, "bound": c.bound, "passed": c.passed}
                    for c in checks},
     }

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from digits.config import PRODUCTION_ALIAS
+from digits.data.snapshot import NewData
 from digits.model.evaluate import (
     Evaluation,
     NewDataScore,
@@ -19,10 +20,9 @@ from digits.model.evaluate import (
     save_plots,
     score,
 )
-from digits.serving.predictor import load_predictor
-from digits.registry.store import Registry
-from digits.data.snapshot import NewData
 from digits.model.train import TrainedModel
+from digits.registry.store import Registry
+from digits.serving.predictor import load_predictor
 
 
 def publish_evaluation(

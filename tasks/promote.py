@@ -8,12 +8,13 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NONE
 
 from digits.config import TrainConfig
-from digits.model.evaluate import Evaluation, NewDataScore
-from digits.registry.gate import Decision, GateRule
 from digits.data.ingest import Dataset
-from digits.registry.manifest import describe
-from digits.registry.store import MODEL_FILE, Registry
+from digits.model.evaluate import Evaluation, NewDataScore
 from digits.model.train import TrainedModel
+from digits.registry.gate import Decision, GateRule
+from digits.registry.layout import MODEL_FILE
+from digits.registry.manifest import describe
+from digits.registry.store import Registry
 
 
 @task(name="package", task_run_name="package", cache_policy=NONE, persist_result=False)

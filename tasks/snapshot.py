@@ -8,11 +8,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from digits.data.batches import Batch, accepted_batches
 from digits.config import PRODUCTION_ALIAS
+from digits.data.batches import Batch, accepted_batches
 from digits.data.ingest import Dataset
-from digits.registry.store import Registry
 from digits.data.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
+from digits.registry.store import Registry
 
 
 # Batches and MNIST stay in memory (no persistence, no input hashing), as in ingest.
@@ -31,8 +31,11 @@ def snapshot(data: Dataset, store: Path) -> tuple[list[Batch], dict]:
 
 @task(name="check-new-data", task_run_name="check-new-data", cache_policy=NONE,
       persist_result=False)
-def unchanged_since(registry: Path, snapshot: dict, settings: dict) -> str | None:
-    """Production's version when it was trained on this data with these settings, else None.
+def unchanged_since(
+    registry: Path, snapshot: dict, settings: dict, tuned_counts: bool = False
+) -> str | None:
+    """Production's version when it was trained on this data with these settings (or was
+    tuned on it, with `tuned_counts`), else None.
 
     Read without the lock: a skip only avoids work, it writes nothing.
     """
@@ -40,7 +43,8 @@ def unchanged_since(registry: Path, snapshot: dict, settings: dict) -> str | Non
     if PRODUCTION_ALIAS not in root.aliases():
         return None
     production = root.manifest(PRODUCTION_ALIAS)
-    return production["version"] if is_unchanged(production, snapshot, settings) else None
+    unchanged = is_unchanged(production, snapshot, settings, tuned_counts)
+    return production["version"] if unchanged else None
 
 
 @task(name="union", task_run_name="union", cache_policy=NONE, persist_result=False)

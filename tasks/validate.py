@@ -9,15 +9,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from digits.config import ValidationConfig
-from digits.data.ingest import Dataset
-from digits.data.splits import Splits
 from digits.checks.suites import (
     ValidationReport,
     raise_on_failure,
     validate_processed_data,
     validate_raw_data,
 )
+from digits.config import ValidationConfig
+from digits.data.ingest import Dataset
+from digits.data.splits import Splits
 
 
 def publish_artifacts(report: ValidationReport) -> None:

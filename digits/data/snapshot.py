@@ -9,17 +9,17 @@ can rebuild it and a scheduled run can tell that nothing changed since productio
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from digits.data.batches import BATCHES, QUARANTINE, SPLIT_RULE, Batch, held_out_mask, read_batch
 from digits.config import TrainConfig, ValidationConfig
-from digits.errors import DataError
+from digits.data.batches import BATCHES, QUARANTINE, SPLIT_RULE, Batch, held_out_mask, read_batch
 from digits.data.ingest import Dataset
+from digits.errors import DataError
+from digits.files import sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class NewData:
 
 
 def sha256_of_array(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    return sha256_bytes(np.ascontiguousarray(array).tobytes())
 
 
 def take_snapshot(data: Dataset, batches: list[Batch]) -> dict:
@@ -117,13 +117,25 @@ def recorded_settings(manifest: dict) -> dict:
     }
 
 
-def is_unchanged(production: dict | None, snapshot: dict, settings: dict) -> bool:
+def is_unchanged(
+    production: dict | None, snapshot: dict, settings: dict, tuned_counts: bool = False
+) -> bool:
     """True when production was trained on this very data with these very settings:
-    retraining would only repeat it (manifests from before snapshots never match)."""
+    retraining would only repeat it (manifests from before snapshots never match).
+
+    With `tuned_counts` (a run that asked for the model's defaults), a production chosen
+    by `digits tune` on this data counts too, whatever hyperparameters the study picked:
+    the defaults would only replace the study's pick on data it has already seen.
+    """
     if production is None:
         return False
     recorded = (production.get("data") or {}).get("snapshot")
-    return recorded == json.loads(json.dumps(snapshot)) and recorded_settings(production) == settings
+    if recorded != json.loads(json.dumps(snapshot)):
+        return False
+    found = recorded_settings(production)
+    if tuned_counts and production.get("study"):
+        found["hyperparameters"] = settings["hyperparameters"]
+    return found == settings
 
 
 def check_mnist(data: Dataset, snapshot: dict) -> None:

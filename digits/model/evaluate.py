@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from digits.config import DIGITS
+from digits.config import DIGITS, IMAGE_SHAPE
 
 PLOT_DPI = 80  # small PNGs: they are embedded base64 in the summary artifact
 MAX_WORST = 25  # a 5x5 grid of the most confidently wrong test digits
@@ -143,17 +143,18 @@ def plot_worst(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: 
     worst = worst_mistakes(labels, probs)
     cols = min(5, max(len(worst), 1))
     rows = max(-(-len(worst) // cols), 1)
-    cell, label = 28 + 4, 9  # pixels per digit with its gap; room for its label above
-    mosaic = np.zeros((rows * (cell + label), cols * cell))
+    (height, width), gap, label = IMAGE_SHAPE, 4, 9  # a digit, its gap; room for its label above
+    mosaic = np.zeros((rows * (height + gap + label), cols * (width + gap)))
     inches = np.array(mosaic.shape[::-1]) * 2.5 / PLOT_DPI  # each digit pixel 2.5 px wide
     fig = Figure(figsize=(max(inches[0], 3.0), inches[1]), facecolor="black")
     ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     preds = probs.argmax(axis=1)
     for i, row in enumerate(worst):
-        top, left = (i // cols) * (cell + label) + label, (i % cols) * cell
-        mosaic[top : top + 28, left : left + 28] = images[row]
-        ax.text(left + 14, top - 1, f"{labels[row]}→{preds[row]} p={probs[row, preds[row]]:.2f}",
+        top, left = (i // cols) * (height + gap + label) + label, (i % cols) * (width + gap)
+        mosaic[top : top + height, left : left + width] = images[row]
+        ax.text(left + width // 2, top - 1,
+                f"{labels[row]}→{preds[row]} p={probs[row, preds[row]]:.2f}",
                 ha="center", va="bottom", fontsize=9, color="white")
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255)  # white on black, as MNIST stores digits
     if not len(worst):

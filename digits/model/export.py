@@ -17,9 +17,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from digits.config import ONNX_FILE, SAVED_MODEL_DIR
 from digits.errors import ExportError
-from digits.registry.store import MODEL_FILE
+from digits.registry.layout import MODEL_FILE, ONNX_FILE, SAVED_MODEL_DIR
 
 PARITY_ROWS = 1000  # test digits each export is checked on
 PARITY_ATOL = 1e-4  # largest difference in any probability between an export and Keras

@@ -11,15 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from digits.data.batches import SPLIT_RULE
 from digits.config import train_config
+from digits.data.batches import SPLIT_RULE
+from digits.data.ingest import load_mnist
+from digits.data.snapshot import check_mnist, combine, snapshot_batches
+from digits.data.splits import preprocess_data
 from digits.errors import DataError, RegistryError
 from digits.model.evaluate import evaluate_model
-from digits.data.ingest import load_mnist
-from digits.data.splits import preprocess_data
-from digits.registry.store import Registry
-from digits.data.snapshot import check_mnist, combine, snapshot_batches
 from digits.model.train import fit_model
+from digits.registry.store import Registry
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import keras
 
 from digits.config import TrainConfig
-from digits.model.architectures import build_model, export_model
 from digits.data.splits import Splits
+from digits.model.architectures import build_model, export_model
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Hyperparameter tuning: the search space, the study on disk, and one trial's training.
+"""Hyperparameter tuning: the study on disk, the data and the training of one trial, and the
+study's summaries. What a trial may try is `digits.model.space`.
 
-The search space is declared once here, typed, over `TrainConfig` fields: a trial's
-parameters are `train_overrides`, so the best one becomes a run's config (and manifest)
-unchanged. Trials read the validation split carved from train out of `.npy` files on disk
+Trials read the validation split carved from train out of `.npy` files on disk
 (memory-mapped) and never see the test split: it is only for the final, gated number.
 
 Imports Optuna and NumPy; Keras only inside `train_trial`, so the flow that asks and tells
@@ -11,122 +10,22 @@ does not load TensorFlow for it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from digits.config import IMAGE_SHAPE, MODEL_DEFAULTS, TrainConfig, train_config
-from digits.errors import UsageError
+from digits.config import IMAGE_SHAPE
+from digits.files import sha256_bytes
+from digits.model.space import default_params, trial_config
 
 if TYPE_CHECKING:
     import optuna
 
     from digits.data.splits import Splits
-
-# --- The search space ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    low: float
-    high: float
-    log: bool = False
-
-
-@dataclass(frozen=True)
-class Choice:
-    options: tuple
-
-
-Distribution = IntRange | FloatRange | Choice
-
-# TrainConfig field -> distribution, for every model.
-COMMON_SPACE: dict[str, Distribution] = {
-    "learning_rate": FloatRange(3e-4, 1e-2, log=True),
-    "lr_schedule": Choice(("constant", "cosine")),
-    "batch_size": Choice((32, 64, 128, 256)),
-    "augment_strength": FloatRange(0.0, 2.0),  # 0: no augmentation layers at all
-    "dropout": FloatRange(0.0, 0.5),
-    "label_smoothing": FloatRange(0.0, 0.2),
-    "ema": Choice((False, True)),
-}
-# Width and depth mean units/layers for the mlp and filters/stages for the cnn.
-SHAPE_SPACE: dict[str, dict[str, Distribution]] = {
-    "mlp": {"width": IntRange(64, 512, log=True), "depth": IntRange(1, 3)},
-    "cnn": {"width": IntRange(16, 64, log=True), "depth": IntRange(1, 3)},
-}
-
-
-def search_space(model: str) -> dict[str, Distribution]:
-    if model not in SHAPE_SPACE:
-        raise UsageError(f"--model {model!r} is not one of {', '.join(SHAPE_SPACE)}")
-    return {**SHAPE_SPACE[model], **COMMON_SPACE}
-
-
-def corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
-    """The lowest and the highest value of every parameter: a config each, for bound checks."""
-    def pick(dist: Distribution, end: int) -> Any:
-        return dist.options[end] if isinstance(dist, Choice) else (dist.low, dist.high)[end]
-
-    return [{name: pick(dist, end) for name, dist in space.items()} for end in (0, -1)]
-
-
-def trial_config(model: str, params: dict[str, Any], epochs: int) -> TrainConfig:
-    """The TrainConfig a trial trains: the model's defaults, then `params` and `epochs`."""
-    params = dict(params)
-    if "augment_strength" in params:  # strength 0 means off; any other turns it on (mlp too)
-        params["augment"] = params["augment_strength"] > 0
-    return train_config(model, **params, epochs=epochs)
-
-
-def default_params(model: str) -> dict[str, Any]:
-    """The model's defaults as a point of the space: a new study's first trial, so a study
-    never ends below the configuration it would replace."""
-    defaults = MODEL_DEFAULTS[model]
-    params = {name: getattr(defaults, name) for name in search_space(model)}
-    if not defaults.augment:
-        params["augment_strength"] = 0.0
-    return params
-
-
-def to_optuna(space: dict[str, Distribution]) -> dict[str, optuna.distributions.BaseDistribution]:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    def convert(dist: Distribution):
-        if isinstance(dist, IntRange):
-            return IntDistribution(dist.low, dist.high, log=dist.log)
-        if isinstance(dist, FloatRange):
-            return FloatDistribution(dist.low, dist.high, log=dist.log)
-        return CategoricalDistribution(dist.options)
-
-    return {name: convert(dist) for name, dist in space.items()}
-
-
-def check_space(model: str) -> None:
-    """Every parameter is a TrainConfig field and both corners of the space are valid."""
-    space = search_space(model)
-    unknown = set(space) - {f.name for f in fields(TrainConfig)}
-    if unknown:
-        raise UsageError(f"search space names unknown TrainConfig fields {sorted(unknown)}")
-    for params in corners(space):
-        trial_config(model, params, epochs=1)
 
 
 # --- The study on disk -------------------------------------------------------------
@@ -234,12 +133,11 @@ SPLIT_FILES = ("x_train", "y_train", "x_val", "y_val")  # never the test split
 
 def write_splits(splits: Splits, root: Path) -> Path:
     """Write train and validation as .npy files once, in a folder named by their content."""
-    digest = hashlib.sha256()
+    parts: list[bytes | memoryview] = []
     for name in SPLIT_FILES:
         array = np.ascontiguousarray(getattr(splits, name))
-        digest.update(f"{name}{array.dtype}{array.shape}".encode())
-        digest.update(array.data)
-    folder = root / digest.hexdigest()[:16]
+        parts += [f"{name}{array.dtype}{array.shape}".encode(), array.data]
+    folder = root / sha256_bytes(*parts)[:16]
     if not (folder / "done").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         for name in SPLIT_FILES:

@@ -1,1 +1,2 @@
-"""The registry: versions, aliases and history, the lock, manifest and schema, card, gate."""
+"""The registry: store (the Registry), layout, versions, aliases and history, the lock,
+manifest and schema, card, gate."""

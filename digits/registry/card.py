@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-# The file name is the registry's MODEL_FILE; the registry imports this module, not back.
+# The file names are digits.registry.layout's; the registry imports this module, not back.
 USAGE = """\
 ## How to use it
 

@@ -1,4 +1,5 @@
-"""The manifest: its one schema, and the fields a training run knows.
+"""The manifest: its one schema, the fields a training run knows, and the one JSON
+serialisation of every registry file (manifests, aliases, history, the lock's holder record).
 
 `manifest.schema.json` beside this file is the schema (JSON Schema 2020-12) and `Manifest`
 the same description as a Python type; the registry validates against the schema when it
@@ -13,21 +14,24 @@ import functools
 import json
 import platform
 from dataclasses import asdict
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Required, TypedDict
 
 from digits.errors import RegistryError
+from digits.registry.layout import MANIFEST_FILE, MODEL_FILE
 
 if TYPE_CHECKING:  # types only: reading a manifest must not import Keras or scikit-learn
     from digits.config import TrainConfig
-    from digits.model.evaluate import Evaluation, NewDataScore
     from digits.data.ingest import Dataset
+    from digits.model.evaluate import Evaluation, NewDataScore
     from digits.model.train import TrainedModel
 
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 REGISTRY_FIELDS = ("version", "created_at", "files", "manifest_sha256")  # the registry's to add
+DIGEST_KEY = "manifest_sha256"  # the manifest's own checksum: the one file `files` cannot list
 
 
 class Metrics(TypedDict, total=False):
@@ -85,6 +89,64 @@ def check_manifest(manifest: object, where: object, *, run_fields: bool = False)
         field = "/".join(map(str, error.absolute_path)) or "(top level)"
         message = error.message if len(error.message) <= 120 else error.message[:117] + "..."
         raise RegistryError(f"{where}: field {field}: {message} (see {SCHEMA_FILE.name})")
+
+
+def check_files(files: object, manifest_path: Path) -> None:
+    """`files` maps relative posix paths inside the version (fetch writes them) to checksums."""
+    if not isinstance(files, dict) or MODEL_FILE not in files:
+        raise RegistryError(f"{manifest_path}: `files` must list {MODEL_FILE}")
+    for name, meta in files.items():
+        if (
+            not name
+            or name.startswith("/")
+            or "\\" in name
+            or ".." in PurePosixPath(name).parts
+            or PurePosixPath(name).as_posix() != name
+            or name == MANIFEST_FILE
+        ):
+            raise RegistryError(f"{manifest_path}: unsafe file name {name!r} in `files`")
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("size"), int)
+        ):
+            raise RegistryError(f"{manifest_path}: `files` entry {name!r} needs sha256 and size")
+
+
+# --- JSON ------------------------------------------------------------------------
+
+
+def to_jsonable(value: object) -> object:
+    """Let callers pass numpy scalars/arrays and paths without converting them first."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: object) -> bytes:
+    """The one serialisation of registry JSON files, so manifests can be checked byte for byte."""
+    try:
+        text = json.dumps(value, indent=2, allow_nan=False, default=to_jsonable)
+    except (TypeError, ValueError) as error:
+        raise RegistryError(f"manifest cannot be written as JSON: {error}") from error
+    return (text + "\n").encode()
+
+
+def parse_json(raw: bytes, path: Path) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError as error:  # also covers bytes that are not UTF-8
+        raise RegistryError(f"{path}: not valid JSON ({error})") from error
+
+
+def utc_now() -> str:
+    """The one timestamp format of registry records (created_at, history, lock holder)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- what a run knows --------------------------------------------------------------
 
 
 def environment() -> dict[str, str]:

@@ -5,55 +5,39 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
 "The HTTP service"):
 
 - The service serves the version its ref (an alias, usually `production`) points at and
-  follows it: a background thread re-reads aliases.json every `poll_s` seconds and swaps
-  in a new target only once it verified and answered a warm-up prediction. A target that
-  fails keeps the old model in service; /readyz and the log say why.
-- Bad input is a 4xx `{"error": "..."}` naming the problem, never a 500. Request paths and
-  parameters never name a file: refs go through the registry's ref check, and the only
-  version files served are the card and plots that the version's manifest lists.
+  follows it (digits.serving.holder): a target that fails keeps the old model in service.
+- Bad input is a 4xx `{"error": "..."}` naming the problem, never a 500 (digits.serving.inputs
+  decodes it). Request paths and parameters never name a file: refs go through the
+  registry's ref check, and the only version files served are the card and plots that the
+  version's manifest lists.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
-import json
 import logging
 import re
-import threading
-import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from digits.config import IMAGE_SHAPE, NUM_CLASSES, PRODUCTION_ALIAS
+from digits.config import PRODUCTION_ALIAS
 from digits.errors import RegistryError
-from digits.serving.predictor import load_predictor, normalize_image, to_grayscale
-from digits.registry.store import CARD_FILE, Registry, check_ref
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-DEFAULT_MAX_BODY_BYTES = 2_000_000
-# Decoded size, checked from the header before any pixel is decoded: a few KB of PNG can
-# claim gigapixels (a decompression bomb). 4096x4096 is far above any photo of one digit.
-DEFAULT_MAX_PIXELS = 4096 * 4096
-# Per request: many small bombs under the body limit must not add up to one big one.
-MAX_REQUEST_PIXELS_FACTOR = 4
-MAX_FILES = 1000
-DEFAULT_POLL_S = 1.0  # how often aliases.json is re-read: well inside the 5 s promise
-KEEP_LOADED = 2  # the version in service and the one before it
-RETRY_FAILED_S = 30.0  # a target that failed to load is retried this often, not every poll
-IMAGE_FORMATS = ["PNG", "JPEG"]  # the only decoders Pillow may try on a request's bytes
+from digits.files import sha256_bytes
+from digits.registry.aliases import check_ref
+from digits.registry.layout import CARD_FILE
+from digits.registry.store import Registry
+from digits.serving.holder import ModelHolder
+from digits.serving.inputs import ApiError, BodyLimit, error_response, read_batch
+from digits.serving.predictor import Predictor, load_predictor
+from digits.serving.settings import DEFAULT_HOST, DEFAULT_POLL_S, DEFAULT_PORT, Limits
 
 # The page's assets, read once from the package; a request picks one by name, never by path.
 ASSETS = {
@@ -70,273 +54,6 @@ PAGE_HEADERS = {
 }
 
 log = logging.getLogger(__name__)
-
-
-class Predictor(Protocol):
-    """What digits.serving.predictor.load_predictor returns (tests pass stand-ins)."""
-
-    version: str
-    ref: str
-    backend: str
-
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-class ApiError(Exception):
-    """A request the service refuses: an HTTP status and a one-line reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# --- the model in service ------------------------------------------------------------
-
-
-@dataclass
-class Loaded:
-    predictor: Predictor
-    loaded_at: float  # time.time()
-
-
-class ModelHolder:
-    """The predictor in service for one ref, swapped only for a version that loaded."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        ref: str,
-        open_model: Callable[[Registry, str], Predictor] = load_predictor,
-        retry_failed_s: float = RETRY_FAILED_S,
-    ) -> None:
-        self.registry = registry
-        self.ref = ref
-        self.open_model = open_model
-        self.retry_failed_s = retry_failed_s
-        self.loaded: Loaded | None = None  # replaced whole, so readers need no lock
-        self.problem: str | None = "loading"  # why the ref's target is not (yet) in service
-        self._failed: dict[str, float] = {}  # version -> when it last failed to load
-        # The versions served last, kept loaded: a rollback then needs a verify, not a load
-        # (loading a Keras-only version imports TensorFlow: seconds on a busy machine).
-        self._recent: dict[str, Predictor] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def refresh(self) -> None:
-        """Load the ref's current target if it changed; keep the old model when it fails."""
-        try:
-            target = self.registry.resolve(self.ref)
-        except RegistryError as error:
-            self._report(f"cannot resolve {self.ref!r}: {error}")
-            return
-        if self.loaded and self.loaded.predictor.version == target:
-            self.problem = None
-            return
-        failed_at = self._failed.get(target)
-        if failed_at is not None and time.monotonic() - failed_at < self.retry_failed_s:
-            return
-        try:
-            predictor = self._recent.get(target)
-            if predictor:
-                self.registry.verify(target)  # its files must still match, as when loaded
-            else:
-                predictor = self.open_model(self.registry, target)
-                warm_up(predictor)
-        except Exception as error:  # a bad version must never stop the service
-            self._failed[target] = time.monotonic()
-            self._report(f"{self.ref} -> {target} not loaded: {error}")
-            return
-        previous = self.loaded.predictor.version if self.loaded else None
-        self.loaded = Loaded(predictor, time.time())
-        self._remember(predictor)
-        self._failed.pop(target, None)
-        self.problem = None
-        log.info("serving %s (%s -> %s, was %s)", target, self.ref, target, previous or "none")
-
-    def start(self, poll_s: float) -> None:
-        self._thread = threading.Thread(
-            target=self._follow, args=(poll_s,), name="digits-follow-alias", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def status(self) -> dict[str, Any]:
-        loaded = self.loaded
-        model = None
-        if loaded:
-            model = {
-                "version": loaded.predictor.version,
-                "ref": self.ref,
-                "backend": loaded.predictor.backend,
-                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.loaded_at)),
-            }
-        return {"ready": loaded is not None, "model": model, "problem": self.problem}
-
-    def _follow(self, poll_s: float) -> None:
-        self.refresh()
-        while not self._stop.wait(poll_s):
-            self.refresh()
-
-    def _remember(self, predictor: Predictor) -> None:
-        recent = {v: p for v, p in self._recent.items() if v != predictor.version}
-        recent[predictor.version] = predictor
-        self._recent = dict(list(recent.items())[-KEEP_LOADED:])
-
-    def _report(self, problem: str) -> None:
-        serving = f"; still serving {self.loaded.predictor.version}" if self.loaded else ""
-        if problem + serving != self.problem:  # once per new problem, not once per poll
-            log.warning("%s%s", problem, serving)
-        self.problem = problem + serving
-
-
-def warm_up(predictor: Predictor) -> None:
-    """One prediction before serving: builds the graph and proves the model answers."""
-    probabilities = np.asarray(predictor.predict(np.zeros((1, *IMAGE_SHAPE), np.float32)))
-    if probabilities.shape != (1, NUM_CLASSES):
-        raise RegistryError(
-            f"{predictor.version}: model answers shape {probabilities.shape}, "
-            f"expected (1, {NUM_CLASSES})"
-        )
-
-
-# --- input --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_files: int = MAX_FILES
-
-
-def decode_upload(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, int]:
-    """PNG/JPEG bytes -> (28, 28) float32 MNIST pixels, the way `digits predict` reads a
-    file, and the image's pixel count; refuses an oversized image before decoding it."""
-    if not data:
-        raise ApiError(422, f"{label}: empty file")
-    try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            pixels = image.width * image.height
-            if pixels > max_pixels:
-                raise ApiError(
-                    413,
-                    f"{label}: {image.width}x{image.height} pixels is over the limit of "
-                    f"{max_pixels} pixels",
-                )
-            image.load()
-            # Same steps as digits.serving.predictor.read_grayscale: EXIF rotation, then grayscale.
-            gray = to_grayscale(ImageOps.exif_transpose(image))
-    except UnidentifiedImageError:
-        raise ApiError(422, f"{label}: not a PNG or JPEG image") from None
-    except Image.DecompressionBombError as error:
-        raise ApiError(413, f"{label}: {error}") from None
-    except (OSError, SyntaxError, ValueError) as error:  # Pillow's truncated/corrupt data
-        raise ApiError(422, f"{label}: corrupt or truncated image ({error})") from None
-    try:
-        return normalize_image(gray).astype(np.float32), pixels
-    except ValueError as error:
-        raise ApiError(422, f"{label}: {error}") from None
-
-
-def decode_uploads(uploads: list[tuple[str, bytes]], max_pixels: int) -> np.ndarray:
-    total = max_pixels * MAX_REQUEST_PIXELS_FACTOR
-    budget, rows = total, []
-    for index, (name, data) in enumerate(uploads):
-        row, pixels = decode_upload(data, f"file[{index}] {name!r}", max_pixels)
-        budget -= pixels
-        if budget < 0:
-            raise ApiError(413, f"images in one request exceed {total} pixels in all")
-        rows.append(row)
-    return np.stack(rows)
-
-
-def parse_instances(body: bytes) -> np.ndarray:
-    """JSON {"instances": [28x28 rows of 0..255, ...]} -> (N, 28, 28) float32, used as is."""
-    try:
-        document = json.loads(body, parse_constant=refuse_constant)
-    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
-        raise ApiError(400, f"body is not valid JSON ({error})") from None
-    if not isinstance(document, dict) or "instances" not in document:
-        raise ApiError(422, 'JSON body must be an object with "instances"')
-    instances = document["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise ApiError(422, '"instances" must be a non-empty list of 28x28 pixel arrays')
-    try:
-        batch = np.asarray(instances)
-    except (ValueError, TypeError):  # ragged nesting
-        raise ApiError(422, '"instances" must each be 28 rows of 28 pixels') from None
-    if batch.dtype.kind not in "iuf":  # strings, null, booleans, objects, ragged lists
-        raise ApiError(422, '"instances" pixel values must be numbers 0..255')
-    if batch.ndim != 3 or batch.shape[1:] != IMAGE_SHAPE:
-        raise ApiError(
-            422, f'"instances" must have shape (N, 28, 28), got {tuple(batch.shape)}'
-        )
-    if not np.isfinite(batch).all() or batch.min() < 0 or batch.max() > 255:
-        raise ApiError(422, '"instances" pixel values must lie in 0..255 (MNIST format)')
-    return batch.astype(np.float32)
-
-
-def refuse_constant(name: str) -> None:
-    # Python's json accepts NaN and Infinity, which are not JSON and not pixels.
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def classify(predictor: Predictor, batch: np.ndarray) -> list[dict[str, Any]]:
-    probabilities = np.asarray(predictor.predict(batch), dtype=np.float64)
-    return [
-        {"digit": int(row.argmax()), "probabilities": [float(p) for p in row]}
-        for row in probabilities
-    ]
-
-
-# --- body size ------------------------------------------------------------------------
-
-
-class BodyTooLarge(ApiError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is over the limit of {limit} bytes")
-
-
-class BodyLimit:
-    """ASGI middleware: refuse a body over the limit, by Content-Length up front and by the
-    bytes actually received (a chunked body, or a lying header), before the app buffers it."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            error = BodyTooLarge(self.max_bytes) if declared.isdigit() else ApiError(
-                400, "invalid Content-Length header"
-            )
-            await error_response(error)(scope, receive, send)
-            return
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
-def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.status)
 
 
 # --- the app --------------------------------------------------------------------------
@@ -417,37 +134,12 @@ def create_app(
     return app
 
 
-async def read_batch(request: Request, limits: Limits) -> np.ndarray:
-    """The request's images or instances as one (N, 28, 28) float32 batch."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()  # BodyLimit stops it at the limit
-    if not body:
-        raise ApiError(400, "empty request body: send images as multipart field 'file' "
-                       'or JSON {"instances": [...]}')
-    if content_type == "application/json":
-        return await run_in_threadpool(parse_instances, body)
-    if content_type == "multipart/form-data":
-        uploads = await read_uploads(request, limits)
-        return await run_in_threadpool(decode_uploads, uploads, limits.max_pixels)
-    raise ApiError(
-        415,
-        f"unsupported Content-Type {content_type or 'none'!r}: use multipart/form-data "
-        "(field 'file') or application/json",
-    )
-
-
-async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
-    form = await request.form(max_files=limits.max_files, max_part_size=limits.max_body_bytes)
-    files = form.getlist("file")
-    if not files:
-        raise ApiError(422, "multipart body has no field 'file' (one or more PNG/JPEG images)")
-    uploads = []
-    for index, upload in enumerate(files):
-        if isinstance(upload, str):
-            raise ApiError(422, f"file[{index}]: field 'file' must be a file upload, not text")
-        uploads.append((upload.filename or "", await upload.read()))
-    await form.close()
-    return uploads
+def classify(predictor: Predictor, batch: np.ndarray) -> list[dict[str, Any]]:
+    probabilities = np.asarray(predictor.predict(batch), dtype=np.float64)
+    return [
+        {"digit": int(row.argmax()), "probabilities": [float(p) for p in row]}
+        for row in probabilities
+    ]
 
 
 def find_version(registry: Registry, ref: str) -> str:
@@ -482,7 +174,7 @@ def read_version_file(registry: Registry, version: str, name: str) -> Response:
         data = b"" if path.is_symlink() else path.read_bytes()
     except OSError:
         data = b""
-    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+    if sha256_bytes(data) != expected["sha256"]:
         raise ApiError(503, f"{version}/{name} does not match its manifest checksum")
     media_type = "text/markdown; charset=utf-8" if name == CARD_FILE else "image/png"
     return Response(data, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.data.batches import Source
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks, default_data_dir, train_config
+from digits.data.batches import Source
 from digits.data.ingest import load_mnist
 from tests.synth import distort, noise_images
 
@@ -21,8 +21,8 @@ CONFIG = BatchChecks()
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from digits.data.splits import preprocess_data
-    from digits.registry.store import Registry, load_model
     from digits.model.train import fit_model
+    from digits.registry.store import Registry, load_model
 
     data = load_mnist(None, default_data_dir())
     config = train_config("mlp", epochs=2, validation_size=2000)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from digits.checks.suites import validate_processed_data, validate_raw_data
 from digits.config import MNIST_ROWS, ValidationConfig
 from digits.data.ingest import load_mnist
 from digits.data.splits import preprocess_data
-from digits.checks.suites import validate_processed_data, validate_raw_data
 
 pytestmark = pytest.mark.data
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.data.batches import held_out_mask
 from digits.config import IDX_FILES
+from digits.data.batches import held_out_mask
 from tests.batchstore import new_digits, split_styles, write_batch
 from tests.flow.test_retrain_flow import read_flow_run, read_task_runs, run_flow
 from tests.synth import snapshot_tree, write_dataset, write_idx

@@ -9,8 +9,8 @@ from prefect.client.orchestration import get_client
 
 from digits.config import IDX_FILES
 from digits.errors import ExportError
-from digits.serving.predictor import load_predictor
 from digits.registry.store import Registry
+from digits.serving.predictor import load_predictor
 from tests.synth import snapshot_tree, write_dataset
 
 FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}

@@ -1,14 +1,16 @@
 """The tune flow on a real Dask LocalCluster of worker processes, against the test API."""
 
 import json
+from pathlib import Path
 
 from optuna.trial import TrialState
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Completed, Failed
 
+from digits.model.space import search_space, to_optuna
+from digits.model.tuning import open_study
 from digits.registry.store import Registry
-from digits.model.tuning import open_study, search_space, to_optuna
 from flows.tune import record, tune
 from tests.synth import write_dataset
 
@@ -81,3 +83,73 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
 class NullLogger:
     def warning(self, *args):
         pass
+
+
+def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
+    """Trials train on MNIST plus the batch, on retrain's split; the best is gated on the new
+    data too; its manifest has the snapshot, so reproduce works and a default run skips."""
+    import os
+
+    from digits.config import train_config
+    from digits.data.batches import accepted_batches
+    from digits.data.ingest import load_mnist
+    from digits.data.snapshot import combine
+    from digits.data.splits import preprocess_data
+    from digits.model.reproduce import reproduce
+    from digits.model.tuning import write_splits
+    from flows.retrain import retrain
+    from tests.batchstore import new_digits, write_batch
+    from tests.flow.test_retrain_flow import read_flow_run, read_task_runs
+
+    store = Path(os.environ["DIGITS_DATA"])
+    data, registry = write_dataset(tmp_path / "data"), tmp_path / "registry"
+    batch = write_batch(store, *new_digits(100, 20), name="writers-t")
+    settings = {"model": "mlp", "epochs": 3, "workers": 1, "data_dir": data,
+                "registry": registry, "min_train_rows": 1000, "study_name": "batchtest"}
+
+    state = tune(**settings, trials=1, return_state=True)
+
+    outcome = state.result()
+    assert outcome.promoted, state.message
+    manifest = Registry(registry).manifest(outcome.version)
+    assert [b["id"] for b in manifest["data"]["snapshot"]["batches"]] == [batch.name]
+    assert manifest["metrics"]["new_data"]["rows"] == manifest["data"]["rows"]["new_held_out"] > 0
+    assert manifest["gate"]["new_data_accuracy"] == manifest["metrics"]["new_data"]["accuracy"]
+    assert "promoted" in read_flow_run(state).tags  # as a retrain run is tagged
+    assert {"snapshot", "union", "validate-raw", "validate-processed", "evaluate",
+            "evaluate-new-data", "export", "gate-and-promote"} <= {
+        run.name for run in read_task_runs(state)}
+
+    # The trials' split files (named by their content) are the split a `digits run` makes
+    # of MNIST plus the batch, not of MNIST alone.
+    mnist = load_mnist(data, store)
+    config = train_config("mlp", epochs=3)
+
+    def split_folder(train_set):
+        splits = preprocess_data(train_set, config.validation_size, config.seed)
+        return write_splits(splits, tmp_path / "expected").name
+
+    studies_data = Path(os.environ["DIGITS_ARTIFACTS"]) / "studies" / "data"
+    used = {folder.name for folder in studies_data.iterdir()}
+    assert used == {split_folder(combine(mnist, accepted_batches(store))[0])}
+    assert split_folder(mnist) not in used
+
+    result = reproduce(Registry(registry), outcome.version, store, data)
+    assert abs(result.accuracy - result.recorded) <= 0.01
+
+    skipped = retrain(model="mlp", data_dir=data, registry=registry, min_train_rows=1000,
+                      return_state=True)  # the model's defaults, nothing new: skipped
+    assert skipped.result().skipped, skipped.message
+
+    # With production in place, the next tuned model is compared with it on the new data.
+    again = tune(**settings, trials=2, return_state=True)
+    reason = again.result().reason
+    assert "new-data accuracy" in reason and f"production {outcome.version}" in reason, reason
+
+
+def test_tune_and_retrain_carry_the_same_outcome_hooks():
+    from flows.retrain import retrain
+
+    assert tune.on_completion_hooks == retrain.on_completion_hooks
+    assert tune.on_failure_hooks == retrain.on_failure_hooks
+    assert tune.on_crashed_hooks == retrain.on_crashed_hooks

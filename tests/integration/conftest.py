@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from digits.config import ENV_DEFAULTS
 from tests.integration.processes import BIN, REPO, answers, background, free_port, wait_for
 
 SERVER_STARTUP_SECONDS = 180  # the first start runs the SQLite migrations; CI machines are slow
@@ -49,12 +50,7 @@ class Server:
 def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("prefect-server")
     url = f"http://127.0.0.1:{free_port()}/api"
-    base = {
-        **os.environ,
-        "PREFECT_HOME": str(root / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-    }
+    base = {**os.environ, **ENV_DEFAULTS, "PREFECT_HOME": str(root / "prefect-home")}
     # Workers and flow runs get what prefect.yaml and the code set, as on a user's machine.
     for name in ("PREFECT_API_URL", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"):
         base.pop(name, None)

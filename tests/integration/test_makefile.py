@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from flows.schedule import deployment_settings
+from flows.schedule import WEEKLY
 from tests.integration.processes import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -61,4 +61,4 @@ def test_ui_remembers_its_port(tmp_path):
 
 def test_worker_pool_comes_from_prefect_yaml(tmp_path):
     commands = planned("worker", ui_url=None, tmp_path=tmp_path)
-    assert f"worker start --pool {deployment_settings().pool} --limit 1" in commands
+    assert f"worker start --pool {WEEKLY.pool} --limit 1" in commands

@@ -183,7 +183,7 @@ trigger:
   posture: Reactive
   expect: ["digits.retrain.rejected", "digits.retrain.failed"]
   match:
-    prefect.resource.id: "digits.registry.store.*"
+    prefect.resource.id: "digits.registry.*"
   threshold: 1
   within: 0
 actions:

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from digits.serving.predictor import load_inputs
+from digits.data.images import load_inputs
 from digits.registry.store import Registry
 from tests.integration.processes import (
     BIN,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from digits.config import ENV_DEFAULTS
 from tests.integration.processes import (
     BIN,
     REPO,
@@ -86,12 +87,7 @@ def pg_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune-server")
     with postgres_cluster() as (database, psql):
         url = f"http://127.0.0.1:{free_port()}/api"
-        base = {
-            **os.environ,
-            "PREFECT_HOME": str(root / "prefect-home"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "GX_ANALYTICS_ENABLED": "false",
-        }
+        base = {**os.environ, **ENV_DEFAULTS, "PREFECT_HOME": str(root / "prefect-home")}
         base.pop("PREFECT_API_URL", None)
         server_env = {
             **base,

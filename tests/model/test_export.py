@@ -16,8 +16,8 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image
 
-from digits.config import ONNX_FILE, SAVED_MODEL_DIR
 from digits.errors import ExportError, RegistryError
+from digits.model.architectures import build_model, export_model
 from digits.model.export import (
     PARITY_ATOL,
     check_exports,
@@ -27,9 +27,9 @@ from digits.model.export import (
     run_onnx,
     write_onnx,
 )
-from digits.model.architectures import build_model, export_model
+from digits.registry.layout import MODEL_FILE, ONNX_FILE, SAVED_MODEL_DIR
+from digits.registry.store import Registry
 from digits.serving.predictor import load_predictor, predict_files
-from digits.registry.store import MODEL_FILE, Registry
 from tests.synth import make_digits, make_prototypes
 
 ROOT = Path(__file__).resolve().parents[2]

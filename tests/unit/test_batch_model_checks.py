@@ -4,10 +4,12 @@ digits from another domain drift in feature space, shuffled labels disagree with
 import numpy as np
 import pytest
 
-from digits.data.batches import Source
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
+from digits.data.batches import Source
 from tests.synth import make_digits, make_prototypes
+
+pytestmark = pytest.mark.slow  # each test trains a Keras model
 
 CONFIG = BatchChecks()
 

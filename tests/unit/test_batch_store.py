@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from digits.data.batches import (
     Source,
     accepted_batches,
     find_batch,
     list_batches,
+    read_source,
     source_id,
     store_batch,
 )
@@ -72,3 +74,16 @@ def test_sigkill_while_storing_leaves_no_half_batch_and_the_next_add_sweeps(tmp_
     store(tmp_path, source(1))  # the next add sweeps what the killed one left
     assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == [
         ".lock", source_id(source(1))]
+
+
+def test_a_folder_batch_reads_only_its_images(tmp_path):
+    digit = np.zeros((64, 48), np.uint8)
+    digit[10:50, 20:26] = 255
+    for label, name in ((0, "a.png"), (7, "b.PNG")):  # suffixes match in any case
+        (tmp_path / str(label)).mkdir()
+        Image.fromarray(digit).save(tmp_path / str(label) / name, format="PNG")
+    (tmp_path / "0" / "notes.txt").write_text("scanned 2026-01-01")  # a stray file, not a digit
+    (tmp_path / "7" / "Thumbs.db").write_bytes(b"\x00" * 16)
+    source = read_source(tmp_path)
+    assert source.images.shape == (2, 28, 28) and source.labels.tolist() == [0, 7]
+    assert source.unreadable == []

@@ -141,3 +141,64 @@ def test_run_keeps_the_help_and_bounds_of_its_own_options():
     assert "--no-no-regression-check" not in shown and "--no-force" not in shown
     refused = runner.invoke(app, ["run", "--regression-tolerance", "-1"], env={"COLUMNS": "200"})
     assert refused.exit_code == 2 and "greater than or equal to 0" in refused.output
+
+
+# Runs `digits ARGS...` (the console script's module, or the library's) where Prefect cannot
+# be imported: None in sys.modules makes `import prefect` raise ImportError.
+WITHOUT_PREFECT = """
+import sys
+sys.modules["prefect"] = None
+from {module} import main
+main()
+"""
+COMMANDS = {"models", "fetch", "verify", "promote", "rollback", "predict", "serve", "data",
+            "reproduce", "run", "tune", "add", "schedule"}
+
+
+def without_prefect(module: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_PREFECT.format(module=module), *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("module", ["flows.cli", "digits.cli"])
+def test_library_commands_work_where_prefect_cannot_be_imported(module, registry, tmp_path):
+    result = without_prefect(module, "models", "--registry", tmp_path / "empty", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "no versions yet\n"), result.stderr
+    result = without_prefect(module, "verify", "v1", "--registry", registry, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "ok: v1\n"), result.stderr
+    result = without_prefect(module, "fetch", "v9", "--dest", "out", "--registry", registry,
+                             cwd=tmp_path)
+    assert result.returncode == 5
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_help_lists_every_command_without_prefect(tmp_path):
+    result = without_prefect("flows.cli", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[1] for line in result.stdout.splitlines()
+              if line.startswith("│ ") and len(line.split()) > 2}
+    assert COMMANDS <= listed
+    assert "DIGITS_ARTIFACTS" in result.stdout  # the environment the commands read
+
+
+def test_environment_defaults_leave_the_callers_values(tmp_path, monkeypatch):
+    from digits.config import ENV_DEFAULTS
+    from digits.environment import default_environment
+
+    monkeypatch.setattr(os, "environ", {"TF_CPP_MIN_LOG_LEVEL": "0"})
+    monkeypatch.chdir(tmp_path)
+    default_environment()
+    assert os.environ == {**ENV_DEFAULTS, "TF_CPP_MIN_LOG_LEVEL": "0",
+                          "PREFECT_HOME": str(tmp_path / ".prefect")}
+    monkeypatch.setattr(os, "environ", {"PREFECT_HOME": "/elsewhere"})
+    default_environment()
+    assert os.environ["PREFECT_HOME"] == "/elsewhere"
+
+
+def test_registry_defaults_to_digits_registry(cli, registry, monkeypatch):
+    monkeypatch.setenv("DIGITS_REGISTRY", str(registry))
+    code, out, _ = cli("models")
+    assert code == 0 and out.split()[0] == "v1"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from digits.config import IDX_FILES, MNIST_SHA256
-from digits.errors import DataError, SourceUnavailable
 from digits.data.ingest import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
@@ -19,6 +18,7 @@ from digits.data.ingest import (
     parse_idx,
     read_dataset,
 )
+from digits.errors import DataError, SourceUnavailable
 from tests.leftovers import fake_npm, kill, start, wait_for_file
 from tests.synth import idx_bytes, write_dataset, write_idx
 

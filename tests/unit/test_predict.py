@@ -8,17 +8,17 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from digits.errors import DataError, UsageError
-from digits.serving.predictor import (
+from digits.data.images import (
     NOISE_FLOOR,
     center_of_mass,
     load_image,
     load_inputs,
     median,
     normalize_image,
-    predict_files,
     shift_whole,
 )
+from digits.errors import DataError, UsageError
+from digits.serving.predictor import predict_files
 
 SIZES = [(28, 28), (100, 60), (300, 300)]  # (width, height)
 
@@ -204,7 +204,7 @@ def test_predict_files(digit_files):
 
 
 def test_centring_and_median_match_scipy_and_numpy_exactly():
-    # digits.serving.predictor does without scipy (a quarter second of every cold start); its two
+    # digits.data.images does without scipy (a quarter second of every cold start); its two
     # helpers must give the same pixels scipy.ndimage gave, or predictions would drift.
     rng = np.random.default_rng(4)
     for _ in range(200):

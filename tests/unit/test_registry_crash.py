@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from digits.registry.store import Registry, alias_targets
+from digits.registry.aliases import alias_targets
+from digits.registry.store import Registry
 from tests.unit.registry_worker import start_worker, wait_for
 
 

@@ -16,9 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digits.serving.predictor import load_inputs, load_predictor
+from digits.data.images import load_inputs
 from digits.registry.store import Registry
 from digits.serving.app import ASSETS, Limits, create_app
+from digits.serving.predictor import Predictor, load_predictor
 from tests.serving import (
     claimed_size_png,
     digit_png,
@@ -293,17 +294,18 @@ def test_read_only(client):
 
 
 def test_an_unexpected_error_is_still_json(registry):
-    class Broken:
-        version, ref, backend = "v1", "production", "test"
-        calls = 0
+    calls = []
 
-        def predict(self, batch):
-            Broken.calls += 1
-            if Broken.calls > 1:  # the warm-up passes, requests do not
-                raise RuntimeError("boom")
-            return np.full((len(batch), 10), 0.1)
+    def broken(batch):
+        calls.append(len(batch))
+        if len(calls) > 1:  # the warm-up passes, requests do not
+            raise RuntimeError("boom")
+        return np.full((len(batch), 10), 0.1)
 
-    app = create_app(registry, poll_s=POLL_S, open_model=lambda reg, ref: Broken())
+    def open_broken(registry: Registry, version: str) -> Predictor:
+        return Predictor(version, "production", "keras", broken)
+
+    app = create_app(registry, poll_s=POLL_S, open_model=open_broken)
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, "the stand-in model")
         answer = client.post("/v1/predict", json={"instances": mnist_like(1).tolist()})
@@ -325,7 +327,7 @@ def test_follows_the_alias_after_promotion_rollback_and_promote(client, registry
 
 
 def test_a_target_that_does_not_verify_is_not_served(client, registry, models, caplog):
-    caplog.set_level(logging.WARNING, logger="digits.serving.app")
+    caplog.set_level(logging.WARNING, logger="digits.serving.holder")
     publish_model(registry, models["b"], alias=None)
     with (registry.root / "v2" / "model.keras").open("ab") as model:
         model.write(b"tampered")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from digits.data.batches import SPLIT_RULE, accepted_batches, held_out_mask
 from digits.config import MNIST_ROWS, ValidationConfig, train_config
-from digits.errors import DataError
-from digits.registry.gate import GateRule, decide
+from digits.data.batches import HELD_OUT_PERCENT, SPLIT_RULE, accepted_batches, held_out_mask
 from digits.data.ingest import Dataset
-from digits.registry.store import Registry
 from digits.data.snapshot import (
     check_mnist,
     combine,
@@ -24,8 +26,13 @@ from digits.data.snapshot import (
     take_snapshot,
     union_checks,
 )
+from digits.errors import DataError
+from digits.registry.gate import GateRule, decide
+from digits.registry.store import Registry
 from tests.batchstore import new_digits, write_batch
 from tests.unit.test_registry_schema import FULL
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mnist(n_train: int = 60, n_test: int = 20) -> Dataset:
@@ -77,11 +84,32 @@ def test_without_batches_the_union_is_mnist():
     assert new.rows == 0 and data_rows(data, union, new) == {"train": 60, "test": 20}
 
 
+HELD_OUT_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from digits.data.batches import accepted_batches, held_out_mask
+print(",".join("".join("1" if held else "0" for held in held_out_mask(batch.images))
+               for batch in accepted_batches(Path(sys.argv[1]))))
+"""
+
+
 def test_the_split_is_stable_across_runs(store):
-    first = combine(mnist(), accepted_batches(store))
-    again = combine(mnist(), accepted_batches(store))
-    np.testing.assert_array_equal(first[0].train_images, again[0].train_images)
-    np.testing.assert_array_equal(first[1].images, again[1].images)
+    """Each image's side comes from its bytes by the documented rule, the same in every
+    process (a different hash seed included), not from anything a process chooses."""
+    by_rule = ",".join(
+        "".join("1" if int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:8], "big")
+                % 100 < HELD_OUT_PERCENT else "0" for image in batch.images)
+        for batch in accepted_batches(store))
+    assert "1" in by_rule and "0" in by_rule  # both sides present: the check can tell them apart
+    for hash_seed in ("1", "2"):
+        fresh = subprocess.run(
+            [sys.executable, "-c", HELD_OUT_IN_A_FRESH_PROCESS, str(store)],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed}, cwd=REPO,
+            capture_output=True, text=True, check=True,
+        )
+        assert fresh.stdout.strip() == by_rule
+    _, new = combine(mnist(), accepted_batches(store))
+    assert len(new.labels) == by_rule.count("1")
 
 
 def test_snapshot_names_mnist_batches_and_split_rule(store):

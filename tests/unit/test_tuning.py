@@ -9,21 +9,23 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from digits.config import TrainConfig
-from digits.errors import UsageError
 from digits.data.splits import Splits
-from digits.model.tuning import (
+from digits.errors import UsageError
+from digits.model.space import (
     Choice,
     corners,
     default_params,
+    search_space,
+    to_optuna,
+    trial_config,
+)
+from digits.model.tuning import (
     fail_interrupted,
     finished,
     open_study,
     read_splits,
-    search_space,
     start_from_defaults,
-    to_optuna,
     train_trial,
-    trial_config,
     trial_rows,
     write_splits,
 )
@@ -92,6 +94,7 @@ def test_split_files_hold_train_and_validation_only(tmp_path):
     assert len(splits.x_test) == 0 and len(splits.y_test) == 0
 
 
+@pytest.mark.slow  # trains
 def test_a_trial_returns_small_results_and_a_saved_model(tmp_path):
     folder = write_splits(tiny_splits(), tmp_path / "data")
     reports = []
@@ -116,6 +119,7 @@ def test_a_trial_returns_small_results_and_a_saved_model(tmp_path):
     assert model.predict(np.zeros((1, 28, 28), np.uint8), verbose=0).shape == (1, 10)
 
 
+@pytest.mark.slow  # trains
 def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned(tmp_path):
     folder = write_splits(tiny_splits(), tmp_path / "data")
     result = train_trial(
@@ -125,6 +129,7 @@ def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned(tmp_path):
     assert result["pruned"] and len(result["val_accuracies"]) == 1
 
 
+@pytest.mark.slow  # trains
 def test_the_last_epoch_never_prunes(tmp_path):
     folder = write_splits(tiny_splits(), tmp_path / "data")
     reports = []

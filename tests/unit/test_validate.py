@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 
 import tasks.validate as validate_tasks
-from digits.config import ValidationConfig
-from digits.errors import DataError, UsageError
-from digits.data.ingest import Dataset
-from digits.data.splits import preprocess_data
 from digits.checks.suites import (
     ValidationReport,
     raise_on_failure,
     validate_processed_data,
     validate_raw_data,
 )
+from digits.config import ValidationConfig
+from digits.data.ingest import Dataset
+from digits.data.splits import preprocess_data
+from digits.errors import DataError, UsageError
 from tests.leftovers import kill, start, wait_for_file
+
+pytestmark = pytest.mark.slow  # every test runs Great Expectations suites (seconds each)
 
 CONFIG = ValidationConfig()
 BETWEEN = "expect_column_values_to_be_between"

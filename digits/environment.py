@@ -1,33 +1,35 @@
-"""Keep the runtime's own chatter out of what a person reads: CLI, deploy, worker runs.
+"""The environment a process of the pipeline starts from, and the runtime's chatter kept out
+of what a person reads (CLI, deploy, worker runs).
 
 TensorFlow's C++ runtime writes straight to file descriptor 2, around Python's logging:
 a start-up banner when it loads (`oneDNN custom operations`, `absl::InitializeLog`,
 `cpu_feature_guard`) and, under op determinism, a harmless `E0000 ... use_unbounded_threadpool`
 line from tf.data on every fit. Nothing here runs at import time.
+
+`python -m digits.environment COMMAND ARGS...` runs COMMAND with the defaults applied (the
+Makefile's targets do), so they are declared once, in digits.config.ENV_DEFAULTS.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
 
-# C++ log level 3 hides TensorFlow's INFO, WARNING and ERROR lines; Python errors still raise.
-# ERROR too, because TF 2.21's tf.data logs its use_unbounded_threadpool mismatch at ERROR.
-# The caller's environment wins (TF_CPP_MIN_LOG_LEVEL=0 to see everything).
-QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "GX_ANALYTICS_ENABLED": "false",
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-}
+from digits.config import ENV_DEFAULTS, PREFECT_HOME_DIR
 
 
-def quiet_environment() -> None:
-    """Defaults that keep a local run self-contained and readable; the caller's env wins."""
-    for name, value in QUIET_ENV.items():
+def default_environment() -> None:
+    """ENV_DEFAULTS, and PREFECT_HOME under the current folder; the caller's env wins.
+
+    Before Prefect, TensorFlow or GX import: each reads its settings once, when it loads.
+    """
+    for name, value in ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    # Absolute: Prefect would resolve a relative home against whatever folder it is in then.
+    os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / PREFECT_HOME_DIR))
 
 
 @contextmanager
@@ -51,3 +53,8 @@ def import_keras_quietly() -> None:
     """Import Keras (and TensorFlow) without the C++ start-up banner, so errors stay one line."""
     with muted_stderr():
         import keras  # noqa: F401
+
+
+if __name__ == "__main__":
+    default_environment()
+    os.execvp(sys.argv[1], sys.argv[1:])

