@@ -142,6 +142,8 @@ def run_study(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     logger = get_run_logger()
+    if finished(study) >= trials:  # a resumed study that is already complete: no cluster
+        return
     space = to_optuna(search_space(model))
     api_url = flow_api_url()
     started = time.monotonic()

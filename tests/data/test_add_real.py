@@ -12,7 +12,7 @@ from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks, default_data_dir, train_config
 from digits.data.batches import Source
 from digits.data.ingest import load_mnist
-from tests.synth import distort, noise_images
+from tests.helpers.synth import distort, noise_images
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 CONFIG = BatchChecks()

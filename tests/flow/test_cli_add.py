@@ -7,7 +7,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from digits.data.batches import accepted_batches
-from tests.synth import make_digits, make_prototypes, write_dataset
+from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
 
 def setup_dirs(tmp_path):

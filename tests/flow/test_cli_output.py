@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from digits.config import IDX_FILES
-from tests.synth import write_dataset
+from tests.helpers.synth import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--model", "mlp", "--epochs", "1", "--min-train-rows", "1000"]

@@ -1,12 +1,15 @@
 """`digits run` end to end on generated data: exit codes, one-line errors, registry untouched."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from digits.config import IDX_FILES
-from tests.synth import idx_bytes, snapshot_tree, write_dataset
+from tests.conftest import run_cli
+from tests.helpers.synth import idx_bytes, snapshot_tree, write_dataset
 
 FAST = ["--model", "mlp", "--epochs", "3", "--min-train-rows", "1000"]
 
@@ -35,13 +38,23 @@ def corrupt(folder, case):
     return images
 
 
-@pytest.fixture
-def registry_with_v1(tmp_path, cli):
-    registry = tmp_path / "registry"
-    good = write_dataset(tmp_path / "good")
-    code, out, _ = cli("run", *FAST, "--data-dir", good, "--registry", registry)
+@pytest.fixture(scope="module")
+def trained_v1(tmp_path_factory) -> Path:
+    """A registry whose v1 a real `digits run` trained, made once for this module's tests."""
+    root = tmp_path_factory.mktemp("trained-v1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIGITS_ARTIFACTS", str(root / "artifacts"))  # as tests/flow/conftest.py
+        patch.setenv("DIGITS_DATA", str(root / "data-cache"))
+        good = write_dataset(root / "good")
+        code, out, _ = run_cli(patch, "run", *FAST, "--data-dir", good, "--registry", root / "r")
     assert (code, out.strip().splitlines()[-1][:12]) == (0, "promoted v1 ")
-    return registry
+    return root / "r"
+
+
+@pytest.fixture
+def registry_with_v1(tmp_path, trained_v1) -> Path:
+    """This test's own copy of the trained registry: tests may damage or extend theirs."""
+    return Path(shutil.copytree(trained_v1, tmp_path / "registry", symlinks=True))
 
 
 # Only a failed expectation is "data validation failed"; a file we cannot parse says so.

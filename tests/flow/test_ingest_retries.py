@@ -10,8 +10,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 import flows.retrain
 from digits.config import IDX_FILES
 from tasks.ingest import ingest
-from tests.leftovers import fake_npm
-from tests.synth import write_dataset
+from tests.helpers.leftovers import fake_npm
+from tests.helpers.synth import write_dataset
 
 # Retries as configured, without the waits between them.
 fast_ingest = ingest.with_options(retry_delay_seconds=0)

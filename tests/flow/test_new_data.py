@@ -13,9 +13,9 @@ import numpy as np
 
 from digits.config import IDX_FILES
 from digits.data.batches import held_out_mask
-from tests.batchstore import new_digits, split_styles, write_batch
-from tests.flow.test_retrain_flow import read_flow_run, read_task_runs, run_flow
-from tests.synth import snapshot_tree, write_dataset, write_idx
+from tests.helpers.batchstore import new_digits, split_styles, write_batch
+from tests.helpers.flows import read_flow_run, read_task_runs, run_flow
+from tests.helpers.synth import snapshot_tree, write_dataset, write_idx
 
 CLI_FAST = ["--model", "mlp", "--epochs", "3", "--min-train-rows", "1000"]
 

@@ -5,21 +5,13 @@ import json
 import numpy as np
 import pytest
 from prefect import tags
-from prefect.client.orchestration import get_client
 
 from digits.config import IDX_FILES
 from digits.errors import ExportError
 from digits.registry.store import Registry
 from digits.serving.predictor import load_predictor
-from tests.synth import snapshot_tree, write_dataset
-
-FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}
-
-
-def run_flow(**params):
-    from flows.retrain import retrain
-
-    return retrain(**{**FAST, **params}, return_state=True)
+from tests.helpers.flows import read_flow_run, read_task_runs, run_flow
+from tests.helpers.synth import snapshot_tree, write_dataset
 
 
 def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
@@ -130,19 +122,3 @@ def test_failed_suite_names_the_split(tmp_path):
     assert state.is_failed()
     assert state.message.startswith("data validation failed")
     assert "test" in state.message
-
-
-def read_flow_run(state):
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(state.state_details.flow_run_id)
-
-
-def read_task_runs(state):
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )

@@ -1,6 +1,7 @@
 """The tune flow on a real Dask LocalCluster of worker processes, against the test API."""
 
 import json
+import os
 from pathlib import Path
 
 from optuna.trial import TrialState
@@ -8,11 +9,20 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Completed, Failed
 
+from digits.config import train_config
+from digits.data.batches import accepted_batches
+from digits.data.ingest import load_mnist
+from digits.data.snapshot import combine
+from digits.data.splits import preprocess_data
+from digits.model.reproduce import reproduce
 from digits.model.space import search_space, to_optuna
-from digits.model.tuning import open_study
+from digits.model.tuning import open_study, write_splits
 from digits.registry.store import Registry
+from flows.retrain import retrain
 from flows.tune import record, tune
-from tests.synth import write_dataset
+from tests.helpers.batchstore import new_digits, write_batch
+from tests.helpers.flows import read_flow_run, read_task_runs
+from tests.helpers.synth import write_dataset
 
 
 def trial_task_runs(flow_run_id) -> list[str]:
@@ -33,36 +43,6 @@ def artifact_keys(flow_run_id) -> set[str]:
     return {a.key for a in artifacts}
 
 
-def test_tunes_on_dask_promotes_the_best_and_resumes(tmp_path):
-    data = write_dataset(tmp_path / "data")
-    registry = tmp_path / "registry"
-    settings = {
-        "model": "mlp", "epochs": 3, "workers": 2, "data_dir": str(data),
-        "registry": str(registry), "min_train_rows": 1000, "study_name": "flowtest",
-    }
-    state = tune(**settings, trials=2, return_state=True)
-    assert state.is_completed(), state.message
-    outcome = state.result()
-    assert outcome.promoted, outcome.reason  # trial 0 is the mlp's defaults, which pass here
-
-    flow_run_id = state.state_details.flow_run_id
-    names = trial_task_runs(flow_run_id)
-    assert [name.split()[0] for name in names] == ["trial-0", "trial-1"]
-    assert "width=128" in names[0]  # named by number and params
-    assert {"tuning-trials", "tuning-study"} <= artifact_keys(flow_run_id)
-
-    manifest = Registry(registry).manifest(outcome.version)
-    study = manifest["study"]
-    assert study["name"] == "flowtest" and len(study["trials"]) == 2
-    assert manifest["hyperparameters"] == manifest["hyperparameters"] | study["best_params"]
-    assert 0 < study["best_val_accuracy"] <= 1
-
-    # Same study name: resumes, runs only the trials still missing.
-    again = tune(**settings, trials=3, promote_best=False, return_state=True)
-    assert again.is_completed() and "best trial" in again.message
-    assert [n.split()[0] for n in trial_task_runs(again.state_details.flow_run_id)] == ["trial-2"]
-
-
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     study = open_study("s", tmp_path / "s.journal")
     space = to_optuna(search_space("mlp"))
@@ -77,7 +57,8 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[0].user_attrs["error"] == "worker died"
     assert study.trials[1].intermediate_values == {0: 0.4, 1: 0.5}  # replayed by the flow
-    json.dumps(study.trials[1].user_attrs)
+    attributes = study.trials[1].user_attrs
+    assert json.loads(json.dumps(attributes)) == attributes  # JSON-safe, as the journal needs
 
 
 class NullLogger:
@@ -86,39 +67,36 @@ class NullLogger:
 
 
 def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
-    """Trials train on MNIST plus the batch, on retrain's split; the best is gated on the new
-    data too; its manifest has the snapshot, so reproduce works and a default run skips."""
-    import os
-
-    from digits.config import train_config
-    from digits.data.batches import accepted_batches
-    from digits.data.ingest import load_mnist
-    from digits.data.snapshot import combine
-    from digits.data.splits import preprocess_data
-    from digits.model.reproduce import reproduce
-    from digits.model.tuning import write_splits
-    from flows.retrain import retrain
-    from tests.batchstore import new_digits, write_batch
-    from tests.flow.test_retrain_flow import read_flow_run, read_task_runs
-
+    """Trials run on Dask and train on MNIST plus the batch, on retrain's split; the best is
+    gated on the new data too; its manifest has the snapshot, so reproduce works and a
+    default run skips; the study resumes; the run is tagged as a retrain run is."""
     store = Path(os.environ["DIGITS_DATA"])
     data, registry = write_dataset(tmp_path / "data"), tmp_path / "registry"
     batch = write_batch(store, *new_digits(100, 20), name="writers-t")
-    settings = {"model": "mlp", "epochs": 3, "workers": 1, "data_dir": data,
+    settings = {"model": "mlp", "epochs": 3, "workers": 2, "data_dir": data,
                 "registry": registry, "min_train_rows": 1000, "study_name": "batchtest"}
 
-    state = tune(**settings, trials=1, return_state=True)
+    state = tune(**settings, trials=2, return_state=True)
 
     outcome = state.result()
-    assert outcome.promoted, state.message
-    manifest = Registry(registry).manifest(outcome.version)
-    assert [b["id"] for b in manifest["data"]["snapshot"]["batches"]] == [batch.name]
-    assert manifest["metrics"]["new_data"]["rows"] == manifest["data"]["rows"]["new_held_out"] > 0
-    assert manifest["gate"]["new_data_accuracy"] == manifest["metrics"]["new_data"]["accuracy"]
+    assert outcome.promoted, state.message  # trial 0 is the mlp's defaults, which pass here
+    flow_run_id = state.state_details.flow_run_id
+    names = trial_task_runs(flow_run_id)
+    assert [name.split()[0] for name in names] == ["trial-0", "trial-1"]
+    assert "width=128" in names[0]  # named by number and params
+    assert {"tuning-trials", "tuning-study"} <= artifact_keys(flow_run_id)
     assert "promoted" in read_flow_run(state).tags  # as a retrain run is tagged
     assert {"snapshot", "union", "validate-raw", "validate-processed", "evaluate",
             "evaluate-new-data", "export", "gate-and-promote"} <= {
         run.name for run in read_task_runs(state)}
+
+    manifest = Registry(registry).manifest(outcome.version)
+    study = manifest["study"]
+    assert study["name"] == "batchtest" and len(study["trials"]) == 2
+    assert manifest["hyperparameters"] == manifest["hyperparameters"] | study["best_params"]
+    assert [b["id"] for b in manifest["data"]["snapshot"]["batches"]] == [batch.name]
+    assert manifest["metrics"]["new_data"]["rows"] == manifest["data"]["rows"]["new_held_out"] > 0
+    assert manifest["gate"]["new_data_accuracy"] == manifest["metrics"]["new_data"]["accuracy"]
 
     # The trials' split files (named by their content) are the split a `digits run` makes
     # of MNIST plus the batch, not of MNIST alone.
@@ -141,10 +119,16 @@ def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
                       return_state=True)  # the model's defaults, nothing new: skipped
     assert skipped.result().skipped, skipped.message
 
-    # With production in place, the next tuned model is compared with it on the new data.
-    again = tune(**settings, trials=2, return_state=True)
+    # Same study: resumes with only the missing trial, and the new best is compared with
+    # production on the new data.
+    again = tune(**settings, trials=3, return_state=True)
+    assert [n.split()[0] for n in trial_task_runs(again.state_details.flow_run_id)] == ["trial-2"]
     reason = again.result().reason
     assert "new-data accuracy" in reason and f"production {outcome.version}" in reason, reason
+
+    report = tune(**settings, trials=3, promote_best=False, return_state=True)
+    assert report.is_completed() and report.message.startswith("best trial "), report.message
+    assert trial_task_runs(report.state_details.flow_run_id) == []  # complete: nothing ran
 
 
 def test_tune_and_retrain_carry_the_same_outcome_hooks():

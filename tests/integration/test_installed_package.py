@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from flows.schedule import WEEKLY
-from tests.integration.processes import BIN, REPO, answers, background, free_port, wait_for
-from tests.synth import make_digits, make_prototypes, write_dataset
+from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
+from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

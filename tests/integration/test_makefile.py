@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from flows.schedule import WEEKLY
-from tests.integration.processes import REPO
+from tests.helpers.processes import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 

@@ -16,8 +16,8 @@ from uuid import UUID
 import pytest
 
 from digits.config import IDX_FILES
-from tests.integration.processes import BIN, background, free_port, tail, wait_for
-from tests.synth import write_dataset
+from tests.helpers.processes import BIN, background, free_port, tail, wait_for
+from tests.helpers.synth import write_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 
 from digits.data.images import load_inputs
 from digits.registry.store import Registry
-from tests.integration.processes import (
+from tests.helpers.processes import (
     BIN,
     REPO,
     answers,
@@ -26,7 +26,7 @@ from tests.integration.processes import (
     tail,
     wait_for,
 )
-from tests.serving import (
+from tests.helpers.serving import (
     claimed_size_png,
     digit_png,
     mnist_like,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from digits.config import ENV_DEFAULTS
-from tests.integration.processes import (
+from tests.helpers.processes import (
     BIN,
     REPO,
     answers,
@@ -29,7 +29,7 @@ from tests.integration.processes import (
     free_port,
     wait_for,
 )
-from tests.synth import write_dataset
+from tests.helpers.synth import write_dataset
 
 pytestmark = pytest.mark.integration
 

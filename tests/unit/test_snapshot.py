@@ -29,8 +29,8 @@ from digits.data.snapshot import (
 from digits.errors import DataError
 from digits.registry.gate import GateRule, decide
 from digits.registry.store import Registry
-from tests.batchstore import new_digits, write_batch
-from tests.unit.test_registry_schema import FULL
+from tests.helpers.batchstore import new_digits, write_batch
+from tests.helpers.manifests import FULL
 
 REPO = Path(__file__).resolve().parents[2]
 

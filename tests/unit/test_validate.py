@@ -20,7 +20,7 @@ from digits.config import ValidationConfig
 from digits.data.ingest import Dataset
 from digits.data.splits import preprocess_data
 from digits.errors import DataError, UsageError
-from tests.leftovers import kill, start, wait_for_file
+from tests.helpers.leftovers import kill, start, wait_for_file
 
 pytestmark = pytest.mark.slow  # every test runs Great Expectations suites (seconds each)
 

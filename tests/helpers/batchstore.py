@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.data.batches import BATCHES, QUARANTINE, batch_id, held_out_mask
-from tests.synth import make_digits, make_prototypes
+from tests.helpers.synth import make_digits, make_prototypes
 
 
 def write_batch(
@@ -35,7 +35,7 @@ def write_batch(
 
 
 def new_digits(n: int, seed: int, prototype_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Digits like tests.synth's (prototype_seed 0) or of another style (any other seed)."""
+    """Digits like tests.helpers.synth's (prototype_seed 0) or of another style (any other seed)."""
     return make_digits(n, seed, make_prototypes(prototype_seed))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from digits.registry.store import Registry
-from tests.unit.test_registry import make_manifest
+from tests.helpers.manifests import make_manifest
 
 
 def save_tiny_model(path: Path, seed: int) -> Path:
