@@ -46,6 +46,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# `digits --help` groups the commands by layer: these need no Prefect.
+LIBRARY_PANEL = "Models, data and serving (no Prefect)"
+
 # Options several commands share, declared once; flows/cli.py uses them too.
 RegistryOption = Annotated[
     Optional[Path],
@@ -80,7 +83,7 @@ def options(
     ctx.obj = {"debug": debug}
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
     registry: RegistryOption = None,
@@ -100,7 +103,7 @@ def models(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def fetch(
     ref: Annotated[str, typer.Argument(help="Version (vN) or alias.")] = PRODUCTION_ALIAS,
     dest: Annotated[Path, typer.Option(help="Folder to copy the version's files into.")] = ...,
@@ -110,7 +113,7 @@ def fetch(
     typer.echo(registry_of(registry).fetch(ref, dest))
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def verify(
     ref: Annotated[
         Optional[str], typer.Argument(show_default="all", help="Version or alias.")
@@ -122,7 +125,7 @@ def verify(
     typer.echo(f"ok: {', '.join(checked) or 'empty registry'}")
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def promote(
     ref: Annotated[str, typer.Argument(help="Version or alias to make production.")],
     registry: RegistryOption = None,
@@ -132,14 +135,14 @@ def promote(
     typer.echo(f"{PRODUCTION_ALIAS} -> {version}")
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def rollback(registry: RegistryOption = None) -> None:
     """Move production back to the version it pointed at before."""
     version = registry_of(registry).rollback(PRODUCTION_ALIAS)
     typer.echo(f"{PRODUCTION_ALIAS} -> {version}")
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def predict(
     files: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
     ref: Annotated[str, typer.Option(help="Version or alias.")] = PRODUCTION_ALIAS,
@@ -155,7 +158,7 @@ def predict(
         typer.echo(f"{name}\t{digit}\t{probability:.4f}")
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def serve(
     host: Annotated[
         str, typer.Option(help="Interface to listen on (loopback by default).")
@@ -175,7 +178,7 @@ def serve(
     run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes))
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def data(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
     store: StoreOption = None,
@@ -206,7 +209,7 @@ def data(
         typer.echo(line)
 
 
-@app.command()
+@app.command(rich_help_panel=LIBRARY_PANEL)
 def reproduce(
     ref: Annotated[str, typer.Argument(help="Version (vN) or alias to retrain.")],
     registry: RegistryOption = None,
@@ -217,8 +220,11 @@ def reproduce(
         ),
     ] = None,
 ) -> None:
-    """Retrain a version from its manifest (config, seed, data snapshot); print the manifest's
-    accuracy, the new one and the difference. Writes nothing to the registry."""
+    """Retrain a version from its manifest; compare accuracies. Writes nothing.
+
+    Uses the manifest's config, seed and data snapshot, then prints the recorded accuracy,
+    the reproduced one and the difference.
+    """
     from digits.config import default_data_dir
 
     root = registry_of(registry)

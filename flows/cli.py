@@ -43,6 +43,8 @@ from digits.config import (
 from digits.environment import import_keras_quietly
 from digits.errors import EXIT_REJECTED
 
+FLOWS_PANEL = "Training and new data (Prefect flows)"
+
 # The console script (`flows.cli:entry`) and the tests call these from here, so that the
 # commands below are on the app.
 __all__ = ["app", "entry", "main"]
@@ -105,7 +107,7 @@ def run_flow(entrypoint: str, tags: Sequence[str] = (), **parameters: Any) -> tu
         return state, state.result()
 
 
-@app.command()
+@app.command(rich_help_panel=FLOWS_PANEL)
 @with_train_options
 def run(
     model: ModelOption = DEFAULT_MODEL,
@@ -150,7 +152,7 @@ def run(
         raise typer.Exit(EXIT_REJECTED)
 
 
-@app.command()
+@app.command(rich_help_panel=FLOWS_PANEL)
 def tune(
     model: ModelOption = DEFAULT_MODEL,
     trials: Annotated[
@@ -208,7 +210,7 @@ def tune(
         raise typer.Exit(EXIT_REJECTED)
 
 
-@app.command()
+@app.command(rich_help_panel=FLOWS_PANEL)
 def schedule(
     cron: Annotated[
         Optional[str],
@@ -231,7 +233,7 @@ def schedule(
     serve_retrain(name, cron or WEEKLY.cron, parameters)
 
 
-@app.command()
+@app.command(rich_help_panel=FLOWS_PANEL)
 def add(
     path: Annotated[Path, typer.Argument(help="Folder with subfolders 0..9 of PNG/JPEG, or .npz.")],
     name: Annotated[
