@@ -40,7 +40,7 @@ test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest $(ARGS)
 
 test-fast: $(STAMP)  ## the unit tests not marked slow: under a minute, after every edit
-	$(WITH_DEFAULTS) $(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
+	$(WITH_DEFAULTS) $(BIN)/python -m pytest tests/unit -m "not slow" -n auto $(ARGS)
 
 ui: $(STAMP)  ## the Prefect UI on 127.0.0.1 over this project's runs
 	@mkdir -p $(PREFECT_HOME) && echo http://127.0.0.1:$(UI_PORT)/api > $(UI_URL_FILE)

@@ -36,12 +36,12 @@ def build_registry(root: Path, image: Path) -> None:
     import keras
     import numpy as np
     from PIL import Image
+    from tests.synth import make_digits, make_prototypes
 
     from digits.model.architectures import build_model, export_model
     from digits.model.export import export_candidate
     from digits.registry.layout import MODEL_FILE
     from digits.registry.store import Registry
-    from tests.synth import make_digits, make_prototypes
 
     images, labels = make_digits(1000, seed=1, prototypes=make_prototypes())
     keras.utils.set_random_seed(0)

@@ -19,7 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,7 +32,7 @@ from typer.exceptions import TyperException
 
 from digits.config import DEFAULT_LOCK_TIMEOUT_S, PREFECT_HOME_DIR, PRODUCTION_ALIAS, registry_root
 from digits.environment import default_environment, import_keras_quietly, muted_stderr
-from digits.errors import EXIT_ABORTED, DigitsError
+from digits.errors import EXIT_ABORTED, DigitsError, environment_fault
 from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Limits
 
 app = typer.Typer(
@@ -106,10 +110,14 @@ def models(
 @app.command(rich_help_panel=LIBRARY_PANEL)
 def fetch(
     ref: Annotated[str, typer.Argument(help="Version (vN) or alias.")] = PRODUCTION_ALIAS,
-    dest: Annotated[Path, typer.Option(help="Folder to copy the version's files into.")] = ...,
+    dest: Annotated[
+        Path, typer.Option(help="New or empty folder to copy the version's files into.")
+    ] = ...,
     registry: RegistryOption = None,
 ) -> None:
-    """Verify every checksum of a version, copy its files to DEST, print the model path."""
+    """Verify every checksum of a version, copy its files to DEST, print the model path.
+
+    DEST must be new or empty (exit 2 otherwise): the copy is renamed into place whole."""
     typer.echo(registry_of(registry).fetch(ref, dest))
 
 
@@ -120,8 +128,11 @@ def verify(
     ] = None,
     registry: RegistryOption = None,
 ) -> None:
-    """Check manifests, checksums and aliases of one version or all of them."""
-    checked = registry_of(registry).verify(ref)
+    """Check manifests and checksums of one version, or of all plus aliases and history."""
+    root = registry_of(registry)
+    checked = root.verify(ref)
+    if ref is None:
+        root.check_pending()
     typer.echo(f"ok: {', '.join(checked) or 'empty registry'}")
 
 
@@ -153,7 +164,7 @@ def predict(
 
     # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
     with muted_stderr():
-        predictor = load_predictor(registry_of(registry), ref)
+        predictor = load_predictor(ref, registry_of(registry))
     for name, digit, probability in predict_files(predictor, files):
         typer.echo(f"{name}\t{digit}\t{probability:.4f}")
 
@@ -197,9 +208,12 @@ def data(
         typer.echo(json.dumps(sources, indent=2))
         return
     for source in sources:
-        rows = source["rows"] if isinstance(source["rows"], int) else (
-            "+".join(f"{n} {split}" for split, n in source["rows"].items()))
-        line = f"{source['id'][:20]:<20}  {source['name']:<16}  {source['status']:<11}  {rows}"
+        rows = source["rows"]
+        if isinstance(rows, dict):
+            rows = "+".join(f"{n} {split}" for split, n in rows.items())
+        # An unreadable batch folder has no name or rows to show, only its reason.
+        line = (f"{source['id'][:20]:<20}  {source['name'] or '?':<16}  "
+                f"{source['status']:<11}  {'?' if rows is None else rows}")
         if source.get("class_counts"):
             line += f"  per class {' '.join(map(str, source['class_counts']))}"
         if source.get("added_at"):
@@ -237,12 +251,29 @@ def reproduce(
         typer.echo(line)
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`timeout`, `kill`, a service manager) raises KeyboardInterrupt, as Ctrl-C
+    does: the command unwinds (staging folders removed, the local API stopped) and exits
+    130 instead of dying mid-write or, inside a C call, working on. Prefect's flow engine
+    puts its own handler in front while a flow runs; it hands the signal back to this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a test calling main() elsewhere)
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main() -> None:
     """Run `app` with one-line errors and the documented exit codes."""
     default_environment()
     debug = "--debug" in sys.argv[1:]
     try:
-        code = app(standalone_mode=False)  # returns typer.Exit's code
+        with sigterm_as_interrupt():
+            code = app(standalone_mode=False)  # returns typer.Exit's code
     except TyperException as error:  # bad flag or value: usage and message, exit 2
         error.show()
         sys.exit(error.exit_code)
@@ -257,12 +288,19 @@ def main() -> None:
     except Exception as error:  # a bug: say where, keep the traceback behind --debug
         if debug:
             raise
+        # Permission denied, read-only, disk full: the machine's, not a bug (exit 7).
+        fault = environment_fault(error) if isinstance(error, OSError) else None
+        if fault is not None:
+            typer.echo(f"error: {fault}", err=True)
+            sys.exit(fault.exit_code)
         typer.echo(
             f"unexpected error: {type(error).__name__}: {error} "
             "(rerun with --debug for the traceback; Prefect logs are in the flow run)",
             err=True,
         )
         sys.exit(DigitsError.exit_code)
+    if code == EXIT_ABORTED:  # Typer turns a KeyboardInterrupt inside a command into Exit(130)
+        typer.echo("aborted", err=True)
     sys.exit(code or 0)
 
 

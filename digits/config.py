@@ -9,6 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 from digits.errors import UsageError
 
@@ -38,6 +39,14 @@ MNIST_SHA256 = {
 
 MNIST_ROWS = {"train": 60_000, "test": 10_000}
 
+# --- Limits on user input, checked from file headers before anything is decoded -----
+
+# Rows of one `.npz` batch (`digits add`) or of all `.npy` arrays of one `digits predict`:
+# 78 MB of uint8 pixels, over the whole MNIST train set. A 2 MB `.npz` deflates to GBs.
+MAX_INPUT_ROWS = 100_000
+# Pixels of one PNG/JPEG: a phone photo is 12M. Pillow itself only warns from 89M.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
 # --- Defaults that other code and the docs rely on -------------------------------
 
 DEFAULT_THRESHOLD = 0.97  # the accuracy gate; a run may raise it, never lower it
@@ -53,6 +62,8 @@ DEFAULT_TUNE_EPOCHS = 2  # per trial
 DEFAULT_TUNE_WORKERS = 2  # local Dask worker processes, so trials run at once
 
 # --- The process environment -----------------------------------------------------
+
+Number = TypeVar("Number", int, float)
 
 # Seconds a Prefect API server may take to answer: its first start migrates the SQLite
 # database, which takes a minute on a slow machine.
@@ -79,18 +90,26 @@ def registry_root(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
 
 
+def env_number(name: str, default: Number, minimum: Number) -> Number:
+    """`$name` as a number of `default`'s type (int or float), finite and at least `minimum`;
+    `default` when unset. Any other value, empty included, is a usage error naming both."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    kind = type(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or value < minimum:
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"{name}={raw!r} must be {what} of at least {minimum}")
+    return value
+
+
 def lock_timeout() -> float:
     """Seconds a registry writer waits for the write lock: `$DIGITS_LOCK_TIMEOUT`, else 600."""
-    raw = os.environ.get("DIGITS_LOCK_TIMEOUT")
-    if raw is None:
-        return DEFAULT_LOCK_TIMEOUT_S
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise UsageError(f"DIGITS_LOCK_TIMEOUT={raw!r} must be a number of seconds (0 or more)")
-    return seconds
+    return env_number("DIGITS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S, minimum=0.0)
 
 
 def default_data_dir() -> Path:
@@ -136,6 +155,9 @@ class BatchChecks:
     """
 
     min_rows: int = 20  # fewer images say too little about a writer to be worth a run
+    # Read limits: a batch over them is refused before it is decoded (exit 4, no checks).
+    max_rows: int = MAX_INPUT_ROWS
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # per image file of a folder batch
     max_duplicate_share: float = 0.05  # a file saved twice is a slip; many copies over-weight
     blank_ink_threshold: float = 0.01  # as for MNIST: under 1% lit pixels is no digit
     max_blank_share: float = 0.02  # a few empty boxes of a form are fine, more is a broken export
@@ -169,8 +191,9 @@ class BatchChecks:
     min_label_agreement: float = 0.8
 
     def __post_init__(self) -> None:
-        if self.min_rows < 1:
-            raise UsageError(f"min_rows {self.min_rows} must be at least 1")
+        for name in ("min_rows", "max_rows", "max_image_pixels"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} {getattr(self, name)} must be at least 1")
         shares = ("max_duplicate_share", "max_blank_share", "max_likely_leak_share",
                   "min_label_agreement")
         for name in shares:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
+    with named_errors(path), path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
@@ -37,11 +37,23 @@ def sha256_bytes(*parts: bytes | memoryview) -> str:
 # --- writing and walking ---------------------------------------------------------
 
 
+@contextmanager
+def named_errors(path: Path) -> Iterator[None]:
+    """Name `path` in an OSError raised on an open file (a read, write or fsync names no
+    file), so the one-line error says which file the disk refused."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
     """Copy a file, fsync it, and return the SHA-256 and size of the bytes written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
-    with source.open("rb") as reader, target.open("xb") as writer:
+    with named_errors(target), source.open("rb") as reader, target.open("xb") as writer:
         for chunk in iter(lambda: reader.read(1 << 20), b""):
             digest.update(chunk)
             size += len(chunk)
@@ -52,7 +64,7 @@ def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
 
 
 def write_synced(path: Path, data: bytes) -> None:
-    with path.open("xb") as handle:
+    with named_errors(path), path.open("xb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -62,7 +74,8 @@ def fsync_dir(folder: Path) -> None:
     """Make a rename or new entry in `folder` durable, not just the files' bytes."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        with named_errors(folder):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -97,14 +110,19 @@ def owned_folder(folder: Path) -> Iterator[None]:
             Path(lock.lock_file).unlink(missing_ok=True)
 
 
-def sweep_abandoned(parent: Path, pattern: re.Pattern) -> None:
-    """Remove `parent`'s entries named by `pattern` (and their `.lock`) whose owner died."""
+def sweep_abandoned(parent: Path, pattern: re.Pattern, locked_only: bool = False) -> None:
+    """Remove `parent`'s entries named wholly by `pattern` (and their `.lock`) whose owner
+    died. `locked_only` for a folder the user shares (beside `fetch --dest`): there a name
+    proves nothing, so only an entry with its `.lock` beside it, which `owned_folder` makes
+    before the folder and removes after it, is ours."""
     for entry in list(parent.iterdir()):
         if entry.name.endswith(".lock"):
             owned = entry.with_suffix("")
-            if pattern.match(owned.name) and not owned.exists():
+            if pattern.fullmatch(owned.name) and not owned.exists():
                 remove_abandoned(owned)
-        elif pattern.match(entry.name):
+        elif pattern.fullmatch(entry.name) and (
+            not locked_only or Path(f"{entry}.lock").exists()
+        ):
             remove_abandoned(entry)
 
 
@@ -145,4 +163,4 @@ def staging_folder(parent: Path, prefix: str) -> Iterator[Path]:
 def sweep_staging(parent: Path, prefix: str) -> None:
     """Remove the staging folders under `parent`, and their lock files, whose owner died."""
     # uuid hex, or the 8 characters of the `tempfile` folders used before staging took locks.
-    sweep_abandoned(parent, re.compile(rf"^{re.escape(prefix)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})$"))
+    sweep_abandoned(parent, re.compile(rf"{re.escape(prefix)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})"))

@@ -38,7 +38,8 @@ class Added:
 def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Path | None = None,
         registry: Path | None = None, config: BatchChecks | None = None):
     data = store_dir.resolve() if store_dir else default_data_dir()
-    source = read(path)
+    config = config or BatchChecks()
+    source = read(path, config)
     existing = find_batch(data, source_id(source))
     if existing is not None and existing["status"] != "accepted":
         raise ValidationFailed(f"batch {existing['id'][:12]} already quarantined: "
@@ -47,8 +48,8 @@ def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Pat
         added = Added(existing["id"], existing["name"], existing["rows"], existing["status"],
                       new=False, reason=existing.get("reason"))
         return Completed(message=added.line(), data=added)
-    checks = check(source, data, reference_dir, registry_root(registry), config or BatchChecks())
-    record, new = store(source, name, checks, data)
+    checks, compared = check(source, data, reference_dir, registry_root(registry), config)
+    record, new = store(source, name, checks, compared, data, config)
     if record["status"] != "accepted":
         raise ValidationFailed(f"batch {record['id'][:12]} quarantined: {record['reason']}")
     added = Added(record["id"], record["name"], record["rows"], record["status"], new)

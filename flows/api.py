@@ -26,11 +26,13 @@ from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
-from digits.config import API_STARTUP_TIMEOUT_S
+from digits.config import API_STARTUP_TIMEOUT_S, env_number
 from digits.errors import DigitsError
 
 STAMP = "digits-migrated.json"
 POLL_S = 0.1
+NO_PROXY_NAMES = ("no_proxy", "NO_PROXY")  # urllib and httpx read either; set both alike
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 @contextmanager
@@ -40,6 +42,7 @@ def local_api() -> Iterator[Callable[[], None]]:
     Yields the function that waits until the API answers: call it after the imports that
     the server's start overlaps with.
     """
+    timeout = startup_timeout()  # a bad value would stop Prefect's import: refuse it first
     if configured_api_url():
         try:
             yield lambda: None
@@ -48,6 +51,8 @@ def local_api() -> Iterator[Callable[[], None]]:
         return
     port = free_port()
     migrate = not is_migrated()
+    saved = {name: os.environ.get(name) for name in (*NO_PROXY_NAMES, "PREFECT_API_URL")}
+    os.environ.update(loopback_no_proxy())
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
@@ -55,13 +60,39 @@ def local_api() -> Iterator[Callable[[], None]]:
     )
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     try:
-        yield lambda: wait_until_ready(server)
+        yield lambda: wait_until_ready(server, timeout)
     finally:
         try:
             send_queued_logs_and_events()
         finally:  # whatever the flush does, the server must not outlive the command
-            del os.environ["PREFECT_API_URL"]
+            restore(saved)
             stop(server)
+
+
+def startup_timeout() -> int:
+    """Seconds the API may take to answer: Prefect's own setting for the server it would
+    start (an integer there too), so one value bounds both."""
+    return env_number(
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", API_STARTUP_TIMEOUT_S, minimum=1
+    )
+
+
+def loopback_no_proxy() -> dict[str, str]:
+    """no_proxy and NO_PROXY with 127.0.0.1 and localhost added, for this process (Prefect's
+    client) and the server: a proxy from http_proxy cannot reach this machine's loopback."""
+    current = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
+    hosts = [host.strip() for host in current.split(",") if host.strip()]
+    if hosts != ["*"]:  # `*` (no proxy at all) counts only as the whole value
+        hosts += [host for host in LOOPBACK_HOSTS if host not in hosts]
+    return dict.fromkeys(NO_PROXY_NAMES, ",".join(hosts))
+
+
+def restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -95,16 +126,15 @@ def configured_api_url() -> str | None:
     return os.environ.get("PREFECT_API_URL")
 
 
-def wait_until_ready(server: subprocess.Popen) -> None:
+def wait_until_ready(server: subprocess.Popen, timeout: float) -> None:
     """Block until the API answers, and remember that its database is migrated."""
     url = f"{os.environ['PREFECT_API_URL']}/health"
-    # Prefect's own setting for the server it would start, so one value bounds both.
-    deadline = time.monotonic() + float(
-        os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", API_STARTUP_TIMEOUT_S)
-    )
+    deadline = time.monotonic() + timeout
+    # Loopback, never through a proxy: with http_proxy set, every probe would fail.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     while time.monotonic() < deadline and server.poll() is None:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with direct.open(url, timeout=2) as response:
                 if response.status == 200:
                     record_migration()
                     return

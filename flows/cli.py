@@ -152,6 +152,14 @@ def run(
         raise typer.Exit(EXIT_REJECTED)
 
 
+def valid_study(name: str | None) -> str | None:
+    """--study names a file under artifacts/studies, so no path (exit 2 otherwise); the check
+    is imported only when `tune` runs."""
+    from digits.model.tuning import check_study_name
+
+    return check_study_name(name)
+
+
 @app.command(rich_help_panel=FLOWS_PANEL)
 def tune(
     model: ModelOption = DEFAULT_MODEL,
@@ -169,7 +177,11 @@ def tune(
         Optional[float], typer.Option(min=0, help="Start no new round after this many minutes.")
     ] = None,
     study: Annotated[
-        Optional[str], typer.Option(help="Study name (default tune-MODEL); a stored one resumes.")
+        Optional[str],
+        typer.Option(
+            help="Study name (default tune-MODEL); a stored one resumes.",
+            callback=valid_study,
+        ),
     ] = None,
     promote: Annotated[
         bool, typer.Option(help="Gate and promote the best trial's model, or only report.")

@@ -38,6 +38,7 @@ from digits.environment import muted_stderr
 from digits.errors import DataError, DigitsError, UsageError
 from digits.model.space import search_space, to_optuna, trial_config
 from digits.model.tuning import (
+    check_study_name,
     fail_interrupted,
     finished,
     has_complete,
@@ -86,7 +87,9 @@ def trial_runner(workers: int, dask_address: str | None, api_url: str):
             "processes": True,  # Keras fit holds the GIL between ops: processes, not threads
             "threads_per_worker": 1,
             "env": worker_env(workers, api_url),
-            "dashboard_address": ":0",  # a free port: two studies at once do not collide
+            # A free port, so two studies at once do not collide; on loopback, as the
+            # scheduler and workers are, so the dashboard is not open to the network.
+            "dashboard_address": "127.0.0.1:0",
         },
     )
 
@@ -196,6 +199,7 @@ def tune(
 ) -> State:
     """Tune `model` with `trials` trials of `epochs` epochs on Dask; gate the best one."""
     check_threshold(threshold)
+    check_study_name(study_name)  # before any work: a deployment's run skips the CLI's check
     if trials < 1 or workers < 1 or epochs < 1:
         raise UsageError("--trials, --workers and --epochs must be at least 1")
     config = train_config(model, epochs=epochs)  # validation size and seed: as a retrain run

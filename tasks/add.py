@@ -14,19 +14,28 @@ from digits.checks.batch import (
     failures,
     fmt,
     held_out_parts,
+    recheck_leakage,
     reference_of,
     report_of,
 )
 from digits.config import NUM_CLASSES, BatchChecks
-from digits.data.batches import Source, accepted_batches, read_source, source_id, store_batch
+from digits.data.batches import (
+    Batch,
+    Source,
+    accepted_batches,
+    find_batch,
+    read_source,
+    source_id,
+    store_batch,
+)
 from digits.data.ingest import load_mnist
 from digits.files import staging_folder
 from digits.registry.manifest import utc_now
 
 
 @task(name="read-batch", task_run_name="read-batch", cache_policy=NONE, persist_result=False)
-def read(path: Path) -> Source:
-    return read_source(path)
+def read(path: Path, config: BatchChecks) -> Source:
+    return read_source(path, config)
 
 
 def load_production(registry_root: Path):
@@ -41,14 +50,17 @@ def load_production(registry_root: Path):
 
 @task(name="check-batch", task_run_name="check-batch", cache_policy=NONE, persist_result=False)
 def check(source: Source, data_dir: Path, reference_dir: Path | None, registry_root: Path,
-          config: BatchChecks) -> list[Check]:
+          config: BatchChecks) -> tuple[list[Check], frozenset[str]]:
+    """Every check, and the ids of the accepted batches they compared with (`store`
+    rechecks against any accepted since)."""
     mnist = load_mnist(reference_dir, data_dir)
+    batches = accepted_batches(data_dir)
     reference = reference_of(mnist.train_images, mnist.train_labels, mnist.test_images,
-                             held_out_parts(accepted_batches(data_dir)), config)
+                             held_out_parts(batches), config)
     with staging_folder(data_dir, ".checks-") as work:
         checks = check_batch(source, reference, load_production(registry_root), config, work)
     publish(checks)
-    return checks
+    return checks, frozenset(batch.id for batch in batches)
 
 
 def publish(checks: list[Check]) -> None:
@@ -63,7 +75,29 @@ def publish(checks: list[Check]) -> None:
 
 
 @task(name="store-batch", task_run_name="store-batch", cache_policy=NONE, persist_result=False)
-def store(source: Source, name: str, checks: list[Check], data_dir: Path) -> tuple[dict, bool]:
+def store(source: Source, name: str, checks: list[Check], compared: frozenset[str],
+          data_dir: Path, config: BatchChecks) -> tuple[dict, bool]:
+    """Store the batch; the record stored (this one, a rechecked one, or an equal batch's)
+    and whether it was written here."""
+
+    def recheck(since: list[Batch]) -> tuple[dict, dict]:  # under the store's lock
+        return records_of(source, name, recheck_leakage(source, checks, since, config))
+
+    record, report = records_of(source, name, checks)
+    folder, written = store_batch(data_dir, source, record, report, recheck, compared)
+    record = find_batch(data_dir, record["id"])
+    create_markdown_artifact(
+        key="batch-stored",
+        markdown=f"# Batch {record['id'][:12]} {record['status']}\n\n"
+        f"{record['rows']} images from `{source.path}` in `{folder}`\n\n"
+        + (f"Reason: {record['reason']}\n" if record["reason"] else ""),
+        description=f"batch {record['status']}",
+    )
+    return record, written
+
+
+def records_of(source: Source, name: str, checks: list[Check]) -> tuple[dict, dict]:
+    """batch.json and report.json of a batch with these checks."""
     report = report_of(checks)
     labels = source.labels
     known = labels[(labels >= 0) & (labels < NUM_CLASSES)]
@@ -79,15 +113,7 @@ def store(source: Source, name: str, checks: list[Check], data_dir: Path) -> tup
         "checks": {c.name: {"observed": c.observed, "bound": c.bound, "passed": c.passed}
                    for c in checks},
     }
-    folder, written = store_batch(data_dir, source, record, report)
-    create_markdown_artifact(
-        key="batch-stored",
-        markdown=f"# Batch {record['id'][:12]} {record['status']}\n\n"
-        f"{record['rows']} images from `{source.path}` in `{folder}`\n\n"
-        + (f"Reason: {record['reason']}\n" if record["reason"] else ""),
-        description=f"batch {record['status']}",
-    )
-    return record, written
+    return record, report
 
 
 def _counts(labels):

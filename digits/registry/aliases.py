@@ -8,7 +8,13 @@ aliases.json (`repair_aliases`) before doing anything else. History, not aliases
 the record because replaying a logged move forward is unambiguous, while a move seen only
 in aliases.json could have been a promote or a rollback, and rollback would then guess
 (the old order let the next rollback move forward). Readers take no lock and read
-aliases.json as it is, so until that repair they see the alias before the move.
+aliases.json as it is, so until that repair they see the alias before the move, and
+`digits verify` reports the move as pending (`pending_moves`).
+
+A move that fails with an error rather than a kill, before aliases.json is replaced, takes
+its history line back out, so a run that reports failure never has its move replayed by
+the next writer. If even that fails (the disk turned read-only), the error says the move
+is committed and pending instead: what the next writer will do.
 """
 
 from __future__ import annotations
@@ -19,15 +25,17 @@ import os
 import re
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
-from digits.errors import RegistryError
-from digits.files import fsync_dir, write_synced
+from digits.errors import EnvironmentFault, RegistryError
+from digits.files import fsync_dir, named_errors, write_synced
 from digits.registry.layout import ALIAS_TEMP_PREFIX, ALIASES_FILE, HISTORY_FILE
 from digits.registry.manifest import dump_json, parse_json, to_jsonable, utc_now
 
-VERSION_RE = re.compile(r"^v[1-9][0-9]*$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# Matched whole, with `fullmatch`: `$` would accept a trailing newline ("prod\n").
+VERSION_RE = re.compile(r"v[1-9][0-9]*")
+ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]*")
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +45,11 @@ log = logging.getLogger(__name__)
 
 def is_alias_name(name: str) -> bool:
     # `v12` style names are versions, and `v012` would read like one: never aliases.
-    return bool(ALIAS_RE.match(name)) and not re.match(r"^v[0-9]+$", name)
+    return bool(ALIAS_RE.fullmatch(name)) and not re.fullmatch(r"v[0-9]+", name)
 
 
 def check_ref(ref: object) -> None:
-    if not isinstance(ref, str) or not (VERSION_RE.match(ref) or is_alias_name(ref)):
+    if not isinstance(ref, str) or not (VERSION_RE.fullmatch(ref) or is_alias_name(ref)):
         raise RegistryError(
             f"invalid ref {ref!r}: expected a version like v3 or an alias name like production"
         )
@@ -61,7 +69,7 @@ def read_aliases(root: Path) -> dict[str, str]:
         return {}
     aliases = parse_json(path.read_bytes(), path)
     if not isinstance(aliases, dict) or not all(
-        isinstance(k, str) and is_alias_name(k) and isinstance(v, str) and VERSION_RE.match(v)
+        isinstance(k, str) and is_alias_name(k) and isinstance(v, str) and VERSION_RE.fullmatch(v)
         for k, v in aliases.items()
     ):
         raise RegistryError(f"{path}: expected an object of alias name -> vN")
@@ -89,6 +97,17 @@ def committed_targets(history: list[dict]) -> dict[str, str]:
         entry["alias"]: entry["to"]
         for entry in history
         if isinstance(entry.get("alias"), str) and isinstance(entry.get("to"), str)
+    }
+
+
+def pending_moves(root: Path) -> dict[str, tuple[str | None, str]]:
+    """Alias -> (what aliases.json says, what history.jsonl committed) where they differ:
+    moves a stopped writer committed and the next writer will apply."""
+    aliases = read_aliases(root)
+    return {
+        alias: (aliases.get(alias), target)
+        for alias, target in committed_targets(read_history(root)).items()
+        if aliases.get(alias) != target
     }
 
 
@@ -137,33 +156,63 @@ def point_alias(
 
 
 def move_alias(root: Path, entry: dict, on_step: Callable[[str], None]) -> None:
-    """Move `entry["alias"]` to `entry["to"]`: commit the history line, then tell aliases.json."""
-    append_history(root, entry)
-    on_step("history-appended")
-    write_aliases(root, {**read_aliases(root), entry["alias"]: entry["to"]}, on_step)
+    """Move `entry["alias"]` to `entry["to"]`: commit the history line, then tell aliases.json.
+    An error before aliases.json is replaced takes the line back out (see the module doc)."""
+    start = append_history(root, entry)
+    try:
+        on_step("history-appended")
+        replace_aliases(root, {**read_aliases(root), entry["alias"]: entry["to"]}, on_step)
+    except BaseException as error:
+        take_back_history(root, start, entry, error)
+        raise
+    fsync_dir(root)
+    on_step("alias-replaced")
 
 
-def append_history(root: Path, entry: dict) -> None:
+def append_history(root: Path, entry: dict) -> int:
+    """Append `entry` as one fsynced line; return the offset it starts at."""
     path = root / HISTORY_FILE
     line = json.dumps({**entry, "at": utc_now()}, default=to_jsonable).encode() + b"\n"
     old = path.read_bytes() if path.exists() else b""
-    with path.open("ab") as handle:
+    start = old.rfind(b"\n") + 1
+    with named_errors(path), path.open("ab") as handle:
         # A writer killed mid-append may have left a torn last line: drop it (we hold the lock).
-        if not old.endswith(b"\n"):
-            handle.truncate(old.rfind(b"\n") + 1)
+        if start != len(old):
+            handle.truncate(start)
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+    return start
 
 
-def write_aliases(root: Path, aliases: dict[str, str], on_step: Callable[[str], None]) -> None:
-    """Replace aliases.json so readers see the old or the new map, never a mix."""
+def take_back_history(root: Path, start: int, entry: dict, error: BaseException) -> None:
+    """Cut history.jsonl back to `start` (we hold the lock: nobody appended since), so the
+    move that failed with `error` is not replayed; if that fails too, say it is pending."""
+    path = root / HISTORY_FILE
+    try:
+        os.truncate(path, start)
+        with named_errors(path), path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    except OSError as undo:
+        raise EnvironmentFault(
+            f"{path}: {undo.strerror}: {entry['alias']} -> {entry['to']} is committed there "
+            f"but not in {ALIASES_FILE} ({error}); the next registry write applies it "
+            "(`digits verify` reports it pending)"
+        ) from error
+
+
+def replace_aliases(root: Path, aliases: dict[str, str], on_step: Callable[[str], None]) -> None:
+    """Replace aliases.json so readers see the old or the new map, never a mix; the caller
+    then syncs `root`. On an error the old file stays and no temp file is left."""
     temp = root / f"{ALIAS_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
-    write_synced(temp, dump_json(dict(sorted(aliases.items()))))
-    on_step("alias-written")
-    os.replace(temp, root / ALIASES_FILE)
-    fsync_dir(root)
-    on_step("alias-replaced")
+    try:
+        write_synced(temp, dump_json(dict(sorted(aliases.items()))))
+        on_step("alias-written")
+        os.replace(temp, root / ALIASES_FILE)
+    except BaseException:
+        with suppress(OSError):  # else the next writer sweeps it; the first error matters
+            temp.unlink(missing_ok=True)
+        raise
 
 
 def repair_aliases(root: Path, on_step: Callable[[str], None]) -> None:
@@ -183,4 +232,5 @@ def repair_aliases(root: Path, on_step: Callable[[str], None]) -> None:
         "%s: brought up to %s after an interrupted write: %s",
         root / ALIASES_FILE, HISTORY_FILE, repaired,
     )  # fmt: skip
-    write_aliases(root, repaired, on_step)
+    replace_aliases(root, repaired, on_step)
+    fsync_dir(root)

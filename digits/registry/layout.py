@@ -28,7 +28,8 @@ HOLDER_FILE = ".lock.holder"  # who holds `.lock`: written after taking it, remo
 BUILD_PREFIX = ".tmp-"  # a version being built; its owner holds `<name>.lock`
 ALIAS_TEMP_PREFIX = ".aliases-"  # aliases.json being replaced (only ever under the lock)
 FETCH_PREFIX = ".fetch-"  # a fetch being staged beside --dest; its owner holds `<name>.lock`
-# Everything dot-named in the root is ours; beside --dest only our own names are: uuid hex,
-# or the 8 characters of `tempfile` that fetch used before it held a lock.
-BUILD_RE = re.compile(rf"^{re.escape(BUILD_PREFIX)}.+$")
-FETCH_RE = re.compile(rf"^{re.escape(FETCH_PREFIX)}([0-9a-f]{{32}}|[a-z0-9_]{{8}})$")
+# Names are matched whole (`fullmatch`: `$` would let a trailing newline through).
+# Everything dot-named in the root is ours; beside --dest only our uuid-hex names with
+# their `.lock` beside them are (a user's own `.fetch-x` folder is not).
+BUILD_RE = re.compile(rf"{re.escape(BUILD_PREFIX)}.+", re.DOTALL)
+FETCH_RE = re.compile(rf"{re.escape(FETCH_PREFIX)}[0-9a-f]{{32}}")

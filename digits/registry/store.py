@@ -19,19 +19,24 @@ How it stays consistent with many writers and crashes at any instant:
 - Every write (publish, promote, rollback) holds the lock; waiting for it ends after
   `$DIGITS_LOCK_TIMEOUT` seconds with RegistryBusy: busy, not corrupt (`lock`).
 - An alias move commits as its history line, appended before aliases.json is replaced;
-  the next writer replays a move a killed writer left half done (`aliases`). Readers
-  take no lock and read aliases.json as it is.
+  the next writer replays a move a killed writer left half done (`check_pending` names it
+  until then); a move that fails with an error takes its line back out (`aliases`).
+  Readers take no lock and read aliases.json as it is.
 - Readers list only `vN` folders and never look at dot-entries.
 - Leftovers of crashed writers are removed by the next writer, holding the lock (see
   `Registry._clean_leftovers` for why that is safe while other builds are in flight);
-  a killed fetch's `.fetch-<hex>` staging beside `--dest` is swept by the next fetch there.
+  a killed fetch's `.fetch-<hex>` staging beside `--dest` (with its `.lock`: nothing of the
+  user's) is swept by the next fetch there. `--dest` must be new or empty: the staged copy
+  is renamed into place whole, so dest holds all of one version or stays as it was.
 - A version holds only plain files and folders: a symlink anywhere fails verification.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,8 +45,8 @@ from pathlib import Path
 from typing import Protocol
 
 from digits.config import PRODUCTION_ALIAS, lock_timeout, registry_root
-from digits.errors import RegistryError
-from digits.files import copy_hashed, owned_folder, sha256_bytes, sweep_abandoned
+from digits.errors import RegistryError, UsageError
+from digits.files import copy_hashed, fsync_dir, owned_folder, sha256_bytes, sweep_abandoned
 from digits.registry.aliases import (
     VERSION_RE,
     alias_targets,
@@ -49,6 +54,7 @@ from digits.registry.aliases import (
     check_alias_name,
     check_ref,
     move_alias,
+    pending_moves,
     point_alias,
     read_aliases,
     read_history,
@@ -115,7 +121,7 @@ class Registry:
     def resolve(self, ref: str = PRODUCTION_ALIAS) -> str:
         """The version (`vN`) a ref names; unknown or path-like refs are refused."""
         check_ref(ref)
-        if VERSION_RE.match(ref):
+        if VERSION_RE.fullmatch(ref):
             if not (self.root / ref).is_dir():
                 raise RegistryError(f"unknown version {ref!r} in registry {self.root}")
             return ref
@@ -137,21 +143,39 @@ class Registry:
     # --- integrity -------------------------------------------------------------
 
     def verify(self, ref: str | None = None) -> list[str]:
-        """Check one version (or all) file by file, plus aliases and history; return the checked."""
-        for alias in self.aliases():
-            self.resolve(alias)  # refuses an alias that points at a missing version
-        self.history()
-        names = version_names(self.root) if ref is None else [self.resolve(ref)]
+        """Check one version file by file (only that one: serving it must not depend on
+        other aliases), or all of them plus every alias and the history; return the checked."""
+        if ref is not None:
+            names = [self.resolve(ref)]
+        else:
+            for alias in self.aliases():
+                self.resolve(alias)  # refuses an alias that points at a missing version
+            self.history()
+            names = version_names(self.root)
         for name in names:
             verify_version(self.root, name)
         return names
 
+    def check_pending(self) -> None:
+        """Refuse a registry whose aliases.json is behind history.jsonl: a move a stopped
+        writer committed, which readers do not see until the next writer applies it."""
+        moves = [
+            f"{alias!r} is {seen} but {HISTORY_FILE} moved it to {committed}"
+            for alias, (seen, committed) in pending_moves(self.root).items()
+        ]
+        if moves:
+            raise RegistryError(
+                f"{self.root / ALIASES_FILE}: {'; '.join(moves)} (a write was interrupted; "
+                "the next registry write applies it)"
+            )
+
     def fetch(self, ref: str, dest: Path) -> Path:
-        """Verify a version, copy its files into `dest`, return `dest/model.keras`."""
+        """Verify a version, copy it into `dest` (new or empty), return `dest/model.keras`."""
         version = self.resolve(ref)
         dest = Path(dest).expanduser().resolve()
         if dest.is_relative_to(self.root):
             raise RegistryError(f"{dest}: fetch destination is inside the registry {self.root}")
+        check_dest(dest)
         manifest = verify_version(self.root, version)
         dest.parent.mkdir(parents=True, exist_ok=True)
         # Copy into a staging folder beside dest and check every checksum again while
@@ -162,7 +186,7 @@ class Registry:
             name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()
         }
         # A killed fetch leaves its staging folder behind: sweep those of dead processes.
-        sweep_abandoned(dest.parent, FETCH_RE)
+        sweep_abandoned(dest.parent, FETCH_RE, locked_only=True)
         staging = dest.parent / f"{FETCH_PREFIX}{uuid.uuid4().hex}"
         with owned_folder(staging):
             staging.mkdir()
@@ -172,9 +196,7 @@ class Registry:
                         f"{self.root / version / name}: changed while being fetched"
                     )
             self._on_step("fetch-staged")
-            for name in expected:
-                (dest / name).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / name, dest / name)
+            place(staging, dest)
         return dest / MODEL_FILE
 
     # --- writing ---------------------------------------------------------------
@@ -297,11 +319,49 @@ class Registry:
         sweep_abandoned(self.root, BUILD_RE)
 
 
-def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
-    """Verify a registry version, then load it with plain Keras in safe mode."""
-    reg = Registry(registry_root(registry))
-    version = reg.resolve(ref)
-    reg.verify(version)
+def check_dest(dest: Path) -> None:
+    """Refuse a fetch destination that is not a new or empty folder (a usage error): files
+    copied over another version's would leave its extra files beside this manifest."""
+    for folder in (dest, *dest.parents):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder}: not a folder; --dest must be a new or empty folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise UsageError(
+            f"{dest}: not empty; fetch into a new or empty folder (remove it to replace it)"
+        )
+
+
+def place(staging: Path, dest: Path) -> None:
+    """Rename the staged copy to `dest` in one step: rename(2) replaces only an empty
+    folder, so one filled since `check_dest` is refused, never merged into."""
+    try:
+        os.rename(staging, dest)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        check_dest(dest)  # says what dest became
+        raise
+    fsync_dir(dest.parent)
+
+
+def load_keras(path: Path, sha256: str):
+    """Load a .keras file with plain Keras in safe mode from exactly the bytes that match
+    `sha256`: Keras opens what it is given by path, so it gets a private copy of the bytes
+    checked here, never the registry's file (which may have changed since)."""
+    data = path.read_bytes()
+    if sha256_bytes(data) != sha256:
+        raise RegistryError(f"{path}: changed since it was verified")
     import keras  # here, not at the top: reading a registry must not need TensorFlow
 
-    return keras.saving.load_model(reg.root / version / MODEL_FILE, safe_mode=True)
+    with tempfile.TemporaryDirectory(prefix="digits-model-") as private:  # mode 0700
+        copy = Path(private) / MODEL_FILE
+        copy.write_bytes(data)
+        return keras.saving.load_model(copy, safe_mode=True)
+
+
+def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
+    """Verify a registry version, then load the model.keras bytes verified, with plain Keras."""
+    reg = Registry(registry_root(registry))
+    version = reg.resolve(ref)
+    manifest = verify_version(reg.root, version)
+    return load_keras(reg.root / version / MODEL_FILE, manifest["files"][MODEL_FILE]["sha256"])

@@ -54,7 +54,7 @@ def version_names(root: Path) -> list[str]:
         return []
     if not root.is_dir():
         raise RegistryError(f"{root}: registry root is not a folder")
-    names = [p.name for p in root.iterdir() if VERSION_RE.match(p.name) and p.is_dir()]
+    names = [p.name for p in root.iterdir() if VERSION_RE.fullmatch(p.name) and p.is_dir()]
     return sorted(names, key=lambda name: int(name[1:]))
 
 
@@ -109,7 +109,7 @@ def finish_build(
     on_step: Callable[[str], None],
 ) -> str:
     """Under the lock: number the build, write card and manifest, rename it into place."""
-    names = [p.name for p in root.iterdir() if VERSION_RE.match(p.name)]
+    names = [p.name for p in root.iterdir() if VERSION_RE.fullmatch(p.name)]
     version = f"v{max((int(n[1:]) for n in names), default=0) + 1}"
     manifest = {**fields, "version": version, "created_at": utc_now()}
     manifest["files"] = {name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())}

@@ -7,9 +7,14 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
 - The service serves the version its ref (an alias, usually `production`) points at and
   follows it (digits.serving.holder): a target that fails keeps the old model in service.
 - Bad input is a 4xx `{"error": "..."}` naming the problem, never a 500 (digits.serving.inputs
-  decodes it). Request paths and parameters never name a file: refs go through the
-  registry's ref check, and the only version files served are the card and plots that the
-  version's manifest lists.
+  decodes it, a few requests at a time). Request paths and parameters never name a file:
+  refs go through the registry's ref check, and the only version files served are the card
+  and plots that the version's manifest lists. Answers never name the server's files either.
+- Only the service's own page and non-browser clients may write: another site's page in the
+  operator's browser is refused by Origin / Sec-Fetch-Site, a DNS-rebinding one by Host.
+- Beside /v1/predict, the Open Inference Protocol v2 and MLflow's scoring shape answer with
+  the same model (digits.serving.protocols); GET /metrics is Prometheus text
+  (digits.serving.metrics).
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from digits.config import PRODUCTION_ALIAS
 from digits.errors import RegistryError
@@ -34,10 +43,20 @@ from digits.files import sha256_bytes
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.store import Registry
-from digits.serving.holder import ModelHolder
-from digits.serving.inputs import ApiError, BodyLimit, error_response, read_batch
+from digits.serving.holder import ModelHolder, hide_root
+from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
+from digits.serving.metrics import MetricsEndpoint, RecordRequests, ServiceMetrics
 from digits.serving.predictor import Predictor, load_predictor
-from digits.serving.settings import DEFAULT_HOST, DEFAULT_POLL_S, DEFAULT_PORT, Limits
+from digits.serving.protocols import Scorer, add_protocol_routes
+from digits.serving.settings import (
+    DEFAULT_HOST,
+    DEFAULT_POLL_S,
+    DEFAULT_PORT,
+    LOOPBACK_BINDS,
+    LOOPBACK_HOSTS,
+    Limits,
+    allowed_hosts,
+)
 
 # The page's assets, read once from the package; a request picks one by name, never by path.
 ASSETS = {
@@ -52,6 +71,8 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:",
     "X-Content-Type-Options": "nosniff",
 }
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # read-only: another site's page may send these
+SAME_SITE_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page's own fetch, a typed URL
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +85,17 @@ def create_app(
     ref: str = PRODUCTION_ALIAS,
     limits: Limits = Limits(),
     poll_s: float = DEFAULT_POLL_S,
-    open_model: Callable[[Registry, str], Predictor] = load_predictor,
+    open_model: Callable[[str, Registry], Predictor] = load_predictor,
+    hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
-    """The service for `ref` in `registry`; the alias follower runs while the app does."""
+    """The service for `ref` in `registry`, answering Host headers `hosts` ("*": any); the
+    alias follower runs while the app does."""
     check_ref(ref)
     registry = registry if isinstance(registry, Registry) else Registry(registry)
-    holder = ModelHolder(registry, ref, open_model)
+    metrics = ServiceMetrics()
+    holder = ModelHolder(registry, ref, open_model, on_swap=metrics.count_swap)
+    metrics.watch(holder)
+    scorer = Scorer(holder, DecodeSlots(limits), metrics)
     assets = read_assets()
 
     async def lifespan(app: FastAPI):
@@ -88,7 +114,14 @@ def create_app(
     )
     app.state.holder = holder
     add_error_handlers(app)
+    # The last added runs first: the metrics' count, Host, the origin of a write, a scrape
+    # of /metrics, then the body's size.
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsEndpoint, metrics=metrics)
+    app.add_middleware(SameOrigin)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
+    app.add_middleware(RecordRequests, metrics=metrics, routes=app.router.routes)
+    add_protocol_routes(app, scorer)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -101,25 +134,34 @@ def create_app(
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> dict:
-        loaded = holder.loaded  # one model for the whole request, whatever the follower does
-        if loaded is None:
-            raise ApiError(503, f"no verified model loaded yet ({holder.problem})")
-        batch = await read_batch(request, limits)
-        predictions = await run_in_threadpool(classify, loaded.predictor, batch)
+        loaded = scorer.loaded()
+        async with scorer.slots:
+            batch = await read_batch(request, limits)
+        probabilities = await scorer.score(loaded, batch)
         return {
             "model": {"version": loaded.predictor.version, "ref": holder.ref},
-            "predictions": predictions,
+            "predictions": classify(probabilities),
         }
 
-    @app.get("/v1/models")
+    # The registry's metadata, under /v1/registry: /v1/models/{name} is where TF Serving and
+    # KServe clients look for a model's status. The old paths stay, answered the same.
+    @app.get("/v1/registry/versions")
+    @app.get("/v1/models", include_in_schema=False)
     def models() -> list:
-        return registry_call(registry.versions)
+        # What `digits models --json` prints, but where each version lies on the server.
+        with registry_errors(registry):
+            listed = registry.versions()
+        return [hide_paths({k: v for k, v in entry.items() if k != "path"}) for entry in listed]
 
-    @app.get("/v1/models/{ref}")
+    @app.get("/v1/registry/versions/{ref}")
+    @app.get("/v1/models/{ref}", include_in_schema=False)
     def model(ref: str) -> dict:
-        return registry_call(registry.manifest, find_version(registry, ref))
+        version = find_version(registry, ref)
+        with registry_errors(registry):
+            return hide_paths(registry.manifest(version))
 
-    @app.get("/v1/models/{ref}/files/{name:path}")
+    @app.get("/v1/registry/versions/{ref}/files/{name:path}")
+    @app.get("/v1/models/{ref}/files/{name:path}", include_in_schema=False)
     def model_file(ref: str, name: str) -> Response:
         return read_version_file(registry, find_version(registry, ref), name)
 
@@ -134,12 +176,24 @@ def create_app(
     return app
 
 
-def classify(predictor: Predictor, batch: np.ndarray) -> list[dict[str, Any]]:
-    probabilities = np.asarray(predictor.predict(batch), dtype=np.float64)
+def classify(probabilities: np.ndarray) -> list[dict[str, Any]]:
     return [
         {"digit": int(row.argmax()), "probabilities": [float(p) for p in row]}
-        for row in probabilities
+        for row in np.asarray(probabilities, dtype=np.float64)
     ]
+
+
+def hide_paths(value: Any) -> Any:
+    """`value` with every absolute path (a --data-dir source, a study's storage) cut to its
+    last part: clients see what a version was trained from, not the server's folders. The
+    manifest in the registry keeps the full paths (and its digest)."""
+    if isinstance(value, dict):
+        return {key: hide_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [hide_paths(item) for item in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return Path(value).name
+    return value
 
 
 def find_version(registry: Registry, ref: str) -> str:
@@ -151,21 +205,25 @@ def find_version(registry: Registry, ref: str) -> str:
     try:
         return registry.resolve(ref)
     except RegistryError as error:
-        raise ApiError(404, str(error)) from None
+        raise ApiError(404, hide_root(str(error), registry.root)) from None
 
 
-def registry_call(function: Callable, *args) -> Any:
+@contextmanager
+def registry_errors(registry: Registry) -> Iterator[None]:
+    """A broken registry on disk is a 503, not the request's fault; the log names the file."""
     try:
-        return function(*args)
-    except RegistryError as error:  # the registry on disk is broken, not the request
-        raise ApiError(503, f"registry error: {error}") from None
+        yield
+    except RegistryError as error:
+        log.warning("registry error: %s", error)
+        raise ApiError(503, f"registry error: {hide_root(str(error), registry.root)}") from None
 
 
 def read_version_file(registry: Registry, version: str, name: str) -> Response:
     """The card or a plot of a version: only names its manifest lists, checked byte for byte."""
     if not SERVED_FILE_RE.match(name):
         raise ApiError(404, f"{name!r}: only {CARD_FILE} and plots/*.png are served")
-    manifest = registry_call(registry.manifest, version)
+    with registry_errors(registry):
+        manifest = registry.manifest(version)
     expected = manifest["files"].get(name)
     if expected is None:
         raise ApiError(404, f"{version} has no file {name!r}")
@@ -189,6 +247,34 @@ def asset_response(assets: dict[str, bytes], name: str) -> Response:
     if name not in assets:
         raise ApiError(404, f"no asset {name!r}")
     return Response(assets[name], media_type=ASSETS[name], headers=PAGE_HEADERS)
+
+
+class SameOrigin:
+    """ASGI middleware: refuse a write that a browser sent from another site's page. Such a
+    page may POST a form to a loopback service with no preflight; the browser names it in
+    Origin and Sec-Fetch-Site. Clients that send neither (curl, scripts) are answered."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            problem = cross_site(Headers(scope=scope))
+            if problem:
+                await error_response(ApiError(403, problem))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def cross_site(headers: Headers) -> str | None:
+    """Why a write comes from another site, or None: its Origin must be this service's."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in SAME_SITE_FETCHES:
+        return f"cross-site request refused (Sec-Fetch-Site: {site})"
+    origin, host = headers.get("origin"), headers.get("host", "")
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        return f"cross-site request refused (Origin {origin!r} is not this service, {host!r})"
+    return None
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -230,8 +316,8 @@ def serve(
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(registry, ref, limits)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    app = create_app(registry, ref, limits, hosts=allowed_hosts(host))
+    if host not in LOOPBACK_BINDS:
         log.warning("listening on %s: the service has no authentication", host)
     uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False)
 

@@ -8,9 +8,11 @@ model in service; /readyz and the log say why.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +24,9 @@ from digits.serving.predictor import Predictor, load_predictor
 
 KEEP_LOADED = 2  # the version in service and the one before it
 RETRY_FAILED_S = 30.0  # a target that failed to load is retried this often, not every poll
+# What a swap attempt came to (the service's /metrics counts them): in service, or refused
+# with the old model kept. The first load counts; a target that did not change is no attempt.
+SWAP_SUCCESS, SWAP_FAILURE = "success", "failure"
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +44,18 @@ class ModelHolder:
         self,
         registry: Registry,
         ref: str,
-        open_model: Callable[[Registry, str], Predictor] = load_predictor,
+        open_model: Callable[[str, Registry], Predictor] = load_predictor,
         retry_failed_s: float = RETRY_FAILED_S,
+        on_swap: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.registry = registry
         self.ref = ref
         self.open_model = open_model
         self.retry_failed_s = retry_failed_s
+        self.on_swap = on_swap  # called with SWAP_SUCCESS or SWAP_FAILURE
         self.loaded: Loaded | None = None  # replaced whole, so readers need no lock
-        self.problem: str | None = "loading"  # why the ref's target is not (yet) in service
+        # Why the ref's target is not (yet) in service, as logged: with the registry's path.
+        self.problem: str | None = "loading"
         self._failed: dict[str, float] = {}  # version -> when it last failed to load
         # The versions served last, kept loaded: a rollback then needs a verify, not a load
         # (loading a Keras-only version imports TensorFlow: seconds on a busy machine).
@@ -73,17 +81,19 @@ class ModelHolder:
             if predictor:
                 self.registry.verify(target)  # its files must still match, as when loaded
             else:
-                predictor = self.open_model(self.registry, target)
+                predictor = self.open_model(target, self.registry)
                 warm_up(predictor)
         except Exception as error:  # a bad version must never stop the service
             self._failed[target] = time.monotonic()
             self._report(f"{self.ref} -> {target} not loaded: {error}")
+            self.on_swap(SWAP_FAILURE)
             return
         previous = self.loaded.predictor.version if self.loaded else None
         self.loaded = Loaded(predictor, time.time())
         self._remember(predictor)
         self._failed.pop(target, None)
         self.problem = None
+        self.on_swap(SWAP_SUCCESS)
         log.info("serving %s (%s -> %s, was %s)", target, self.ref, target, previous or "none")
 
     def start(self, poll_s: float) -> None:
@@ -107,7 +117,10 @@ class ModelHolder:
                 "backend": loaded.predictor.backend,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.loaded_at)),
             }
-        return {"ready": loaded is not None, "model": model, "problem": self.problem}
+        return {"ready": loaded is not None, "model": model, "problem": self.public_problem()}
+
+    def public_problem(self) -> str | None:
+        return self.problem and hide_root(self.problem, self.registry.root)
 
     def _follow(self, poll_s: float) -> None:
         self.refresh()
@@ -124,6 +137,13 @@ class ModelHolder:
         if problem + serving != self.problem:  # once per new problem, not once per poll
             log.warning("%s%s", problem, serving)
         self.problem = problem + serving
+
+
+def hide_root(text: str, root: Path) -> str:
+    """`text` as an HTTP client may read it: files named inside the registry (v2/model.keras),
+    never where the registry lives on the server; the log keeps the whole path."""
+    inside = text.replace(f"{root}{os.sep}", "")
+    return inside.replace(f"registry {root}", "the registry").replace(str(root), "the registry")
 
 
 def warm_up(predictor: Predictor) -> None:

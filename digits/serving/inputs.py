@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import ExitStack
 
+import anyio
 import numpy as np
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -15,69 +17,90 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from digits.config import IMAGE_SHAPE
-from digits.data.images import BATCH_SHAPE, normalize_image, to_grayscale
-from digits.serving.settings import Limits
+from digits.data.images import (
+    BATCH_SHAPE,
+    IMAGE_FORMATS,
+    SHRINK_MIN_SIDE,
+    normalize_image,
+    shrink,
+    to_grayscale,
+)
+from digits.serving.settings import RETRY_AFTER_S, Limits
 
-# Per request: many small bombs under the body limit must not add up to one big one.
-MAX_REQUEST_PIXELS_FACTOR = 4
-IMAGE_FORMATS = ["PNG", "JPEG"]  # the only decoders Pillow may try on a request's bytes
+MAX_REQUEST_PIXELS_FACTOR = 4  # a request's images together: 4 at the per-image limit
 
 
 class ApiError(Exception):
     """A request the service refuses: an HTTP status and a one-line reason."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.status)
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
 # --- the body's content ---------------------------------------------------------------
 
 
-def decode_upload(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, int]:
-    """PNG/JPEG bytes -> (28, 28) float32 MNIST pixels, the way `digits predict` reads a
-    file, and the image's pixel count; refuses an oversized image before decoding it."""
+def open_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
+    """PNG/JPEG bytes opened: only the header is read, and an oversized image is refused."""
     if not data:
         raise ApiError(422, f"{label}: empty file")
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            pixels = image.width * image.height
-            if pixels > max_pixels:
-                raise ApiError(
-                    413,
-                    f"{label}: {image.width}x{image.height} pixels is over the limit of "
-                    f"{max_pixels} pixels",
-                )
-            image.load()
-            # Same steps as digits.data.images.read_grayscale: EXIF rotation, then grayscale.
-            gray = to_grayscale(ImageOps.exif_transpose(image))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
         raise ApiError(422, f"{label}: not a PNG or JPEG image") from None
     except Image.DecompressionBombError as error:
         raise ApiError(413, f"{label}: {error}") from None
-    except (OSError, SyntaxError, ValueError) as error:  # Pillow's truncated/corrupt data
-        raise ApiError(422, f"{label}: corrupt or truncated image ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise corrupt(label, error) from None
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise ApiError(
+            413,
+            f"{label}: {image.width}x{image.height} pixels is over the limit of {max_pixels} "
+            "pixels: send a smaller or cropped image",
+        )
+    return image
+
+
+def decode_image(image: Image.Image, label: str) -> np.ndarray:
+    """An opened image -> (28, 28) float32 MNIST pixels, the way `digits predict` reads a file."""
     try:
-        return normalize_image(gray).astype(np.float32), pixels
+        with image:  # closing frees the decoded pixels before the next image is decoded
+            # As digits.data.images.read_grayscale reads a file: shrunk right after loading,
+            # before any conversion, then EXIF rotation, then grayscale.
+            gray = to_grayscale(ImageOps.exif_transpose(shrink(image, SHRINK_MIN_SIDE)))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise corrupt(label, error) from None
+    try:
+        return normalize_image(gray).astype(np.float32)
     except ValueError as error:
         raise ApiError(422, f"{label}: {error}") from None
 
 
+def corrupt(label: str, error: Exception) -> ApiError:
+    return ApiError(422, f"{label}: corrupt or truncated image ({error})")  # Pillow's words
+
+
 def decode_uploads(uploads: list[tuple[str, bytes]], max_pixels: int) -> np.ndarray:
+    """Every header is read and checked, each image's and all of them together, before any
+    image is decoded: many small bombs under the body limit must not add up to one big one."""
     total = max_pixels * MAX_REQUEST_PIXELS_FACTOR
-    budget, rows = total, []
-    for index, (name, data) in enumerate(uploads):
-        row, pixels = decode_upload(data, f"file[{index}] {name!r}", max_pixels)
-        budget -= pixels
-        if budget < 0:
+    labels = [f"file[{index}] {name!r}" for index, (name, _) in enumerate(uploads)]
+    with ExitStack() as opened:
+        images = [
+            opened.enter_context(open_upload(data, label, max_pixels))
+            for label, (_, data) in zip(labels, uploads)
+        ]
+        if sum(image.width * image.height for image in images) > total:
             raise ApiError(413, f"images in one request exceed {total} pixels in all")
-        rows.append(row)
-    return np.stack(rows)
+        return np.stack([decode_image(image, label) for image, label in zip(images, labels)])
 
 
 def parse_instances(body: bytes) -> np.ndarray:
@@ -145,6 +168,32 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
         uploads.append((upload.filename or "", await upload.read()))
     await form.close()
     return uploads
+
+
+# --- how many at once -----------------------------------------------------------------
+
+
+class DecodeSlots:
+    """At most `max_decodes` requests read and decode their input at once, which bounds the
+    service's memory; one more waits up to `decode_wait_s` for a slot, then gets a 503."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.semaphore = anyio.Semaphore(limits.max_decodes)
+        self.limits = limits
+
+    async def __aenter__(self) -> None:
+        with anyio.move_on_after(self.limits.decode_wait_s) as waiting:
+            await self.semaphore.acquire()
+        if waiting.cancelled_caught:
+            raise ApiError(
+                503,
+                f"busy: {self.limits.max_decodes} requests are being decoded; "
+                f"retry in {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.semaphore.release()
 
 
 # --- body size ------------------------------------------------------------------------

@@ -8,13 +8,13 @@ starts without TensorFlow. Images become MNIST-format input in digits.data.image
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
-from digits.config import PRODUCTION_ALIAS
+from digits.config import IMAGE_SHAPE, PRODUCTION_ALIAS
 from digits.data.images import load_inputs
 from digits.errors import RegistryError
 from digits.files import sha256_bytes
@@ -35,18 +35,31 @@ class Predictor:
     ref: str
     backend: Literal["onnx", "keras"]
     run: Callable[[np.ndarray], Any]
+    manifest: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 10) float32 probabilities, in input order."""
-        return np.asarray(self.run(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, 10) float32 probabilities, in input order, for (N, 28, 28) or one (28, 28)
+        image of pixels 0..255, uint8 or float; any N, in chunks that bound the memory."""
+        batch = np.asarray(images, dtype=np.float32)
+        if batch.shape == IMAGE_SHAPE:
+            batch = batch[np.newaxis]
+        if len(batch) <= PREDICT_CHUNK:
+            return np.asarray(self.run(batch), dtype=np.float32)
+        chunks = range(0, len(batch), PREDICT_CHUNK)
+        parts = [self.run(batch[start : start + PREDICT_CHUNK]) for start in chunks]
+        return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+
+
+PREDICT_CHUNK = 1024  # images per model call: bounds the activations' memory
 
 
 def load_predictor(
-    registry: Registry | Path | str | None, ref: str = PRODUCTION_ALIAS
+    ref: str = PRODUCTION_ALIAS, registry: Registry | Path | str | None = None
 ) -> Predictor:
     """Verify `ref`'s version, then load its ONNX export if it has one, else its Keras model.
 
-    `registry`: a Registry, or its root (None: $DIGITS_REGISTRY or the default).
+    `registry`: a Registry, or its root (None: $DIGITS_REGISTRY or the default). The same
+    argument order as every loader: `digits.load`, `digits.registry.store.load_model`.
     """
     from digits.config import registry_root
     from digits.registry.store import Registry
@@ -59,8 +72,8 @@ def load_predictor(
     folder = registry.root / version
     if ONNX_FILE in manifest["files"]:
         run = onnx_runner(folder / ONNX_FILE, manifest["files"][ONNX_FILE]["sha256"])
-        return Predictor(version, ref, "onnx", run)
-    return Predictor(version, ref, "keras", keras_runner(folder))
+        return Predictor(version, ref, "onnx", run, manifest)
+    return Predictor(version, ref, "keras", keras_runner(folder), manifest)
 
 
 def onnx_runner(path: Path, sha256: str) -> Callable[[np.ndarray], Any]:
@@ -80,23 +93,21 @@ def onnx_runner(path: Path, sha256: str) -> Callable[[np.ndarray], Any]:
     return lambda batch: session.run(None, {name: batch})[0]
 
 
-KERAS_BATCH = 1024  # images per Keras call: bounds the activations' memory
-
-
 def keras_runner(folder: Path) -> Callable[[np.ndarray], Any]:
-    """Versions published before the exports: the .keras model, in safe mode."""
-    import keras
+    """Versions published before the exports: the .keras model, in safe mode, loaded from
+    the bytes checked against the manifest (as onnx_runner does), not reopened by path."""
+    from digits.registry.store import load_keras
+    from digits.registry.versions import read_manifest
 
-    model = keras.saving.load_model(folder / MODEL_FILE, safe_mode=True)
+    sha256 = read_manifest(folder.parent, folder.name)["files"][MODEL_FILE]["sha256"]
+    model = load_keras(folder / MODEL_FILE, sha256)
     lock = threading.Lock()  # a Keras model is not safe to call from several threads (serve)
 
     def run(batch: np.ndarray) -> np.ndarray:
+        # predict() builds a tf.data pipeline per call (50-100 ms here), which dominates a
+        # one-image request; predict_on_batch does not. Predictor.predict chunks the batch.
         with lock:
-            # predict() builds a tf.data pipeline per call (50-100 ms here), which dominates a
-            # one-image request; predict_on_batch does not. Large batches keep predict's batching.
-            if len(batch) <= KERAS_BATCH:
-                return np.asarray(model.predict_on_batch(batch))
-            return model.predict(batch, batch_size=KERAS_BATCH, verbose=0)
+            return np.asarray(model.predict_on_batch(batch))
 
     return run
 

@@ -11,11 +11,23 @@ from dataclasses import dataclass
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 2_000_000
-# Decoded size, checked from the header before any pixel is decoded: a few KB of PNG can
-# claim gigapixels (a decompression bomb). 4096x4096 is far above any photo of one digit.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+# An image's size, read from its header before any pixel is decoded: a few KB of PNG can
+# claim gigapixels (a decompression bomb), and a PNG decodes whole before it can shrink, at
+# up to 4 bytes a pixel. The model sees a 20x20 digit and the page sends 280x280; a 12 MP
+# phone photo is also over the 2 MB body limit as a JPEG, so it has to be shrunk anyway.
+DEFAULT_MAX_PIXELS = 2048 * 2048
 MAX_FILES = 1000
+# Requests reading or decoding their input at once: decoding is CPU-bound, so more than a
+# few adds memory, not throughput. One image at the pixel limit peaks at ~40 MB (square) to
+# ~105 MB (an 8208x511 strip, too thin to shrink), measured, plus the body.
+DEFAULT_MAX_DECODES = 4
+DEFAULT_DECODE_WAIT_S = 2.0  # how long a request waits for a decode slot before its 503
+RETRY_AFTER_S = 1  # the 503's Retry-After: a slot frees in well under a second
 DEFAULT_POLL_S = 1.0  # how often aliases.json is re-read: well inside the 5 s promise
+# The Host names a service bound to loopback answers to: any other name is a DNS-rebinding
+# page's. Bound to anything else, the operator chose to expose it, under whatever name.
+LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -23,3 +35,10 @@ class Limits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_files: int = MAX_FILES
+    max_decodes: int = DEFAULT_MAX_DECODES
+    decode_wait_s: float = DEFAULT_DECODE_WAIT_S
+
+
+def allowed_hosts(bind: str) -> tuple[str, ...]:
+    """The Host headers answered when listening on `bind` (Starlette's TrustedHostMiddleware)."""
+    return LOOPBACK_HOSTS if bind in LOOPBACK_BINDS else ("*",)

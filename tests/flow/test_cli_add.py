@@ -1,13 +1,23 @@
 """`digits add` and `digits data` end to end on generated digits under the Prefect harness."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
+from PIL import Image
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from digits.data.batches import accepted_batches
+from digits.data.batches import accepted_batches, held_out_mask
+from tests.helpers.processes import wait_for
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def setup_dirs(tmp_path):
@@ -16,8 +26,9 @@ def setup_dirs(tmp_path):
             "--registry", str(tmp_path / "registry")]
 
 
-def write_npz(path, n=60, seed=5):
-    images, labels = make_digits(n, seed, make_prototypes())
+def write_npz(path, n=60, seed=5, images=None, labels=None):
+    if images is None:
+        images, labels = make_digits(n, seed, make_prototypes())
     np.savez(path, images=images, labels=labels)
     return path
 
@@ -78,3 +89,78 @@ def test_data_lists_mnist_and_every_batch(cli, tmp_path):
     assert few["status"] == "quarantined" and few["reason"].startswith("rows: ")
     code, out, _ = cli("data", "--store", str(tmp_path / "data"))
     assert code == 0 and "quarantined" in out and "reason: rows: observed 5" in out
+
+
+def test_a_label_folder_not_named_0_to_9_is_a_data_error_naming_it(cli, tmp_path):
+    images, labels = make_digits(60, 5, make_prototypes())
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / "batch" / ("\u0663" if label == 3 else str(label))  # Arabic-Indic 3
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    code, _, err = cli("add", tmp_path / "batch", *setup_dirs(tmp_path))
+    assert code == 4, err
+    last = err.strip().splitlines()[-1]
+    assert last == (f"error: {tmp_path / 'batch' / chr(0x663)}: not a label folder "
+                    "(subfolders must be named 0..9)")
+    assert not (tmp_path / "data" / "batches").exists()
+
+
+def test_a_batch_holding_held_out_images_of_one_stored_during_its_checks_is_quarantined(
+        cli, tmp_path, monkeypatch):
+    dirs = setup_dirs(tmp_path)
+    first_images, first_labels = make_digits(60, 5, make_prototypes())
+    held = held_out_mask(first_images)
+    second_images, second_labels = make_digits(60, 6, make_prototypes())
+    second_images[:3], second_labels[:3] = first_images[held][:3], first_labels[held][:3]
+    code, _, err = cli("add", write_npz(tmp_path / "first.npz"), *dirs)
+    assert code == 0, err
+    # The order two concurrent adds can take: the second one's checks ran before the first
+    # batch was stored, so they compared it with no batch at all.
+    monkeypatch.setattr("tasks.add.accepted_batches", lambda data_dir: [])
+    code, _, err = cli("add", write_npz(tmp_path / "second.npz", images=second_images,
+                                        labels=second_labels), *dirs)
+    assert code == 4, err
+    assert "quarantined: leakage: observed 3, bound <= 0" in err.strip().splitlines()[-1]
+    assert [b.name for b in accepted_batches(tmp_path / "data")] == ["first"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration  # the command starts its own local Prefect API on 127.0.0.1
+def test_sigterm_aborts_add_with_130_and_leaves_the_store_as_it_was(tmp_path):
+    dirs = setup_dirs(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    log, out = tmp_path / "err.log", tmp_path / "out.log"
+    with open(out, "w") as stdout, open(log, "w") as stderr:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.slow_add",
+             str(write_npz(tmp_path / "new.npz")), *dirs],
+            cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
+    try:
+        wait_for(lambda: "written" in out.read_text() or worker.poll() is not None, 240,
+                 "the batch's first file", every=0.2, log=log)
+        assert worker.poll() is None, log.read_text()
+        assert any((tmp_path / "data" / "batches").glob(".staging-*/images.npy"))
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 130, log.read_text()
+    finally:
+        worker.kill()
+    assert log.read_text().strip().splitlines()[-1] == "aborted"
+    left = [p.name for p in (tmp_path / "data").rglob("*") if p.name != ".lock"]
+    assert left == ["batches"], left  # no batch, no staging folder, no lock of one
+
+
+def test_an_unreadable_batch_is_listed_and_adding_goes_on(cli, tmp_path):
+    dirs = setup_dirs(tmp_path)
+    assert cli("add", write_npz(tmp_path / "good.npz"), "--name", "good", *dirs)[0] == 0
+    [broken] = (tmp_path / "data" / "batches").glob("[0-9a-f]*")
+    (broken / "labels.npy").unlink()  # a damaged disk, a half-done manual copy
+    code, _, err = cli("add", write_npz(tmp_path / "other.npz", seed=6), "--name", "other", *dirs)
+    assert code == 0, err
+    assert [b.name for b in accepted_batches(tmp_path / "data")] == ["other"]
+    code, out, _ = cli("data", "--json", "--store", str(tmp_path / "data"))
+    assert code == 0
+    listed = {source["id"]: source for source in json.loads(out)}
+    assert listed[broken.name]["status"] == "unreadable"
+    assert listed[broken.name]["reason"].startswith(f"{broken}: unreadable batch")
+    code, out, _ = cli("data", "--store", str(tmp_path / "data"))
+    assert code == 0 and f"unreadable   ?  reason: {broken}: unreadable batch" in out

@@ -39,7 +39,7 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
         assert record["file"] == file and record["agree"] is True and record["rows"] == 300
         assert record["max_abs_diff"] <= 1e-4
     assert Registry(registry).verify() == ["v1"]
-    assert load_predictor(registry, "production").backend == "onnx"
+    assert load_predictor("production", registry).backend == "onnx"
 
     # Labels unrelated to the images: about 10% accuracy, so the gate must refuse it.
     bad = write_dataset(tmp_path / "bad", shuffle_test_labels=True)

@@ -79,6 +79,20 @@ def claimed_size_png(width: int, height: int) -> bytes:
     return data[:8] + header + data[33:]  # signature, new IHDR, the rest as it was
 
 
+def palette_png(side: int) -> bytes:
+    """A side x side "7" in a two-colour palette with one colour transparent: a few KB that
+    decode to side² pixels (the shape of the issue's 28 KB, 1 GiB upload)."""
+    image = Image.new("P", (side, side), 0)
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    ImageDraw.Draw(image).line(
+        [(side * 0.2, side * 0.2), (side * 0.8, side * 0.2), (side * 0.4, side * 0.85)],
+        fill=1, width=max(3, side // 10),
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0, optimize=True)
+    return buffer.getvalue()
+
+
 def replace_file(path: Path, text: str) -> None:
     """Atomically, as the registry does: the service must never read a half-written file."""
     temp = path.with_name(f".{path.name}.test")

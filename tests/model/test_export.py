@@ -174,19 +174,19 @@ def test_a_changed_export_file_fails_verify_and_predictor(registry, tmp_path):
     with pytest.raises(RegistryError, match="variables"):
         copy.verify("v1")
     with pytest.raises(RegistryError, match="variables"):
-        load_predictor(copy, "v1")
+        load_predictor("v1", copy)
 
 
 def test_predictor_uses_onnx_when_the_version_has_it_and_keras_otherwise(registry, digits_data):
-    onnx_predictor = load_predictor(registry, "v1")
-    keras_predictor = load_predictor(registry.root, "v2")  # a root works as well as a Registry
+    onnx_predictor = load_predictor("v1", registry)
+    keras_predictor = load_predictor("v2", registry.root)  # a root works as well as a Registry
     assert (onnx_predictor.backend, onnx_predictor.version, onnx_predictor.ref) == (
         "onnx",
         "v1",
         "v1",
     )
     assert (keras_predictor.backend, keras_predictor.version) == ("keras", "v2")
-    assert load_predictor(registry, "production").version == "v2"
+    assert load_predictor("production", registry).version == "v2"
 
     batch = digits_data[0].astype(np.float32)
     via_onnx, via_keras = onnx_predictor.predict(batch), keras_predictor.predict(batch)
@@ -205,8 +205,8 @@ def image_files(tmp_path, digits_data) -> list[Path]:
 
 
 def test_predict_files_says_the_same_with_either_backend(registry, image_files):
-    via_onnx = predict_files(load_predictor(registry, "v1"), image_files)
-    via_keras = predict_files(load_predictor(registry, "v2"), image_files)
+    via_onnx = predict_files(load_predictor("v1", registry), image_files)
+    via_keras = predict_files(load_predictor("v2", registry), image_files)
     assert [row[:2] for row in via_onnx] == [row[:2] for row in via_keras]
     assert [row[0] for row in via_onnx] == ["one.png", "rows.npy[0]", "rows.npy[1]", "rows.npy[2]"]
     for (_, _, p_onnx), (_, _, p_keras) in zip(via_onnx, via_keras):
@@ -229,15 +229,46 @@ def test_digits_predict_with_onnx_imports_neither_tensorflow_nor_prefect(registr
     )
     *lines, last = result.stdout.strip().splitlines()
     assert json.loads(last) == {"code": 0, "heavy": []}, result.stderr
-    expected = predict_files(load_predictor(registry, "v2"), image_files)
+    expected = predict_files(load_predictor("v2", registry), image_files)
     assert [line.split("\t")[:2] for line in lines] == [[n, str(d)] for n, d, _ in expected]
 
 
 def test_digits_predict_falls_back_to_keras_for_an_older_version(registry, image_files, cli):
     code, out, err = cli("predict", *image_files, "--ref", "v2", "--registry", registry.root)
     assert code == 0, err
-    expected = predict_files(load_predictor(registry, "v1"), image_files)
+    expected = predict_files(load_predictor("v1", registry), image_files)
     rows = [line.split("\t") for line in out.splitlines()]
     assert [row[:2] for row in rows] == [[n, str(d)] for n, d, _ in expected]
     for row, (_, _, probability) in zip(rows, expected):
         assert float(row[2]) == pytest.approx(probability, abs=2e-4)  # printed to 4 places
+
+
+def test_digits_load_gives_a_verified_predictor_by_version_alias_or_latest(registry, digits_data):
+    import digits
+
+    images = digits_data[0]
+    v1 = digits.load("v1", registry.root)
+    assert (v1.version, v1.backend) == ("v1", "onnx")
+    assert v1.manifest == registry.manifest("v1")
+    assert digits.load(registry=registry.root).version == "v2"  # production by default
+    assert digits.load("latest", str(registry.root)).version == "v2"  # the newest version
+
+    probabilities = v1.predict(images)  # uint8, as MNIST stores them
+    assert probabilities.shape == (len(images), 10)
+    np.testing.assert_allclose(v1.predict(images.astype(np.float64)), probabilities, atol=1e-6)
+    np.testing.assert_allclose(v1.predict(images[0]), probabilities[:1], atol=1e-6)  # one image
+    many = np.concatenate([images] * (3000 // len(images) + 1))
+    np.testing.assert_allclose(v1.predict(many)[: len(images)], probabilities, atol=1e-6)
+
+
+def test_digits_load_of_an_onnx_version_imports_neither_tensorflow_nor_prefect(registry):
+    code = (
+        "import json, sys, numpy as np, digits\n"
+        f"p = digits.load('v1', {str(registry.root)!r})\n"
+        "assert p.predict(np.zeros((2, 28, 28), np.uint8)).shape == (2, 10)\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -87,3 +87,51 @@ def test_a_folder_batch_reads_only_its_images(tmp_path):
     source = read_source(tmp_path)
     assert source.images.shape == (2, 28, 28) and source.labels.tolist() == [0, 7]
     assert source.unreadable == []
+
+
+def test_an_unreadable_batch_is_named_skipped_and_listed(tmp_path, caplog):
+    store(tmp_path, source(1))
+    broken, _ = store(tmp_path, source(2))
+    (broken / "images.npy").write_bytes(b"garbage")
+    with caplog.at_level("WARNING", logger="digits.data.batches"):
+        assert [b.id for b in accepted_batches(tmp_path)] == [source_id(source(1))]
+    assert f"{broken}: unreadable batch" in caplog.text and "skipped" in caplog.text
+    listed = {r["id"]: r for r in list_batches(tmp_path)}
+    assert listed[source_id(source(1))]["status"] == "accepted"
+    assert listed[broken.name]["status"] == "unreadable"
+    assert listed[broken.name]["reason"].startswith(f"{broken}: unreadable batch")
+
+
+def test_a_batch_folder_without_its_record_is_listed_unreadable(tmp_path):
+    broken, _ = store(tmp_path, source(2), status="quarantined")
+    (broken / "batch.json").unlink()
+    [record] = list_batches(tmp_path)
+    assert (record["id"], record["status"]) == (broken.name, "unreadable")
+    assert "batch.json" in record["reason"]
+
+
+def test_batches_accepted_during_the_checks_are_rechecked_under_the_lock(tmp_path):
+    first = source(1)
+    store(tmp_path, first)  # stored while the second batch's checks ran
+    second = source(2)
+    seen = []
+
+    def recheck(batches):
+        seen.append([b.id for b in batches])
+        return ({"id": source_id(second), "name": "x", "rows": 5, "status": "quarantined",
+                 "reason": "leakage: observed 1"}, {"status": "quarantined"})
+
+    record = {"id": source_id(second), "name": "x", "rows": 5, "status": "accepted"}
+    folder, written = store_batch(tmp_path, second, record, {"status": "accepted"}, recheck,
+                                  compared=())
+    assert seen == [[source_id(first)]]
+    assert written and folder == tmp_path / "quarantine" / source_id(second)
+    assert find_batch(tmp_path, source_id(second))["reason"] == "leakage: observed 1"
+    assert [b.id for b in accepted_batches(tmp_path)] == [source_id(first)]
+    assert not [p for p in (tmp_path / "batches").iterdir() if p.name.startswith(".staging")]
+    # Batches the checks already compared with are not read again.
+    third = source(3)
+    record = {"id": source_id(third), "name": "x", "rows": 5, "status": "accepted"}
+    store_batch(tmp_path, third, record, {}, recheck, compared=[source_id(first)])
+    assert len(seen) == 1
+    assert find_batch(tmp_path, source_id(third))["status"] == "accepted"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
 from digits.model import evaluate as ev
+
+# Every test scores or plots a small Keras model (Keras takes seconds to import here).
+pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HISTORY = {
@@ -21,7 +23,9 @@ HISTORY = {
 
 
 @pytest.fixture(scope="module")
-def model() -> keras.Model:
+def model():  # a keras.Model
+    import keras
+
     """Predicts digit k for an image whose only lit pixel is (0, k): the kernel reads that
     pixel into logit k, so a 255 pixel gives class k a probability of almost 1."""
     model = keras.Sequential(
@@ -62,6 +66,8 @@ def test_accuracy_matches_sklearn(mixed):
 
 
 def test_loss_matches_keras(mixed):
+    import keras
+
     evaluation, probs, _, labels = mixed
     expected = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
     assert evaluation.loss == pytest.approx(float(expected), rel=1e-4)

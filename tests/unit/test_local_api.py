@@ -1,11 +1,17 @@
-"""The migration stamp: a server start skips Prefect's migrations only while the database
-is at the schema revision this Prefect version recorded after migrating it."""
+"""The local API: the migration stamp (a server start skips Prefect's migrations only while
+the database is at the schema revision this Prefect version recorded after migrating it),
+the readiness check and the environment it gives the command and the server."""
 
+import os
 import sqlite3
+import threading
+import time
 from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from digits.errors import UsageError
 from flows import api
 
 
@@ -48,3 +54,92 @@ def test_a_configured_database_is_always_checked(home, monkeypatch):
     api.record_migration()
     monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://db/x")
     assert not api.is_migrated()
+
+
+class FakeServer:
+    """Stands for the uvicorn process: running until stopped."""
+
+    def poll(self):
+        return None
+
+    def terminate(self):
+        pass
+
+    def wait(self, timeout=None):
+        return 0
+
+
+@pytest.fixture
+def health_port():
+    """A loopback HTTP server whose /api/health answers 200, as a started API does."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def proxied(monkeypatch):
+    """http_proxy pointing at a closed port and no no_proxy: a proxy would refuse everything."""
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{api.free_port()}")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """local_api starts a FakeServer; the environment each start was given is collected."""
+    envs = []
+
+    def popen(*args, env, **kwargs):
+        envs.append(env)
+        return FakeServer()
+
+    monkeypatch.setattr(api, "configured_api_url", lambda: None)
+    monkeypatch.setattr(api.subprocess, "Popen", popen)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    return envs
+
+
+def test_the_readiness_check_never_goes_through_a_proxy(home, health_port, proxied, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{health_port}/api")
+    began = time.monotonic()
+    api.wait_until_ready(FakeServer(), timeout=3)
+    assert time.monotonic() - began < 2
+
+
+def test_a_started_api_is_reached_without_a_proxy(home, proxied, started, monkeypatch):
+    monkeypatch.setenv("no_proxy", "example.com")
+    loopback = {"example.com", "127.0.0.1", "localhost"}
+    with api.local_api():
+        for name in ("no_proxy", "NO_PROXY"):  # Prefect's client (httpx) reads either
+            assert set(os.environ[name].split(",")) == loopback
+            assert set(started[0][name].split(",")) == loopback  # the server's own
+    assert os.environ["no_proxy"] == "example.com" and "NO_PROXY" not in os.environ
+
+
+def test_no_proxy_for_every_host_is_kept(home, proxied, started, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "*")  # urllib honours `*` only on its own
+    with api.local_api():
+        assert os.environ["no_proxy"] == os.environ["NO_PROXY"] == "*"
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "-5", "0", "2.5", ""])
+def test_a_bad_startup_timeout_is_a_usage_error_before_any_start(home, started, monkeypatch,
+                                                                 value):
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", value)
+    with pytest.raises(UsageError) as refused, api.local_api() as wait_for_api:
+        wait_for_api()
+    assert f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS={value!r}" in str(refused.value)
+    assert not started  # refused before a server starts

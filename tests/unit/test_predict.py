@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -121,6 +120,38 @@ def test_load_npy_used_as_is(tmp_path):
     assert load_image(tmp_path / "batch.npy").shape == (3, 28, 28)
 
 
+def npy_claiming(path, shape, dtype="<f8"):
+    """A .npy whose header claims `shape` and holds no data: a bomb if loaded blindly."""
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(
+            file, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return path
+
+
+def test_npy_claiming_a_billion_rows_is_refused_from_its_header(tmp_path):
+    path = npy_claiming(tmp_path / "bomb.npy", (10**9, 28, 28))
+    with pytest.raises(DataError, match=r"bomb\.npy: 1000000000 rows, over the limit of "
+                                         r"\d+ rows$") as error:
+        load_image(path)
+    assert error.value.exit_code == 4
+
+
+def test_npy_rows_are_bounded_across_all_inputs(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((3, 28, 28), np.uint8))
+    np.save(tmp_path / "b.npy", np.zeros((3, 28, 28), np.uint8))
+    assert load_inputs([tmp_path / "a.npy"], max_rows=5)[1].shape == (3, 28, 28)
+    with pytest.raises(DataError, match=r"b\.npy: 3 rows, over the limit of 5 rows \(3 in the files before it\)"):
+        load_inputs([tmp_path / "a.npy", tmp_path / "b.npy"], max_rows=5)
+
+
+def test_a_truncated_npy_is_named(tmp_path):
+    np.save(tmp_path / "cut.npy", np.zeros((3, 28, 28), np.uint8))
+    data = (tmp_path / "cut.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[: len(data) - 100])
+    with pytest.raises(DataError, match=r"cut\.npy: truncated"):
+        load_image(tmp_path / "cut.npy")
+
+
 def write_bad_files(tmp_path):
     np.save(tmp_path / "wrong_shape.npy", np.zeros((27, 28)))
     np.save(tmp_path / "too_many_dims.npy", np.zeros((2, 1, 28, 28)))
@@ -175,7 +206,10 @@ def test_load_inputs_needs_files():
         load_inputs([])
 
 
+@pytest.mark.slow  # builds a Keras model
 def test_predict_files(digit_files):
+    import keras
+
     # Weights that make the output depend on the input: a row-order, argmax or
     # probability mix-up in predict_files changes what it reports.
     model = keras.Sequential(

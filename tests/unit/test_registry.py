@@ -14,6 +14,7 @@ import pytest
 
 from digits.errors import RegistryError
 from digits.registry.store import Registry, load_model
+from digits.registry.versions import verify_version
 from tests.helpers.manifests import make_manifest
 from tests.helpers.synth import snapshot_tree
 
@@ -142,6 +143,34 @@ def test_a_publish_failing_before_the_rename_leaves_the_registry_byte_identical(
     ]
 
 
+# The operations that move an alias, each run on a registry whose production is v2.
+MOVES = {
+    "promote": lambda registry, source: registry.set_alias("production", "v1"),
+    "rollback": lambda registry, source: registry.rollback(),
+    "publish": lambda registry, source: registry.publish(source, make_manifest()),
+}
+
+
+@pytest.mark.parametrize("step", ["history-appended", "alias-written"])
+@pytest.mark.parametrize("move", MOVES)
+def test_a_move_failing_after_its_history_line_never_takes_effect_later(
+    registry, source, step, move
+):
+    registry.publish(source, make_manifest())
+    registry.publish(source, make_manifest())
+    history = (registry.root / "history.jsonl").read_bytes()
+    registry._on_step = stop_at(step)
+    with pytest.raises(RuntimeError, match="injected"):
+        MOVES[move](registry, source)
+    registry._on_step = lambda step: None
+    assert registry.aliases() == {"production": "v2"}
+    assert (registry.root / "history.jsonl").read_bytes() == history
+    # The next, unrelated writer must not replay the move the run reported as failed.
+    registry.publish(source, make_manifest(), alias=None)
+    assert registry.aliases() == {"production": "v2"}
+    assert registry.rollback() == "v1"
+
+
 def test_bad_publish_inputs_are_refused_without_touching_the_registry(registry, source, tmp_path):
     registry.publish(source, make_manifest())
     before = snapshot_tree(registry.root)
@@ -177,8 +206,7 @@ def test_a_flipped_byte_anywhere_fails_verify_and_fetch_writes_nothing(
     path = registry.root / "v1" / name
     flip_byte(path, int(path.stat().st_size * where) if isinstance(where, float) else where)
     dest = tmp_path / "dest"
-    dest.mkdir()
-    (dest / "keep.txt").write_text("mine")
+    dest.mkdir()  # empty, so fetch may fill it
 
     with pytest.raises(RegistryError, match=str(path)):
         registry.verify()
@@ -188,7 +216,7 @@ def test_a_flipped_byte_anywhere_fails_verify_and_fetch_writes_nothing(
         registry.fetch("v1", dest)
     with pytest.raises(RegistryError):
         registry.fetch("v1", tmp_path / "new")
-    assert snapshot_tree(dest) == {"keep.txt": b"mine"}
+    assert dest.is_dir() and list(dest.iterdir()) == []
     assert not (tmp_path / "new").exists()
     assert registry.verify("v2") == ["v2"]  # the damage stays with its version
 
@@ -216,13 +244,26 @@ def test_verify_catches_missing_and_unlisted_files_and_dangling_aliases(registry
     with pytest.raises(RegistryError, match="loss.png: listed in the manifest but missing"):
         registry.verify()
 
-    registry.publish(source, make_manifest())
-    (registry.root / "aliases.json").write_text('{"production": "v7"}')
-    with pytest.raises(RegistryError, match="points at missing v7"):
-        registry.verify("v2")
     (registry.root / "aliases.json").write_text("{not json")
     with pytest.raises(RegistryError, match="aliases.json: not valid JSON"):
         registry.aliases()
+
+
+def test_verifying_one_version_ignores_other_aliases_verify_all_reports_them(
+    registry, source, cli
+):
+    registry.publish(source, make_manifest())
+    registry.publish(source, make_manifest())
+    (registry.root / "aliases.json").write_text('{"production": "v2", "staging": "v7"}')
+    # serve and predict verify the version they load: a dangling staging is not theirs.
+    assert registry.verify("v2") == ["v2"] and registry.verify("production") == ["v2"]
+    assert cli("verify", "production", "--registry", registry.root)[:2] == (0, "ok: v2\n")
+    with pytest.raises(RegistryError, match="alias 'staging' points at missing v7"):
+        registry.verify()
+    with pytest.raises(RegistryError, match="points at missing v7"):
+        registry.verify("staging")
+    code, _, err = cli("verify", "--registry", registry.root)
+    assert code == 5 and "alias 'staging' points at missing v7" in err
 
 
 def swap_for_symlink(path: Path, elsewhere: Path) -> None:
@@ -301,6 +342,25 @@ def test_path_like_and_malformed_refs_are_refused(registry, source, tmp_path, re
         with pytest.raises(RegistryError):
             call(ref)
     assert not (tmp_path / "dest").exists()
+
+
+def test_names_with_a_trailing_newline_are_refused(registry, source, tmp_path, cli):
+    # `$` matches before a final newline; every name is matched whole.
+    registry.publish(source, make_manifest())
+    with pytest.raises(RegistryError, match="invalid alias name"):
+        registry.set_alias("prod\n", "v1")
+    for ref in ("production\n", "v1\n"):
+        with pytest.raises(RegistryError, match="invalid ref"):
+            registry.resolve(ref)
+        code, _, err = cli("fetch", ref, "--dest", tmp_path / "out", "--registry", registry.root)
+        assert code == 5 and "invalid ref" in err
+    assert not (tmp_path / "out").exists()
+    (registry.root / "v2\n").mkdir()  # not a version folder, so never listed or verified
+    assert registry.verify() == ["v1"]
+    for aliases in ('{"prod\\n": "v1"}', '{"production": "v1\\n"}'):
+        (registry.root / "aliases.json").write_text(aliases)
+        with pytest.raises(RegistryError, match="expected an object of alias name"):
+            registry.aliases()
 
 
 def test_a_ref_must_be_a_string(registry):
@@ -424,3 +484,38 @@ def test_load_model_verifies_then_loads_a_real_keras_model(tmp_path, monkeypatch
     flip_byte(registry.root / "v1" / "model.keras", 100)
     with pytest.raises(RegistryError, match="model.keras"):
         load_model("v1", registry=registry.root)
+
+
+def tiny_keras_model():
+    import keras
+
+    layers = [keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    return keras.Sequential([keras.Input((28, 28)), *layers])
+
+
+@pytest.mark.slow  # imports Keras
+def test_the_keras_loaders_load_the_bytes_they_verified(tmp_path, monkeypatch):
+    """Keras opens the file again by path: a model.keras replaced after verify is refused,
+    by `load_model` and by the predictor's Keras path (a version without model.onnx)."""
+    from digits.registry import store
+    from digits.serving.predictor import load_predictor
+
+    (tmp_path / "run").mkdir()
+    tiny_keras_model().save(tmp_path / "run" / "model.keras")
+    tiny_keras_model().save(tmp_path / "other.keras")  # other weights, equally valid
+    registry = Registry(tmp_path / "registry")
+    registry.publish(tmp_path / "run", make_manifest())
+    model = registry.root / "v1" / "model.keras"
+    original = model.read_bytes()
+
+    def verify_then_swap(root: Path, version: str) -> dict:
+        manifest = verify_version(root, version)
+        model.write_bytes((tmp_path / "other.keras").read_bytes())
+        return manifest
+
+    monkeypatch.setattr(store, "verify_version", verify_then_swap)
+    with pytest.raises(RegistryError, match=f"{model}: changed since it was verified"):
+        load_model("v1", registry=registry.root)
+    model.write_bytes(original)
+    with pytest.raises(RegistryError, match=f"{model}: changed since it was verified"):
+        load_predictor("v1", registry)

@@ -178,3 +178,15 @@ def test_the_next_writer_repairs_aliases_from_history(tmp_path, three, source, s
     assert three.publish(source, MANIFEST, alias=None) == "v5"
     assert three.aliases() == {"production": "v4"}
     assert_consistent(three)
+
+
+@pytest.mark.parametrize("step", ["history-appended", "alias-written"])
+def test_verify_reports_a_move_a_killed_writer_left_pending(tmp_path, three, step, cli):
+    kill_at(three, step, tmp_path, "set-alias", "--ref", "v1")
+    code, out, err = cli("verify", "--registry", three.root)
+    assert (code, out) == (5, "") and len(err.strip().splitlines()) == 1
+    aliases = three.root / "aliases.json"
+    assert f"{aliases}: 'production' is v3 but history.jsonl moved it to v1" in err
+    assert cli("verify", "v3", "--registry", three.root)[0] == 0  # v3 itself is whole
+    three.rollback()  # any writer first applies the pending move
+    assert cli("verify", "--registry", three.root)[:2] == (0, "ok: v1, v2, v3\n")

@@ -41,9 +41,9 @@ def test_waiting_names_the_holder_then_gives_up_with_registry_busy(held, caplog)
     aliases = registry.aliases()
     waiter = Registry(registry.root, lock_timeout=1.5)
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="digits.registry.lock"):
-        with pytest.raises(RegistryBusy) as caught:
-            waiter.set_alias("staging", "v1")
+    level = caplog.at_level(logging.INFO, logger="digits.registry.lock")
+    with level, pytest.raises(RegistryBusy) as caught:
+        waiter.set_alias("staging", "v1")
     waited = time.monotonic() - started
 
     message = str(caught.value)

@@ -3,14 +3,19 @@ on tiny Keras models published to a temporary registry."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import math
 import re
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -18,12 +23,17 @@ from PIL import Image
 
 from digits.data.images import load_inputs
 from digits.registry.store import Registry
+from digits.serving import inputs
 from digits.serving.app import ASSETS, Limits, create_app
 from digits.serving.predictor import Predictor, load_predictor
+from digits.serving.settings import DEFAULT_MAX_PIXELS, allowed_hosts
+from tests.helpers.manifests import make_manifest
+from tests.helpers.processes import REPO
 from tests.helpers.serving import (
     claimed_size_png,
     digit_png,
     mnist_like,
+    palette_png,
     png_bytes,
     publish_model,
     replace_file,
@@ -32,6 +42,7 @@ from tests.helpers.serving import (
 
 FOLLOW_S = 5.0  # the promise: answers come from a new target within 5 s
 POLL_S = 0.05
+LOCAL_URL = "http://127.0.0.1:8000"  # the service's own origin, as a browser on it sends it
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +68,7 @@ def registry(tmp_path, models) -> Registry:
 
 @contextmanager
 def serving(registry: Registry, ready: bool = True, **kwargs):
-    with TestClient(create_app(registry, poll_s=POLL_S, **kwargs)) as client:
+    with TestClient(create_app(registry, poll_s=POLL_S, **kwargs), base_url=LOCAL_URL) as client:
         if ready:
             wait_until(lambda: client.get("/readyz").status_code == 200, "the first model")
         yield client
@@ -132,11 +143,27 @@ def test_json_instances_are_used_as_is(client, keras_model):
     assert [row["digit"] for row in answer.json()["predictions"]] == list(expected.argmax(1))
 
 
-def test_models_lists_what_digits_models_json_prints(client, registry, models):
+def test_models_lists_what_digits_models_json_prints_but_the_path(client, registry, models):
     publish_model(registry, models["b"], accuracy=0.99, alias=None)
-    assert client.get("/v1/models").json() == json.loads(json.dumps(registry.versions()))
+    listed = [{k: v for k, v in entry.items() if k != "path"} for entry in registry.versions()]
+    assert client.get("/v1/models").json() == json.loads(json.dumps(listed))
     assert client.get("/v1/models/production").json() == registry.manifest("v1")
     assert client.get("/v1/models/v2").json()["version"] == "v2"
+
+
+def test_a_manifest_is_served_without_the_server_paths_it_records(client, registry, tmp_path):
+    """A version trained from --data-dir records that folder; HTTP clients see its name."""
+    source = tmp_path / "run"
+    (source / "model.keras").parent.mkdir(parents=True)
+    (source / "model.keras").write_bytes(b"weights")
+    manifest = make_manifest()
+    manifest["data"] = {**manifest["data"], "source": str(tmp_path / "idx-folder")}
+    version = registry.publish(source, manifest, alias=None)
+
+    for url in ("/v1/models", f"/v1/models/{version}"):
+        text = client.get(url).text
+        assert str(tmp_path) not in text and "idx-folder" in text, url
+    assert registry.manifest(version)["data"]["source"] == str(tmp_path / "idx-folder")
 
 
 @pytest.mark.parametrize(
@@ -208,7 +235,7 @@ BAD_REQUESTS = {
     "an image over the pixel limit": (
         upload("big.png", claimed_size_png(5000, 5000)),
         413,
-        "5000x5000 pixels is over the limit of 16777216",
+        "5000x5000 pixels is over the limit of 4194304",
     ),
     "a decompression bomb": (  # refused by Pillow itself on opening
         upload("bomb.png", claimed_size_png(50_000, 50_000)),
@@ -280,6 +307,215 @@ def test_pixel_limit_refuses_before_decoding(registry):
         assert answer.status_code == 413 and "in all" in answer.json()["error"]
 
 
+def test_every_header_is_checked_against_the_request_budget_before_any_decode(registry):
+    with serving(registry, limits=Limits(max_pixels=100 * 100)) as client:
+        # Each claims 100x100 and is cut short: decoding the first would answer 422.
+        claims = [("file", (f"{i}.png", claimed_size_png(100, 100), "image/png")) for i in range(5)]
+        answer = client.post("/v1/predict", files=claims)
+        assert answer.status_code == 413 and "40000 pixels in all" in answer.json()["error"]
+
+
+def test_default_pixel_limit_is_2048x2048(client):
+    over = client.post("/v1/predict", **upload("wide.png", claimed_size_png(2049, 2048)))
+    assert over.status_code == 413
+    assert "2049x2048 pixels is over the limit of 4194304 pixels" in over.json()["error"]
+    side = math.isqrt(DEFAULT_MAX_PIXELS)
+    at_limit = client.post("/v1/predict", **upload("palette.png", palette_png(side)))
+    assert at_limit.status_code == 200, at_limit.text
+
+
+def jpeg_bytes(image: Image.Image, orientation: int | None = None) -> bytes:
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation  # the Orientation tag
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def photo(size: tuple[int, int]) -> Image.Image:
+    """A dark 7 on light paper, as a phone photo of one."""
+    return Image.open(io.BytesIO(digit_png(dark_ink=True, size=size)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: palette_png(2048), lambda: jpeg_bytes(photo((2048, 1536))),
+     lambda: png_bytes(photo((1500, 900)).convert("I;16"))],
+    ids=["palette PNG", "JPEG", "16-bit PNG"],
+)
+def test_images_are_shrunk_before_the_grayscale_conversion(monkeypatch, make):
+    sizes = []
+    convert = inputs.to_grayscale
+    monkeypatch.setattr(inputs, "to_grayscale", lambda image: sizes.append(image.size) or
+                        convert(image))
+    inputs.decode_uploads([("big", make())], DEFAULT_MAX_PIXELS)
+    assert max(sizes[0]) < 1024, sizes  # JPEG decoded at 1/4 scale, PNG reduced on loading
+
+
+def test_exif_rotation_survives_the_shrink():
+    """A photo stored sideways with an EXIF Orientation is read upright, as before."""
+    upright = photo((1200, 1600))
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)
+    uploads = [
+        ("upright.jpg", jpeg_bytes(upright)),
+        ("tagged.jpg", jpeg_bytes(sideways, orientation=6)),  # 6: turn 90° clockwise to show
+        ("untagged.jpg", jpeg_bytes(sideways)),
+    ]
+    rows = inputs.decode_uploads(uploads, DEFAULT_MAX_PIXELS)
+    turned, lying = (np.abs(rows[0] - row).mean() for row in rows[1:])
+    assert turned < 2 and lying > 10 * turned, (turned, lying)
+
+
+DECODE_MEMORY = """
+import sys, time
+from pathlib import Path
+from digits.serving.inputs import decode_uploads
+from tests.helpers.serving import digit_png
+
+def status_kb(key):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))
+    return int(line.split()[1])
+
+data, limit = open(sys.argv[1], "rb").read(), int(sys.argv[2])
+decode_uploads([("warm-up.png", digit_png())], limit)  # imports and first allocations
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak from here on
+before = status_kb("VmRSS")
+start = time.perf_counter()
+decode_uploads([("palette.png", data)], limit)
+print(time.perf_counter() - start, (status_kb("VmHWM") - before) / 1024)
+"""
+DECODE_PEAK_MB = 64  # measured 36: 1 byte a pixel decoded, widened to 4, premultiplied
+
+
+@pytest.mark.slow
+def test_a_small_palette_png_at_the_pixel_limit_decodes_in_little_memory(tmp_path):
+    """The issue's upload: 28 KB of palette PNG with a transparent colour took 1 GiB."""
+    path = tmp_path / "palette.png"
+    path.write_bytes(palette_png(math.isqrt(DEFAULT_MAX_PIXELS)))
+    measured = subprocess.run(
+        [sys.executable, "-c", DECODE_MEMORY, str(path), str(DEFAULT_MAX_PIXELS)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert measured.returncode == 0, measured.stderr
+    seconds, grown_mb = (float(value) for value in measured.stdout.split())
+    print(f"{path.stat().st_size} bytes: {seconds:.3f} s, peak +{grown_mb:.0f} MB")
+    assert grown_mb < DECODE_PEAK_MB, f"peak grew {grown_mb:.0f} MB in {seconds:.2f} s"
+
+
+def stand_in(version: str, registry: Registry) -> Predictor:
+    return Predictor(version, "production", "keras", lambda batch: np.full((len(batch), 10), 0.1))
+
+
+def test_decodes_over_the_cap_wait_then_get_503_with_retry_after(registry):
+    """A request holds its decode slot from its first body byte; one more waits, then 503."""
+    limits = Limits(max_decodes=1, decode_wait_s=0.2)
+    app = create_app(registry, limits=limits, open_model=stand_in)
+    app.state.holder.refresh()  # ASGITransport runs no lifespan: load the model here
+    body = json.dumps({"instances": mnist_like(1).tolist()}).encode()
+
+    async def scenario() -> tuple[httpx.Response, ...]:
+        release = asyncio.Event()
+
+        async def slow_body():
+            yield body[:10]
+            await release.wait()
+            yield body[10:]
+
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url=LOCAL_URL) as client:
+            json_type = {"content-type": "application/json"}
+            first = asyncio.create_task(
+                client.post("/v1/predict", content=slow_body(), headers=json_type)
+            )
+            await asyncio.sleep(0.1)  # the first request now holds the only slot
+            second = await client.post("/v1/predict", content=body, headers=json_type)
+            release.set()
+            third = await client.post("/v1/predict", content=body, headers=json_type)
+            return await first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert first.status_code == 200 and third.status_code == 200
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+    assert "busy" in second.json()["error"]
+
+
+# --- requests from elsewhere ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "http://evil.example"},
+        {"origin": "null"},  # a sandboxed frame or a file:// page
+        {"origin": "http://127.0.0.1:9999"},  # another local service's page
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site", "origin": "http://localhost:3000"},
+    ],
+)
+def test_cross_site_posts_are_refused(client, headers):
+    answer = client.post("/v1/predict", **upload("seven.png", digit_png()), headers=headers)
+    assert answer.status_code == 403 and "cross-site" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, scripts
+        {"origin": LOCAL_URL, "sec-fetch-site": "same-origin"},  # the page's own fetch
+        {"sec-fetch-site": "none"},  # typed by the user
+    ],
+)
+def test_same_origin_and_non_browser_posts_are_answered(client, headers):
+    answer = client.post("/v1/predict", **upload("seven.png", digit_png()), headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io:8000"])
+def test_unknown_host_headers_are_refused(client, host):
+    """A DNS-rebinding page reaches the service under its own name: refused."""
+    answer = client.get("/v1/models", headers={"host": host})
+    assert answer.status_code == 400 and "Invalid host header" in answer.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"])
+def test_loopback_host_names_are_answered(client, host):
+    assert client.get("/v1/models", headers={"host": host}).status_code == 200
+
+
+def test_a_loopback_bind_allows_loopback_names_and_any_other_bind_any_host():
+    for bind in ("127.0.0.1", "localhost", "::1"):
+        assert allowed_hosts(bind) == ("127.0.0.1", "localhost", "[::1]")
+    assert allowed_hosts("0.0.0.0") == ("*",) and allowed_hosts("192.168.1.5") == ("*",)
+
+
+def test_responses_name_no_server_path(client, registry, models):
+    root = str(registry.root)
+    answers = [client.get("/v1/models"), client.get("/v1/models/v9"),
+               client.get("/v1/models/staging")]
+    assert all("path" not in entry for entry in answers[0].json())
+    publish_model(registry, models["b"], alias=None)
+    with (registry.root / "v2" / "model.keras").open("ab") as model:
+        model.write(b"tampered")
+    replace_file(registry.root / "aliases.json", json.dumps({"production": "v2"}))
+    wait_until(lambda: client.get("/readyz").json()["problem"], "the problem")
+    answers.append(client.get("/readyz"))
+    assert "v2/model.keras" in answers[-1].json()["problem"]  # the file, named in the registry
+    for answer in answers:
+        assert root not in answer.text, answer.text
+
+
+def test_a_registry_without_production_names_no_server_path(tmp_path):
+    registry = Registry(tmp_path / "registry")
+    with serving(registry, ready=False) as client:
+        wait_until(lambda: client.get("/readyz").json()["problem"] != "loading", "a first check")
+        predict = client.post("/v1/predict", **instances(mnist_like(1).tolist()))
+        answers = [client.get("/readyz"), predict]
+        for answer in answers:
+            assert answer.status_code == 503 and "unknown alias 'production'" in answer.text
+            assert str(tmp_path) not in answer.text, answer.text
+
+
 def test_unknown_routes_and_methods_are_json(client):
     assert client.get("/v1/predict").status_code == 405
     assert "error" in client.get("/v1/predict").json()
@@ -302,11 +538,11 @@ def test_an_unexpected_error_is_still_json(registry):
             raise RuntimeError("boom")
         return np.full((len(batch), 10), 0.1)
 
-    def open_broken(registry: Registry, version: str) -> Predictor:
+    def open_broken(version: str, registry: Registry) -> Predictor:
         return Predictor(version, "production", "keras", broken)
 
     app = create_app(registry, poll_s=POLL_S, open_model=open_broken)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url=LOCAL_URL, raise_server_exceptions=False) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, "the stand-in model")
         answer = client.post("/v1/predict", json={"instances": mnist_like(1).tolist()})
         assert answer.status_code == 500
@@ -347,9 +583,9 @@ def test_a_target_that_does_not_verify_is_not_served(client, registry, models, c
 def test_a_rollback_reuses_the_loaded_model_after_verifying_it(registry, models):
     opened = []
 
-    def counting_open(reg, version):
+    def counting_open(version, reg):
         opened.append(version)
-        return load_predictor(reg, version)
+        return load_predictor(version, reg)
 
     with serving(registry, open_model=counting_open) as client:
         publish_model(registry, models["b"])

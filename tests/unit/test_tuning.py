@@ -1,7 +1,10 @@
 """digits.model.tuning: the search space's bounds, the study on disk, one trial on tiny data."""
 
 import json
+import threading
 from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,10 +23,12 @@ from digits.model.space import (
     trial_config,
 )
 from digits.model.tuning import (
+    check_study_name,
     fail_interrupted,
     finished,
     open_study,
     read_splits,
+    size_threads,
     start_from_defaults,
     train_trial,
     trial_rows,
@@ -94,6 +99,60 @@ def test_split_files_hold_train_and_validation_only(tmp_path):
     assert len(splits.x_test) == 0 and len(splits.y_test) == 0
 
 
+def test_a_writer_that_missed_the_ready_folder_never_rewrites_its_files(tmp_path, monkeypatch):
+    """Two tune runs on the same data both find no split folder. The one that writes second
+    must leave the first one's files alone: its workers memory-map them, and np.save
+    truncating a mapped file means SIGBUS or torn reads there."""
+    save, late_paths = np.save, []
+    late_waiting, first_done = threading.Event(), threading.Event()
+
+    def paused_save(file, array, *args, **kwargs):
+        if threading.current_thread() is late:  # the late writer, already past the check
+            late_paths.append(Path(file))
+            late_waiting.set()
+            first_done.wait(30)
+        save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", paused_save)
+    results = []
+    late = threading.Thread(target=lambda: results.append(write_splits(tiny_splits(), tmp_path)))
+    late.start()
+    assert late_waiting.wait(30)
+    folder = write_splits(tiny_splits(), tmp_path)
+    mapped = read_splits(folder).x_train
+    before = {p.name: (p.stat().st_ino, p.stat().st_size) for p in folder.iterdir()}
+    first_done.set()
+    late.join(30)
+
+    assert results == [folder]
+    assert late_paths and not any(path.parent == folder for path in late_paths)
+    assert {p.name: (p.stat().st_ino, p.stat().st_size) for p in folder.iterdir()} == before
+    np.testing.assert_array_equal(mapped, tiny_splits().x_train)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # the late copy is gone
+
+
+def test_a_half_written_folder_without_its_marker_is_replaced(tmp_path):
+    folder = write_splits(tiny_splits(), tmp_path)
+    (folder / "done").unlink()  # as a writer from before staging left it when killed
+    (folder / "x_train.npy").write_bytes(b"\x93NUMPY truncated")
+    assert write_splits(tiny_splits(), tmp_path) == folder
+    np.testing.assert_array_equal(read_splits(folder).x_train, tiny_splits().x_train)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TF_NUM_INTRAOP_THREADS", "two"), ("TF_NUM_INTRAOP_THREADS", "-1"),
+    ("TF_NUM_INTEROP_THREADS", "1.5"), ("TF_NUM_INTEROP_THREADS", ""),
+])
+def test_a_bad_thread_count_is_a_usage_error_naming_it(monkeypatch, name, value):
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError) as refused:
+        size_threads()
+    assert str(refused.value).startswith(f"{name}={value!r} must be an integer")
+
+
 @pytest.mark.slow  # trains
 def test_a_trial_returns_small_results_and_a_saved_model(tmp_path):
     folder = write_splits(tiny_splits(), tmp_path / "data")
@@ -138,6 +197,27 @@ def test_the_last_epoch_never_prunes(tmp_path):
         report=lambda epoch, value: reports.append(epoch) or True, log=lambda line: None,
     )
     assert reports == [0] and not result["pruned"]  # reported, but kept as a finished trial
+
+
+BAD_STUDY_NAMES = ["../../x", "..", "a..b", "a/b", "/tmp/x", ".hidden", "-x", "", "tune mlp",
+                   "x" * 101, "tune\nx"]
+
+
+@pytest.mark.parametrize("name", BAD_STUDY_NAMES)
+def test_a_study_name_that_is_no_plain_file_name_is_refused(cli, monkeypatch, tmp_path, name):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGITS_ARTIFACTS", raising=False)
+    runs = []
+    fake_run = lambda *args, **kwargs: runs.append(kwargs) or (SimpleNamespace(message="ok"), None)
+    monkeypatch.setattr("flows.cli.run_flow", fake_run)
+    code, _, err = cli("tune", "--model", "mlp", "--study", name, "--no-promote")
+    assert code == 2 and not runs  # refused before any run
+    assert err.strip().splitlines()[-1].startswith(f"error: --study {name!r} ")
+
+
+def test_plain_study_names_are_accepted():
+    for name in ("tune-cnn", "exp1.v2", "A_b", "x" * 100, None):
+        assert check_study_name(name) == name
 
 
 def test_an_interrupted_study_resumes_with_its_running_trials_failed(tmp_path):

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tasks.validate as validate_tasks
 from digits.checks.suites import (
     ValidationReport,
     raise_on_failure,
@@ -280,12 +279,22 @@ def test_concurrent_runs_share_docs_dir(tidy, splits, tmp_path):
 def artifacts(monkeypatch) -> list[dict]:
     """Record the artifacts the task wrappers publish instead of sending them to Prefect."""
     published = []
-    monkeypatch.setattr(validate_tasks, "create_table_artifact", lambda **kw: published.append(kw))
-    monkeypatch.setattr(validate_tasks, "create_markdown_artifact", lambda **kw: published.append(kw))
+    record = published.append
+    monkeypatch.setattr("tasks.validate.create_table_artifact", lambda **kw: record(kw))
+    monkeypatch.setattr("tasks.validate.create_markdown_artifact", lambda **kw: record(kw))
     return published
 
 
-def test_task_publishes_artifacts_when_data_pass(tidy, tmp_path, artifacts):
+@pytest.fixture
+def validate_tasks():
+    """The Prefect task wrappers, imported only by the tests that need them (Prefect is slow
+    to import, and collection imports every test module)."""
+    import tasks.validate
+
+    return tasks.validate
+
+
+def test_task_publishes_artifacts_when_data_pass(tidy, tmp_path, artifacts, validate_tasks):
     report = validate_tasks.validate_raw.fn(tidy, CONFIG, tmp_path / "gx")
     table, markdown = artifacts
     assert table["key"] == "validation-raw" and len(table["table"]) == len(report.results)
@@ -294,7 +303,9 @@ def test_task_publishes_artifacts_when_data_pass(tidy, tmp_path, artifacts):
     assert str(report.docs_path) in markdown["markdown"]
 
 
-def test_task_publishes_artifacts_then_raises_when_data_fail(splits, tmp_path, artifacts):
+def test_task_publishes_artifacts_then_raises_when_data_fail(
+    splits, tmp_path, artifacts, validate_tasks
+):
     broken = replace(splits, x_train=splits.x_train * 255)
     with pytest.raises(DataError, match="processed"):
         validate_tasks.validate_processed.fn(broken, CONFIG, tmp_path / "gx")

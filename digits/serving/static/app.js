@@ -151,7 +151,7 @@ function refreshStatus() {
 }
 
 function loadVersions() {
-  fetch("/v1/models")
+  fetch("/v1/registry/versions")
     .then((response) => response.json().then((body) => [response.ok, body]))
     .then(([ok, versions]) => {
       const list = document.getElementById("versions");
@@ -189,7 +189,7 @@ function versionEntry(manifest) {
 }
 
 function showDetails(entry, manifest) {
-  const base = `/v1/models/${encodeURIComponent(manifest.version)}/files/`;
+  const base = `/v1/registry/versions/${encodeURIComponent(manifest.version)}/files/`;
   const card = element("pre", "card", "Loading the model card…");
   entry.append(card);
   fetch(`${base}card.md`)

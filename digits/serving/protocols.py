@@ -1,0 +1,266 @@
+"""The standard prediction protocols beside /v1/predict, answered by the same model.
+
+- The Open Inference Protocol v2 (KServe, Triton, Seldon clients): health, server and model
+  metadata, and `POST /v2/models/digits/infer` with one UINT8 or FP32 tensor [N, 28, 28].
+- MLflow's scoring server: `POST /invocations` with {"instances": ...} or {"inputs": ...},
+  answered {"predictions": [[10 probabilities], ...]}, and `GET /ping`.
+
+Every prediction route, /v1/predict too, goes through one `Scorer`: the verified model the
+holder has in service (503 until there is one), a decode slot while its body is read and
+parsed, and the metrics. Bad content is a 400 {"error": ...} naming it, as OIP asks; the
+transport's refusals (403, 413, 415, 503) are the service's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from digits.config import IMAGE_SHAPE, NUM_CLASSES
+from digits.data.images import BATCH_SHAPE
+from digits.serving.holder import Loaded, ModelHolder
+from digits.serving.inputs import ApiError, DecodeSlots, refuse_constant
+from digits.serving.metrics import ServiceMetrics
+
+MODEL_NAME = "digits"  # the one model name OIP clients address
+DATATYPES = ("UINT8", "FP32")  # the input datatypes infer accepts
+OUTPUTS = ("probabilities", "digit")
+PLATFORMS = {"onnx": "onnxruntime_onnx", "keras": "keras"}  # OIP's platform, per backend
+MLFLOW_KEYS = ("instances", "inputs")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """What every prediction route shares: the model in service, the decode slots, the metrics."""
+
+    holder: ModelHolder
+    slots: DecodeSlots
+    metrics: ServiceMetrics
+
+    def loaded(self) -> Loaded:
+        """One model for the whole request, whatever the alias follower does meanwhile."""
+        loaded = self.holder.loaded
+        if loaded is None:
+            raise ApiError(503, f"no verified model loaded yet ({self.holder.public_problem()})")
+        return loaded
+
+    async def read_json(self, request: Request, parse: Callable[[Any], T]) -> T:
+        """The JSON body, read and parsed by `parse` within a decode slot (as /v1/predict's)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(
+                415, f"unsupported Content-Type {content_type or 'none'!r}: send application/json"
+            )
+        async with self.slots:
+            body = await request.body()  # BodyLimit stops it at the limit
+            if not body:
+                raise ApiError(400, "empty request body: send JSON")
+            return await run_in_threadpool(lambda: parse(read_document(body)))
+
+    async def score(self, loaded: Loaded, batch: np.ndarray) -> np.ndarray:
+        """(N, 10) float32 probabilities for `batch`, counted in the metrics (~5 us an image:
+        in the thread pool with the model, off the event loop)."""
+        return await run_in_threadpool(self.predict, loaded, batch)
+
+    def predict(self, loaded: Loaded, batch: np.ndarray) -> np.ndarray:
+        probabilities = loaded.predictor.predict(batch)
+        self.metrics.observe(loaded.predictor.version, probabilities)
+        return probabilities
+
+
+# --- reading the content --------------------------------------------------------------
+
+
+def read_document(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, f"body is not valid JSON ({error})") from None
+
+
+def as_pixels(value: Any, where: str, integers: bool = False) -> np.ndarray:
+    """A list of pixel values (flat or nested) as float32; 400 naming `where` otherwise."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nesting
+        raise ApiError(400, f"{where} must be a flat or nested list of numbers") from None
+    if array.dtype.kind not in "iuf":  # strings, null, booleans, objects, ragged lists
+        raise ApiError(400, f"{where}: pixel values must be numbers 0..255")
+    if integers and array.dtype.kind == "f":
+        raise ApiError(400, f"{where}: UINT8 data must be integers 0..255")
+    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 255):
+        raise ApiError(400, f"{where}: pixel values must lie in 0..255 (MNIST format)")
+    return array.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    batch: np.ndarray  # (N, 28, 28) float32
+    outputs: tuple[str, ...]
+    id: str | None
+
+
+def parse_infer(document: Any) -> InferRequest:
+    """An OIP inference request: one tensor of shape [N, 28, 28], UINT8 or FP32 pixels."""
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    if not isinstance(inputs, list):
+        raise ApiError(400, 'body must be an object with "inputs": [one tensor of images]')
+    if len(inputs) != 1:
+        raise ApiError(400, f'"inputs" must hold one tensor (the images), got {len(inputs)}')
+    tensor = inputs[0]
+    if not isinstance(tensor, dict):
+        raise ApiError(400, 'inputs[0] must be an object with "name", "shape", "datatype" '
+                       'and "data"')
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in tensor:
+            raise ApiError(400, f'inputs[0] has no "{key}"')
+    if not isinstance(tensor["name"], str):
+        raise ApiError(400, 'inputs[0] "name" must be a string')
+    datatype, shape = tensor["datatype"], tensor["shape"]
+    if datatype not in DATATYPES:
+        raise ApiError(400, f'inputs[0] "datatype" must be UINT8 or FP32, got {datatype!r}')
+    if not (isinstance(shape, list) and len(shape) == 3 and tuple(shape[1:]) == IMAGE_SHAPE
+            and all(type(side) is int for side in shape) and shape[0] >= 1):
+        raise ApiError(400, f'inputs[0] "shape" must be [N, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}] '
+                       f"with N >= 1, got {shape!r}")
+    data = as_pixels(tensor["data"], 'inputs[0] "data"', integers=datatype == "UINT8")
+    needed = math.prod(shape)
+    if data.size != needed:
+        raise ApiError(400, f'inputs[0] "data" holds {data.size} values; shape {shape} '
+                       f"needs {needed}")
+    return InferRequest(data.reshape(shape), parse_outputs(document), parse_id(document))
+
+
+def parse_outputs(document: dict) -> tuple[str, ...]:
+    """The outputs a request asks for, by name; all of them when it names none."""
+    wanted = document.get("outputs")
+    if wanted is None:
+        return OUTPUTS
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise ApiError(400, '"outputs" must be a list of {"name": "probabilities" or "digit"}')
+    names = tuple(output.get("name") for output in wanted)
+    for name in names:
+        if name not in OUTPUTS:
+            raise ApiError(400, f"unknown output {name!r}: the model answers "
+                           "'probabilities' and 'digit'")
+    return names
+
+
+def parse_id(document: dict) -> str | None:
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ApiError(400, '"id" must be a string')
+    return request_id
+
+
+def parse_invocation(document: Any) -> np.ndarray:
+    """MLflow's tensor input: {"instances": [...]} or {"inputs": [...]}, N x 28 x 28 pixels."""
+    if not (isinstance(document, dict) and len(document) == 1 and set(document) < set(MLFLOW_KEYS)):
+        keys = sorted(document) if isinstance(document, dict) else type(document).__name__
+        raise ApiError(400, 'body must be an object with one of "instances" or "inputs" (a list '
+                       f"of {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} pixel arrays 0..255), got {keys}")
+    (key, value), = document.items()
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f'"{key}" must be a non-empty list of '
+                       f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} pixel arrays")
+    batch = as_pixels(value, f'"{key}"')
+    if batch.ndim != 3 or batch.shape[1:] != IMAGE_SHAPE:
+        raise ApiError(400, f'"{key}" must have shape {BATCH_SHAPE}, got {tuple(batch.shape)}')
+    return batch
+
+
+# --- answering ------------------------------------------------------------------------
+
+
+def infer_answer(version: str, probabilities: np.ndarray, request: InferRequest) -> dict:
+    n = len(probabilities)
+    tensors = {
+        "probabilities": {"name": "probabilities", "shape": [n, NUM_CLASSES], "datatype": "FP32",
+                          "data": probabilities.ravel().tolist()},
+        "digit": {"name": "digit", "shape": [n], "datatype": "INT64",
+                  "data": probabilities.argmax(axis=1).tolist()},
+    }
+    answer = {"id": request.id} if request.id is not None else {}
+    return {**answer, "model_name": MODEL_NAME, "model_version": version,
+            "outputs": [tensors[name] for name in request.outputs]}
+
+
+def model_metadata(loaded: Loaded) -> dict:
+    return {
+        "name": MODEL_NAME,
+        "versions": [loaded.predictor.version],
+        "platform": PLATFORMS[loaded.predictor.backend],
+        # FP32 is what the model takes; UINT8 is accepted too (the same pixels 0..255).
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, *IMAGE_SHAPE]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, NUM_CLASSES]},
+            {"name": "digit", "datatype": "INT64", "shape": [-1]},
+        ],
+    }
+
+
+def check_model(name: str) -> None:
+    if name != MODEL_NAME:
+        raise ApiError(404, f"unknown model {name!r}: this service serves {MODEL_NAME!r}")
+
+
+def add_protocol_routes(app: FastAPI, scorer: Scorer) -> None:
+    """The OIP v2 and MLflow routes, answered by `scorer`'s model (on the app itself: the
+    metrics read each route's template from the app's routes)."""
+    server = {"name": MODEL_NAME, "version": package_version("digits"), "extensions": []}
+
+    @app.get("/v2")
+    def server_metadata() -> dict:
+        return server
+
+    @app.get("/v2/health/live")
+    def live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    def ready() -> dict:
+        scorer.loaded()
+        return {"ready": True}
+
+    @app.get("/v2/models/{name}")
+    def metadata(name: str) -> dict:
+        check_model(name)
+        return model_metadata(scorer.loaded())
+
+    @app.get("/v2/models/{name}/ready")
+    def model_ready(name: str) -> dict:
+        check_model(name)
+        scorer.loaded()
+        return {"name": name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> dict:
+        check_model(name)
+        loaded = scorer.loaded()
+        inference = await scorer.read_json(request, parse_infer)
+        probabilities = await scorer.score(loaded, inference.batch)
+        return infer_answer(loaded.predictor.version, probabilities, inference)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> JSONResponse:
+        loaded = scorer.loaded()
+        batch = await scorer.read_json(request, parse_invocation)
+        probabilities = await scorer.score(loaded, batch)
+        return JSONResponse({"predictions": probabilities.tolist()})
+
+    @app.get("/ping")
+    def ping() -> dict:
+        scorer.loaded()
+        return {"status": "ok"}
+

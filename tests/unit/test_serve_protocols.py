@@ -1,0 +1,340 @@
+"""The standard protocols beside /v1/predict (docs/architecture.md, "The HTTP service"): the
+Open Inference Protocol v2 and MLflow's scoring shape, answered by the model the service
+holds; and the registry's metadata under /v1/registry, with the old /v1/models paths kept.
+
+The stand-in model is a fixed function of the pixels (numpy only), so every protocol's
+answer can be compared with /v1/predict's for the same images."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from digits.registry.store import Registry
+from digits.serving.app import Limits, create_app
+from digits.serving.predictor import Predictor
+from tests.helpers.manifests import make_manifest
+from tests.helpers.serving import mnist_like
+
+LOCAL_URL = "http://127.0.0.1:8000"
+POLL_S = 0.05
+INFER = "/v2/models/digits/infer"
+WEIGHTS = np.random.default_rng(7).normal(size=(28 * 28, 10)).astype(np.float32) / 2000
+
+
+def softmax_model(batch: np.ndarray) -> np.ndarray:
+    logits = batch.reshape(len(batch), -1) @ WEIGHTS
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def stand_in(version: str, registry: Registry) -> Predictor:
+    return Predictor(version, "production", "onnx", softmax_model)
+
+
+@pytest.fixture
+def registry(tmp_path, source) -> Registry:
+    registry = Registry(tmp_path / "registry")
+    registry.publish(source, make_manifest())
+    return registry
+
+
+@contextmanager
+def serving(registry: Registry, ready: bool = True, **kwargs):
+    app = create_app(registry, poll_s=POLL_S, open_model=stand_in, **kwargs)
+    with TestClient(app, base_url=LOCAL_URL) as client:
+        deadline = time.monotonic() + 5
+        while ready and client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "no model within 5 s"
+            time.sleep(0.02)
+        yield client
+
+
+@pytest.fixture
+def client(registry):
+    with serving(registry) as client:
+        yield client
+
+
+def v1_probabilities(client: TestClient, pixels: np.ndarray) -> np.ndarray:
+    answer = client.post("/v1/predict", json={"instances": pixels.tolist()})
+    assert answer.status_code == 200, answer.text
+    return np.array([row["probabilities"] for row in answer.json()["predictions"]])
+
+
+def tensor(pixels: np.ndarray, datatype: str = "UINT8", flat: bool = True, **fields) -> dict:
+    data = pixels.ravel() if flat else pixels
+    data = data.tolist() if datatype == "UINT8" else data.astype(float).tolist()
+    return {"name": "images", "shape": list(pixels.shape), "datatype": datatype, "data": data,
+            **fields}
+
+
+def raw(body: bytes, content_type: str = "application/json") -> dict:
+    return {"content": body, "headers": {"content-type": content_type}}
+
+
+# --- Open Inference Protocol v2 ----------------------------------------------------------
+
+
+def test_oip_health_and_server_metadata(client):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
+    server = client.get("/v2").json()
+    assert server["name"] == "digits" and server["version"] and server["extensions"] == []
+
+
+def test_oip_model_metadata(client):
+    assert client.get("/v2/models/digits").json() == {
+        "name": "digits",
+        "versions": ["v1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 28, 28]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+            {"name": "digit", "datatype": "INT64", "shape": [-1]},
+        ],
+    }
+
+
+@pytest.mark.parametrize("datatype, flat", [("UINT8", True), ("UINT8", False), ("FP32", True)])
+def test_oip_infer_answers_what_v1_predict_answers(client, datatype, flat):
+    pixels = mnist_like(3)
+    body = {"id": "request-1", "inputs": [tensor(pixels, datatype, flat)]}
+    answer = client.post(INFER, json=body)
+    assert answer.status_code == 200, answer.text
+    expected = v1_probabilities(client, pixels)
+    got = answer.json()
+    assert {key: got[key] for key in ("id", "model_name", "model_version")} == {
+        "id": "request-1", "model_name": "digits", "model_version": "v1"}
+    probabilities, digit = got["outputs"]
+    assert {k: v for k, v in probabilities.items() if k != "data"} == {
+        "name": "probabilities", "shape": [3, 10], "datatype": "FP32"}
+    np.testing.assert_allclose(np.reshape(probabilities["data"], (3, 10)), expected, atol=1e-7)
+    assert digit == {"name": "digit", "shape": [3], "datatype": "INT64",
+                     "data": expected.argmax(axis=1).tolist()}
+
+
+def test_oip_infer_answers_only_the_outputs_asked_for(client):
+    body = {"inputs": [tensor(mnist_like(2))], "outputs": [{"name": "digit"}]}
+    answer = client.post(INFER, json=body)
+    assert answer.status_code == 200, answer.text
+    assert [output["name"] for output in answer.json()["outputs"]] == ["digit"]
+    assert "id" not in answer.json()
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/v2/models/mnist"), ("POST", "/v2/models/mnist/infer"),
+     ("GET", "/v2/models/mnist/ready")],
+)
+def test_oip_another_model_name_is_404(client, method, path):
+    answer = client.request(method, path, json={"inputs": [tensor(mnist_like(1))]})
+    assert answer.status_code == 404 and "'mnist'" in answer.json()["error"]
+
+
+def with_tensor(**fields) -> dict:
+    """An infer body whose one tensor has `fields` changed (None: left out)."""
+    base = tensor(mnist_like(1))
+    changed = {**base, **fields}
+    return {"json": {"inputs": [{k: v for k, v in changed.items() if v is not None}]}}
+
+
+ZEROS = [0] * 784
+NAN_BODY = json.dumps({"inputs": [tensor(mnist_like(1))]}).replace("[", "[NaN, ", 2).encode()
+
+
+def infinite_pixel() -> bytes:
+    image = tensor(mnist_like(1), "FP32")
+    image["data"][0] = 12345.5  # a placeholder for a number Python's json cannot write
+    return json.dumps({"inputs": [image]}).replace("12345.5", "1e999").encode()
+
+
+BAD_INFER = {
+    "not JSON": (raw(b"{nope"), "not valid JSON"),
+    "NaN": (raw(NAN_BODY), "NaN is not a JSON number"),
+    "a list body": ({"json": [1]}, '"inputs"'),
+    "no inputs": ({"json": {"outputs": []}}, '"inputs"'),
+    "two inputs": ({"json": {"inputs": [tensor(mnist_like(1))] * 2}}, "one tensor"),
+    "a tensor that is not an object": ({"json": {"inputs": [ZEROS]}}, "an object"),
+    "no data": (with_tensor(data=None), 'no "data"'),
+    "a name that is not a string": (with_tensor(name=3), '"name" must be a string'),
+    "another datatype": (with_tensor(datatype="INT32"), "UINT8 or FP32, got 'INT32'"),
+    "a wrong shape": (with_tensor(shape=[1, 28, 27]), "[N, 28, 28]"),
+    "a shape of strings": (with_tensor(shape=["1", 28, 28]), "[N, 28, 28]"),
+    "no images": (with_tensor(shape=[0, 28, 28], data=[]), "N >= 1"),
+    "data of another size": (with_tensor(shape=[2, 28, 28]), "784 values"),
+    "ragged data": (with_tensor(data=[[0] * 28] * 27 + [[0] * 3]), "list of numbers"),
+    "strings": (with_tensor(data=["0"] * 784), "numbers"),
+    "nulls": (with_tensor(data=[None] * 784), "numbers"),
+    "booleans": (with_tensor(data=[True] * 784), "numbers"),
+    "fractions as UINT8": (with_tensor(data=[0.5] * 784), "UINT8 data must be integers"),
+    "a value over 255": (with_tensor(data=[256] * 784), "0..255"),
+    "a negative value": (with_tensor(data=[-1] * 784), "0..255"),
+    "an infinite number": (raw(infinite_pixel()), "0..255"),
+    "an unknown output": (
+        {"json": {"inputs": [tensor(mnist_like(1))], "outputs": [{"name": "logits"}]}},
+        "unknown output 'logits'",
+    ),
+    "an id that is not a string": ({"json": {"id": 5, "inputs": [tensor(mnist_like(1))]}}, '"id"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INFER))
+def test_oip_bad_input_is_a_400_naming_it(client, case):
+    request, message = BAD_INFER[case]
+    answer = client.post(INFER, **request)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+# --- MLflow's scoring server shape -------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+def test_invocations_answer_mlflow_predictions(client, key):
+    pixels = mnist_like(3)
+    answer = client.post("/invocations", json={key: pixels.tolist()})
+    assert answer.status_code == 200, answer.text
+    assert list(answer.json()) == ["predictions"]
+    np.testing.assert_allclose(answer.json()["predictions"], v1_probabilities(client, pixels),
+                               atol=1e-7)
+
+
+def test_ping_when_ready(client):
+    assert client.get("/ping").status_code == 200
+
+
+ONE = mnist_like(1).tolist()
+BAD_INVOCATIONS = {
+    "not JSON": (raw(b"[1,"), "not valid JSON"),
+    "NaN": (raw(b'{"instances": [NaN]}'), "NaN is not a JSON number"),
+    "a list body": ({"json": ONE}, '"instances" or "inputs"'),
+    "neither key": ({"json": {"data": ONE}}, '"instances" or "inputs"'),
+    "both keys": ({"json": {"instances": ONE, "inputs": ONE}}, '"instances" or "inputs"'),
+    "a data frame": ({"json": {"dataframe_split": {"data": []}}}, '"instances" or "inputs"'),
+    "named tensors": ({"json": {"inputs": {"images": ONE}}}, "non-empty list"),
+    "empty": ({"json": {"instances": []}}, "non-empty list"),
+    "one image, not a list": ({"json": {"inputs": ONE[0]}}, "(N, 28, 28)"),
+    "a wrong shape": ({"json": {"inputs": np.zeros((1, 28, 27)).tolist()}}, "got (1, 28, 27)"),
+    "strings": ({"json": {"instances": [[["0"] * 28] * 28]}}, "numbers"),
+    "a value over 255": ({"json": {"instances": [[[300] * 28] * 28]}}, "0..255"),
+    "a negative value": ({"json": {"inputs": [[[-1] * 28] * 28]}}, "0..255"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INVOCATIONS))
+def test_invocations_bad_input_is_a_400_naming_it(client, case):
+    request, message = BAD_INVOCATIONS[case]
+    answer = client.post("/invocations", **request)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+# --- what every prediction route shares -----------------------------------------------------
+
+POSTS = {INFER: {"inputs": [tensor(mnist_like(1))]}, "/invocations": {"instances": ONE}}
+
+
+@pytest.mark.parametrize("path", sorted(POSTS))
+def test_protocol_posts_keep_the_limits_of_v1_predict(registry, path):
+    with serving(registry, limits=Limits(max_body_bytes=1000)) as client:
+        answer = client.post(path, json=POSTS[path])
+        assert answer.status_code == 413 and "1000 bytes" in answer.json()["error"]
+        answer = client.post(path, **raw(b"7", "text/plain"))
+        assert answer.status_code == 415 and "application/json" in answer.json()["error"]
+        answer = client.post(path, **raw(b""))
+        assert answer.status_code == 400 and "empty" in answer.json()["error"]
+        answer = client.post(path, json={}, headers={"origin": "http://evil.example"})
+        assert answer.status_code == 403 and "cross-site" in answer.json()["error"]
+        answer = client.post(path, json={}, headers={"host": "evil.example"})
+        assert answer.status_code == 400 and answer.text == "Invalid host header"
+
+
+@pytest.mark.parametrize("path", sorted(POSTS))
+def test_protocol_posts_wait_for_the_same_decode_slots(registry, path):
+    """/v1/predict holds the only decode slot from its first body byte: a protocol request
+    waits for it, then gets the same 503 with Retry-After."""
+    app = create_app(registry, limits=Limits(max_decodes=1, decode_wait_s=0.2),
+                     open_model=stand_in)
+    app.state.holder.refresh()  # ASGITransport runs no lifespan: load the model here
+    body = json.dumps({"instances": ONE}).encode()
+    json_type = {"content-type": "application/json"}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        release = asyncio.Event()
+
+        async def slow_body():
+            yield body[:10]
+            await release.wait()
+            yield body[10:]
+
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url=LOCAL_URL) as client:
+            first = asyncio.create_task(
+                client.post("/v1/predict", content=slow_body(), headers=json_type)
+            )
+            await asyncio.sleep(0.1)
+            second = await client.post(path, json=POSTS[path])
+            release.set()
+            return await first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.status_code == 200
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+    assert "busy" in second.json()["error"]
+
+
+def test_not_ready_until_a_model_is_loaded(tmp_path):
+    with serving(Registry(tmp_path / "registry"), ready=False) as client:
+        assert client.get("/v2/health/live").status_code == 200
+        for method, path, body in [
+            ("GET", "/v2/health/ready", None), ("GET", "/v2/models/digits/ready", None),
+            ("GET", "/v2/models/digits", None), ("GET", "/ping", None),
+            ("POST", INFER, POSTS[INFER]), ("POST", "/invocations", POSTS["/invocations"]),
+        ]:
+            answer = client.request(method, path, json=body)
+            assert answer.status_code == 503, (path, answer.text)
+            assert "no verified model" in answer.json()["error"], path
+
+
+# --- the registry's metadata -------------------------------------------------------------
+
+MOVED = [
+    ("/v1/registry/versions", "/v1/models"),
+    ("/v1/registry/versions/production", "/v1/models/production"),
+    ("/v1/registry/versions/v1", "/v1/models/v1"),
+    ("/v1/registry/versions/v1/files/card.md", "/v1/models/v1/files/card.md"),
+    ("/v1/registry/versions/v9", "/v1/models/v9"),
+    ("/v1/registry/versions/Prod", "/v1/models/Prod"),
+]
+
+
+@pytest.mark.parametrize("new, old", MOVED)
+def test_registry_metadata_moved_to_v1_registry_and_the_old_paths_still_answer(client, new, old):
+    moved, kept = client.get(new), client.get(old)
+    assert (moved.status_code, moved.content) == (kept.status_code, kept.content)
+
+
+def test_registry_versions_are_the_manifests(client, registry):
+    assert client.get("/v1/registry/versions/production").json() == registry.manifest("v1")
+    listed = client.get("/v1/registry/versions").json()
+    assert [entry["version"] for entry in listed] == ["v1"] and "path" not in listed[0]
+
+
+def test_the_page_reads_the_registry_from_its_new_paths(client):
+    script = client.get("/static/app.js").text
+    assert "/v1/registry/versions" in script and "/v1/models" not in script
+
+
+def test_still_read_only(client):
+    for path in ("/v1/registry/versions", "/v1/registry/versions/production",
+                 "/v1/registry/versions/v1/promote"):
+        assert client.post(path).status_code in (404, 405), path
