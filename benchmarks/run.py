@@ -44,7 +44,7 @@ def manifest(registry: Path, ref: str = "production") -> dict:
 def measure_inference(registry: Path) -> float:
 
     from digits.data.ingest import load_mnist
-    from digits.registry.store import load_model
+    from digits.registry.load import load_model
 
     model = load_model("production", registry)
     images = load_mnist(None, ROOT / "data").test_images

@@ -9,7 +9,8 @@ from prefect import flow
 from prefect.states import Completed
 
 from digits.config import BatchChecks, default_data_dir, registry_root
-from digits.data.batches import find_batch, source_id
+from digits.data.batches import find_batch
+from digits.data.intake import source_id
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
 

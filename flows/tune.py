@@ -37,16 +37,15 @@ from digits.config import (
 from digits.environment import muted_stderr
 from digits.errors import DataError, DigitsError, UsageError
 from digits.model.space import search_space, to_optuna, trial_config
+from digits.model.study_report import has_complete, study_summary
 from digits.model.tuning import (
     check_study_name,
     fail_interrupted,
     finished,
-    has_complete,
     open_study,
     replay,
     start_from_defaults,
     studies_dir,
-    study_summary,
     write_splits,
 )
 from digits.registry.gate import check_threshold

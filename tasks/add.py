@@ -19,16 +19,9 @@ from digits.checks.batch import (
     report_of,
 )
 from digits.config import NUM_CLASSES, BatchChecks
-from digits.data.batches import (
-    Batch,
-    Source,
-    accepted_batches,
-    find_batch,
-    read_source,
-    source_id,
-    store_batch,
-)
+from digits.data.batches import Batch, accepted_batches, find_batch, store_batch
 from digits.data.ingest import load_mnist
+from digits.data.intake import Source, read_source, source_id
 from digits.files import staging_folder
 from digits.registry.manifest import utc_now
 
@@ -41,7 +34,8 @@ def read(path: Path, config: BatchChecks) -> Source:
 def load_production(registry_root: Path):
     """The production Keras model (verified), or None when the registry has none yet."""
     from digits.config import PRODUCTION_ALIAS
-    from digits.registry.store import Registry, load_model
+    from digits.registry.load import load_model
+    from digits.registry.store import Registry
 
     if PRODUCTION_ALIAS not in Registry(registry_root).aliases():
         return None

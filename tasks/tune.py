@@ -15,7 +15,8 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from digits.model.tuning import describe_params, live_reporter, plot_study, train_trial, trial_rows
+from digits.model.study_report import describe_params, plot_study, trial_rows
+from digits.model.tuning import live_reporter, train_trial
 
 
 def name_trial() -> str:
@@ -74,7 +75,7 @@ def publish_study(study) -> None:
 
 
 def best_line(study) -> str:
-    from digits.model.tuning import has_complete
+    from digits.model.study_report import has_complete
 
     if not has_complete(study):
         return "no trial completed"

@@ -19,7 +19,8 @@ from digits.checks import drift
 from digits.checks.docs import open_context
 from digits.checks.suites import digest, run_suite
 from digits.config import IMAGE_SHAPE, NUM_CLASSES, BatchChecks
-from digits.data.batches import Batch, Source, held_out_mask
+from digits.data.batches import Batch, held_out_mask
+from digits.data.intake import Source
 
 LEAK_BLUR = 1.0  # px: a resampled copy of a digit stays near its original, distinct ones don't
 

@@ -12,26 +12,25 @@ a no-op. Each image goes to the train or the held-out part by a hash of its own 
 A batch folder that cannot be read is skipped with a warning naming it (and listed as
 "unreadable"), so one damaged folder does not stop every retrain and every add.
 
-Reading a user's batch is bounded before anything is decoded (`BatchChecks.max_rows`,
-`max_image_pixels`): only `0`..`9` name label folders, links are refused, and an .npz's
-shapes come from its members' headers.
+Reading what a user hands to `digits add` is digits.data.intake.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import zipfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digits.config import DIGITS, IMAGE_SHAPE, BatchChecks
 from digits.errors import DataError
 from digits.files import sha256_bytes
+
+if TYPE_CHECKING:
+    from digits.data.intake import Source
 
 log = logging.getLogger(__name__)
 
@@ -106,147 +105,10 @@ def accepted_batches(data_dir: Path, exclude: Collection[str] = ()) -> list[Batc
     return sorted(batches, key=lambda b: (b.record.get("added_at", ""), b.id))
 
 
-# --- Adding batches (`digits add`) and listing them (`digits data`) -------------------
+# --- Storing batches (`digits add`) and listing them (`digits data`) -----------------
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 STAGING_PREFIX = ".staging-"  # a batch being written; its owner holds `<name>.lock`
 STORE_LOCK = ".lock"  # in batches/: held while a batch is renamed into either store
-
-
-@dataclass(frozen=True)
-class Source:
-    """A batch as read from the user's folder or .npz, before any check."""
-
-    path: str
-    images: np.ndarray  # (N, 28, 28) uint8, normalised as `digits predict` does
-    labels: np.ndarray  # (N,) int64 as given: the labels check decides if they are 0..9
-    unreadable: list[str]  # "file: why" for each image that could not be read
-
-
-LABEL_FOLDERS = {str(digit): digit for digit in DIGITS}  # exactly "0".."9": not "007", "٣"
-
-
-def read_source(path: Path, config: BatchChecks | None = None) -> Source:
-    """A folder of `0`..`9` subfolders of PNG/JPEG, or an .npz with images and labels, within
-    the read limits of `config`."""
-    path, config = Path(path), config or BatchChecks()
-    if path.is_dir():
-        return read_folder(path, config)
-    if path.is_file() and path.suffix.lower() == ".npz":
-        return read_npz(path, config.max_rows)
-    raise DataError(f"{path}: not a folder of digit subfolders nor an .npz file")
-
-
-def read_folder(folder: Path, config: BatchChecks) -> Source:
-    from digits.data.images import SHRINK_MIN_SIDE, normalize_image, read_grayscale
-
-    files = [(file, LABEL_FOLDERS[sub.name]) for sub in label_folders(folder)
-             for file in sorted(image_files(sub))]
-    if len(files) > config.max_rows:
-        raise DataError(f"{folder}: {len(files)} images, over the limit of {config.max_rows} "
-                        "(max_rows)")
-    images, labels, unreadable = [], [], []
-    for file, label in files:
-        try:
-            gray = read_grayscale(file, config.max_image_pixels, min_side=SHRINK_MIN_SIDE)
-            images.append(normalize_image(gray))
-            labels.append(label)
-        except (DataError, ValueError) as error:
-            unreadable.append(f"{file}: {str(error).removeprefix(f'{file}: ')}")
-    if not images and not unreadable:
-        raise DataError(f"{folder}: no images in subfolders 0..9")
-    stacked = np.stack(images) if images else np.zeros((0, *IMAGE_SHAPE), np.uint8)
-    return Source(str(folder), stacked, np.array(labels, dtype=np.int64), unreadable)
-
-
-def label_folders(folder: Path) -> list[Path]:
-    """The subfolders `0`..`9`; any other visible subfolder, or a link, is a data error naming
-    it, before any image is read (a typo must not merge classes or drop one)."""
-    subs = sorted(p for p in folder.iterdir() if not p.name.startswith(".")
-                  and (p.is_dir() or p.is_symlink()))
-    for sub in subs:
-        refuse_link(sub)
-        if sub.name not in LABEL_FOLDERS:
-            raise DataError(f"{sub}: not a label folder (subfolders must be named 0..9)")
-    return subs
-
-
-def refuse_link(path: Path) -> None:
-    # A link would let any file on the machine, or another user's, enter the store.
-    if path.is_symlink():
-        raise DataError(f"{path}: a symbolic link (refused: only the batch's own files are read)")
-
-
-def image_files(folder: Path) -> list[Path]:
-    # Only images count: a notes.txt or Thumbs.db beside them is not an unreadable digit
-    # (which would quarantine the batch); hidden files are the OS's, not the user's.
-    files = [p for p in folder.iterdir() if not p.name.startswith(".")
-             and p.suffix.lower() in IMAGE_SUFFIXES]
-    for file in files:
-        refuse_link(file)
-    return [p for p in files if p.is_file()]
-
-
-def read_npz(path: Path, max_rows: int) -> Source:
-    """An .npz's `images` and `labels`, their shapes and sizes checked from the members'
-    headers first: a few MB of deflated zeros can claim billions of images."""
-    from digits.data.images import BATCH_SHAPE
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            images = member_header(path, archive, "images")
-            if len(images.shape) != 3 or images.shape[1:] != IMAGE_SHAPE or (
-                    images.dtype != np.uint8):
-                raise DataError(f"{path}: images must be {BATCH_SHAPE} uint8, got "
-                                f"{images.shape} {images.dtype}")
-            if images.shape[0] > max_rows:
-                raise DataError(f"{path}: {images.shape[0]} images, over the limit of "
-                                f"{max_rows} (max_rows)")
-            labels = member_header(path, archive, "labels")
-            if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
-                raise DataError(f"{path}: labels must be ({images.shape[0]},) integers, got "
-                                f"{labels.shape} {labels.dtype}")
-            for member in (images, labels):
-                member.check_size(path)
-        with np.load(path, allow_pickle=False) as loaded:  # a pickle could run code
-            pixels, targets = loaded["images"], loaded["labels"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz ({error})") from None
-    return Source(str(path), pixels, targets.astype(np.int64), [])
-
-
-@dataclass(frozen=True)
-class Member:
-    """An .npz member as its header and the zip's directory describe it, nothing inflated."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    size: int  # uncompressed bytes, from the zip's directory
-    claimed: int  # header plus data bytes, from the header
-
-    def check_size(self, path: Path) -> None:
-        # Anything but exactly the header's array is padding a bomb could hide in.
-        if self.size != self.claimed:
-            raise DataError(f"{path}: {self.name} holds {self.size} bytes, its header says "
-                            f"{self.claimed}")
-
-
-def member_header(path: Path, archive: zipfile.ZipFile, name: str) -> Member:
-    from digits.data.images import npy_header
-
-    member = f"{name}.npy"
-    if member not in archive.namelist():
-        raise DataError(f"{path}: no array {name!r} (needs 'images' and 'labels')")
-    with archive.open(member) as file:
-        shape, dtype = npy_header(file)
-        claimed = file.tell() + math.prod(shape) * dtype.itemsize
-    return Member(member, shape, dtype, archive.getinfo(member).file_size, claimed)
-
-
-def source_id(source: Source) -> str:
-    # Labels outside 0..9 are stored (in quarantine) as given; the id wraps them to bytes.
-    return batch_id(source.images, source.labels.astype(np.uint8))
 
 
 def find_batch(data_dir: Path, id: str) -> dict | None:

@@ -62,7 +62,7 @@ class Manifest(TypedDict, total=False):
     environment: dict[str, str]
     flow_run_id: str | None
     exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.model.export)
-    study: dict  # the Optuna study of a tuned model (digits.model.tuning.study_summary)
+    study: dict  # the Optuna study of a tuned model (digits.model.study_report.study_summary)
     files: Required[dict[str, FileEntry]]
     manifest_sha256: Required[str]
 

@@ -33,10 +33,7 @@ How it stays consistent with many writers and crashes at any instant:
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,9 +41,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
-from digits.config import PRODUCTION_ALIAS, lock_timeout, registry_root
-from digits.errors import RegistryError, UsageError
-from digits.files import copy_hashed, fsync_dir, owned_folder, sha256_bytes, sweep_abandoned
+from digits.config import PRODUCTION_ALIAS, lock_timeout
+from digits.errors import RegistryError
+from digits.files import copy_hashed, owned_folder, sha256_bytes, sweep_abandoned
 from digits.registry.aliases import (
     VERSION_RE,
     alias_targets,
@@ -60,6 +57,7 @@ from digits.registry.aliases import (
     read_history,
     repair_aliases,
 )
+from digits.registry.fetch import check_dest, place
 from digits.registry.layout import (
     ALIAS_TEMP_PREFIX,
     ALIASES_FILE,
@@ -317,51 +315,3 @@ class Registry:
             if entry.name.startswith(ALIAS_TEMP_PREFIX):
                 entry.unlink()
         sweep_abandoned(self.root, BUILD_RE)
-
-
-def check_dest(dest: Path) -> None:
-    """Refuse a fetch destination that is not a new or empty folder (a usage error): files
-    copied over another version's would leave its extra files beside this manifest."""
-    for folder in (dest, *dest.parents):
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"{folder}: not a folder; --dest must be a new or empty folder")
-    if dest.is_dir() and any(dest.iterdir()):
-        raise UsageError(
-            f"{dest}: not empty; fetch into a new or empty folder (remove it to replace it)"
-        )
-
-
-def place(staging: Path, dest: Path) -> None:
-    """Rename the staged copy to `dest` in one step: rename(2) replaces only an empty
-    folder, so one filled since `check_dest` is refused, never merged into."""
-    try:
-        os.rename(staging, dest)
-    except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise
-        check_dest(dest)  # says what dest became
-        raise
-    fsync_dir(dest.parent)
-
-
-def load_keras(path: Path, sha256: str):
-    """Load a .keras file with plain Keras in safe mode from exactly the bytes that match
-    `sha256`: Keras opens what it is given by path, so it gets a private copy of the bytes
-    checked here, never the registry's file (which may have changed since)."""
-    data = path.read_bytes()
-    if sha256_bytes(data) != sha256:
-        raise RegistryError(f"{path}: changed since it was verified")
-    import keras  # here, not at the top: reading a registry must not need TensorFlow
-
-    with tempfile.TemporaryDirectory(prefix="digits-model-") as private:  # mode 0700
-        copy = Path(private) / MODEL_FILE
-        copy.write_bytes(data)
-        return keras.saving.load_model(copy, safe_mode=True)
-
-
-def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
-    """Verify a registry version, then load the model.keras bytes verified, with plain Keras."""
-    reg = Registry(registry_root(registry))
-    version = reg.resolve(ref)
-    manifest = verify_version(reg.root, version)
-    return load_keras(reg.root / version / MODEL_FILE, manifest["files"][MODEL_FILE]["sha256"])

@@ -59,7 +59,7 @@ def load_predictor(
     """Verify `ref`'s version, then load its ONNX export if it has one, else its Keras model.
 
     `registry`: a Registry, or its root (None: $DIGITS_REGISTRY or the default). The same
-    argument order as every loader: `digits.load`, `digits.registry.store.load_model`.
+    argument order as every loader: `digits.load`, `digits.registry.load.load_model`.
     """
     from digits.config import registry_root
     from digits.registry.store import Registry
@@ -96,7 +96,7 @@ def onnx_runner(path: Path, sha256: str) -> Callable[[np.ndarray], Any]:
 def keras_runner(folder: Path) -> Callable[[np.ndarray], Any]:
     """Versions published before the exports: the .keras model, in safe mode, loaded from
     the bytes checked against the manifest (as onnx_runner does), not reopened by path."""
-    from digits.registry.store import load_keras
+    from digits.registry.load import load_keras
     from digits.registry.versions import read_manifest
 
     sha256 = read_manifest(folder.parent, folder.name)["files"][MODEL_FILE]["sha256"]

@@ -10,8 +10,8 @@ import pytest
 
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks, default_data_dir, train_config
-from digits.data.batches import Source
 from digits.data.ingest import load_mnist
+from digits.data.intake import Source
 from tests.helpers.synth import distort, noise_images
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
@@ -22,7 +22,8 @@ CONFIG = BatchChecks()
 def setup(tmp_path_factory):
     from digits.data.splits import preprocess_data
     from digits.model.train import fit_model
-    from digits.registry.store import Registry, load_model
+    from digits.registry.load import load_model
+    from digits.registry.store import Registry
 
     data = load_mnist(None, default_data_dir())
     config = train_config("mlp", epochs=2, validation_size=2000)

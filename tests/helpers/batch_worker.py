@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 import digits.data.batches as batches
+import digits.data.intake as intake
 
 data_dir = Path(sys.argv[1])
 images = np.zeros((3, 28, 28), np.uint8)
 images[:, 10:20, 12:16] = [[[1]], [[2]], [[3]]]
-source = batches.Source("x", images, np.arange(3), [])
+source = intake.Source("x", images, np.arange(3), [])
 real_save = np.save
 
 
@@ -22,5 +23,5 @@ def slow_save(path, array, **kwargs):
 
 
 batches.np.save = slow_save
-record = {"id": batches.source_id(source), "name": "x", "status": "accepted"}
+record = {"id": intake.source_id(source), "name": "x", "status": "accepted"}
 batches.store_batch(data_dir, source, record, {})

@@ -8,7 +8,7 @@ from PIL import Image
 
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
-from digits.data.batches import Source, read_source
+from digits.data.intake import Source, read_source
 from tests.helpers.synth import make_digits, make_prototypes, noise_images
 
 CONFIG = BatchChecks()

@@ -11,8 +11,8 @@ from PIL import Image
 
 from digits.config import BatchChecks
 from digits.data import images
-from digits.data.batches import read_source
 from digits.data.images import normalize_image, read_grayscale
+from digits.data.intake import read_source
 from digits.errors import DataError
 
 LIMITS = BatchChecks()

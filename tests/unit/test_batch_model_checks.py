@@ -6,7 +6,7 @@ import pytest
 
 from digits.checks.batch import check_batch, reference_of, report_of
 from digits.config import BatchChecks
-from digits.data.batches import Source
+from digits.data.intake import Source
 from tests.helpers.synth import make_digits, make_prototypes
 
 pytestmark = pytest.mark.slow  # each test trains a Keras model
@@ -18,7 +18,8 @@ CONFIG = BatchChecks()
 def setup(tmp_path_factory):
     import keras
 
-    from digits.registry.store import Registry, load_model
+    from digits.registry.load import load_model
+    from digits.registry.store import Registry
 
     prototypes = make_prototypes()
     train_x, train_y = make_digits(1200, 1, prototypes)

@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digits.data.batches import (
-    Source,
-    accepted_batches,
-    find_batch,
-    list_batches,
-    read_source,
-    source_id,
-    store_batch,
-)
+from digits.data.batches import accepted_batches, find_batch, list_batches, store_batch
+from digits.data.intake import Source, read_source, source_id
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -30,12 +30,15 @@ ALLOWED = {
     "digits.registry.gate": set(),
     "digits.registry.manifest": set(),
     "digits.registry.store": set(),
+    "digits.registry.load": set(),  # Keras only inside the loaders
+    "digits.registry.fetch": set(),
     "digits.registry.aliases": set(),
     "digits.registry.layout": set(),
     "digits.registry.lock": set(),
     "digits.registry.versions": set(),
     "digits.files": set(),
     "digits.data.batches": set(),
+    "digits.data.intake": set(),
     "digits.data.snapshot": set(),
     "digits.data.ingest": set(),
     "digits.data.splits": set(),
@@ -55,6 +58,7 @@ ALLOWED = {
     "digits.model.architectures": {"keras", "tensorflow"},
     "digits.model.train": {"keras", "tensorflow"},
     "digits.model.export": {"keras", "tensorflow"},
+    "digits.model.study_report": set(),  # Optuna and matplotlib
     "digits.model.tuning": set(),  # Optuna and NumPy; Keras only inside a trial
     "digits.model.space": set(),  # plain Python: the CLI checks it before a flow starts
     "digits.model.reproduce": {"keras", "tensorflow"},  # it retrains

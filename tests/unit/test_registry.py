@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from digits.errors import RegistryError
-from digits.registry.store import Registry, load_model
+from digits.registry.load import load_model
+from digits.registry.store import Registry
 from digits.registry.versions import verify_version
 from tests.helpers.manifests import make_manifest
 from tests.helpers.synth import snapshot_tree
@@ -513,7 +514,8 @@ def test_the_keras_loaders_load_the_bytes_they_verified(tmp_path, monkeypatch):
         model.write_bytes((tmp_path / "other.keras").read_bytes())
         return manifest
 
-    monkeypatch.setattr(store, "verify_version", verify_then_swap)
+    monkeypatch.setattr(store, "verify_version", verify_then_swap)  # load_predictor's check
+    monkeypatch.setattr("digits.registry.load.verify_version", verify_then_swap)  # load_model's
     with pytest.raises(RegistryError, match=f"{model}: changed since it was verified"):
         load_model("v1", registry=registry.root)
     model.write_bytes(original)

@@ -22,6 +22,7 @@ from digits.model.space import (
     to_optuna,
     trial_config,
 )
+from digits.model.study_report import trial_rows
 from digits.model.tuning import (
     check_study_name,
     fail_interrupted,
@@ -31,7 +32,6 @@ from digits.model.tuning import (
     size_threads,
     start_from_defaults,
     train_trial,
-    trial_rows,
     write_splits,
 )
 
