@@ -6,10 +6,12 @@ import io
 import os
 import shutil
 import struct
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from digits.registry.store import Registry
@@ -98,3 +100,16 @@ def replace_file(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.test")
     temp.write_text(text)
     os.replace(temp, path)
+
+
+FOLLOW_S = 5.0  # the promise: answers come from a new target within 5 s
+
+
+def wait_until(check, what: str, timeout: float = FOLLOW_S):
+    """Poll `check` until it returns something true (and return it), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+    return result

@@ -3,7 +3,6 @@ of the app's own, on stand-in models (no Keras: the numbers are known)."""
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from digits.serving.app import Limits, create_app
 from digits.serving.holder import ModelHolder
 from digits.serving.predictor import Predictor
 from tests.helpers.manifests import make_manifest
-from tests.helpers.serving import mnist_like
+from tests.helpers.serving import mnist_like, wait_until
 
 LOCAL_URL = "http://127.0.0.1:8000"
 POLL_S = 0.05
@@ -60,13 +59,6 @@ def client(registry):
         yield client
 
 
-def wait_until(check, what: str, timeout: float = FOLLOW_S):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-    return result
 
 
 def scrape(client: TestClient) -> dict[tuple[str, frozenset], float]:

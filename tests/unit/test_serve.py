@@ -11,7 +11,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from tests.helpers.serving import (
     publish_model,
     replace_file,
     save_tiny_model,
+    wait_until,
 )
 
 FOLLOW_S = 5.0  # the promise: answers come from a new target within 5 s
@@ -80,13 +80,6 @@ def client(registry):
         yield client
 
 
-def wait_until(check, what: str, timeout: float = FOLLOW_S):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-    return result
 
 
 def served_version(client: TestClient) -> str:
