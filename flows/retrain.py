@@ -29,7 +29,7 @@ with muted_stderr():  # the train task loads Keras (see flows/stages.py)
 
 
 # No flow retries: ingest retries its own downloads, and a rejected model or invalid data
-# would end the same way again. Deployment tags, schedule and concurrency live in prefect.yaml.
+# would end the same way again. Tags, schedule and concurrency: flows/schedule.py, prefect.yaml.
 @flow(name="retrain", flow_run_name=run_namer("retrain"), log_prints=True, **OUTCOME_HOOKS)
 def retrain(
     model: str = DEFAULT_MODEL,
