@@ -1,14 +1,14 @@
-"""The `digits` command: the commands that need no Prefect, and the error handling of all.
+"""The `digits` command: the commands that need no Prefect.
 
 Two layers share one Typer app. This module holds `app` with the library's commands
 (models, fetch, verify, promote, rollback, predict, serve, data, reproduce), the options
-they share, and `main`/`entry`: one-line errors with the exit codes of digits.errors,
-tracebacks behind `--debug`. flows/cli.py adds the orchestration commands (run, tune,
-add, schedule) to this same app, and the `digits` console script is `flows.cli:entry`, so
-one `digits --help` lists all thirteen. The library never imports flows (imports run
-flows -> tasks -> library); neither module imports Prefect at import time, so every
-command here works, through `digits` or `python -m digits.cli`, where Prefect is not
-installed (tests/unit/test_cli.py runs them with `import prefect` failing).
+they share; `main` and `entry` (one-line errors with the exit codes of digits.errors,
+tracebacks behind `--debug`) are digits/console.py's. flows/cli.py adds the orchestration
+commands (run, tune, add, schedule) to this same app, and the `digits` console script is
+`flows.cli:entry`, so one `digits --help` lists all thirteen. The library never imports
+flows (imports run flows -> tasks -> library); neither module imports Prefect at import
+time, so every command here works, through `digits` or `python -m digits.cli`, where
+Prefect is not installed (tests/unit/test_cli.py runs them with `import prefect` failing).
 
 Heavy imports (TensorFlow, FastAPI) happen inside commands, after `main` has set the
 environment defaults, so `digits --help` is instant and importing this module does nothing.
@@ -17,22 +17,17 @@ environment defaults, so `digits --help` is instant and importing this module do
 from __future__ import annotations
 
 import json
-import logging
-import os
-import signal
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.exceptions import TyperException
 
 from digits.config import DEFAULT_LOCK_TIMEOUT_S, PREFECT_HOME_DIR, PRODUCTION_ALIAS, registry_root
-from digits.environment import default_environment, import_keras_quietly, muted_stderr
-from digits.errors import EXIT_ABORTED, DigitsError, environment_fault
+
+# The console script's wrapper (errors, exit codes, signals); `flows.cli` and the tests
+# take main and entry from here, beside the app they run.
+from digits.console import entry, main  # noqa: F401
+from digits.environment import import_keras_quietly, muted_stderr
 from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Limits
 
 app = typer.Typer(
@@ -100,10 +95,10 @@ def models(
     if not versions:
         typer.echo("no versions yet")
     # Every manifest read passed manifest.schema.json, so each field printed is there.
-    for entry in versions:
+    for version in versions:
         typer.echo(
-            f"{entry['version']:>5}  {entry['created_at']}  {entry['model']:<4}  "
-            f"accuracy {entry['metrics']['accuracy']:.4f}  {','.join(entry['aliases'])}"
+            f"{version['version']:>5}  {version['created_at']}  {version['model']:<4}  "
+            f"accuracy {version['metrics']['accuracy']:.4f}  {','.join(version['aliases'])}"
         )
 
 
@@ -249,81 +244,6 @@ def reproduce(
     result = retrain_version(root, ref, default_data_dir(), data_dir, log=typer.echo)
     for line in result.lines():
         typer.echo(line)
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`timeout`, `kill`, a service manager) raises KeyboardInterrupt, as Ctrl-C
-    does: the command unwinds (staging folders removed, the local API stopped) and exits
-    130 instead of dying mid-write or, inside a C call, working on. Prefect's flow engine
-    puts its own handler in front while a flow runs; it hands the signal back to this one."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers (a test calling main() elsewhere)
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def main() -> None:
-    """Run `app` with one-line errors and the documented exit codes."""
-    default_environment()
-    debug = "--debug" in sys.argv[1:]
-    try:
-        with sigterm_as_interrupt():
-            code = app(standalone_mode=False)  # returns typer.Exit's code
-    except TyperException as error:  # bad flag or value: usage and message, exit 2
-        error.show()
-        sys.exit(error.exit_code)
-    except DigitsError as error:
-        if debug:
-            raise
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(EXIT_ABORTED)
-    except Exception as error:  # a bug: say where, keep the traceback behind --debug
-        if debug:
-            raise
-        # Permission denied, read-only, disk full: the machine's, not a bug (exit 7).
-        fault = environment_fault(error) if isinstance(error, OSError) else None
-        if fault is not None:
-            typer.echo(f"error: {fault}", err=True)
-            sys.exit(fault.exit_code)
-        typer.echo(
-            f"unexpected error: {type(error).__name__}: {error} "
-            "(rerun with --debug for the traceback; Prefect logs are in the flow run)",
-            err=True,
-        )
-        sys.exit(DigitsError.exit_code)
-    if code == EXIT_ABORTED:  # Typer turns a KeyboardInterrupt inside a command into Exit(130)
-        typer.echo("aborted", err=True)
-    sys.exit(code or 0)
-
-
-def entry() -> None:
-    """The console script: main(), then exit without the interpreter's teardown.
-
-    After the last line is printed, TensorFlow's teardown alone takes a second or more here;
-    by then the local Prefect API is stopped and every log and event sent (flows/api.py), so
-    skipping it loses nothing. Tests call main() itself.
-    """
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    if not isinstance(code, int):  # as the interpreter treats sys.exit("message")
-        if code is not None:
-            print(code, file=sys.stderr)
-        code = 0 if code is None else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
 
 
 if __name__ == "__main__":

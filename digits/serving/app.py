@@ -27,13 +27,11 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -43,6 +41,7 @@ from digits.files import sha256_bytes
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.store import Registry
+from digits.serving.guards import SameOrigin
 from digits.serving.holder import ModelHolder, hide_root
 from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
 from digits.serving.metrics import MetricsEndpoint, RecordRequests, ServiceMetrics
@@ -71,8 +70,6 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:",
     "X-Content-Type-Options": "nosniff",
 }
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # read-only: another site's page may send these
-SAME_SITE_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page's own fetch, a typed URL
 
 log = logging.getLogger(__name__)
 
@@ -247,34 +244,6 @@ def asset_response(assets: dict[str, bytes], name: str) -> Response:
     if name not in assets:
         raise ApiError(404, f"no asset {name!r}")
     return Response(assets[name], media_type=ASSETS[name], headers=PAGE_HEADERS)
-
-
-class SameOrigin:
-    """ASGI middleware: refuse a write that a browser sent from another site's page. Such a
-    page may POST a form to a loopback service with no preflight; the browser names it in
-    Origin and Sec-Fetch-Site. Clients that send neither (curl, scripts) are answered."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
-            problem = cross_site(Headers(scope=scope))
-            if problem:
-                await error_response(ApiError(403, problem))(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def cross_site(headers: Headers) -> str | None:
-    """Why a write comes from another site, or None: its Origin must be this service's."""
-    site = headers.get("sec-fetch-site")
-    if site is not None and site not in SAME_SITE_FETCHES:
-        return f"cross-site request refused (Sec-Fetch-Site: {site})"
-    origin, host = headers.get("origin"), headers.get("host", "")
-    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
-        return f"cross-site request refused (Origin {origin!r} is not this service, {host!r})"
-    return None
 
 
 def add_error_handlers(app: FastAPI) -> None:

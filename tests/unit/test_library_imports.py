@@ -24,7 +24,8 @@ HEAVY = ("prefect", "great_expectations", "tensorflow", "keras", "flows", "tasks
 ALLOWED = {
     "digits.config": set(),
     "digits.environment": set(),
-    "digits.cli": set(),  # the commands import what they run inside themselves
+    "digits.cli": set(),
+    "digits.console": set(),  # the commands import what they run inside themselves
     "digits.errors": set(),
     "digits.registry.card": set(),
     "digits.registry.gate": set(),
@@ -47,6 +48,7 @@ ALLOWED = {
     "digits.serving.app": set(),  # FastAPI only: the model runtime loads with a model
     "digits.serving.holder": set(),
     "digits.serving.inputs": set(),
+    "digits.serving.guards": set(),
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
     "digits.serving.settings": set(),

@@ -1,0 +1,41 @@
+"""Who may write to the service: a browser page of another site may not (a multipart POST
+needs no preflight, so the browser would send it to a loopback service unasked)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers
+
+from digits.serving.inputs import ApiError, error_response
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # read-only: another site's page may send these
+SAME_SITE_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page's own fetch, a typed URL
+
+
+class SameOrigin:
+    """ASGI middleware: refuse a write that a browser sent from another site's page. Such a
+    page may POST a form to a loopback service with no preflight; the browser names it in
+    Origin and Sec-Fetch-Site. Clients that send neither (curl, scripts) are answered."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            problem = cross_site(Headers(scope=scope))
+            if problem:
+                await error_response(ApiError(403, problem))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def cross_site(headers: Headers) -> str | None:
+    """Why a write comes from another site, or None: its Origin must be this service's."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in SAME_SITE_FETCHES:
+        return f"cross-site request refused (Sec-Fetch-Site: {site})"
+    origin, host = headers.get("origin"), headers.get("host", "")
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        return f"cross-site request refused (Origin {origin!r} is not this service, {host!r})"
+    return None
