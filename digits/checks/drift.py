@@ -60,13 +60,16 @@ def boundary(lit: np.ndarray) -> np.ndarray:
     return (lit & ~inner).sum(axis=(1, 2))
 
 
-def stat_shift(batch: np.ndarray, reference: np.ndarray) -> Shift:
+def stat_shift(batch: np.ndarray, reference: np.ndarray,
+               spread: np.ndarray | None = None) -> Shift:
     """The statistic whose batch mean lies furthest from the reference's, in reference sds:
-    an effect size, so it does not grow with the batch as a test statistic would."""
+    an effect size, so it does not grow with the batch as a test statistic would. `spread`
+    (default: `reference`) gives the sds, so a class-matched reference keeps the units."""
     ours, theirs = image_stats(batch), image_stats(reference)
+    scale = theirs if spread is None else image_stats(spread)
     shifts = []
     for name in STATS:
-        mean, sd = float(theirs[name].mean()), float(theirs[name].std())
+        mean, sd = float(theirs[name].mean()), float(scale[name].std())
         gap = abs(float(ours[name].mean()) - mean) / max(sd, 1e-9)
         shifts.append(Shift(name, gap, float(ours[name].mean()), mean))
     return max(shifts, key=lambda shift: shift.gap)
@@ -134,8 +137,13 @@ def penultimate_features(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.n
 
 
 def flat_layers(model):
-    """The layers of a model in order, with nested models replaced by their layers."""
+    """The layers of a model in order, with nested models replaced by their layers; a
+    functional model's InputLayer, a placeholder that cannot be called, is left out."""
+    import keras
+
     for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
         if hasattr(layer, "layers") and layer.layers:
             yield from flat_layers(layer)
         else:

@@ -4,6 +4,11 @@ PNG/JPEG, or an .npz of images and labels, into a `Source` the checks then judge
 Bounded before anything is decoded (`BatchChecks.max_rows`, `max_image_pixels`): only
 `0`..`9` name label folders, links are refused, and an .npz's shapes come from its
 members' headers.
+
+A batch says where it came from: an .npz may hold `origin` ("file" or "feedback", a 0-d
+string) and, for "feedback" (`digits feedback export`), `confirmed` (N,) bool: True where
+the person's label is the answer the service gave. Without `origin` a batch is a "file",
+and a folder always is. The checks judge the two differently (digits.checks.batch).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from digits.data.batches import batch_id
 from digits.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FILE, FEEDBACK = "file", "feedback"  # a batch's origin
+ORIGINS = (FILE, FEEDBACK)
+MAX_ORIGIN_CHARS = 16  # the header of `origin` may claim no longer a string than this
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,14 @@ class Source:
     images: np.ndarray  # (N, 28, 28) uint8, normalised as `digits predict` does
     labels: np.ndarray  # (N,) int64 as given: the labels check decides if they are 0..9
     unreadable: list[str]  # "file: why" for each image that could not be read
+    origin: str = FILE  # or FEEDBACK: labels people gave the service's answers
+    confirmed: np.ndarray | None = None  # (N,) bool for FEEDBACK: label == answer given
+
+    def confirmed_rows(self) -> np.ndarray:
+        """(N,) bool: the rows people confirmed (none for a file batch)."""
+        if self.confirmed is None:
+            return np.zeros(len(self.labels), dtype=bool)
+        return np.asarray(self.confirmed, dtype=bool)
 
 
 LABEL_FOLDERS = {str(digit): digit for digit in DIGITS}  # exactly "0".."9": not "007", "٣"
@@ -97,31 +113,73 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def read_npz(path: Path, max_rows: int) -> Source:
-    """An .npz's `images` and `labels`, their shapes and sizes checked from the members'
-    headers first: a few MB of deflated zeros can claim billions of images."""
-    from digits.data.images import BATCH_SHAPE
-
+    """An .npz's `images` and `labels` (and optional `origin` and `confirmed`), their shapes
+    and sizes checked from the members' headers first: a few MB of deflated zeros can claim
+    billions of images."""
     try:
         with zipfile.ZipFile(path) as archive:
-            images = member_header(path, archive, "images")
-            if len(images.shape) != 3 or images.shape[1:] != IMAGE_SHAPE or (
-                    images.dtype != np.uint8):
-                raise DataError(f"{path}: images must be {BATCH_SHAPE} uint8, got "
-                                f"{images.shape} {images.dtype}")
-            if images.shape[0] > max_rows:
-                raise DataError(f"{path}: {images.shape[0]} images, over the limit of "
-                                f"{max_rows} (max_rows)")
-            labels = member_header(path, archive, "labels")
-            if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
-                raise DataError(f"{path}: labels must be ({images.shape[0]},) integers, got "
-                                f"{labels.shape} {labels.dtype}")
-            for member in (images, labels):
-                member.check_size(path)
+            members = check_headers(path, archive, max_rows)
         with np.load(path, allow_pickle=False) as loaded:  # a pickle could run code
-            pixels, targets = loaded["images"], loaded["labels"]
+            arrays = {name: loaded[name] for name in members}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz ({error})") from None
-    return Source(str(path), pixels, targets.astype(np.int64), [])
+    origin = str(arrays["origin"][()]) if "origin" in arrays else FILE
+    confirmed = arrays.get("confirmed")
+    check_origin(path, origin, confirmed is not None)
+    return Source(str(path), arrays["images"], arrays["labels"].astype(np.int64), [],
+                  origin, confirmed)
+
+
+def check_headers(path: Path, archive: zipfile.ZipFile, max_rows: int) -> list[str]:
+    """The names of the members to load, each checked from its header and the zip's
+    directory: shape, type, row count and size."""
+    from digits.data.images import BATCH_SHAPE
+
+    images = member_header(path, archive, "images")
+    if len(images.shape) != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
+        raise DataError(f"{path}: images must be {BATCH_SHAPE} uint8, got "
+                        f"{images.shape} {images.dtype}")
+    rows = images.shape[0]
+    if rows > max_rows:
+        raise DataError(f"{path}: {rows} images, over the limit of {max_rows} (max_rows)")
+    labels = member_header(path, archive, "labels")
+    if labels.shape != (rows,) or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels must be ({rows},) integers, got "
+                        f"{labels.shape} {labels.dtype}")
+    members = [images, labels, *optional_headers(path, archive, rows)]
+    for member in members:
+        member.check_size(path)
+    return [member.name.removesuffix(".npy") for member in members]
+
+
+def optional_headers(path: Path, archive: zipfile.ZipFile, rows: int) -> list[Member]:
+    """`origin` (a short 0-d string) and `confirmed` ((rows,) bool), where present."""
+    present = []
+    if "origin.npy" in archive.namelist():
+        origin = member_header(path, archive, "origin")
+        if origin.shape != () or origin.dtype.kind != "U" or (
+                origin.dtype.itemsize > 4 * MAX_ORIGIN_CHARS):
+            raise DataError(f"{path}: origin must be one short string (one of "
+                            f"{', '.join(ORIGINS)}), got {origin.shape} {origin.dtype}")
+        present.append(origin)
+    if "confirmed.npy" in archive.namelist():
+        confirmed = member_header(path, archive, "confirmed")
+        if confirmed.shape != (rows,) or confirmed.dtype != np.bool_:
+            raise DataError(f"{path}: confirmed must be ({rows},) bool, got "
+                            f"{confirmed.shape} {confirmed.dtype}")
+        present.append(confirmed)
+    return present
+
+
+def check_origin(path: Path, origin: str, has_confirmed: bool) -> None:
+    # `confirmed` decides which rows the label check measures: it means something only
+    # with origin feedback, and a feedback batch without it could not be judged.
+    if origin not in ORIGINS:
+        raise DataError(f"{path}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    if origin == FEEDBACK and not has_confirmed:
+        raise DataError(f"{path}: origin 'feedback' needs 'confirmed' ((N,) bool)")
+    if origin != FEEDBACK and has_confirmed:
+        raise DataError(f"{path}: 'confirmed' is only for origin 'feedback'")
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,88 @@ def test_npz_must_hold_mnist_shaped_images(tmp_path):
     np.savez(tmp_path / "b.npz", images=np.zeros((3, 28, 27), np.uint8), labels=np.zeros(3))
     with pytest.raises(DataError, match=r"b\.npz: images must be \(N, 28, 28\) uint8"):
         read_source(tmp_path / "b.npz")
+
+
+# --- feedback batches: class shares reported, not enforced; the image checks stay --------
+
+
+def feedback_verdict(reference, images, labels, tmp_path, confirmed=None):
+    labels = np.asarray(labels, np.int64)
+    confirmed = np.zeros(len(labels), bool) if confirmed is None else confirmed
+    checks = check_batch(Source("fb", images, labels, [], "feedback", confirmed),
+                         reference[0], None, CONFIG, tmp_path)
+    return report_of(checks), {check.name: check for check in checks}
+
+
+def test_a_feedback_batch_of_one_digit_reports_its_class_shares_and_is_accepted(
+        reference, tmp_path):
+    images, labels = good(200)
+    threes = images[labels == 3][:20]
+    report, checks = feedback_verdict(reference, threes, np.full(20, 3), tmp_path)
+    assert report["status"] == "accepted", report["reason"]
+    shares = checks["class-shares"]
+    assert shares.observed > CONFIG.max_class_shift and shares.passed
+    assert shares.bound == "not enforced for feedback batches (files: <= 0.6)"
+    assert "cluster" in shares.note
+    # Its ink is compared with MNIST train 3s, in MNIST train's sds.
+    assert "(same classes)" in checks["ink-stroke"].note
+    for name in ("label-agreement", "correction-plausibility", "feature-drift"):
+        assert checks[name].note == "skipped: no production model"
+
+
+@pytest.mark.parametrize("spoil, check", [
+    (lambda images, test: images.__setitem__(slice(0, 60), noise_images(60, 1)), "ink-stroke"),
+    (lambda images, test: images.__setitem__(7, test[42]), "leakage"),
+    (lambda images, test: images.__setitem__(slice(0, 10), images[10:20]), "duplicates"),
+    (lambda images, test: images.__setitem__(slice(0, 5), 0), "blank"),
+])
+def test_a_feedback_batch_still_fails_the_image_checks(reference, tmp_path, spoil, check):
+    images, labels = good()
+    spoil(images, reference[1])
+    report, _ = feedback_verdict(reference, images, labels, tmp_path)
+    assert report["status"] == "quarantined"
+    assert report["reason"].startswith(f"{check}: observed "), report["reason"]
+
+
+def test_a_file_batch_skips_correction_plausibility(reference, tmp_path):
+    _, checks = verdict(reference, *good(), tmp_path)
+    check = checks["correction-plausibility"]
+    assert check.observed is None and check.passed
+    assert check.note == "skipped: for feedback batches (their corrected rows)"
+    assert checks["class-shares"].bound == "<= 0.6"
+
+
+def test_the_matched_reference_has_the_batch_class_shares(reference):
+    from digits.checks.batch import matched_reference
+
+    sample = reference[0]
+    labels = np.array([3] * 30 + [8] * 10 + [99])  # a label outside 0..9 is not matched
+    matched = matched_reference(sample, labels)
+    digits = [next(d for d in range(10) if any((sample.train_images[sample.train_labels == d]
+                                                == image).all(axis=(1, 2))))
+              for image in matched]
+    counts = np.bincount(digits, minlength=10)
+    assert set(np.flatnonzero(counts)) == {3, 8}
+    assert abs(counts[3] - 3 * counts[8]) < 3  # 30 to 10, in whole images
+    available = np.bincount(sample.train_labels, minlength=10)
+    assert counts[3] == available[3] or counts[8] == available[8]  # as many as there are
+    assert matched_reference(sample, np.array([-1])) is sample.train_images
+    # Too few to compare with: the whole sample.
+    assert matched_reference(sample, labels, minimum=len(matched) + 1) is sample.train_images
+
+
+def test_the_default_bounds_leave_every_feedback_batch_a_label_check():
+    # Of min_rows rows, either min_feedback_rows are confirmed or as many are corrected.
+    assert CONFIG.min_rows >= 2 * CONFIG.min_feedback_rows - 1
+
+
+def test_a_folder_of_only_unreadable_files_is_quarantined_naming_them(reference, tmp_path):
+    folder = tmp_path / "batch"
+    (folder / "3").mkdir(parents=True)
+    (folder / "3" / "broken.png").write_bytes(b"not a png")
+    source = read_source(folder)
+    assert len(source.images) == 0
+    checks = check_batch(source, reference[0], None, CONFIG, tmp_path)
+    report = report_of(checks)
+    assert report["status"] == "quarantined"
+    assert "broken.png" in report["reason"]

@@ -157,3 +157,83 @@ def test_large_images_shrink_before_normalising_and_read_the_same(tmp_path, fmt)
     small, full = normalize_image(small).astype(int), normalize_image(full).astype(int)
     assert min(np.abs(np.roll(small, shift, axis=(0, 1)) - full).mean()
                for shift in [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]) < 1
+
+
+# --- origin and confirmed (feedback batches) ----------------------------------------------
+
+
+def write_members(path, **members: bytes):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+def feedback_members(rows=3, **changes) -> dict[str, bytes]:
+    """The members of a valid 3-row feedback batch, each as .npy bytes; `changes` replace some."""
+    def saved(array):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        return buffer.getvalue()
+
+    members = {"images": saved(np.zeros((rows, 28, 28), np.uint8)),
+               "labels": saved(np.arange(rows, dtype=np.int64)),
+               "origin": saved(np.array("feedback")),
+               "confirmed": saved(np.array([True] + [False] * (rows - 1)))}
+    return {**members, **changes}
+
+
+def test_a_feedback_npz_reads_with_its_origin_and_confirmed_rows(tmp_path):
+    source = read_source(write_members(tmp_path / "fb.npz", **feedback_members()))
+    assert source.origin == "feedback"
+    assert source.confirmed.tolist() == [True, False, False]
+    assert source.confirmed_rows().tolist() == [True, False, False]
+
+
+def test_an_npz_without_origin_and_a_folder_are_files(tmp_path):
+    members = feedback_members()
+    del members["origin"], members["confirmed"]
+    source = read_source(write_members(tmp_path / "plain.npz", **members))
+    assert (source.origin, source.confirmed) == ("file", None)
+    assert not source.confirmed_rows().any()
+    digit_png(tmp_path / "batch" / "1" / "a.png")
+    assert read_source(tmp_path / "batch").origin == "file"
+
+
+def test_origin_does_not_change_a_batch_id(tmp_path):
+    # So a batch quarantined as a file is "already quarantined" when it comes back
+    # claiming to be feedback: the claim buys no second judgement.
+    from digits.data.intake import source_id
+
+    members = feedback_members()
+    feedback = read_source(write_members(tmp_path / "fb.npz", **members))
+    del members["origin"], members["confirmed"]
+    plain = read_source(write_members(tmp_path / "plain.npz", **members))
+    assert source_id(feedback) == source_id(plain)
+
+
+@pytest.mark.parametrize("changes, match", [
+    # A header claiming a string of 100 million characters: refused before it is inflated.
+    ({"origin": npy_bytes((), "<U100000000")}, r"origin must be one short string"),
+    ({"origin": npy_bytes((2,), "<U8", bytes(64))}, r"origin must be one short string"),
+    ({"origin": npy_bytes((), "|u1", bytes(1))}, r"origin must be one short string"),
+    ({"confirmed": npy_bytes((4,), "|b1", bytes(4))}, r"confirmed must be \(3,\) bool"),
+    ({"confirmed": npy_bytes((3,), "<i8", bytes(24))}, r"confirmed must be \(3,\) bool"),
+    ({"confirmed": npy_bytes((3,), "|b1", bytes(10**6))}, r"confirmed\.npy holds 1\d{6} bytes"),
+    ({"origin": npy_bytes((), "<U8", "mnist\0\0\0".encode("utf-32-le"))},
+     r"origin 'mnist' is not one of file, feedback"),
+])
+def test_bad_origin_or_confirmed_members_are_named(tmp_path, changes, match):
+    path = write_members(tmp_path / "bad.npz", **feedback_members(**changes))
+    with pytest.raises(DataError, match=rf"bad\.npz: {match}"):
+        read_source(path)
+
+
+def test_feedback_needs_confirmed_and_confirmed_needs_feedback(tmp_path):
+    members = feedback_members()
+    without = {k: v for k, v in members.items() if k != "confirmed"}
+    with pytest.raises(DataError, match=r"origin 'feedback' needs 'confirmed'"):
+        read_source(write_members(tmp_path / "a.npz", **without))
+    unclaimed = {k: v for k, v in members.items() if k != "origin"}
+    with pytest.raises(DataError, match=r"'confirmed' is only for origin 'feedback'"):
+        read_source(write_members(tmp_path / "b.npz", **unclaimed))

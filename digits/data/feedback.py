@@ -1,0 +1,207 @@
+"""What people said about the service's answers (`digits feedback`): counts from the
+prediction log, and the batch of their labels that `digits add` takes.
+
+A logged prediction with a person's label is a correction (the label differs from the
+answer given) or a confirmation (it is the answer). `export_feedback` writes both as an
+.npz batch with `origin` "feedback" and `confirmed` (digits.data.intake reads it), so the
+checks can measure label agreement on the confirmed rows only: the corrections are the
+model's mistakes by construction (digits.checks.batch).
+
+`parse_since` is the one reading of `--since` (`digits feedback`, `digits drift`).
+
+numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from digits.config import DIGITS, MAX_INPUT_ROWS
+from digits.data.intake import FEEDBACK
+from digits.data.predictions import Logged, read_log
+from digits.errors import DataError, UsageError
+from digits.files import fsync_dir, named_errors, sha256_bytes
+
+# A duration back from now: `m` is minutes (months have no fixed length).
+DURATION_RE = re.compile(r"(\d{1,9})([smhdw])")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """The moment `text` names, in UTC: a duration back from `now` (`90s`, `30m`, `12h`,
+    `7d`, `2w`), or an ISO 8601 date or time (`2025-01-31`, `2025-01-31T12:00`, with `Z` or
+    an offset; without one it is UTC). Anything else is a UsageError naming it."""
+    now = now or datetime.now(UTC)
+    duration = DURATION_RE.fullmatch(text.strip())
+    if duration:
+        amount, unit = duration.groups()
+        try:
+            return now - timedelta(**{UNITS[unit]: int(amount)})
+        except OverflowError:
+            raise UsageError(f"--since {text!r} reaches back before year 1") from None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--since {text!r} is neither a duration (30m, 12h, 7d, 2w) nor an "
+                         "ISO date or time (2025-01-31, 2025-01-31T12:00Z)") from None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- the summary ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigitFeedback:
+    """One answered digit: how often it was given, labelled, and the label agreed."""
+
+    digit: int
+    answered: int
+    labelled: int
+    agreed: int
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of people's labels for this answer that agree with it; None if none."""
+        return self.agreed / self.labelled if self.labelled else None
+
+
+@dataclass(frozen=True)
+class Summary:
+    answered: int
+    corrected: int
+    confirmed: int
+    digits: list[DigitFeedback]
+    since: datetime | None
+
+    def as_dict(self) -> dict:
+        digits = [{**asdict(d), "agreement": d.agreement} for d in self.digits]
+        return {"answered": self.answered, "corrected": self.corrected,
+                "confirmed": self.confirmed, "labelled": self.corrected + self.confirmed,
+                "since": self.since.isoformat() if self.since else None, "digits": digits}
+
+    def lines(self) -> list[str]:
+        """The table `digits feedback` prints."""
+        since = f" since {self.since:%Y-%m-%dT%H:%M:%SZ}" if self.since else ""
+        counts = (f"answered {self.answered}, corrected {self.corrected}, "
+                  f"confirmed {self.confirmed}{since}")
+        lines = [counts, "digit  answered  labelled  agreement"]
+        for d in self.digits:
+            agreement = "-" if d.agreement is None else f"{d.agreement:.2f}"
+            lines.append(f"{d.digit:>5}  {d.answered:>8}  {d.labelled:>8}  {agreement:>9}")
+        return lines
+
+
+def summarize(logged: Logged, since: datetime | None = None) -> Summary:
+    labelled = logged.labels >= 0
+    agree = labelled & (logged.labels == logged.digits)
+    per_digit = [DigitFeedback(digit, int(np.sum(logged.digits == digit)),
+                               int(np.sum(labelled & (logged.digits == digit))),
+                               int(np.sum(agree & (logged.digits == digit))))
+                 for digit in DIGITS]
+    return Summary(len(logged), int(np.sum(labelled & ~agree)), int(np.sum(agree)),
+                   per_digit, since)
+
+
+def feedback_summary(log_dir: Path, since: datetime | None = None) -> Summary:
+    """The counts of the log at `log_dir` (DataError if it is none), since `since`."""
+    return summarize(read_log(log_dir, since), since)
+
+
+# --- the export -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `digits feedback export` wrote."""
+
+    path: Path
+    corrected: int
+    confirmed: int
+    repeats: int  # rows dropped as byte-identical to an earlier one with the same label
+
+    def line(self) -> str:
+        dropped = f" ({self.repeats} repeats dropped)" if self.repeats else ""
+        return (f"wrote {self.path}: {self.corrected + self.confirmed} images "
+                f"({self.corrected} corrected, {self.confirmed} confirmed){dropped}")
+
+
+def feedback_rows(logged: Logged) -> tuple[np.ndarray, int]:
+    """Indices of the labelled rows, the first of each (image, label) only, and how many
+    repeats were dropped: the same image sent twice is one digit, not a duplicate that
+    the batch's duplicate check should hold against it."""
+    seen: dict[str, int] = {}
+    for row in np.flatnonzero(logged.labels >= 0):
+        key = sha256_bytes(logged.images[row].tobytes(), bytes([logged.labels[row]]))
+        seen.setdefault(key, int(row))
+    kept = np.array(sorted(seen.values()), dtype=np.int64)
+    return kept, int(np.sum(logged.labels >= 0)) - len(kept)
+
+
+def export_feedback(log_dir: Path, out: Path, since: datetime | None = None,
+                    force: bool = False) -> Exported:
+    """Write the corrected and confirmed images of the log since `since` to `out` as a
+    feedback batch. UsageError for an `out` that is not an .npz or exists (unless `force`);
+    DataError for no log at `log_dir`, or no labelled image in it."""
+    out = Path(out)
+    check_out(out, force)
+    logged = read_log(log_dir, since)
+    rows, repeats = feedback_rows(logged)
+    if not len(rows):
+        window = f" since {since:%Y-%m-%dT%H:%M:%SZ}" if since else ""
+        raise DataError(f"prediction log {log_dir}: no corrected or confirmed predictions"
+                        f"{window} ({len(logged)} answered); nothing written")
+    if len(rows) > MAX_INPUT_ROWS:
+        raise DataError(f"prediction log {log_dir}: {len(rows)} labelled images, over the "
+                        f"limit of {MAX_INPUT_ROWS} that `digits add` reads; narrow --since")
+    labels = logged.labels[rows]
+    confirmed = labels == logged.digits[rows]
+    write_batch(out, logged.images[rows], labels, confirmed, force)
+    return Exported(out, int(np.sum(~confirmed)), int(np.sum(confirmed)), repeats)
+
+
+def check_out(out: Path, force: bool) -> None:
+    # `digits add` tells an .npz by its name; an existing file is someone's work (an earlier
+    # export, perhaps not yet added): only --force replaces it, and never a folder.
+    if out.suffix.lower() != ".npz":
+        raise UsageError(f"--out {out}: must end in .npz (what `digits add` reads)")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise UsageError(f"--out {out}: exists (--force replaces it)")
+
+
+def write_batch(out: Path, images: np.ndarray, labels: np.ndarray, confirmed: np.ndarray,
+                force: bool) -> None:
+    """Written beside `out` and moved into place whole, so a kill leaves no half batch;
+    without `force` the move refuses a file that appeared meanwhile."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with named_errors(temporary), temporary.open("xb") as handle:
+            np.savez_compressed(handle, images=images.astype(np.uint8),
+                                labels=labels.astype(np.int64), origin=np.array(FEEDBACK),
+                                confirmed=confirmed.astype(bool))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(temporary, out)
+        else:
+            publish_new(temporary, out)
+        fsync_dir(out.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def publish_new(temporary: Path, out: Path) -> None:
+    # A hard link fails if `out` exists, where a rename would replace it.
+    try:
+        os.link(temporary, out)
+    except FileExistsError:
+        raise UsageError(f"--out {out}: exists (--force replaces it)") from None

@@ -1,0 +1,250 @@
+"""`digits feedback`: the counts of a prediction log, `--since`, and the export of people's
+labels as a feedback batch that `digits add` reads and the checks judge fairly."""
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from digits.config import BatchChecks
+from digits.data.feedback import export_feedback, feedback_summary, parse_since
+from digits.data.intake import read_source
+from digits.errors import DataError, UsageError
+from tests.helpers.feedback import (
+    confusing_model,
+    correct_mistakes,
+    give_labels,
+    log_answers,
+    one_hot_answers,
+)
+from tests.helpers.synth import make_digits, make_prototypes
+
+NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
+
+
+# --- --since ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("7d", NOW - timedelta(days=7)),
+    ("12h", NOW - timedelta(hours=12)),
+    ("30m", NOW - timedelta(minutes=30)),  # minutes, not months
+    ("90s", NOW - timedelta(seconds=90)),
+    ("2w", NOW - timedelta(weeks=2)),
+    ("2025-01-31", datetime(2025, 1, 31, tzinfo=UTC)),
+    ("2025-01-31T08:30", datetime(2025, 1, 31, 8, 30, tzinfo=UTC)),  # naive: UTC
+    ("2025-01-31T08:30Z", datetime(2025, 1, 31, 8, 30, tzinfo=UTC)),
+    ("2025-01-31T10:30+02:00", datetime(2025, 1, 31, 8, 30, tzinfo=UTC)),
+])
+def test_since_reads_durations_and_iso_dates_as_utc(text, expected):
+    moment = parse_since(text, now=NOW)
+    assert moment == expected
+    assert moment.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("text", ["7", "7 days", "-7d", "7y", "1.5h", "yesterday", "",
+                                  "2025-13-01", "999999999w"])
+def test_since_refuses_anything_else_as_a_usage_error(text):
+    with pytest.raises(UsageError, match="--since") as error:
+        parse_since(text, now=NOW)
+    assert error.value.exit_code == 2
+
+
+# --- a log made without a model: answers given, labels from people ---------------------
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    """Twelve answers: 0,1,2,3 three times each. Labels: three 3s corrected to 8, the 0s
+    confirmed, one 1 corrected to 7; the 2s unlabelled."""
+    images, _ = make_digits(12, 9, make_prototypes())
+    answers = np.repeat(np.arange(4), 3)
+    folder = tmp_path / "log"
+    ids = log_answers(folder, images, one_hot_answers(answers))
+    give_labels(folder, ids[9:] + ids[:3] + ids[3:4], [8, 8, 8, 0, 0, 0, 7])
+    return folder
+
+
+def test_summary_counts_corrections_confirmations_and_agreement_per_digit(log_dir):
+    summary = feedback_summary(log_dir).as_dict()
+    assert (summary["answered"], summary["corrected"], summary["confirmed"]) == (12, 4, 3)
+    by_digit = {d["digit"]: d for d in summary["digits"]}
+    assert [by_digit[d]["answered"] for d in range(5)] == [3, 3, 3, 3, 0]
+    assert [by_digit[d]["labelled"] for d in range(4)] == [3, 1, 0, 3]
+    assert [by_digit[d]["agreement"] for d in range(4)] == [1.0, 0.0, None, 0.0]
+
+
+def test_a_repeated_label_counts_once_and_the_latest_label_counts(log_dir, tmp_path):
+    images, _ = make_digits(2, 3, make_prototypes())
+    folder = tmp_path / "again"
+    ids = log_answers(folder, images, one_hot_answers(np.array([4, 4])))
+    give_labels(folder, [ids[0], ids[0], ids[1], ids[1]], [4, 4, 9, 4])
+    summary = feedback_summary(folder).as_dict()
+    assert (summary["corrected"], summary["confirmed"]) == (0, 2)
+
+
+def test_since_counts_only_answers_given_from_then_on(tmp_path):
+    images, _ = make_digits(5, 3, make_prototypes())
+    folder = tmp_path / "log"
+    early = log_answers(folder, images[:3], one_hot_answers(np.array([1, 1, 1])))
+    time.sleep(0.02)
+    cut = datetime.now(UTC)
+    time.sleep(0.02)
+    late = log_answers(folder, images[3:], one_hot_answers(np.array([2, 2])))
+    give_labels(folder, early + late, [1, 1, 7, 2, 2])
+    summary = feedback_summary(folder, cut).as_dict()
+    assert (summary["answered"], summary["corrected"], summary["confirmed"]) == (2, 0, 2)
+    exported = export_feedback(folder, tmp_path / "late.npz", cut)
+    assert (exported.corrected, exported.confirmed) == (0, 2)
+    assert read_source(tmp_path / "late.npz").labels.tolist() == [2, 2]
+
+
+def test_export_writes_a_feedback_batch_that_intake_reads(log_dir, tmp_path):
+    exported = export_feedback(log_dir, tmp_path / "batch.npz")
+    assert (exported.corrected, exported.confirmed, exported.repeats) == (4, 3, 0)
+    with np.load(tmp_path / "batch.npz", allow_pickle=False) as batch:
+        assert sorted(batch.files) == ["confirmed", "images", "labels", "origin"]
+        assert batch["images"].dtype == np.uint8 and batch["images"].shape == (7, 28, 28)
+        assert batch["labels"].dtype == np.int64 and str(batch["origin"]) == "feedback"
+    source = read_source(tmp_path / "batch.npz")
+    assert source.origin == "feedback"
+    # In the log's order: the 0s (confirmed), one 1 corrected to 7, three 3s corrected to 8.
+    assert source.labels.tolist() == [0, 0, 0, 7, 8, 8, 8]
+    assert source.confirmed.tolist() == [True] * 3 + [False] * 4
+
+
+def test_export_drops_the_same_image_sent_twice_with_the_same_label(tmp_path):
+    image, _ = make_digits(1, 3, make_prototypes())
+    folder = tmp_path / "log"
+    ids = log_answers(folder, np.repeat(image, 3, axis=0), one_hot_answers(np.array([5] * 3)))
+    give_labels(folder, ids, [5, 5, 6])
+    exported = export_feedback(folder, tmp_path / "b.npz")
+    assert (exported.confirmed, exported.corrected, exported.repeats) == (1, 1, 1)
+
+
+def test_export_refuses_an_existing_out_unless_forced(log_dir, tmp_path):
+    out = tmp_path / "batch.npz"
+    out.write_bytes(b"someone's work")
+    with pytest.raises(UsageError, match=r"batch\.npz: exists \(--force replaces it\)"):
+        export_feedback(log_dir, out)
+    assert out.read_bytes() == b"someone's work"
+    export_feedback(log_dir, out, force=True)
+    assert len(read_source(out).labels) == 7
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("name", ["batch.npy", "batch", "batch.npz.tmp"])
+def test_export_needs_an_npz_name(log_dir, tmp_path, name):
+    with pytest.raises(UsageError, match="must end in .npz"):
+        export_feedback(log_dir, tmp_path / name)
+
+
+def test_an_export_with_no_labels_is_a_data_error_and_writes_nothing(tmp_path):
+    images, _ = make_digits(3, 3, make_prototypes())
+    log_answers(tmp_path / "log", images, one_hot_answers(np.array([1, 2, 3])))
+    with pytest.raises(DataError, match=r"no corrected or confirmed predictions \(3 "
+                                        r"answered\); nothing written"):
+        export_feedback(tmp_path / "log", tmp_path / "b.npz")
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_a_missing_log_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        feedback_summary(tmp_path / "none")
+    with pytest.raises(DataError, match="does not exist"):
+        export_feedback(tmp_path / "none", tmp_path / "b.npz")
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def test_feedback_prints_the_counts_and_a_table_per_digit(cli, log_dir):
+    code, out, err = cli("feedback", "--log-dir", log_dir)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "answered 12, corrected 4, confirmed 3"
+    assert lines[1].split() == ["digit", "answered", "labelled", "agreement"]
+    assert lines[2].split() == ["0", "3", "3", "1.00"]
+    assert lines[4].split() == ["2", "3", "0", "-"]
+
+
+def test_feedback_json_and_the_log_dir_from_the_environment(cli, log_dir, monkeypatch):
+    import json
+
+    monkeypatch.setenv("DIGITS_LOG_DIR", str(log_dir))
+    code, out, err = cli("feedback", "--json", "--since", "1h")
+    assert code == 0, err
+    assert json.loads(out)["corrected"] == 4
+    code, out, err = cli("feedback", "--since", "2999-01-01")
+    assert code == 0 and out.startswith("answered 0, corrected 0, confirmed 0 since 2999")
+
+
+def test_feedback_export_writes_the_batch(cli, log_dir, tmp_path):
+    out = tmp_path / "batch.npz"
+    code, stdout, err = cli("feedback", "export", "--log-dir", log_dir, "--out", out)
+    assert code == 0, err
+    assert stdout == f"wrote {out}: 7 images (4 corrected, 3 confirmed)\n"
+    assert read_source(out).origin == "feedback"
+    # The log folder given to `feedback` itself serves its subcommand too.
+    code, _, err = cli("feedback", "--log-dir", log_dir, "export", "--out", out, "--force")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["feedback"], 2, "no prediction log: pass --log-dir DIR or set DIGITS_LOG_DIR"),
+    (["feedback", "--log-dir", "{tmp}/none"], 4, "none does not exist"),
+    (["feedback", "--log-dir", "{tmp}", "--since", "soon"], 2, "--since 'soon'"),
+    (["feedback", "--log-dir", "{tmp}"], 4, "is not a prediction log"),
+    (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/taken.npz"], 2, "exists"),
+    (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/x.npz", "--since", "2999-01-01"],
+     4, "no corrected or confirmed predictions since 2999-01-01T00:00:00Z"),
+])
+def test_feedback_errors_are_one_line_with_the_documented_code(
+        cli, log_dir, tmp_path, monkeypatch, args, code, message):
+    monkeypatch.delenv("DIGITS_LOG_DIR", raising=False)
+    (tmp_path / "taken.npz").write_bytes(b"x")
+    args = [a.format(tmp=tmp_path, log=log_dir) for a in args]
+    got, _, err = cli(*args)
+    assert got == code, err
+    assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+# --- a correction batch, judged by the checks --------------------------------------------
+
+
+@pytest.mark.slow  # trains a small Keras model
+def test_an_exported_correction_batch_is_accepted_where_file_rules_quarantine_it(tmp_path):
+    from digits.checks.batch import check_batch, reference_of, report_of
+
+    config = BatchChecks()
+    prototypes = make_prototypes()
+    train_x, train_y = make_digits(1200, 1, prototypes)
+    test_x, _ = make_digits(300, 2, prototypes)
+    model = confusing_model(train_x, train_y)
+    reference = reference_of(train_x, train_y, test_x, [], config)
+    served, truth = make_digits(400, 5, prototypes)
+    probabilities = model.predict(served, verbose=0)
+    ids = log_answers(tmp_path / "log", served, probabilities)
+    wrong, right = correct_mistakes(tmp_path / "log", ids, probabilities.argmax(axis=1),
+                                    truth.astype(np.int64), confirmations=12)
+    assert len(wrong) >= 40 and set(truth[wrong]) <= {3, 8}  # mistakes on confusable digits
+    assert len(right) == 12
+
+    export_feedback(tmp_path / "log", tmp_path / "batch.npz")
+    source = read_source(tmp_path / "batch.npz", config)
+    checks = check_batch(source, reference, model, config, tmp_path / "work")
+    report = report_of(checks)
+    assert report["status"] == "accepted", report["reason"]
+    by_name = {check.name: check for check in checks}
+    assert by_name["label-agreement"].observed == 1.0  # on the 12 confirmed rows
+    assert by_name["class-shares"].observed > config.max_class_shift  # reported only
+    assert by_name["correction-plausibility"].observed >= config.min_correction_plausibility
+
+    # The same images and labels as a plain file: production disagrees with the
+    # corrections, and they cluster on two digits.
+    as_file = replace(source, origin="file", confirmed=None)
+    failed = {check.name for check in check_batch(as_file, reference, model, config,
+                                                  tmp_path / "work") if not check.passed}
+    assert {"label-agreement", "class-shares"} <= failed
