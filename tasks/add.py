@@ -1,4 +1,5 @@
-"""Add tasks: read and normalise a batch, run its checks (artifacts for each), store it."""
+"""Add tasks: read and normalise a batch, run its checks (artifacts for each), store it with
+its page (report.html, also an artifact)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from digits.checks.batch import (
     reference_of,
     report_of,
 )
+from digits.checks.report import markdown_of, renderer
 from digits.config import NUM_CLASSES, BatchChecks
-from digits.data.batches import Batch, accepted_batches, find_batch, store_batch
+from digits.data.batches import PAGE, Batch, Render, accepted_batches, find_batch, store_batch
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source, read_source, source_id
 from digits.files import staging_folder
@@ -44,17 +46,20 @@ def load_production(registry_root: Path):
 
 @task(name="check-batch", task_run_name="check-batch", cache_policy=NONE, persist_result=False)
 def check(source: Source, data_dir: Path, reference_dir: Path | None, registry_root: Path,
-          config: BatchChecks) -> tuple[list[Check], frozenset[str]]:
-    """Every check, and the ids of the accepted batches they compared with (`store`
-    rechecks against any accepted since)."""
+          config: BatchChecks) -> tuple[list[Check], frozenset[str], Render]:
+    """Every check, the ids of the accepted batches they compared with (`store` rechecks
+    against any accepted since), and the renderer of the batch's page (it keeps the
+    reference and the model, to find the rows behind the checks)."""
     mnist = load_mnist(reference_dir, data_dir)
     batches = accepted_batches(data_dir)
     reference = reference_of(mnist.train_images, mnist.train_labels, mnist.test_images,
                              held_out_parts(batches), config)
+    model = load_production(registry_root)
     with staging_folder(data_dir, ".checks-") as work:
-        checks = check_batch(source, reference, load_production(registry_root), config, work)
+        checks = check_batch(source, reference, model, config, work)
     publish(checks)
-    return checks, frozenset(batch.id for batch in batches)
+    return checks, frozenset(batch.id for batch in batches), renderer(
+        source, reference, model, config)
 
 
 def publish(checks: list[Check]) -> None:
@@ -70,24 +75,36 @@ def publish(checks: list[Check]) -> None:
 
 @task(name="store-batch", task_run_name="store-batch", cache_policy=NONE, persist_result=False)
 def store(source: Source, name: str, checks: list[Check], compared: frozenset[str],
-          data_dir: Path, config: BatchChecks) -> tuple[dict, bool]:
-    """Store the batch; the record stored (this one, a rechecked one, or an equal batch's)
-    and whether it was written here."""
+          data_dir: Path, config: BatchChecks, render: Render | None = None
+          ) -> tuple[dict, bool]:
+    """Store the batch with its page; the record stored (this one, a rechecked one, or an
+    equal batch's) and whether it was written here."""
 
     def recheck(since: list[Batch]) -> tuple[dict, dict]:  # under the store's lock
         return records_of(source, name, recheck_leakage(source, checks, since, config))
 
     record, report = records_of(source, name, checks)
-    folder, written = store_batch(data_dir, source, record, report, recheck, compared)
+    folder, written = store_batch(data_dir, source, record, report, recheck, compared, render)
     record = find_batch(data_dir, record["id"])
     create_markdown_artifact(
         key="batch-stored",
         markdown=f"# Batch {record['id'][:12]} {record['status']}\n\n"
         f"{record['rows']} images from `{source.path}` in `{folder}`\n\n"
-        + (f"Reason: {record['reason']}\n" if record["reason"] else ""),
+        + (f"Reason: {record['reason']}\n\n" if record["reason"] else "")
+        + page_line(folder, record),
         description=f"batch {record['status']}",
     )
+    if written and (folder / PAGE).is_file():
+        create_markdown_artifact(key="batch-report", markdown=markdown_of(
+            (folder / PAGE).read_text(encoding="utf-8")),
+            description=f"the page of batch {record['id'][:12]} ({PAGE})")
     return record, written
+
+
+def page_line(folder: Path, record: dict) -> str:
+    if (folder / PAGE).is_file():
+        return f"Page: `{folder / PAGE}` (artifact `batch-report`)\n"
+    return f"No {PAGE}: {record.get('report_error', 'not rendered')}\n"
 
 
 def records_of(source: Source, name: str, checks: list[Check]) -> tuple[dict, dict]:
@@ -99,6 +116,7 @@ def records_of(source: Source, name: str, checks: list[Check]) -> tuple[dict, di
         "id": source_id(source),
         "name": name,
         "source": source.path,
+        "origin": source.origin,  # "file" or "feedback": which rules judged it
         "rows": len(source.images),
         "class_counts": [int(n) for n in _counts(known)],
         "status": report["status"],

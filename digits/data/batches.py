@@ -2,8 +2,9 @@
 
 Layout under the data folder (`DIGITS_DATA`, default `data/`):
 
-    batches/<id>/      images.npy (N, 28, 28) uint8, labels.npy (N,) uint8, batch.json
-    quarantine/<id>/   the same plus the report of the check that failed; never trained on
+    batches/<id>/      images.npy (N, 28, 28) uint8, labels.npy (N,) uint8, batch.json,
+                       report.json (every check) and report.html (the batch's page)
+    quarantine/<id>/   the same for a batch that failed a check; never trained on
 
 A batch's id is the SHA-256 of its normalised arrays, so adding the same batch twice is
 a no-op. Each image goes to the train or the held-out part by a hash of its own pixels
@@ -122,11 +123,14 @@ def find_batch(data_dir: Path, id: str) -> dict | None:
 
 # Given the batches accepted since the checks began, the record and report to store instead.
 Recheck = Callable[[list[Batch]], tuple[dict, dict]]
+# Given the record and report stored, the batch's page (digits.checks.report.renderer).
+Render = Callable[[dict, dict], str]
+PAGE = "report.html"
 
 
 def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
-                recheck: Recheck | None = None, compared: Collection[str] = ()
-                ) -> tuple[Path, bool]:
+                recheck: Recheck | None = None, compared: Collection[str] = (),
+                render: Render | None = None) -> tuple[Path, bool]:
     """Write the batch into `batches/` (accepted) or `quarantine/` (anything else), kill-safe:
     built in a staging folder, renamed into place under `batches/.lock`. Returns the folder
     and whether it was written here (False: an equal batch was stored first).
@@ -134,6 +138,11 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
     An accepted batch is rechecked, under the lock, against the accepted batches that its
     checks did not compare it with (`compared`: their ids): two adds at once would otherwise
     each miss the other's held-out images.
+
+    `render` writes the batch's page (report.html) into the staging folder, so it lands with
+    the batch, re-rendered if the recheck changed the report. A page that fails to render
+    does not stop the batch: it is stored without one, with a warning and the error in
+    batch.json's `report_error`.
     """
     from filelock import FileLock
 
@@ -148,7 +157,7 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
         labels = source.labels.astype(np.uint8 if record["status"] == "accepted" else np.int64)
         np.save(staging / "images.npy", source.images, allow_pickle=False)
         np.save(staging / "labels.npy", labels, allow_pickle=False)
-        write_records(staging, record, report)
+        write_records(staging, record, report, render)
         with FileLock(lock_dir / STORE_LOCK):
             if find_batch(data_dir, record["id"]) is not None:
                 return parent / record["id"], False
@@ -156,7 +165,7 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
             since = accepted_batches(data_dir, exclude=compared) if rechecked else []
             if since:
                 record, report = recheck(since)
-                write_records(staging, record, report)
+                write_records(staging, record, report, render)
             if record["status"] != "accepted":
                 parent = Path(data_dir) / QUARANTINE
                 parent.mkdir(exist_ok=True)
@@ -164,22 +173,52 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
     return parent / record["id"], True
 
 
-def write_records(folder: Path, record: dict, report: dict) -> None:
+def write_records(folder: Path, record: dict, report: dict,
+                  render: Render | None = None) -> None:
+    if render is not None:
+        record = write_page(folder, record, report, render)
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (folder / "batch.json").write_text(json.dumps(record, indent=2))
+
+
+def write_page(folder: Path, record: dict, report: dict, render: Render) -> dict:
+    """report.html in `folder`; the record to store (with `report_error` if it failed)."""
+    page = folder / PAGE
+    page.unlink(missing_ok=True)  # a recheck's page replaces the first
+    try:
+        text = render(record, report)
+    # The page is a view of the checks: whatever breaks drawing it must not lose the
+    # batch (its arrays and verdict are stored either way), so say why and go on.
+    except Exception as error:  # noqa: BLE001
+        reason = f"{type(error).__name__}: {error}"
+        log.warning("batch %s: %s not written (%s); the batch is stored without it",
+                    record["id"][:12], PAGE, reason)
+        return {**record, "report_error": reason}
+    page.write_text(text, encoding="utf-8")
+    return {key: value for key, value in record.items() if key != "report_error"}
 
 
 def list_batches(data_dir: Path) -> list[dict]:
     """The record of every stored batch, accepted and quarantined, oldest first; a folder
     that does not read back (as training would read it) is listed as status "unreadable"
     with the reason, and warned about."""
-    records = []
-    for store in (BATCHES, QUARANTINE):
-        for folder in batch_folders(Path(data_dir) / store):
-            try:
-                records.append(read_batch(folder).record)
-            except DataError as error:
-                log.warning("%s", error)
-                records.append({"id": folder.name, "name": None, "status": "unreadable",
-                                "reason": str(error)})
+    records = [record_of(folder) for store in (BATCHES, QUARANTINE)
+               for folder in batch_folders(Path(data_dir) / store)]
     return sorted(records, key=lambda r: (r.get("added_at") or "", r["id"]))
+
+
+def record_of(folder: Path) -> dict:
+    """A stored batch's record, or an "unreadable" one with the reason (warned about)."""
+    try:
+        return read_batch(folder).record
+    except DataError as error:
+        log.warning("%s", error)
+        return {"id": folder.name, "name": None, "status": "unreadable", "reason": str(error)}
+
+
+def folders_matching(data_dir: Path, prefix: str) -> list[Path]:
+    """The folders of stored batches (accepted, then quarantined) whose id starts with
+    `prefix`; names are compared, never joined to a path, so no prefix reaches outside."""
+    return [folder for store in (BATCHES, QUARANTINE)
+            for folder in sorted(batch_folders(Path(data_dir) / store))
+            if folder.name.startswith(prefix)]
