@@ -41,6 +41,7 @@ def retrain(
     min_train_rows: int | None = None,
     progress: bool = False,
     force: bool = False,
+    store_dir: Path | None = None,
 ) -> State:
     """Ingest, validate, preprocess, train, evaluate, gate and promote one model.
 
@@ -49,14 +50,18 @@ def retrain(
     plus every accepted batch; when that data and these settings equal production's it
     ends at once, "Skipped: no new data since vN", unless `force`. A run with no overrides
     also skips after a tuned production trained on this data (`digits tune` chose its
-    settings for exactly this data).
+    settings for exactly this data). `store_dir` is the batch store (and MNIST cache),
+    `$DIGITS_DATA` or ./data by default; the new-data trigger passes the add's.
     """
     check_threshold(threshold)
     config = train_config(model, **(train_overrides or {}))
     source = Path(data_dir).resolve() if data_dir else None
     root, gate = registry_root(registry), Gate(threshold, regression_tolerance)
+    store = Path(store_dir).resolve() if store_dir else default_data_dir()
     try:
-        collected = collect_data(source, default_data_dir())
+        if store_dir and not store.is_dir():  # e.g. a trigger's path from another machine
+            raise DataError(f"{store}: no batch store on this machine")
+        collected = collect_data(source, store)
         settings = run_settings(config, threshold, regression_tolerance)
         same_as = None if force else unchanged_since(
             root, collected.snapshot, settings, tuned_counts=not train_overrides)

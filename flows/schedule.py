@@ -2,9 +2,10 @@
 
 The one-process alternative to prefect.yaml + `make deploy` + `make worker`. `WEEKLY` is the
 home of the schedule, tags and work pool that `digits run`, `digits schedule` and the
-Makefile use: code, so an installed package has them wherever it runs, without a checkout.
+Makefile use: code, so an installed package has them wherever it runs, without a checkout;
+`DAILY_DRIFT` and `ON_NEW_DATA` are prefect.yaml's drift schedule and new-data trigger.
 `prefect deploy` reads the same from prefect.yaml, which tests/unit/test_settings.py holds
-equal to `WEEKLY`. A schedule needs a Prefect server that outlives this process (an
+equal to these. A schedule needs a Prefect server that outlives this process (an
 ephemeral API dies with it), so this refuses to start without PREFECT_API_URL. Prefect is
 imported inside functions.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digits.errors import UsageError
+from flows.batch_events import ACCEPTED, STORE_LABEL
 
 NO_SERVER = (
     "digits schedule needs a Prefect server: start one with `make ui`, then "
@@ -34,6 +36,27 @@ class DeploymentSettings:
 # Mondays 03:00 UTC; the tags mark every retraining run in the UI, manual ones included.
 WEEKLY = DeploymentSettings(
     name="weekly", cron="0 3 * * 1", tags=("digits", "mnist"), pool="digits-pool"
+)
+# Daily 04:00 UTC, after a Monday's retraining: `drift` compares the served traffic with MNIST.
+DAILY_DRIFT = DeploymentSettings(
+    name="daily-drift", cron="0 4 * * *", tags=("digits", "drift"), pool=WEEKLY.pool
+)
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """A deployment trigger that starts a run once a burst of events has ended."""
+
+    name: str  # the automation prefect.yaml's trigger creates
+    event: str  # what starts the wait
+    quiet_s: int  # seconds with no further such event before the run starts (Prefect: >= 10)
+    for_each: str  # resource label: each value waits on its own
+
+
+# On `retrain/weekly`, so its concurrency limit covers both: a burst of accepted batches
+# (ten in a minute) starts one retraining, a minute after the last, on all of them.
+ON_NEW_DATA = TriggerSettings(
+    name="retrain-on-new-data", event=ACCEPTED, quiet_s=60, for_each=STORE_LABEL
 )
 
 

@@ -16,13 +16,13 @@ from uuid import UUID
 import pytest
 
 from digits.config import IDX_FILES
+from tests.helpers.deployments import POOL, deploy_project
 from tests.helpers.processes import BIN, background, free_port, tail, wait_for
 from tests.helpers.synth import write_dataset
 
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "retrain/weekly"  # prefect.yaml
-POOL = "digits-pool"
 FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}
 STAGES = {
     "ingest", "snapshot", "check-new-data", "validate-raw", "union", "preprocess",
@@ -39,9 +39,7 @@ TF_NOISE = ("use_unbounded_threadpool", "oneDNN", "absl::InitializeLog", "cpu_fe
 @pytest.fixture(scope="module")
 def deployment(server) -> UUID:
     """`make deploy`: create the pool, deploy everything in prefect.yaml."""
-    server.prefect("work-pool", "create", POOL, "--type", "process")
-    # Like `make deploy`: DIGITS_PROJECT_DIR unset, so the pull step resolves it on the worker.
-    server.prefect("--no-prompt", "deploy", "--all", unset=("DIGITS_PROJECT_DIR",))
+    deploy_project(server)
     with server.client() as client:
         return client.read_deployment_by_name(DEPLOYMENT).id
 

@@ -16,29 +16,84 @@ from digits.config import (
     PREFECT_HOME_DIR,
 )
 from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
+from flows.batch_events import batch_event
 from flows.cli import app
-from flows.schedule import WEEKLY
+from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def deployment(name: str) -> dict:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    return next(d for d in spec["deployments"] if d["name"] == name)
+
+
 @pytest.fixture(scope="module")
 def weekly() -> dict:
-    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    return next(d for d in spec["deployments"] if d["name"] == WEEKLY.name)
+    return deployment(WEEKLY.name)
 
 
-def test_prefect_yaml_deploys_the_schedule_tags_and_pool_the_cli_uses(weekly):
-    [schedule] = weekly["schedules"]
-    assert (schedule["cron"], schedule["timezone"]) == (WEEKLY.cron, "UTC")
-    assert tuple(weekly["tags"]) == WEEKLY.tags
-    assert weekly["work_pool"]["name"] == WEEKLY.pool
+@pytest.mark.parametrize("settings", [WEEKLY, DAILY_DRIFT], ids=lambda s: s.name)
+def test_prefect_yaml_deploys_the_schedule_tags_and_pool_the_cli_uses(settings):
+    found = deployment(settings.name)
+    [schedule] = found["schedules"]
+    assert (schedule["cron"], schedule["timezone"]) == (settings.cron, "UTC")
+    assert tuple(found["tags"]) == settings.tags
+    assert found["work_pool"]["name"] == settings.pool
 
 
-def test_prefect_yaml_gives_flow_runs_the_environment_defaults(weekly):
-    env = weekly["work_pool"]["job_variables"]["env"]
+def test_the_drift_deployment_runs_the_drift_flow_with_its_defaults():
+    found = deployment(DAILY_DRIFT.name)
+    assert found["entrypoint"] == "flows/drift.py:drift"
+    assert not found.get("parameters")
+
+
+@pytest.mark.parametrize("name", [WEEKLY.name, DAILY_DRIFT.name])
+def test_prefect_yaml_gives_flow_runs_the_environment_defaults(name):
+    env = deployment(name)["work_pool"]["job_variables"]["env"]
     assert env == {name: ENV_DEFAULTS[name] for name in env}
     assert {"GX_ANALYTICS_ENABLED", "TF_CPP_MIN_LOG_LEVEL"} <= set(env)  # what flow runs read
+
+
+def test_the_new_data_trigger_is_a_debounce_on_the_weekly_deployment(weekly):
+    [trigger] = weekly["triggers"]
+    assert trigger["name"] == ON_NEW_DATA.name and trigger["enabled"] is True
+    # Proactive with the same event after and expected, threshold 1: fires when a window
+    # opened by the event ends without another (prefect/server/events/triggers.py).
+    assert (trigger["posture"], trigger["threshold"]) == ("Proactive", 1)
+    assert trigger["after"] == trigger["expect"] == [ON_NEW_DATA.event]
+    assert trigger["within"] == ON_NEW_DATA.quiet_s >= 10  # Prefect's least for Proactive
+    # Without for_each, the server opens a window of its own every `within` and fires
+    # when it ends empty: a run a minute with no data at all.
+    assert trigger["for_each"] == [ON_NEW_DATA.for_each]
+
+
+def test_the_trigger_matches_and_reads_what_the_add_flow_emits(weekly):
+    from fnmatch import fnmatchcase
+
+    [trigger] = weekly["triggers"]
+    record = {"id": "ab" * 32, "name": "alice", "rows": 60, "status": "accepted"}
+    emitted = batch_event(record, Path("/store"), Path("/registry"))
+    assert emitted["event"] == ON_NEW_DATA.event
+    assert fnmatchcase(emitted["resource"]["prefect.resource.id"],
+                       trigger["match"]["prefect.resource.id"])
+    assert ON_NEW_DATA.for_each in emitted["resource"]
+    # Each parameter is one payload field, as the flow's parameter of that name wants it.
+    templates = {"store_dir": "store", "registry": "registry"}
+    assert trigger["parameters"] == {
+        name: f"{{{{ event.payload.{key} }}}}" for name, key in templates.items()}
+    assert (emitted["payload"]["store"], emitted["payload"]["registry"]) == (
+        "/store", "/registry")
+    assert set(templates) <= flow_parameters(REPO / "flows/retrain.py", "retrain")
+
+
+def flow_parameters(path: Path, name: str) -> set[str]:
+    """The parameter names of a flow function, read from its source (no TensorFlow import)."""
+    import ast
+
+    [function] = [node for node in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(node, ast.FunctionDef) and node.name == name]
+    return {arg.arg for arg in function.args.args + function.args.kwonlyargs}
 
 
 @pytest.mark.parametrize("path", ["Makefile", "benchmarks/run.py", "flows/api.py"])

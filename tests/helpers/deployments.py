@@ -1,0 +1,26 @@
+"""prefect.yaml on a test `prefect server` (tests/integration/conftest.py), as `make deploy`
+registers it, and the flow runs of a deployment read back."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from flows.schedule import WEEKLY
+
+POOL = WEEKLY.pool
+
+
+def deploy_project(server) -> None:
+    """`make deploy`: create the pool, deploy everything in prefect.yaml."""
+    server.prefect("work-pool", "create", POOL, "--type", "process")
+    # Like `make deploy`: DIGITS_PROJECT_DIR unset, so the pull step resolves it on the worker.
+    server.prefect("--no-prompt", "deploy", "--all", unset=("DIGITS_PROJECT_DIR",))
+
+
+def deployment_runs(server, deployment: UUID) -> list:
+    """Every flow run of the deployment, scheduled ones included."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployments = DeploymentFilter(id=DeploymentFilterId(any_=[deployment]))
+    with server.client() as client:
+        return client.read_flow_runs(deployment_filter=deployments)

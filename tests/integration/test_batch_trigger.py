@@ -1,0 +1,146 @@
+"""Retrain when data arrives, on a real `prefect server`: prefect.yaml deployed as `make
+deploy` does, a worker, then `digits add`. The accepted batches' events start one retraining
+that nobody asked for, on the add's store and registry, once the debounce window has passed
+with no further batch. Generated data (mlp, 3 epochs), so the run itself takes seconds; the
+test waits out the real window (flows/schedule.py, ON_NEW_DATA)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.batch_events import ACCEPTED, BATCH_EVENT_PREFIX, QUARANTINED
+from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
+from tests.helpers.deployments import POOL, deploy_project, deployment_runs
+from tests.helpers.processes import BIN, REPO, background, tail, wait_for
+from tests.helpers.synth import make_digits, make_prototypes, write_dataset
+
+pytestmark = pytest.mark.integration
+
+FAST = {"model": "mlp", "train_overrides": {"epochs": 3}, "min_train_rows": 1000}
+ADD_SECONDS = 240  # one `digits add` on a loaded 2-core machine (TensorFlow start, checks)
+RUN_SECONDS = 240  # the window, the server's 5 s proactive tick, then a short training run
+
+
+def write_npz(path: Path, n: int, seed: int) -> Path:
+    images, labels = make_digits(n, seed, make_prototypes())  # the synthetic MNIST's style
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+def add(server, batch: Path, name: str, dirs: list[str], log: Path) -> subprocess.Popen:
+    command = [str(BIN / "digits"), "add", str(batch), "--name", name, *dirs]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, cwd=REPO, env=server.env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen, log: Path) -> int:
+    try:
+        return process.wait(timeout=ADD_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"digits add still running after {ADD_SECONDS}s:\n{tail(log)}")
+
+
+def batch_events(server) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    only_batches = EventFilter(event=EventNameFilter(prefix=[f"{BATCH_EVENT_PREFIX}."]))
+    with server.client() as client:
+        return sorted(client.read_events(filter=only_batches, limit=50).events,
+                      key=lambda event: event.occurred)
+
+
+def triggered(server, deployment) -> list:
+    """The deployment's runs that an automation created: nobody started them."""
+    return [run for run in deployment_runs(server, deployment)
+            if run.created_by and run.created_by.type == "AUTOMATION"]
+
+
+@pytest.fixture(scope="module")
+def deployment(server):
+    deploy_project(server)
+    with server.client() as client:
+        return client.read_deployment_by_name(f"retrain/{WEEKLY.name}")
+
+
+def test_batches_in_quick_succession_start_one_retraining(server, deployment, tmp_path):
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    mnist = write_dataset(tmp_path / "mnist")
+    store, registry = (tmp_path / "store").resolve(), (tmp_path / "registry").resolve()
+    # What a user would write under `parameters:` in prefect.yaml: train fast, on the
+    # generated MNIST. The trigger adds the store and registry of the add.
+    with server.client() as client:
+        client.update_deployment(
+            deployment.id, DeploymentUpdate(parameters={**FAST, "data_dir": str(mnist)}))
+        [automation] = client.read_automations_by_name(ON_NEW_DATA.name)
+    dirs = ["--store", str(store), "--registry", str(registry), "--reference-dir", str(mnist)]
+    worker_log, add_log = tmp_path / "worker.log", tmp_path / "add.log"
+    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--limit", "1"]
+
+    with background(command, server.env, worker_log):
+        started = time.monotonic()
+        # Two good batches and a quarantined one (too few rows), added at once: one `digits
+        # add` takes about a minute on a loaded 2-core machine (most of it starting
+        # TensorFlow and Prefect), so one after the other they would land a window apart.
+        adds = [add(server, write_npz(tmp_path / f"{name}.npz", n, seed), name, dirs, add_log)
+                for name, n, seed in [("alice", 60, 5), ("bob", 60, 6), ("few", 5, 7)]]
+        assert [finish(process, add_log) for process in adds] == [0, 0, 4], tail(add_log)
+        adds_s = time.monotonic() - started
+
+        def runs_finished():
+            runs = triggered(server, deployment.id)
+            return runs if runs and all(run.state.is_final() for run in runs) else None
+
+        runs = wait_for(runs_finished, RUN_SECONDS, "the triggered retrain run", 2, worker_log)
+        print(f"\nadds {adds_s:.0f}s, adds to finished run {time.monotonic() - started:.0f}s")
+
+    events = batch_events(server)
+    assert [event.event for event in events].count(ACCEPTED) == 2, events
+    [quarantined] = [event for event in events if event.event == QUARANTINED]
+    assert quarantined.payload["name"] == "few" and quarantined.payload["rows"] == 5
+    first, last = [event for event in events if event.event == ACCEPTED]
+    gap = last.occurred - first.occurred
+    print(f"accepted events {gap.total_seconds():.1f}s apart")
+    assert gap < timedelta(seconds=ON_NEW_DATA.quiet_s), (
+        "the adds were a window apart: this test proves nothing about the debounce")
+    assert {first.payload["name"], last.payload["name"]} == {"alice", "bob"}
+    assert first.payload["rows"] == 60 and first.payload["registry"] == str(registry)
+    assert first.resource.id == f"digits.batch.{first.payload['id']}"
+    assert first.resource["digits.store"] == first.payload["store"] == str(store)
+
+    # One run, created by the automation from prefect.yaml once the window after the last
+    # batch had passed, with the add's store and registry (not the worker's defaults).
+    assert len(runs) == 1, [(run.name, run.created) for run in runs]
+    [run] = runs
+    assert run.created_by.id == automation.id
+    assert run.created >= last.occurred + timedelta(seconds=ON_NEW_DATA.quiet_s)
+    assert run.parameters["store_dir"] == str(store)
+    assert run.parameters["registry"] == str(registry)
+    assert run.state.is_completed(), run.state.message
+    assert run.state.message.startswith("promoted v1 (accuracy "), run.state.message
+    manifest = json.loads((registry / "v1" / "manifest.json").read_text())
+    trained_on = [batch["name"] for batch in manifest["data"]["snapshot"]["batches"]]
+    assert sorted(trained_on) == ["alice", "bob"]  # both, the quarantined one never
+    assert not Path(server.env["DIGITS_REGISTRY"]).exists()
+
+    # docs/scheduling.md's way to turn it off for a while.
+    server.prefect("automation", "pause", ON_NEW_DATA.name)
+    with server.client() as client:
+        assert client.read_automation(automation.id).enabled is False
+
+
+def test_the_drift_check_is_deployed_daily(server, deployment):
+    with server.client() as client:
+        found = client.read_deployment_by_name(f"drift/{DAILY_DRIFT.name}")
+    assert found.entrypoint == "flows/drift.py:drift"
+    assert [s.schedule.cron for s in found.schedules] == [DAILY_DRIFT.cron]
+    assert found.work_pool_name == POOL and set(DAILY_DRIFT.tags) <= set(found.tags)
