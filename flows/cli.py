@@ -1,4 +1,4 @@
-"""The orchestration commands of `digits` (run, tune, add, schedule), added to the app in
+"""The orchestration commands of `digits` (run, tune, add, schedule, drift), added to the app in
 digits/cli.py that holds the library's commands; `entry` here is the `digits` console script,
 so it has every command (digits/cli.py says why the two halves live apart).
 
@@ -23,6 +23,7 @@ import typer
 
 from digits.cli import (
     DataDirOption,
+    LogDirOption,
     ModelOption,
     RegistryOption,
     StoreOption,
@@ -31,6 +32,7 @@ from digits.cli import (
     main,
 )
 from digits.config import (
+    DEFAULT_DRIFT_SINCE,
     DEFAULT_MODEL,
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
@@ -270,6 +272,48 @@ def add(
         registry=registry,
     )
     typer.echo(added.line())
+
+
+@app.command(rich_help_panel=FLOWS_PANEL)
+def drift(
+    ctx: typer.Context,
+    log_dir: LogDirOption = None,
+    since: Annotated[
+        str, typer.Option(help="Judge the answers given since: a duration back from now "
+                          "(30m, 12h, 7d, 2w) or an ISO date or time (UTC unless it says).")
+    ] = DEFAULT_DRIFT_SINCE,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit 4 when the traffic has drifted.")
+    ] = False,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            show_default="npm's", help="Folder with the four MNIST IDX files to compare with."
+        ),
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Compare the served traffic (the prediction log) with MNIST; print the verdict.
+
+    Exit 0 for no drift, drift and "not enough traffic" alike; with --fail-on-drift, exit 4
+    on drift (data that failed its checks). A missing log folder is exit 4 too."""
+    from digits.cli import log_window
+    from digits.errors import DataError, ValidationFailed
+
+    folder, _ = log_window(ctx, log_dir, since)  # a bad --since is exit 2 before Prefect starts
+    if not folder.is_dir():
+        raise DataError(f"prediction log {folder} does not exist")
+    try:
+        _, report = run_flow("flows.drift:drift", log_dir=folder.resolve(), since=since,
+                             registry=registry, data_dir=data_dir, fail_on_drift=fail_on_drift)
+    except ValidationFailed as error:
+        from flows.drift import DriftFound
+
+        if not isinstance(error, DriftFound):
+            raise
+        typer.echo(str(error))  # the verdict line, on stdout as without the flag
+        raise typer.Exit(error.exit_code) from None
+    typer.echo(report.line())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""The `drift` flow: has the served traffic drifted from MNIST? (`digits drift`, and the
+daily `daily-drift` deployment in prefect.yaml.)
+
+Every parameter has a default that works on a worker: the log is $DIGITS_LOG_DIR, the
+registry and MNIST the usual defaults. The run ends Completed with the TrafficDrift as its
+result, or Failed with DriftFound when `fail_on_drift` and drift was found; either way it
+publishes the `serving-drift` artifact and emits `digits.serving.drift` first.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow
+from prefect.events import emit_event
+from prefect.states import Completed, Failed, State
+
+from digits.config import DEFAULT_DRIFT_SINCE, BatchChecks, DriftChecks, registry_root
+from digits.data.feedback import parse_since
+from digits.environment import muted_stderr
+from digits.errors import UsageError, ValidationFailed
+from digits.registry.store import Registry
+from digits.serving.traffic import TrafficDrift, answers_by_version, too_few
+
+with muted_stderr():  # the measure task loads Keras for the production model
+    from tasks.drift import load_reference, measure, publish, read_traffic
+
+EVENT = "digits.serving.drift"
+LOG_DIR_ENV = "DIGITS_LOG_DIR"
+
+
+class DriftFound(ValidationFailed):
+    """--fail-on-drift and the traffic drifted: exit 4, as for data that failed its checks."""
+
+
+def name_run() -> str:
+    return f"drift-{datetime.now(UTC):%Y-%m-%d-%H%M%S}"
+
+
+def log_folder(log_dir: Path | str | None) -> Path:
+    """`log_dir`, else $DIGITS_LOG_DIR (a worker's setting); absolute."""
+    folder = log_dir or os.environ.get(LOG_DIR_ENV)
+    if not folder:
+        raise UsageError(f"no prediction log: pass --log-dir DIR or set {LOG_DIR_ENV}")
+    return Path(folder).expanduser().resolve()
+
+
+@flow(name="drift", flow_run_name=name_run, validate_parameters=False)
+def drift(log_dir: Path | None = None, since: str = DEFAULT_DRIFT_SINCE,
+          registry: Path | None = None, data_dir: Path | None = None,
+          fail_on_drift: bool = False, config: DriftChecks | None = None) -> State:
+    """Compare the images answered since `since` (a duration back from now, or an ISO date)
+    with MNIST train, their answers with MNIST's class shares and the answering version's
+    confidence on MNIST test; publish the verdict, table and histograms."""
+    config = config or DriftChecks()
+    folder, start = log_folder(log_dir), parse_since(since)
+    logged = read_traffic(folder, start)
+    traffic = None
+    if len(logged) < config.min_images:  # before loading MNIST and the models: nothing to judge
+        report = too_few(len(logged), start, answers_by_version(logged.versions), config)
+    else:
+        mnist = load_reference(Path(data_dir) if data_dir else None)
+        report, traffic = measure(logged, mnist, Registry(registry_root(registry)), start,
+                                  BatchChecks(), config)
+    publish(report, traffic, folder)
+    announce(report, folder)
+    if report.drifted and fail_on_drift:
+        return Failed(message=report.line(), data=DriftFound(report.line()))
+    return Completed(message=report.line(), data=report)
+
+
+def announce(report: TrafficDrift, folder: Path) -> None:
+    """Emit `digits.serving.drift` about the log's service; Prefect relates the flow run."""
+    emit_event(
+        event=EVENT,
+        resource={"prefect.resource.id": f"digits.serving.{folder}",
+                  "prefect.resource.name": str(folder)},
+        payload={**report.payload(), "line": report.line(), "log_dir": str(folder)},
+    )

@@ -1,0 +1,73 @@
+"""Drift tasks: read the prediction log, load MNIST, measure the traffic against it, publish."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from digits.checks.drift import reference_sample
+from digits.config import BatchChecks, DriftChecks, default_data_dir
+from digits.data.ingest import Dataset, load_mnist
+from digits.data.predictions import Logged, read_log
+from digits.registry.store import Registry
+from digits.serving.traffic import (
+    Traffic,
+    TrafficDrift,
+    answers_by_version,
+    compare,
+    features_of,
+    plot_traffic,
+    production_model,
+    render_markdown,
+    sample_rows,
+    traffic_of,
+    version_confidences,
+)
+
+ARTIFACT_KEY = "serving-drift"
+
+# No caching or result persistence: the arrays are large and the log changes by the second.
+QUIET = {"cache_policy": NONE, "persist_result": False}
+
+
+@task(name="read-log", task_run_name="read-log", **QUIET)
+def read_traffic(folder: Path, since: datetime) -> Logged:
+    logged = read_log(folder, since)
+    get_run_logger().info("%d images answered since %s in %s", len(logged), since, folder)
+    return logged
+
+
+@task(name="load-reference", task_run_name="load-reference", **QUIET)
+def load_reference(data_dir: Path | None) -> Dataset:
+    """MNIST (the pinned download, verified) or the IDX files in `data_dir`."""
+    return load_mnist(data_dir, default_data_dir())
+
+
+@task(name="measure-drift", task_run_name="measure-drift", **QUIET)
+def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
+            batch: BatchChecks, config: DriftChecks) -> tuple[TrafficDrift, Traffic]:
+    """Every statistic of the traffic against MNIST, judged by the bounds."""
+    versions = answers_by_version(logged.versions)
+    confidences = version_confidences(registry, list(versions), mnist.test_images)
+    images, _ = reference_sample(mnist.train_images, mnist.train_labels,
+                                 batch.reference_rows)
+    traffic = traffic_of(logged.images, logged.digits, logged.probabilities, logged.versions,
+                         images, mnist.train_labels, confidences)
+    features, on = features_of(production_model(registry))
+    served = logged.images[sample_rows(len(logged), config.sample_rows)]
+    report = compare(traffic, features(served), features(images), on, batch, config, since,
+                     versions)
+    get_run_logger().info(report.line())
+    return report, traffic
+
+
+@task(name="publish-drift", task_run_name="publish-drift", **QUIET)
+def publish(report: TrafficDrift, traffic: Traffic | None, folder: Path) -> None:
+    """The `serving-drift` markdown artifact: verdict, table, histograms."""
+    png = plot_traffic(traffic) if traffic is not None else None
+    create_markdown_artifact(key=ARTIFACT_KEY, markdown=render_markdown(report, str(folder), png),
+                             description=report.line())
