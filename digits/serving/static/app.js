@@ -1,5 +1,7 @@
 // The page: draw on a canvas, send it as PNG to /v1/predict while drawing (debounced),
-// show the answer; list the registry's versions with their card and plots.
+// show the answer; list the registry's versions with their card and plots. When the
+// service keeps a prediction log, an answer carries an id, and "Wrong? It's [0]..[9]"
+// sends a person's label for it to /v1/feedback.
 // No framework and nothing loaded from elsewhere: the page works offline.
 "use strict";
 
@@ -14,6 +16,7 @@ let inked = false;
 let timer = null;
 let sent = 0; // number of the latest request; older answers are dropped
 let servedVersion = null;
+let answerId = null; // the log's id of the answer shown; null: nothing to correct
 
 function clearPad() {
   pen.fillStyle = "#fff";
@@ -82,6 +85,7 @@ function predict() {
 }
 
 function showIdle() {
+  showFeedback(null);
   setText("digit", "?");
   setText("confidence", "Draw with the mouse or a finger.");
   document.getElementById("confidence").className = "muted";
@@ -90,7 +94,8 @@ function showIdle() {
 }
 
 function showPrediction(body) {
-  const { digit, probabilities } = body.predictions[0];
+  const { digit, probabilities, id } = body.predictions[0];
+  showFeedback(id || null); // no id: the service keeps no log, so no buttons
   setText("digit", String(digit));
   setText("confidence", `probability ${(probabilities[digit] * 100).toFixed(1)}%`);
   document.getElementById("confidence").className = "muted";
@@ -99,6 +104,7 @@ function showPrediction(body) {
 }
 
 function showError(message) {
+  showFeedback(null);
   setText("digit", "?");
   setText("confidence", message);
   document.getElementById("confidence").className = "error";
@@ -121,6 +127,61 @@ function drawBars(probabilities) {
     item.append(element("span", "pct", probabilities ? `${(share * 100).toFixed(1)}%` : ""));
     list.append(item);
   }
+}
+
+function makeFeedbackButtons() {
+  const group = document.getElementById("feedback-buttons");
+  for (let digit = 0; digit < 10; digit++) {
+    const button = element("button", "", String(digit));
+    button.type = "button";
+    button.id = `feedback-${digit}`;
+    button.setAttribute("aria-label", `It's ${digit}: send ${digit} as the right answer`);
+    button.addEventListener("click", () => sendFeedback(digit));
+    group.append(button);
+  }
+}
+
+function showFeedback(id) {
+  answerId = id;
+  document.getElementById("feedback").hidden = id === null;
+  setFeedbackEnabled(true);
+  setFeedbackStatus("", "muted small");
+}
+
+function setFeedbackEnabled(enabled) {
+  document.querySelectorAll("#feedback-buttons button").forEach((button) => {
+    button.disabled = !enabled;
+  });
+}
+
+function setFeedbackStatus(text, className) {
+  const status = document.getElementById("feedback-status");
+  status.textContent = text;
+  status.className = className;
+}
+
+function sendFeedback(label) {
+  const id = answerId;
+  if (id === null) return;
+  setFeedbackEnabled(false);
+  setFeedbackStatus(`sending ${label}…`, "muted small");
+  fetch("/v1/feedback", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ id, label }),
+  })
+    .then((response) => response.json().then((body) => [response.ok, body]))
+    .then(([ok, body]) => {
+      if (id !== answerId) return; // a newer answer is shown: this one's news is old
+      setFeedbackEnabled(true);
+      if (ok) setFeedbackStatus(`Thanks: recorded as ${body.label}`, "small ok");
+      else setFeedbackStatus(body.error || "the service refused the label", "small error");
+    })
+    .catch((error) => {
+      if (id !== answerId) return;
+      setFeedbackEnabled(true);
+      setFeedbackStatus(`no answer from the service (${error})`, "small error");
+    });
 }
 
 function refreshStatus() {
@@ -229,6 +290,7 @@ pad.addEventListener("pointermove", moveStroke);
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 document.getElementById("clear").addEventListener("click", clearPad);
+makeFeedbackButtons();
 clearPad();
 refreshStatus();
 loadVersions();

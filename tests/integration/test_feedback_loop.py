@@ -1,0 +1,140 @@
+"""The production loop end to end on small generated data, every step through the real CLI
+and a real `digits serve --log-dir`: serve -> log -> correct -> export -> add -> retrain ->
+promote -> the service follows its alias and answers the corrected digits right.
+
+Production (v1) learns ten generated digits; people then send three of them drawn another
+way, which it often gets wrong, correct those answers and confirm the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from digits.data.batches import accepted_batches
+from digits.data.predictions import read_log
+from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
+from tests.helpers.synth import make_digits, make_prototypes, write_dataset
+
+pytestmark = pytest.mark.integration
+
+STARTUP_SECONDS = 120  # imports TensorFlow to load the first model: slow on a busy machine
+FOLLOW_SECONDS = 5.0  # the service's promise after a promotion
+RETRAIN = ["--model", "mlp", "--epochs", "5", "--min-train-rows", "1000"]
+NEW_STYLE = (3, 5, 8)  # the digits people draw differently from the training data
+
+
+def served_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Digits as the training data draws them, except NEW_STYLE's: drawn another way with a
+    trace of the usual strokes, so production misses about half of them and mostly still
+    ranks the right digit among its first three (as with real writers: a made-up alphabet
+    would fail the batch's correction-plausibility check, as it should)."""
+    usual, labels = make_digits(n, seed, make_prototypes(0))
+    rng = np.random.default_rng(seed)
+    trace = make_prototypes(0)[labels] & (rng.random(usual.shape) < 0.15)
+    other = make_prototypes(1)[labels] & (rng.random(usual.shape) > 0.15)
+    redrawn = ((trace | other) * 220).astype(np.uint8)
+    return np.where(np.isin(labels, NEW_STYLE)[:, None, None], redrawn, usual), labels
+
+
+class Loop:
+    """The CLI and the service of one loop, on folders under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.registry, self.logs = root / "registry", root / "predictions"
+        self.mnist = write_dataset(root / "mnist")
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_HOME": str(root / "prefect"),
+                    "DIGITS_DATA": str(root / "store"), "DIGITS_ARTIFACTS": str(root / "artifacts")}
+        self.url = ""
+
+    def digits(self, *args: str | Path) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(BIN / "digits"), *map(str, args)], cwd=REPO, env=self.env,
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"digits {args[0]}: {result.stdout}\n{result.stderr}"
+        return result
+
+    def retrain(self) -> str:
+        return self.digits("run", *RETRAIN, "--data-dir", self.mnist, "--registry",
+                           self.registry).stdout
+
+    def predict(self, images: np.ndarray) -> list[dict]:
+        body = {"instances": images.astype(int).tolist()}
+        answer = httpx.post(f"{self.url}/v1/predict", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    def served_version(self) -> str:
+        answer = httpx.post(f"{self.url}/v1/predict", json={"instances": [[[0] * 28] * 28]},
+                            timeout=10)
+        return answer.json()["model"]["version"]
+
+    def correct(self, id: str, label: int) -> None:
+        answer = httpx.post(f"{self.url}/v1/feedback", json={"id": id, "label": label},
+                            timeout=10)
+        assert answer.status_code == 200, answer.text
+
+
+def test_corrected_answers_become_training_data_and_the_followed_alias_answers_them_right(
+        tmp_path):
+    loop = Loop(tmp_path)
+    assert "promoted v1" in loop.retrain()
+    port = free_port()
+    loop.url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry",
+               str(loop.registry), "--log-dir", str(loop.logs)]
+    with background(command, loop.env, tmp_path / "serve.log") as process:
+        ready = f"{loop.url}/readyz"
+        wait_for(lambda: answers(ready, process, tmp_path / "serve.log"), STARTUP_SECONDS,
+                 ready, every=0.5, log=tmp_path / "serve.log")
+
+        # 1. The service answers and logs every image, with the version that answered.
+        images, labels = served_digits(200, seed=40)
+        answered = loop.predict(images)
+        given = np.array([p["digit"] for p in answered])
+        logged = read_log(loop.logs)
+        assert list(logged.ids) == [p["id"] for p in answered]
+        assert set(logged.versions) == {"v1"} and (logged.digits == given).all()
+        wrong = given != labels
+        assert wrong[np.isin(labels, NEW_STYLE)].mean() > 0.3, "v1 should miss the new style"
+        assert wrong[~np.isin(labels, NEW_STYLE)].mean() < 0.1
+
+        # 2. People correct the wrong answers and confirm the right ones; a repeat is harmless.
+        for prediction, label in zip(answered, labels):
+            loop.correct(prediction["id"], int(label))
+        loop.correct(answered[0]["id"], int(labels[0]))
+        assert (read_log(loop.logs).labels == labels).all()
+        summary = loop.digits("feedback", "--log-dir", loop.logs).stdout
+        assert f"corrected {wrong.sum()}" in summary, summary
+
+        # 3. Exported, the corrections are a batch `digits add` accepts.
+        batch = tmp_path / "corrections.npz"
+        loop.digits("feedback", "export", "--log-dir", loop.logs, "--out", batch)
+        with np.load(batch) as exported:
+            assert str(exported["origin"]) == "feedback"
+            assert (exported["labels"] == labels).all()
+            assert (exported["confirmed"] == ~wrong).all()
+        added = loop.digits("add", batch, "--name", "corrections", "--reference-dir",
+                            loop.mnist, "--registry", loop.registry).stdout
+        assert "accepted batch" in added, added
+        [stored] = accepted_batches(tmp_path / "store")
+        assert len(stored.images) == len(images)
+
+        # 4. The retrain on MNIST plus the batch is promoted; the service follows the alias.
+        assert "promoted v2" in loop.retrain()
+        wait_for(lambda: loop.served_version() == "v2", FOLLOW_SECONDS + 5, "v2 in service",
+                 every=0.25)
+
+        # 5. The corrected digits, sent again, are now answered right, and logged as v2's.
+        again = loop.predict(images[wrong])
+        now = np.array([p["digit"] for p in again])
+        assert (now == labels[wrong]).mean() > 0.9, f"{now} vs {labels[wrong]}"
+        assert set(read_log(loop.logs).versions[-len(again):]) == {"v2"}
+    manifest = json.loads((loop.registry / "v2" / "manifest.json").read_text())
+    assert [b["name"] for b in manifest["data"]["snapshot"]["batches"]] == ["corrections"]

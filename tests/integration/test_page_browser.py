@@ -1,0 +1,121 @@
+"""The drawing page in real headless Chromium (Selenium and the Debian chromium-driver),
+against a real `digits serve --log-dir`: a digit drawn with the mouse is answered, and a
+correction sent from the page's "Wrong? It's" buttons lands in the prediction log.
+
+Without Chromium the test is skipped with the reason, unless DIGITS_REQUIRE_BROWSER=1 (as
+.ci/run sets, after installing it), where a missing browser fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from digits.data.predictions import read_log
+from digits.registry.store import Registry
+from tests.helpers.processes import BIN, answers, background, free_port, wait_for
+from tests.helpers.serving import publish_model, save_tiny_model
+
+pytestmark = pytest.mark.integration
+
+STARTUP_SECONDS = 120  # imports TensorFlow to load the first model: slow on a busy machine
+PAGE_SECONDS = 30  # an answer or a confirmation on the page
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def find_browser() -> tuple[str, str]:
+    """(browser, driver) paths, or skip (fail where CI requires the browser)."""
+    browser = next((found for name in CHROMIUM if (found := shutil.which(name))), None)
+    driver = shutil.which("chromedriver")
+    if browser and driver:
+        return browser, driver
+    reason = "needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
+    if os.environ.get("DIGITS_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def page_service(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A real `digits serve` with a prediction log: (its URL, the log folder)."""
+    root = tmp_path_factory.mktemp("page")
+    registry = Registry(root / "registry")
+    publish_model(registry, save_tiny_model(root / "a.keras", 1))
+    logs = root / "predictions"
+    port = free_port()
+    command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry",
+               str(registry.root), "--log-dir", str(logs)]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = root / "serve.log"
+    with background(command, env, log) as process:
+        ready = f"{url}/readyz"
+        wait_for(lambda: answers(ready, process, log), STARTUP_SECONDS, ready, every=0.5, log=log)
+        yield url, logs
+
+
+@pytest.fixture
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = find_browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--window-size=1200,900"):
+        options.add_argument(flag)
+    session = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def draw_seven(session, canvas) -> None:
+    """A 7 with the mouse: press, two strokes, release (pointer events, as a person makes)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    # Offsets are from the canvas's centre (280 x 280 CSS pixels at this window size).
+    strokes = [(-60, -70), (60, -70), (-10, 80)]
+    chain = ActionChains(session).move_to_element_with_offset(canvas, *strokes[0])
+    chain.click_and_hold()
+    for (x0, y0), (x1, y1) in zip(strokes, strokes[1:]):
+        for step in range(1, 9):  # several moves per stroke, as a hand makes them
+            chain.move_to_element_with_offset(
+                canvas, x0 + (x1 - x0) * step // 8, y0 + (y1 - y0) * step // 8)
+    chain.release().perform()
+
+
+def test_a_digit_drawn_with_the_mouse_is_answered_and_its_correction_is_logged(
+        page_service, chromium):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, logs = page_service
+    chromium.get(url)
+    wait = WebDriverWait(chromium, PAGE_SECONDS)
+    wait.until(lambda s: s.find_element(By.ID, "status").text not in ("", "connecting…"))
+    draw_seven(chromium, chromium.find_element(By.ID, "pad"))
+    wait.until(lambda s: s.find_element(By.ID, "digit").text.strip() in set("0123456789"))
+    answer = int(chromium.find_element(By.ID, "digit").text)
+    assert "v1" in chromium.find_element(By.ID, "answered-by").text
+
+    correction = (answer + 1) % 10  # the tiny model's weights are random: any other digit
+    wait.until(shown.element_to_be_clickable((By.ID, f"feedback-{correction}"))).click()
+    wait.until(lambda s: str(correction) in s.find_element(By.ID, "feedback-status").text)
+
+    logged = read_log(logs)
+    assert len(logged.ids) >= 1, "the drawn digit was not logged"
+    corrected = logged.labels != -1
+    assert corrected.sum() == 1, f"one correction expected, log labels {logged.labels}"
+    assert logged.labels[corrected][0] == correction
+    assert logged.digits[corrected][0] == answer  # the answer the page showed
+    assert logged.versions[corrected][0] == "v1"
+    image = logged.images[corrected][0]
+    assert image.shape == (28, 28) and image.max() > 128  # the ink of the drawing, normalised

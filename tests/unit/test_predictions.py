@@ -1,0 +1,224 @@
+"""The prediction log (digits.data.predictions): what `digits serve --log-dir` keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digits.config import LogLimits
+from digits.data.predictions import (
+    MARKER,
+    PredictionLog,
+    UnknownPrediction,
+    read_log,
+    segment_files,
+)
+from digits.errors import DataError, UsageError
+from tests.helpers.log_writer import start_writer
+from tests.helpers.serving import mnist_like
+
+
+def scores(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.ones(10), size=n).astype(np.float32)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in segment_files(folder))
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return tmp_path / "log"
+
+
+def test_a_record_reads_back_whole_and_in_order(folder):
+    images, probabilities = mnist_like(5), scores(5)
+    floats = images.astype(np.float32) + 0.4  # float pixels are stored rounded to uint8
+    before = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms")
+    with PredictionLog(folder) as log:
+        first = log.record("v3", "production", floats[:2], probabilities[:2])
+        second = log.record("v4", "staging", images[2:], probabilities[2:])
+    after = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms")
+
+    logged = read_log(folder)
+    assert len(first) == 2 and len(second) == 3 and len(set(first + second)) == 5
+    assert logged.ids.tolist() == first + second
+    assert logged.versions.tolist() == ["v3"] * 2 + ["v4"] * 3
+    assert logged.refs.tolist() == ["production"] * 2 + ["staging"] * 3
+    assert logged.digits.dtype == np.int64
+    assert logged.digits.tolist() == probabilities.argmax(axis=1).tolist()
+    assert logged.probabilities.dtype == np.float32
+    np.testing.assert_array_equal(logged.probabilities, probabilities)  # exactly
+    assert logged.images.dtype == np.uint8 and logged.images.shape == (5, 28, 28)
+    np.testing.assert_array_equal(logged.images, images)
+    assert logged.labels.tolist() == [-1] * 5
+    assert logged.times.dtype == np.dtype("datetime64[ms]")
+    assert (before <= logged.times).all() and (logged.times <= after).all()
+
+
+def test_an_empty_log_reads_as_no_rows_and_other_folders_are_refused(folder, tmp_path):
+    PredictionLog(folder).close()
+    empty = read_log(folder)
+    assert len(empty) == 0 and empty.images.shape == (0, 28, 28)
+    assert empty.probabilities.shape == (0, 10)
+
+    with pytest.raises(DataError, match="does not exist"):
+        read_log(tmp_path / "missing")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not a prediction log"):
+        read_log(other)
+    with pytest.raises(DataError, match="not a prediction log"):  # rotation would delete in it
+        PredictionLog(other)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_corrupt_record_inside_a_segment_names_the_file_and_line(folder):
+    with PredictionLog(folder) as log:
+        log.record("v1", "production", mnist_like(2), scores(2))
+    (segment,) = segment_files(folder)
+    lines = segment.read_text().splitlines(keepends=True)
+    segment.write_text(lines[0] + "{garbage\n" + lines[1])
+    with pytest.raises(DataError, match=rf"{segment.name}, line 2"):
+        read_log(folder)
+
+
+def test_segments_rotate_and_the_oldest_go_beyond_the_bound(folder):
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)  # ~1.4 KB a record
+    with PredictionLog(folder, limits) as log:
+        ids = [log.record("v1", "production", mnist_like(1, i), scores(1, i))[0]
+               for i in range(200)]
+        # Never more than the bound plus the segment in use.
+        assert folder_bytes(folder) <= limits.max_bytes + limits.segment_bytes
+        assert all(path.stat().st_size <= limits.segment_bytes for path in segment_files(folder))
+    logged = read_log(folder)
+    assert 15 < len(logged) < 50
+    assert logged.ids.tolist() == ids[-len(logged):]  # the newest kept, none missing between
+    with PredictionLog(folder, limits) as log, pytest.raises(UnknownPrediction):
+        log.correct(ids[0], 3)  # rotated away
+
+
+def test_a_segment_in_use_by_another_process_is_never_pruned(folder):
+    limits = LogLimits(segment_bytes=4_000, max_bytes=4_000)
+    other = PredictionLog(folder, limits)
+    (kept,) = other.record("v1", "production", mnist_like(1), scores(1))
+    with PredictionLog(folder, limits) as log:
+        for i in range(20):  # rotates, each time over the bound
+            log.record("v1", "production", mnist_like(1, i), scores(1, i))
+    assert kept in read_log(folder).ids.tolist()
+    other.close()
+    with PredictionLog(folder, limits) as log:  # closed now, so it is the oldest to go
+        for i in range(5):
+            log.record("v1", "production", mnist_like(1, i), scores(1, i))
+    assert kept not in read_log(folder).ids.tolist()
+
+
+def test_a_killed_writer_loses_only_its_torn_last_line(folder):
+    writer = start_writer(folder, 0, forever=True)
+    written = [writer.stdout.readline().strip() for _ in range(50)]  # each id printed once written
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL
+    (segment,) = segment_files(folder)
+    # One os.write of a regular file is not cut by SIGKILL on Linux, so the kill above tears
+    # nothing by itself; a full disk or another OS can. Leave what such a kill leaves.
+    whole = segment.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    with segment.open("ab") as handle:
+        handle.write(last[: len(last) // 2])
+
+    logged = read_log(folder)
+    assert written == logged.ids.tolist()[: len(written)]  # nothing acknowledged was lost
+    assert len(logged) >= len(written)
+    with PredictionLog(folder) as log:  # a new writer starts its own segment and can correct
+        assert log.correct(written[-1], 4).label == 4
+        log.record("v1", "production", mnist_like(1), scores(1))
+    assert read_log(folder).labels[len(written) - 1] == 4
+
+
+def test_two_processes_share_a_folder_and_each_sees_the_others_ids(folder):
+    log = PredictionLog(folder)  # made before the others write: its index must catch up
+    writers = [start_writer(folder, 100) for _ in range(2)]
+    outputs = [writer.communicate(timeout=120) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], outputs
+    ids = [out.split() for out, _ in outputs]
+
+    logged = read_log(folder)
+    assert len(logged) == 200 and len(set(logged.ids.tolist())) == 200
+    assert len(segment_files(folder)) == 2  # a segment per process
+    for own in ids:  # each process's records in its own order
+        positions = [logged.ids.tolist().index(id_) for id_ in own]
+        assert positions == sorted(positions)
+    correction = log.correct(ids[1][7], 2)
+    assert correction.digit == 7 and not correction.confirmed
+    assert log.correct(ids[0][3], 3).confirmed
+    log.close()
+    labels = dict(zip(read_log(folder).ids.tolist(), read_log(folder).labels.tolist()))
+    assert labels[ids[1][7]] == 2 and labels[ids[0][3]] == 3
+
+
+def test_an_unknown_or_malformed_id_is_refused_and_writes_nothing(folder):
+    with PredictionLog(folder) as log:
+        log.record("v1", "production", mnist_like(1), scores(1))
+        size = folder_bytes(folder)
+        for id_ in ("0" * 32, "not-an-id", "../" * 11, ""):
+            with pytest.raises(UnknownPrediction, match="no logged prediction"):
+                log.correct(id_, 1)
+        for label in (-1, 10, True, 2.0, "3"):
+            with pytest.raises(ValueError, match="label"):
+                log.correct(read_log(folder).ids[0], label)
+    assert folder_bytes(folder) == size
+
+
+def test_a_repeat_writes_nothing_and_the_latest_label_counts(folder):
+    with PredictionLog(folder) as log:
+        (id_,) = log.record("v1", "production", mnist_like(1), scores(1))
+        first = log.correct(id_, 5)
+        size = folder_bytes(folder)
+        time.sleep(0.002)
+        assert log.correct(id_, 5) == first  # the earlier correction, its time too
+        assert folder_bytes(folder) == size
+        assert read_log(folder).labels.tolist() == [5]
+        time.sleep(0.002)
+        assert log.correct(id_, 6).label == 6
+        assert read_log(folder).labels.tolist() == [6]
+        time.sleep(0.002)
+        assert log.correct(id_, 5).time > first.time  # back to 5: a new record, not the old
+        assert folder_bytes(folder) > size
+    assert read_log(folder).labels.tolist() == [5]
+    with PredictionLog(folder) as again:  # another writer sees the same history
+        assert again.correct(id_, 5).time > first.time
+    kinds = [json.loads(line)["kind"] for path in segment_files(folder)
+             for line in path.read_text().splitlines()]
+    assert kinds.count("correction") == 3
+
+
+def test_since_keeps_the_predictions_at_or_after_it(folder):
+    with PredictionLog(folder) as log:
+        old = log.record("v1", "production", mnist_like(3), scores(3))
+        time.sleep(0.01)
+        cut = datetime.now(UTC)
+        time.sleep(0.01)
+        new = log.record("v1", "production", mnist_like(2), scores(2))
+    assert read_log(folder, since=cut).ids.tolist() == new
+    elsewhere = cut.astimezone(timezone(timedelta(hours=-5)))  # the same moment, another zone
+    assert read_log(folder, since=elsewhere).ids.tolist() == new
+    assert read_log(folder, since=cut.replace(tzinfo=None)).ids.tolist() == new  # naive: UTC
+    assert read_log(folder, since=cut - timedelta(days=1)).ids.tolist() == old + new
+    assert len(read_log(folder, since=cut + timedelta(days=1))) == 0
+
+
+def test_the_folder_is_marked_and_the_limits_are_checked(folder):
+    PredictionLog(folder).close()
+    assert json.loads((folder / MARKER).read_text())["format"] == "digits prediction log"
+    assert os.listdir(folder) == [MARKER]  # no segment until something is recorded
+    with pytest.raises(UsageError, match="max_bytes"):
+        LogLimits(segment_bytes=10, max_bytes=5)
