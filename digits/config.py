@@ -189,16 +189,81 @@ class BatchChecks:
     # Label agreement: share of the batch the production model labels as the batch does.
     # Other writers' digits: 0.92 with a 97% model; shuffled labels, noise, shapes: ~0.1.
     min_label_agreement: float = 0.8
+    # Feedback batches (`digits feedback export`, origin "feedback"): their corrections are
+    # the production model's mistakes by construction, so label agreement is measured on the
+    # rows people confirmed, and only on at least this many (one disagreement in 10 moves it
+    # by 0.1); with fewer it is skipped, with a note. The same bound holds for the corrected
+    # rows' check below: with min_rows >= 2 * min_feedback_rows - 1, one of the two always runs.
+    min_feedback_rows: int = 10
+    # Corrections must be plausible to the production model: the person's label among its
+    # `correction_top_k` most probable digits, for at least `min_correction_plausibility` of
+    # the corrected rows. Measured on real MNIST with the original mlp (96-98%): 0.87-0.89 of
+    # its test mistakes, 0.81 of its mistakes on "other writers"; shuffled labels 0.30.
+    correction_top_k: int = 3
+    min_correction_plausibility: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("min_rows", "max_rows", "max_image_pixels"):
+        for name in ("min_rows", "max_rows", "max_image_pixels", "min_feedback_rows",
+                     "correction_top_k"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} {getattr(self, name)} must be at least 1")
         shares = ("max_duplicate_share", "max_blank_share", "max_likely_leak_share",
-                  "min_label_agreement")
+                  "min_label_agreement", "min_correction_plausibility")
         for name in shares:
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"{name} {getattr(self, name)} must lie in 0..1")
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """Bounds of the prediction log (`digits serve --log-dir`, digits.data.predictions).
+
+    A logged image takes about 1.4 KB (the 28x28 pixels, ten probabilities, ids and time),
+    so the defaults keep the last ~190,000 answers in at most 256 MiB plus one open segment
+    per writing process.
+    """
+
+    segment_bytes: int = 8 * 2**20  # a writer starts a new segment file past this size
+    max_bytes: int = 256 * 2**20  # closed segments beyond this total go, the oldest first
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes < 1:
+            raise UsageError(f"segment_bytes {self.segment_bytes} must be at least 1")
+        if self.max_bytes < self.segment_bytes:
+            raise UsageError(
+                f"max_bytes {self.max_bytes} must be at least segment_bytes {self.segment_bytes}"
+            )
+
+
+DEFAULT_DRIFT_SINCE = "7d"  # `digits drift` and the daily deployment judge the last week
+
+
+@dataclass(frozen=True)
+class DriftChecks:
+    """Bounds of `digits drift` (served traffic against MNIST, digits.serving.traffic) that
+    BatchChecks does not hold: the statistics, domain AUC and class shares reuse its
+    max_stat_shift, max_domain_auc, max_class_shift and reference_rows.
+    """
+
+    # Fewer logged images say too little: the class shares of 100 random MNIST digits lie
+    # ~0.15 from MNIST's (of 20, ~0.45), and the domain classifier needs folds to learn on.
+    min_images: int = 100
+    # Mean top-class probability of the served answers may sit this far below the answering
+    # version's on MNIST test before the traffic counts as drift. Measured with an mlp of
+    # 96.8% (0.957 on test), 1,000 images each: MNIST test digits drop 0.001, other writers
+    # (rotated, sheared, other pens) 0.04, inverted digits 0.09, noise 0.10. A weak signal
+    # alone: the statistics and the domain AUC flag the last two far beyond their bounds.
+    max_confidence_drop: float = 0.1
+    # Served images the domain classifier sees (a fixed random sample of the window), as many
+    # as BatchChecks' reference rows: its cost grows with the rows, its AUC does not.
+    sample_rows: int = 2_000
+
+    def __post_init__(self) -> None:
+        for name in ("min_images", "sample_rows"):
+            if getattr(self, name) < 2:  # two images at least: the classifier's folds
+                raise UsageError(f"{name} {getattr(self, name)} must be at least 2")
+        if not 0 <= self.max_confidence_drop <= 1:
+            raise UsageError(f"max_confidence_drop {self.max_confidence_drop} must lie in 0..1")
 
 
 ARCHITECTURES = ("mlp", "cnn")  # digits.model.architectures builds each

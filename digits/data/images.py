@@ -49,14 +49,28 @@ def median(values: np.ndarray) -> float:
 
 def extract_ink(image: np.ndarray) -> np.ndarray:
     """Ink intensity 0..1 on a zero background, whatever the input's range and polarity."""
+    if image.dtype == np.uint8:
+        # Most images: each of the 256 levels goes through the same float32 arithmetic once,
+        # then a lookup: the same ink as pixel by pixel, in two thirds of the time.
+        low, high = np.float32(image.min()), np.float32(image.max())
+        levels = np.arange(256, dtype=np.float32)
+        return ink_levels(levels, low, high, border_of(image).astype(np.float32)).take(image)
     pixels = image.astype(np.float32)
     if not np.isfinite(pixels).all():
         raise ValueError("image has non-finite pixel values")
-    low, high = pixels.min(), pixels.max()
+    return ink_levels(pixels, pixels.min(), pixels.max(), border_of(pixels))
+
+
+def border_of(image: np.ndarray) -> np.ndarray:
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def ink_levels(pixels: np.ndarray, low, high, border: np.ndarray) -> np.ndarray:
+    """`pixels` as ink, given the image's range and its border pixels (for the polarity and
+    the background): elementwise, so it maps an image or a table of its levels alike."""
     if high - low <= MIN_CONTRAST * max(abs(low), abs(high)):
         raise ValueError("image is blank (no contrast)")
-    pixels = (pixels - low) / (high - low)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    pixels, border = (pixels - low) / (high - low), (border - low) / (high - low)
     if median(border) > 0.5:  # a light border means dark ink on paper: MNIST is the reverse
         pixels, border = 1 - pixels, 1 - border
     background = median(border)  # < 0.5 here, so the division below is safe
@@ -121,6 +135,10 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
 def flatten_alpha(image: Image.Image) -> np.ndarray:
     """Composite on a background that contrasts with the strokes: drawing apps export dark
     or light strokes on a transparent background, which plain conversion would lose."""
+    if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema() == (255, 255):
+        # Opaque, as a browser canvas's PNG: nothing to composite, and the plain conversion
+        # gives the same luma in a third of the time.
+        return np.asarray(image.convert("L"))
     # Luma and alpha only, in float32: 8 bytes a pixel, where RGBA in float64 took 32.
     pixels = np.asarray(image.convert("LA"), dtype=np.float32)
     luma, alpha = pixels[..., 0], pixels[..., 1] / 255

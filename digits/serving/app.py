@@ -15,13 +15,17 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
 - Beside /v1/predict, the Open Inference Protocol v2 and MLflow's scoring shape answer with
   the same model (digits.serving.protocols); GET /metrics is Prometheus text
   (digits.serving.metrics).
+- With a log folder, every image answered is logged with an id (digits.data.predictions),
+  and POST /v1/feedback takes a person's label for it (digits.serving.feedback).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -35,25 +39,37 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from digits.config import PRODUCTION_ALIAS
+from digits.config import PRODUCTION_ALIAS, LogLimits
+from digits.data.predictions import PredictionLog
 from digits.errors import RegistryError
 from digits.files import sha256_bytes
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.store import Registry
+from digits.serving.feedback import add_feedback_route
 from digits.serving.guards import SameOrigin
 from digits.serving.holder import ModelHolder, hide_root
 from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
-from digits.serving.metrics import MetricsEndpoint, RecordRequests, ServiceMetrics
-from digits.serving.predictor import Predictor, load_predictor
+from digits.serving.metrics import (
+    MULTIPROCESS_ENV,
+    MetricsEndpoint,
+    RecordRequests,
+    ServiceMetrics,
+    forget_dead_workers,
+    multiprocess_folder,
+)
+from digits.serving.predictor import Predictor, load_for_serving
 from digits.serving.protocols import Scorer, add_protocol_routes
 from digits.serving.settings import (
     DEFAULT_HOST,
     DEFAULT_POLL_S,
     DEFAULT_PORT,
+    DEFAULT_WORKERS,
     LOOPBACK_BINDS,
     LOOPBACK_HOSTS,
+    SETTINGS_ENV,
     Limits,
+    ServeSettings,
     allowed_hosts,
 )
 
@@ -82,17 +98,21 @@ def create_app(
     ref: str = PRODUCTION_ALIAS,
     limits: Limits = Limits(),
     poll_s: float = DEFAULT_POLL_S,
-    open_model: Callable[[str, Registry], Predictor] = load_predictor,
+    open_model: Callable[[str, Registry], Predictor] = load_for_serving,
     hosts: Sequence[str] = LOOPBACK_HOSTS,
+    log_dir: Path | str | None = None,
+    log_limits: LogLimits = LogLimits(),
 ) -> FastAPI:
     """The service for `ref` in `registry`, answering Host headers `hosts` ("*": any); the
-    alias follower runs while the app does."""
+    alias follower runs while the app does. With `log_dir`, every image answered is logged
+    there (a DataError at once if it is a folder of something else)."""
     check_ref(ref)
     registry = registry if isinstance(registry, Registry) else Registry(registry)
     metrics = ServiceMetrics()
     holder = ModelHolder(registry, ref, open_model, on_swap=metrics.count_swap)
     metrics.watch(holder)
-    scorer = Scorer(holder, DecodeSlots(limits), metrics)
+    prediction_log = PredictionLog(Path(log_dir), log_limits) if log_dir is not None else None
+    scorer = Scorer(holder, DecodeSlots(limits), metrics, prediction_log)
     assets = read_assets()
 
     async def lifespan(app: FastAPI):
@@ -101,6 +121,9 @@ def create_app(
             yield
         finally:
             holder.stop()
+            metrics.close()
+            if prediction_log is not None:
+                prediction_log.close()
 
     app = FastAPI(
         title="digits",
@@ -110,6 +133,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.holder = holder
+    app.state.scorer = scorer  # the benchmarks time its work alone
     add_error_handlers(app)
     # The last added runs first: the metrics' count, Host, the origin of a write, a scrape
     # of /metrics, then the body's size.
@@ -119,6 +143,7 @@ def create_app(
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     app.add_middleware(RecordRequests, metrics=metrics, routes=app.router.routes)
     add_protocol_routes(app, scorer)
+    add_feedback_route(app, prediction_log)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -127,17 +152,20 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         status = holder.status()
-        return JSONResponse(status, status_code=200 if status["ready"] else 503)
+        # "log": whether answers carry ids that /v1/feedback takes (the page's buttons).
+        return JSONResponse({**status, "log": prediction_log is not None},
+                            status_code=200 if status["ready"] else 503)
 
     @app.post("/v1/predict")
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request, response: Response) -> dict:
         loaded = scorer.loaded()
         async with scorer.slots:
             batch = await read_batch(request, limits)
-        probabilities = await scorer.score(loaded, batch)
+        answer = await scorer.answer(loaded, batch)
+        response.headers.update(answer.headers())
         return {
             "model": {"version": loaded.predictor.version, "ref": holder.ref},
-            "predictions": classify(probabilities),
+            "predictions": classify(answer.probabilities, answer.ids),
         }
 
     # The registry's metadata, under /v1/registry: /v1/models/{name} is where TF Serving and
@@ -173,11 +201,15 @@ def create_app(
     return app
 
 
-def classify(probabilities: np.ndarray) -> list[dict[str, Any]]:
-    return [
+def classify(probabilities: np.ndarray, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Each image's answer; with its log id when the service logged it."""
+    answers = [
         {"digit": int(row.argmax()), "probabilities": [float(p) for p in row]}
         for row in np.asarray(probabilities, dtype=np.float64)
     ]
+    for answer, id_ in zip(answers, ids or ()):
+        answer["id"] = id_
+    return answers
 
 
 def hide_paths(value: Any) -> Any:
@@ -281,14 +313,59 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     limits: Limits = Limits(),
+    log_dir: Path | None = None,
+    workers: int = DEFAULT_WORKERS,
+    access_log: bool = True,
 ) -> None:
-    """Run the service with uvicorn until interrupted."""
+    """Run the service with uvicorn until interrupted: in this process, or in `workers`
+    processes sharing the port, each loading and following the model on its own.
+    `access_log`: uvicorn's line per request (~10% of a one-image request's CPU here,
+    benchmarks/results.md)."""
     import uvicorn
 
-    app = create_app(registry, ref, limits, hosts=allowed_hosts(host))
+    # Built here whatever the workers: a bad ref or log folder is one error before any
+    # worker starts, not one in each of them.
+    app = create_app(registry, ref, limits, hosts=allowed_hosts(host), log_dir=log_dir)
     if host not in LOOPBACK_BINDS:
         log.warning("listening on %s: the service has no authentication", host)
-    uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False)
+    options: dict[str, Any] = {"host": host, "port": port, "log_config": log_config(),
+                               "server_header": False, "access_log": access_log}
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    settings = ServeSettings(str(registry), ref, host, limits, str(log_dir) if log_dir else None)
+    with worker_environment(settings):
+        uvicorn.run(f"{__name__}:{app_from_env.__name__}", factory=True, workers=workers,
+                    **options)
+
+
+@contextmanager
+def worker_environment(settings: ServeSettings) -> Iterator[None]:
+    """The settings, and a fresh folder for the workers' metrics, in the environment the
+    workers start with; the folder goes when the service stops."""
+    saved = {name: os.environ.get(name) for name in (SETTINGS_ENV, MULTIPROCESS_ENV)}
+    with tempfile.TemporaryDirectory(prefix="digits-metrics-") as folder:
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        os.environ[MULTIPROCESS_ENV] = folder
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def app_from_env() -> FastAPI:
+    """One worker's app: uvicorn calls this factory in each worker process it starts, with
+    `digits serve`'s settings in the environment (worker_environment)."""
+    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    folder = multiprocess_folder()
+    if folder is not None:
+        forget_dead_workers(folder)  # this worker may be the replacement of one that died
+    return create_app(settings.registry, settings.ref, settings.limits,
+                      hosts=allowed_hosts(settings.host), log_dir=settings.log_dir)
 
 
 def log_config() -> dict:

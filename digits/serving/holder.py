@@ -20,7 +20,7 @@ import numpy as np
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.errors import RegistryError
 from digits.registry.store import Registry
-from digits.serving.predictor import Predictor, load_predictor
+from digits.serving.predictor import Predictor, load_for_serving
 
 KEEP_LOADED = 2  # the version in service and the one before it
 RETRY_FAILED_S = 30.0  # a target that failed to load is retried this often, not every poll
@@ -44,7 +44,7 @@ class ModelHolder:
         self,
         registry: Registry,
         ref: str,
-        open_model: Callable[[str, Registry], Predictor] = load_predictor,
+        open_model: Callable[[str, Registry], Predictor] = load_for_serving,
         retry_failed_s: float = RETRY_FAILED_S,
         on_swap: Callable[[str], None] = lambda outcome: None,
     ) -> None:

@@ -6,16 +6,28 @@ one process count apart. Every label is bounded: routes are templates ("/v1/regi
 versions/{ref}", "unmatched" for a path no route knows), never the path a client sent;
 digits are 0..9; versions are those this process served. The model in service and
 readiness are read from the holder at scrape time, so they are never stale.
+
+Under `digits serve --workers N` each worker is a process of its own: prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `digits serve` before the workers start)
+keeps every value in a file per process, and a scrape sums them over the workers, whichever
+worker answers it. The model gauges are then written when a worker swaps models:
+digits_model_ready is 1 when every live worker has a model, digits_model_info counts the
+workers serving each version.
 """
 
 from __future__ import annotations
 
+import collections
+import os
+import re
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.routing import BaseRoute, Match, Route
 
 from digits.config import NUM_CLASSES
@@ -23,9 +35,15 @@ from digits.serving.holder import SWAP_FAILURE, SWAP_SUCCESS, ModelHolder
 from digits.serving.inputs import ApiError, error_response
 
 METRICS_PATH = "/metrics"
+DIGIT_LABELS = [str(digit) for digit in range(NUM_CLASSES)]
 UNMATCHED = "unmatched"  # the route label of a path no route knows
 # Top-class probability: fine steps near 1, where a confident model's answers lie.
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# prometheus_client reads it when it is first imported: a worker must have it from the start.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LIVE_GAUGE_FILE_RE = re.compile(r"gauge_live\w+_(\d+)\.db")
+READY_HELP = "1 when a verified model is in service, else 0"
+INFO_HELP = "The model in service: 1, labelled with its version"
 
 
 class ServiceMetrics:
@@ -58,18 +76,61 @@ class ServiceMetrics:
         )
         for outcome in (SWAP_SUCCESS, SWAP_FAILURE):
             self.swaps.labels(outcome)  # both series from the start, at 0
+        self.folder = multiprocess_folder()  # None: this process is the whole service
+        self.holder: ModelHolder | None = None
+        self._shown: tuple[str, str, str] | None = None  # the model_info labels set to 1
 
     def count_swap(self, outcome: str) -> None:
         self.swaps.labels(outcome).inc()
+        if self.folder is not None and outcome == SWAP_SUCCESS:
+            self.show_model()
 
     def watch(self, holder: ModelHolder) -> None:
-        self.registry.register(ModelCollector(holder))
+        self.holder = holder
+        if self.folder is None:
+            self.registry.register(ModelCollector(holder))
+            return
+        # Other workers' models can only be known from their files: gauges, set on a swap.
+        self.ready = Gauge(
+            "digits_model_ready", f"{READY_HELP}, in every live worker",
+            multiprocess_mode="livemin", registry=self.registry,
+        )
+        self.info = Gauge(
+            "digits_model_info", "The model in service: the number of workers serving it "
+            "(0: none any more), labelled with its version", ("version", "ref", "backend"),
+            multiprocess_mode="livesum", registry=self.registry,
+        )
+        self.ready.set(0)
+
+    def show_model(self) -> None:
+        """This worker's model, after a swap, in the gauges that all workers add up."""
+        predictor = self.holder.loaded.predictor
+        labels = (predictor.version, self.holder.ref, predictor.backend)
+        if self._shown not in (None, labels):
+            self.info.labels(*self._shown).set(0)
+        self.info.labels(*labels).set(1)
+        self.ready.set(1)
+        self._shown = labels
+
+    def exposition(self) -> CollectorRegistry:
+        """What GET /metrics renders: this registry, or every worker's files added up."""
+        if self.folder is None:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.folder))
+        return merged
+
+    def close(self) -> None:
+        """A worker leaving: its model gauges stop counting (its counters keep counting)."""
+        if self.folder is not None:
+            mark_process_dead(os.getpid(), str(self.folder))
 
     def observe(self, version: str, probabilities: np.ndarray) -> None:
         """One request's (N, 10) answer: the digits predicted and their probabilities."""
-        counts = np.bincount(probabilities.argmax(axis=1), minlength=NUM_CLASSES)
-        for digit in np.flatnonzero(counts):
-            self.predictions.labels(version, str(digit)).inc(int(counts[digit]))
+        # Counted in Python: a request holds one image or a few, for which numpy's calls
+        # cost more than the loop.
+        for digit, count in collections.Counter(probabilities.argmax(axis=1).tolist()).items():
+            self.predictions.labels(version, DIGIT_LABELS[digit]).inc(count)
         confidence = self.confidence.labels(version)
         for top in probabilities.max(axis=1).tolist():
             confidence.observe(top)
@@ -83,14 +144,8 @@ class ModelCollector:
 
     def collect(self) -> Iterator[Metric]:
         loaded = self.holder.loaded
-        yield GaugeMetricFamily(
-            "digits_model_ready", "1 when a verified model is in service, else 0",
-            value=int(loaded is not None),
-        )
-        info = GaugeMetricFamily(
-            "digits_model_info", "The model in service: 1, labelled with its version",
-            labels=("version", "ref", "backend"),
-        )
+        yield GaugeMetricFamily("digits_model_ready", READY_HELP, value=int(loaded is not None))
+        info = GaugeMetricFamily("digits_model_info", INFO_HELP, labels=("version", "ref", "backend"))
         if loaded:
             predictor = loaded.predictor
             info.add_metric([predictor.version, self.holder.ref, predictor.backend], 1)
@@ -147,7 +202,7 @@ class MetricsEndpoint:
 
     def __init__(self, app, metrics: ServiceMetrics) -> None:
         self.app = app
-        self.exposition = make_asgi_app(metrics.registry)
+        self.exposition = make_asgi_app(metrics.exposition())
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] != METRICS_PATH:
@@ -157,3 +212,27 @@ class MetricsEndpoint:
         else:
             error = ApiError(405, f"{METRICS_PATH} answers GET only", {"Allow": "GET"})
             await error_response(error)(scope, receive, send)
+
+
+def multiprocess_folder() -> Path | None:
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    return Path(folder) if folder else None
+
+
+def forget_dead_workers(folder: Path) -> None:
+    """Drop the model gauges of workers that died without leaving (SIGKILL, a crash): uvicorn
+    starts a replacement, which calls this, so a dead worker is never counted as serving."""
+    for path in folder.glob("gauge_live*.db"):
+        match = LIVE_GAUGE_FILE_RE.fullmatch(path.name)
+        if match and not process_alive(int(match.group(1))):
+            mark_process_dead(int(match.group(1)), str(folder))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's under a reused pid
+        pass
+    return True

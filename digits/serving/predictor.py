@@ -54,12 +54,15 @@ PREDICT_CHUNK = 1024  # images per model call: bounds the activations' memory
 
 
 def load_predictor(
-    ref: str = PRODUCTION_ALIAS, registry: Registry | Path | str | None = None
+    ref: str = PRODUCTION_ALIAS,
+    registry: Registry | Path | str | None = None,
+    threads: int | None = None,
 ) -> Predictor:
     """Verify `ref`'s version, then load its ONNX export if it has one, else its Keras model.
 
     `registry`: a Registry, or its root (None: $DIGITS_REGISTRY or the default). The same
     argument order as every loader: `digits.load`, `digits.registry.load.load_model`.
+    `threads`: onnxruntime's threads for one call (None: one per core).
     """
     from digits.config import registry_root
     from digits.registry.store import Registry
@@ -71,12 +74,19 @@ def load_predictor(
     manifest = registry.manifest(version)
     folder = registry.root / version
     if ONNX_FILE in manifest["files"]:
-        run = onnx_runner(folder / ONNX_FILE, manifest["files"][ONNX_FILE]["sha256"])
+        run = onnx_runner(folder / ONNX_FILE, manifest["files"][ONNX_FILE]["sha256"], threads)
         return Predictor(version, ref, "onnx", run, manifest)
     return Predictor(version, ref, "keras", keras_runner(folder), manifest)
 
 
-def onnx_runner(path: Path, sha256: str) -> Callable[[np.ndarray], Any]:
+def load_for_serving(ref: str, registry: Registry) -> Predictor:
+    """A version as the HTTP service runs it: onnxruntime on MODEL_THREADS threads."""
+    from digits.serving.settings import MODEL_THREADS
+
+    return load_predictor(ref, registry, threads=MODEL_THREADS)
+
+
+def onnx_runner(path: Path, sha256: str, threads: int | None = None) -> Callable[[np.ndarray], Any]:
     import onnxruntime
 
     # The session is built from the bytes checked here, not from the path: verify() read
@@ -88,6 +98,8 @@ def onnx_runner(path: Path, sha256: str) -> Callable[[np.ndarray], Any]:
     # Idle worker threads would spin between calls, taking CPU from the process that
     # decodes images or answers HTTP on this 2-core machine.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0]

@@ -6,7 +6,8 @@ for its `digits serve` defaults at no cost to its other commands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -23,6 +24,17 @@ MAX_FILES = 1000
 DEFAULT_MAX_DECODES = 4
 DEFAULT_DECODE_WAIT_S = 2.0  # how long a request waits for a decode slot before its 503
 RETRY_AFTER_S = 1  # the 503's Retry-After: a slot frees in well under a second
+# Processes answering requests (`digits serve --workers`). One by default: each worker loads
+# the model (~110 MB with ONNX, ~600 MB for a Keras-only version) and follows the alias on
+# its own; on 2 cores, 2 workers double the answers a second (benchmarks/results.md).
+DEFAULT_WORKERS = 1
+# How `digits serve --workers N` tells each worker what to serve: uvicorn starts workers as
+# fresh processes that import the app factory, so the settings travel as JSON.
+SETTINGS_ENV = "DIGITS_SERVE_SETTINGS"
+# onnxruntime's threads for one request's images (1-4, ~1 ms each with the cnn): splitting
+# so little work over two threads costs ~10-30% more CPU, measured, and workers, not
+# threads, use the other cores.
+MODEL_THREADS = 1
 DEFAULT_POLL_S = 1.0  # how often aliases.json is re-read: well inside the 5 s promise
 # The Host names a service bound to loopback answers to: any other name is a DNS-rebinding
 # page's. Bound to anything else, the operator chose to expose it, under whatever name.
@@ -42,3 +54,22 @@ class Limits:
 def allowed_hosts(bind: str) -> tuple[str, ...]:
     """The Host headers answered when listening on `bind` (Starlette's TrustedHostMiddleware)."""
     return LOOPBACK_HOSTS if bind in LOOPBACK_BINDS else ("*",)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What one worker of `digits serve --workers N` serves: the command's options."""
+
+    registry: str
+    ref: str
+    host: str
+    limits: Limits = Limits()
+    log_dir: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        fields = json.loads(text)
+        return cls(**{**fields, "limits": Limits(**fields["limits"])})

@@ -1,6 +1,8 @@
 """A real `digits serve` process on a free loopback port: predictions, bad input (the
 process keeps answering), following the alias after `digits promote` and `rollback`, and a
-burst of hostile requests beside good ones while the alias moves (bounded memory)."""
+burst of hostile requests beside good ones while the alias moves (bounded memory); and
+`digits serve --workers 2`: both workers answer, /metrics adds them up, both follow the alias,
+a killed worker is replaced."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import pytest
 from digits.data.images import load_inputs
 from digits.registry.store import Registry
 from digits.serving.settings import DEFAULT_MAX_DECODES, DEFAULT_MAX_PIXELS
+from tests.helpers.manifests import make_manifest
 from tests.helpers.processes import (
     BIN,
     REPO,
@@ -418,3 +421,160 @@ def test_a_burst_of_hostile_requests_beside_good_ones_while_the_alias_moves(serv
     assert httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200
     service.registry.set_alias("production", "v1")
     follow(service, "v1")
+
+
+# --- `digits serve --workers 2`: two processes, one port, one set of metrics ----------------
+
+WORKERS = 2
+
+
+def add_onnx_twin(model: Path) -> Path:
+    """model.onnx beside a save_tiny_model .keras file, computing the same thing (x / 255,
+    dense, softmax): the workers then serve ONNX, as users do, without TensorFlow."""
+    import keras
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    kernel, bias = keras.saving.load_model(model, safe_mode=True).get_weights()
+    initializers = [
+        numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+        numpy_helper.from_array(kernel.astype(np.float32), "kernel"),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+        helper.make_node("Mul", ["flat", "scale"], ["scaled"]),
+        helper.make_node("MatMul", ["scaled", "kernel"], ["logits_raw"]),
+        helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
+        initializers,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    path = model.with_name("model.onnx")
+    onnx.save(proto, path)
+    return path
+
+
+def publish_with_onnx(registry: Registry, root: Path, seed: int, alias: str | None) -> str:
+    source = root / f"source-{seed}"
+    source.mkdir()
+    keras_file = save_tiny_model(source / "model.keras", seed)
+    add_onnx_twin(keras_file)
+    return registry.publish(source, {**make_manifest(), "model": "cnn"}, alias=alias)
+
+
+def worker_pids(process: subprocess.Popen) -> set[int]:
+    """uvicorn's workers: the children multiprocessing spawned (not its resource tracker)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return {int(child) for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()}
+
+
+def serving_count(url: str, version: str) -> float:
+    """Workers serving `version`, from /metrics (the gauge every worker adds itself to)."""
+    info = {"version": version, "ref": "production", "backend": "onnx"}
+    return scrape(url).get(("digits_model_info", frozenset(info.items())), 0)
+
+
+def answered_by(log_dir: Path) -> set[int]:
+    """The processes that logged an answer: each writes segment-<ns>-<pid>-<hex>.jsonl."""
+    return {int(path.name.split("-")[2]) for path in log_dir.glob("segment-*.jsonl")
+            if path.stat().st_size}
+
+
+def post_images(url: str, images: list[bytes]) -> list[httpx.Response]:
+    """Each on a connection of its own, 8 at a time, so the kernel spreads them over the
+    workers (one kept-alive connection stays with one worker)."""
+    def post(data: bytes) -> httpx.Response:
+        return httpx.post(f"{url}/v1/predict", files={"file": ("d.png", data, "image/png")},
+                          timeout=30)
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(post, images))
+
+
+def test_two_workers_answer_add_up_their_metrics_and_both_follow_the_alias(tmp_path):
+    import keras
+
+    registry = Registry(tmp_path / "registry")
+    publish_with_onnx(registry, tmp_path, 1, alias="production")
+    publish_with_onnx(registry, tmp_path, 2, alias=None)
+    images = {"light": digit_png(), "dark": digit_png(True, (400, 300)),
+              "small": digit_png(size=(60, 90))}
+    for name, data in images.items():
+        (tmp_path / f"{name}.png").write_bytes(data)
+    inputs = load_inputs([tmp_path / f"{name}.png" for name in images])[1]
+    expected = {
+        version: dict(zip(images, keras.saving.load_model(
+            registry.root / version / "model.keras", safe_mode=True).predict(inputs, verbose=0)))
+        for version in ("v1", "v2")
+    }
+    port, log_dir = free_port(), tmp_path / "predictions"
+    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "digits"), "serve", "--workers", str(WORKERS), "--port", str(port),
+               "--registry", str(registry.root), "--log-dir", str(log_dir)]
+    log = tmp_path / "serve.log"
+    with background(command, {**os.environ}, log) as process:
+        wait_for(lambda: answers(f"{url}/healthz", process, log), STARTUP_SECONDS, "/healthz",
+                 every=0.5, log=log)
+        wait_for(lambda: serving_count(url, "v1") == WORKERS, STARTUP_SECONDS,
+                 "both workers serving v1", every=0.5, log=log)
+        workers = worker_pids(process)
+        assert len(workers) == WORKERS
+        environment = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
+        metrics_dir = Path(next(entry.split(b"=", 1)[1] for entry in environment
+                                if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR=")).decode())
+        assert metrics_dir.is_dir()
+
+        # Predictions, from both workers (retried until each answered some).
+        sent = []
+        for _ in range(10):
+            names = list(images) * 8
+            for name, answer in zip(names, post_images(url, [images[n] for n in names])):
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["model"] == {"version": "v1", "ref": "production"}
+                got = answer.json()["predictions"][0]["probabilities"]
+                np.testing.assert_allclose(got, expected["v1"][name], atol=1e-5, err_msg=name)
+            sent += names
+            if answered_by(log_dir) == workers:
+                break
+        assert answered_by(log_dir) == workers, "one worker answered every request"
+
+        # One scrape, whichever worker answers it, counts every worker's answers.
+        for _ in range(4):
+            samples = scrape(url)
+            counted = sum(value for (name, labels), value in samples.items()
+                          if name == "digits_predictions_total" and ("version", "v1") in labels)
+            assert counted == len(sent)
+            route = frozenset({"route": "/v1/predict", "status": "200"}.items())
+            assert samples[("digits_http_requests_total", route)] == len(sent)
+            assert samples[("digits_model_ready", frozenset())] == 1
+        success = ("digits_alias_swaps_total", frozenset({"outcome": "success"}.items()))
+        assert samples[success] == WORKERS  # each worker's first load
+
+        # An alias swap, followed by both workers.
+        registry.set_alias("production", "v2")
+        wait_for(lambda: serving_count(url, "v2") == WORKERS and serving_count(url, "v1") == 0,
+                 FOLLOW_SECONDS, "both workers serving v2", every=0.1, log=log)
+        names = list(images) * 8
+        for name, answer in zip(names, post_images(url, [images[n] for n in names])):
+            assert answer.json()["model"]["version"] == "v2", answer.text
+            got = answer.json()["predictions"][0]["probabilities"]
+            np.testing.assert_allclose(got, expected["v2"][name], atol=1e-5, err_msg=name)
+        assert scrape(url)[success] == 2 * WORKERS
+
+        # A worker killed outright is replaced; the dead one no longer counts as serving.
+        os.kill(min(workers), signal.SIGKILL)
+        wait_for(lambda: len(worker_pids(process) - workers) == 1, STARTUP_SECONDS,
+                 "uvicorn to start a replacement worker", every=0.2, log=log)
+        wait_for(lambda: scrape(url)[success] == 2 * WORKERS + 1, STARTUP_SECONDS,
+                 "the replacement to load v2", every=0.2, log=log)
+        assert serving_count(url, "v2") == WORKERS
+    assert process.returncode == 0, tail(log)
+    assert not metrics_dir.exists(), "the workers' metrics folder outlived the service"

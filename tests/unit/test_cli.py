@@ -152,7 +152,7 @@ from {module} import main
 main()
 """
 COMMANDS = {"models", "fetch", "verify", "promote", "rollback", "predict", "serve", "data",
-            "reproduce", "run", "tune", "add", "schedule"}
+            "reproduce", "run", "tune", "add", "schedule", "feedback", "drift"}
 
 
 def without_prefect(module: str, *args, cwd: Path) -> subprocess.CompletedProcess:

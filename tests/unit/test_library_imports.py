@@ -44,19 +44,24 @@ ALLOWED = {
     "digits.data.ingest": set(),
     "digits.data.splits": set(),
     "digits.data.images": set(),  # numpy and Pillow only
+    "digits.data.predictions": set(),  # numpy and the standard library only
+    "digits.data.feedback": set(),  # numpy and the standard library only
     "digits.serving.predictor": set(),
     "digits.serving.app": set(),  # FastAPI only: the model runtime loads with a model
     "digits.serving.holder": set(),
     "digits.serving.inputs": set(),
     "digits.serving.guards": set(),
+    "digits.serving.feedback": set(),
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
     "digits.serving.settings": set(),
+    "digits.serving.traffic": set(),  # matplotlib; scikit-learn, Keras once a model gives features
     "digits.model.evaluate": set(),
     "digits.checks.suites": {"great_expectations"},
     "digits.checks.docs": {"great_expectations"},  # the GX context and its Data Docs site
     "digits.checks.batch": {"great_expectations"},  # GX validates the measured numbers
     "digits.checks.drift": set(),  # scikit-learn; Keras only once a model gives features
+    "digits.checks.report": set(),  # matplotlib, Pillow; GX and Keras only when gathering
     "digits.model.architectures": {"keras", "tensorflow"},
     "digits.model.train": {"keras", "tensorflow"},
     "digits.model.export": {"keras", "tensorflow"},
