@@ -247,6 +247,13 @@ def schedule(
     serve_retrain(name, cron or WEEKLY.cron, parameters)
 
 
+# The MNIST a batch or the served traffic is compared with (`add`, `drift`).
+ReferenceDirOption = Annotated[
+    Optional[Path],
+    typer.Option(show_default="npm's", help="Folder with the four MNIST IDX files to compare with."),
+]
+
+
 @app.command(rich_help_panel=FLOWS_PANEL)
 def add(
     path: Annotated[Path, typer.Argument(help="Folder with subfolders 0..9 of PNG/JPEG, or .npz.")],
@@ -254,12 +261,7 @@ def add(
         Optional[str], typer.Option(show_default="PATH's", help="Name of the batch.")
     ] = None,
     store: StoreOption = None,
-    reference_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            show_default="npm's", help="Folder with the four MNIST IDX files to compare with."
-        ),
-    ] = None,
+    reference_dir: ReferenceDirOption = None,
     registry: RegistryOption = None,
 ) -> None:
     """Check a labelled batch and add it to the data store, or quarantine it (exit 4)."""
@@ -285,12 +287,7 @@ def drift(
     fail_on_drift: Annotated[
         bool, typer.Option("--fail-on-drift", help="Exit 4 when the traffic has drifted.")
     ] = False,
-    data_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            show_default="npm's", help="Folder with the four MNIST IDX files to compare with."
-        ),
-    ] = None,
+    data_dir: ReferenceDirOption = None,
     registry: RegistryOption = None,
 ) -> None:
     """Compare the served traffic (the prediction log) with MNIST; print the verdict.
