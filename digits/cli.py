@@ -22,7 +22,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from digits.config import DEFAULT_LOCK_TIMEOUT_S, PREFECT_HOME_DIR, PRODUCTION_ALIAS, registry_root
+from digits.config import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    LOG_DIR_ENV,
+    PREFECT_HOME_DIR,
+    PRODUCTION_ALIAS,
+    log_dir_of,
+    registry_root,
+)
 
 # The console script's wrapper (errors, exit codes, signals); `flows.cli` and the tests
 # take main and entry from here, beside the app they run.
@@ -184,7 +191,7 @@ def serve(
     ] = DEFAULT_MAX_BODY_BYTES,
     log_dir: Annotated[
         Optional[Path],
-        typer.Option(envvar="DIGITS_LOG_DIR", show_default="$DIGITS_LOG_DIR, else no log",
+        typer.Option(envvar=LOG_DIR_ENV, show_default="$DIGITS_LOG_DIR, else no log",
                      help="Keep every answer (id, time, version, digit, "
                      "probabilities, the 28x28 image) in this folder, bounded and rotated, and "
                      "take corrections on POST /v1/feedback."),
@@ -322,7 +329,7 @@ app.add_typer(feedback_app, name="feedback", rich_help_panel=LIBRARY_PANEL)
 
 LogDirOption = Annotated[
     Optional[Path],
-    typer.Option(envvar="DIGITS_LOG_DIR", show_default="$DIGITS_LOG_DIR",
+    typer.Option(envvar=LOG_DIR_ENV, show_default="$DIGITS_LOG_DIR",
                  help="The prediction log (the folder of `digits serve --log-dir`)."),
 ]
 SinceOption = Annotated[
@@ -335,14 +342,10 @@ SinceOption = Annotated[
 def log_window(ctx: typer.Context, log_dir: Path | None, since: str | None):
     """The log folder and start time, from this command's options or else `feedback`'s."""
     from digits.data.feedback import parse_since
-    from digits.errors import UsageError
 
     outer = ctx.parent.params if ctx.parent is not None else {}
-    log_dir = log_dir or outer.get("log_dir")
     since = since or outer.get("since")
-    if log_dir is None:
-        raise UsageError("no prediction log: pass --log-dir DIR or set DIGITS_LOG_DIR")
-    return log_dir, parse_since(since) if since else None
+    return log_dir_of(log_dir or outer.get("log_dir")), parse_since(since) if since else None
 
 
 @feedback_app.callback(invoke_without_command=True)

@@ -85,6 +85,19 @@ ENV_DEFAULTS = {
 PREFECT_HOME_DIR = ".prefect"
 
 
+# The prediction log (`digits serve --log-dir`) that `feedback` and `drift` read by default.
+LOG_DIR_ENV = "DIGITS_LOG_DIR"
+
+
+def log_dir_of(path: str | Path | None = None) -> Path:
+    """`path` if given, else `$DIGITS_LOG_DIR`; absolute. A UsageError when neither names one:
+    unlike the registry, a log has no default folder (logging is off unless asked for)."""
+    folder = path or os.environ.get(LOG_DIR_ENV)
+    if not folder:
+        raise UsageError(f"no prediction log: pass --log-dir DIR or set {LOG_DIR_ENV}")
+    return Path(folder).expanduser().resolve()
+
+
 def registry_root(path: str | Path | None = None) -> Path:
     """`path` if given, else `$DIGITS_REGISTRY`, else `artifacts/registry` here; absolute."""
     return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()

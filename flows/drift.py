@@ -9,7 +9,6 @@ publishes the `serving-drift` artifact and emits `digits.serving.drift` first.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,10 +16,16 @@ from prefect import flow
 from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 
-from digits.config import DEFAULT_DRIFT_SINCE, BatchChecks, DriftChecks, registry_root
+from digits.config import (
+    DEFAULT_DRIFT_SINCE,
+    BatchChecks,
+    DriftChecks,
+    log_dir_of,
+    registry_root,
+)
 from digits.data.feedback import parse_since
 from digits.environment import muted_stderr
-from digits.errors import UsageError, ValidationFailed
+from digits.errors import ValidationFailed
 from digits.registry.store import Registry
 from digits.serving.traffic import TrafficDrift, answers_by_version, too_few
 
@@ -28,7 +33,6 @@ with muted_stderr():  # the measure task loads Keras for the production model
     from tasks.drift import load_reference, measure, publish, read_traffic
 
 EVENT = "digits.serving.drift"
-LOG_DIR_ENV = "DIGITS_LOG_DIR"
 
 
 class DriftFound(ValidationFailed):
@@ -39,14 +43,6 @@ def name_run() -> str:
     return f"drift-{datetime.now(UTC):%Y-%m-%d-%H%M%S}"
 
 
-def log_folder(log_dir: Path | str | None) -> Path:
-    """`log_dir`, else $DIGITS_LOG_DIR (a worker's setting); absolute."""
-    folder = log_dir or os.environ.get(LOG_DIR_ENV)
-    if not folder:
-        raise UsageError(f"no prediction log: pass --log-dir DIR or set {LOG_DIR_ENV}")
-    return Path(folder).expanduser().resolve()
-
-
 @flow(name="drift", flow_run_name=name_run, validate_parameters=False)
 def drift(log_dir: Path | None = None, since: str = DEFAULT_DRIFT_SINCE,
           registry: Path | None = None, data_dir: Path | None = None,
@@ -55,7 +51,7 @@ def drift(log_dir: Path | None = None, since: str = DEFAULT_DRIFT_SINCE,
     with MNIST train, their answers with MNIST's class shares and the answering version's
     confidence on MNIST test; publish the verdict, table and histograms."""
     config = config or DriftChecks()
-    folder, start = log_folder(log_dir), parse_since(since)
+    folder, start = log_dir_of(log_dir), parse_since(since)
     logged = read_traffic(folder, start)
     traffic = None
     if len(logged) < config.min_images:  # before loading MNIST and the models: nothing to judge
