@@ -50,3 +50,14 @@ def split_styles(
     images = np.concatenate([train_x[keep_train][: n - n // 5], held_x[keep_held][: n // 5]])
     labels = np.concatenate([train_y[keep_train][: n - n // 5], held_y[keep_held][: n // 5]])
     return images, labels
+
+
+def generated_reference(config):
+    """(Reference, its test images) for batches of generated digits: 1,200 train and 300 test
+    digits in tests.helpers.synth's style, as the batch checks compare with MNIST."""
+    from digits.checks.batch import reference_of
+
+    prototypes = make_prototypes()
+    train_x, train_y = make_digits(1200, 1, prototypes)
+    test_x, _ = make_digits(300, 2, prototypes)
+    return reference_of(train_x, train_y, test_x, [], config), test_x

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digits.checks.batch import check_batch, reference_of, report_of
+from digits.checks.batch import check_batch, report_of
 from digits.config import BatchChecks
 from digits.data.intake import Source, read_source
+from tests.helpers.batchstore import generated_reference
 from tests.helpers.synth import make_digits, make_prototypes, noise_images
 
 CONFIG = BatchChecks()
@@ -16,10 +17,7 @@ CONFIG = BatchChecks()
 
 @pytest.fixture(scope="module")
 def reference():
-    prototypes = make_prototypes()
-    train_x, train_y = make_digits(1200, 1, prototypes)
-    test_x, _ = make_digits(300, 2, prototypes)
-    return reference_of(train_x, train_y, test_x, [], CONFIG), test_x
+    return generated_reference(CONFIG)
 
 
 def good(n=60, seed=5):

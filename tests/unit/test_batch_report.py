@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digits.checks.batch import check_batch, reference_of, report_of
+from digits.checks.batch import check_batch, report_of
 from digits.checks.report import gather_evidence, markdown_of, render_report, renderer, standing
 from digits.config import BatchChecks
 from digits.data.batches import PAGE, find_batch, store_batch
 from digits.data.intake import Source, source_id
+from tests.helpers.batchstore import generated_reference
 from tests.helpers.synth import make_digits, make_prototypes
 
 CONFIG = BatchChecks()
@@ -24,10 +25,7 @@ IMAGES = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"')
 
 @pytest.fixture(scope="module")
 def reference():
-    prototypes = make_prototypes()
-    train_x, train_y = make_digits(1200, 1, prototypes)
-    test_x, _ = make_digits(300, 2, prototypes)
-    return reference_of(train_x, train_y, test_x, [], CONFIG), test_x
+    return generated_reference(CONFIG)
 
 
 @pytest.fixture(scope="module")
