@@ -29,25 +29,16 @@ DIGITS = Path(sys.executable).with_name("digits")
 
 def build_registry(root: Path, image: Path) -> None:
     """v1: cnn with exports (the flow's export step); v2: the same model.keras alone."""
-    sys.path.insert(0, str(ROOT))
-    from digits.environment import default_environment
+    from quick_cnn import train_quick_cnn
 
-    default_environment()  # before Keras loads: TensorFlow reads its log level once
-    import keras
-    import numpy as np
+    core, images = train_quick_cnn()
     from PIL import Image
-    from tests.helpers.synth import make_digits, make_prototypes
 
-    from digits.model.architectures import build_model, export_model
+    from digits.model.architectures import export_model
     from digits.model.export import export_candidate
     from digits.registry.layout import MODEL_FILE
     from digits.registry.store import Registry
 
-    images, labels = make_digits(1000, seed=1, prototypes=make_prototypes())
-    keras.utils.set_random_seed(0)
-    core = build_model("cnn", augment=True, seed=0)
-    core.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    core.fit(images / 255, labels.astype(np.int64), epochs=1, verbose=0)
     registry, fields = Registry(root), {"model": "cnn", "metrics": {"accuracy": 0.99}}
     with tempfile.TemporaryDirectory() as work:
         with_exports, without = Path(work, "a"), Path(work, "b")

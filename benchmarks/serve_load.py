@@ -102,25 +102,15 @@ def multipart_body(png: bytes) -> bytes:
 def build_registry(root: Path) -> None:
     """v1 in `root`, aliased production: the cnn, one epoch on generated digits, with the
     flow's exports (SavedModel, ONNX, parity check)."""
-    sys.path.insert(0, str(ROOT))
-    from digits.environment import default_environment
+    from quick_cnn import train_quick_cnn
 
-    default_environment()  # before Keras loads: TensorFlow reads its log level once
-    import keras
-    import numpy as np
-
-    from digits.model.architectures import build_model, export_model
+    core, images = train_quick_cnn()
+    from digits.model.architectures import export_model
     from digits.model.export import export_candidate
     from digits.registry.layout import MODEL_FILE
     from digits.registry.store import Registry
     from tests.helpers.manifests import make_manifest
-    from tests.helpers.synth import make_digits, make_prototypes
 
-    images, labels = make_digits(1000, seed=1, prototypes=make_prototypes())
-    keras.utils.set_random_seed(0)
-    core = build_model("cnn", augment=True, seed=0)
-    core.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    core.fit(images / 255, labels.astype(np.int64), epochs=1, verbose=0)
     with tempfile.TemporaryDirectory() as work:
         export_model(core).save(Path(work, MODEL_FILE))
         exports = export_candidate(Path(work), images)
