@@ -280,7 +280,10 @@ class DriftChecks:
 
 
 ARCHITECTURES = ("mlp", "cnn")  # digits.model.architectures builds each
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+# Where the cnn starts: "full" convolves at 28x28 first; "strided" halves the resolution in
+# its first convolution, so every later layer works on a quarter of the pixels.
+STEMS = ("full", "strided")
 
 
 def knob(default: object, help: str) -> object:
@@ -300,7 +303,9 @@ class TrainConfig:
     epochs: int = knob(12, "Passes over the training split (early stopping may end sooner).")
     batch_size: int = knob(128, "Images per gradient step.")
     learning_rate: float = knob(2e-3, "Adam's initial learning rate.")
-    lr_schedule: str = knob("cosine", "Learning-rate schedule: constant or cosine.")
+    lr_schedule: str = knob(
+        "cosine", "Learning-rate schedule: constant, cosine, or onecycle (warm-up, then cosine)."
+    )
     augment: bool = knob(True, "Random rotation, shift and zoom while training.")
     validation_size: int = knob(5_000, "Images carved from train for early stopping.")
     patience: int = knob(4, "Epochs without validation gain before stopping early.")
@@ -312,7 +317,10 @@ class TrainConfig:
     dropout: float = knob(0.1, "Dropout after each layer or stage (twice this before the head).")
     augment_strength: float = knob(1.0, "Scale of rotation, shift and zoom (1: 11 deg, 10%).")
     label_smoothing: float = knob(0.0, "Probability mass spread from each label to the others.")
-    ema: bool = knob(False, "Exponential moving average of the weights, applied every epoch.")
+    ema: bool = knob(
+        False, "Average the weights (EMA), swap the average in at the end, re-fit BatchNorm."
+    )
+    stem: str = knob("full", "The cnn's first convolution: full (at 28x28) or strided (to 14x14).")
 
     def __post_init__(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -333,6 +341,10 @@ def check_shape(config: TrainConfig) -> None:
     """Bounds of the shape and regularisation knobs (the builders rely on them)."""
     if config.width < 1 or config.depth < 1:
         raise UsageError("--width and --depth must be at least 1")
+    if config.stem not in STEMS:
+        raise UsageError(f"--stem {config.stem!r} is not one of {', '.join(STEMS)}")
+    if config.model == "mlp" and config.stem != "full":
+        raise UsageError(f"--stem {config.stem} applies to the cnn only")
     if config.model == "cnn" and config.depth > 3:  # 28 -> 14 -> 7 -> 4: no room for a fourth
         raise UsageError(f"--depth {config.depth} must be at most 3 for the cnn")
     bounds = {"dropout": (0.0, 0.9), "label_smoothing": (0.0, 0.5), "augment_strength": (0.0, 3.0)}
@@ -356,6 +368,20 @@ MODEL_DEFAULTS: dict[str, TrainConfig] = {
     ),
     "cnn": TrainConfig(model="cnn"),
 }
+
+
+def recorded_config(settings: dict) -> TrainConfig:
+    """A manifest's recorded hyperparameters as the TrainConfig that trained them.
+
+    Not `train_config`: a setting added after the version was trained is missing from its
+    manifest and takes the field's default, which builds the model as it was then, not
+    today's preset for that model.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(settings) - known
+    if unknown:
+        raise UsageError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return TrainConfig(**settings)
 
 
 def train_config(model: str = DEFAULT_MODEL, **overrides: object) -> TrainConfig:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from digits.config import train_config
+from digits.config import recorded_config
 from digits.data.batches import SPLIT_RULE
 from digits.data.ingest import load_mnist
 from digits.data.snapshot import check_mnist, combine, snapshot_batches
@@ -79,8 +79,8 @@ def reproduce(
     version = registry.resolve(ref)
     manifest = registry.manifest(version)
     snapshot = recorded_snapshot(manifest)
-    settings = dict(manifest.get("hyperparameters") or {})
-    config = train_config(settings.pop("model", manifest["model"]), **settings)
+    settings = {"model": manifest["model"], **(manifest.get("hyperparameters") or {})}
+    config = recorded_config(settings)
     data = load_mnist(mnist_folder(manifest, data_dir), store)
     check_mnist(data, snapshot)
     train_set, new = combine(data, snapshot_batches(store, snapshot))

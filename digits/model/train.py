@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,11 @@ import keras
 from digits.config import TrainConfig
 from digits.data.splits import Splits
 from digits.model.architectures import build_model, export_model
+
+ONECYCLE_WARMUP = 0.3  # share of a onecycle run spent warming up
+# Per step: the average spans the last ~1,000 steps (2-3 epochs at batch 128).
+EMA_MOMENTUM = 0.999
+BN_REFIT_IMAGES = 12_800  # training images whose statistics BatchNorm takes after averaging
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,23 @@ class TrainedModel:
         return len(self.history["loss"])
 
 
+def duration(seconds: float) -> str:
+    """12s, 6m40s, 1h05m: short enough for an epoch line."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class EpochLog(keras.callbacks.Callback):
-    """Sends one line per epoch to `log` (the Prefect run logger in a flow)."""
+    """Sends one line per epoch to `log` (the Prefect run logger in a flow), with the time
+    the planned epochs have left at the mean epoch's pace (early stopping may end sooner)."""
 
     def __init__(self, log: Callable[[str], None], epochs: int):
         super().__init__()
-        self.log, self.epochs, self.started = log, epochs, 0.0
+        self.log, self.epochs, self.started, self.spent = log, epochs, 0.0, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -38,7 +55,32 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         metrics = " ".join(f"{name}={value:.4f}" for name, value in (logs or {}).items())
         elapsed = time.perf_counter() - self.started
-        self.log(f"epoch {epoch + 1}/{self.epochs} {metrics} ({elapsed:.1f}s)")
+        self.spent += elapsed
+        left = self.spent / (epoch + 1) * (self.epochs - epoch - 1)
+        self.log(f"epoch {epoch + 1}/{self.epochs} {metrics} ({elapsed:.1f}s, ~{duration(left)} left)")
+
+
+class RunProgress(keras.callbacks.Callback):
+    """A terminal progress bar over every planned step of the run, with its ETA (Keras's
+    own bar counts one epoch at a time)."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int):
+        super().__init__()
+        self.steps, self.epoch = steps_per_epoch, 0
+        self.bar = keras.utils.Progbar(epochs * steps_per_epoch, stateful_metrics=["loss"])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        values = [("loss", float(loss))] if loss is not None else None
+        self.bar.update(self.epoch * self.steps + batch + 1, values=values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar._dynamic_display:  # end the bar's line, so the epoch's log line has its own
+            sys.stdout.write("\n")
+            sys.stdout.flush()
 
 
 def seed_everything(seed: int) -> None:
@@ -55,17 +97,44 @@ def learning_rate(
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
     if config.lr_schedule == "constant":
         return config.learning_rate
+    steps = config.epochs * steps_per_epoch
+    if config.lr_schedule == "onecycle":
+        # One cycle: a linear warm-up from a tenth of the rate over the first 30% of the run
+        # lets a short run use a large peak rate; then cosine decay to zero.
+        warmup = round(ONECYCLE_WARMUP * steps)
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate / 10,
+            decay_steps=steps - warmup,
+            warmup_target=config.learning_rate,
+            warmup_steps=warmup,
+        )
     # Cosine decay to zero over the planned run: large steps early, fine-tuning at the end.
-    return keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=config.epochs * steps_per_epoch
-    )
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
 
 
 def optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    # With EMA the averaged weights replace the live ones at every epoch's end, so validation,
-    # early stopping and the kept weights all see the average (not only after the last epoch).
-    ema = {"use_ema": True, "ema_overwrite_frequency": steps_per_epoch} if config.ema else {}
+    # Keras keeps the average beside the live weights and `fit` swaps it in once, at the end
+    # (no ema_overwrite_frequency: overwriting every epoch would restart training from the
+    # average each time). fit_model then re-estimates BatchNorm's statistics for it.
+    ema = {"use_ema": True, "ema_momentum": EMA_MOMENTUM} if config.ema else {}
     return keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch), **ema)
+
+
+def refit_batchnorm(model: keras.Model, images, batch_size: int) -> None:
+    """Recompute every BatchNormalization's moving statistics for the current weights.
+
+    The averaged weights never ran forward in training, so the statistics the live weights
+    left behind do not fit them. They become the plain mean of the batch statistics over
+    the first BN_REFIT_IMAGES training images (momentum 1 - 1/k at the k-th batch).
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [norm.momentum for norm in norms]
+    for k, start in enumerate(range(0, min(len(images), BN_REFIT_IMAGES), batch_size), start=1):
+        for norm in norms:
+            norm.momentum = 1.0 - 1.0 / k
+        model(images[start : start + batch_size], training=True)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
 
 
 def loss(config: TrainConfig) -> str | Callable:
@@ -99,6 +168,7 @@ def fit_model(
         depth=config.depth,
         dropout=config.dropout,
         augment_strength=config.augment_strength,
+        **({"stem": config.stem} if config.model == "cnn" else {}),
     )
     steps = -(-len(splits.y_train) // config.batch_size)
     model.compile(
@@ -106,8 +176,9 @@ def fit_model(
         loss=loss(config),
         metrics=["accuracy"],  # resolved from the label shapes: sparse accuracy either way
     )
+    # With an average the weights to keep are the average's, swapped in after the last epoch.
     stop = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=config.patience, restore_best_weights=True
+        monitor="val_accuracy", patience=config.patience, restore_best_weights=not config.ema
     )
     started = time.perf_counter()
     history = model.fit(
@@ -116,9 +187,16 @@ def fit_model(
         validation_data=(splits.x_val, splits.y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        callbacks=[EpochLog(log, config.epochs), stop, *callbacks],
-        verbose=1 if progress else 0,
+        callbacks=[
+            *([RunProgress(config.epochs, steps)] if progress else []),
+            EpochLog(log, config.epochs),
+            stop,
+            *callbacks,
+        ],
+        verbose=0,
     )
+    if config.ema:
+        refit_batchnorm(model, splits.x_train, config.batch_size)
     if config.label_smoothing:
         # The saved core would name the smoothed loss, which no reader of the registry can
         # resolve; the exported model only predicts, so it does not need compile settings.
@@ -127,7 +205,8 @@ def fit_model(
         model=export_model(model),
         history={name: [float(v) for v in values] for name, values in history.history.items()},
         # With restore_best_weights Keras 3 puts the best epoch's weights back at the end of
-        # training whether or not it stopped early, so those are the weights we return.
-        best_epoch=stop.best_epoch + 1,
+        # training whether or not it stopped early, so those are the weights we return; an
+        # average ends with the last epoch.
+        best_epoch=len(history.epoch) if config.ema else stop.best_epoch + 1,
         seconds=time.perf_counter() - started,
     )

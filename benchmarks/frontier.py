@@ -1,0 +1,98 @@
+"""Train candidate configs on all of MNIST, one seed at a time, and record test accuracy
+against training time (issue 19's frontier).
+
+Each run appends one JSON line to benchmarks/frontier.jsonl (candidate, overrides, seed,
+accuracy, training seconds, epochs run, load average, CPU) and saves the exported model
+under data/frontier/ (git-ignored) for later scoring, e.g. by benchmarks/other_writers.py.
+
+Usage: python benchmarks/frontier.py CANDIDATE [--seeds 1 2 3] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "frontier.jsonl"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """key=value with the value as JSON (8, 0.1, true) or else as a string (onecycle)."""
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def run(name: str, seed: int, overrides: dict, splits) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from benchmarks.candidates import candidate_config
+    from digits.model.evaluate import score
+    from digits.model.train import fit_model
+
+    config = candidate_config(name, seed=seed, **overrides)
+    load_before = os.getloadavg()[0]
+    trained = fit_model(splits, config, log=lambda line: print(f"  {name} s{seed} {line}", flush=True))
+    probs = trained.model.predict(splits.x_test * 255.0, batch_size=1024, verbose=0)
+    evaluation = score(splits.y_test, probs)
+    folder = ROOT / "data" / "frontier"
+    folder.mkdir(parents=True, exist_ok=True)
+    trained.model.save(folder / f"{name}-s{seed}.keras")
+    return {
+        "candidate": name,
+        "overrides": overrides,
+        "seed": seed,
+        "accuracy": round(evaluation.accuracy, 4),
+        "train_seconds": round(trained.seconds, 1),
+        "epochs_run": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
+        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpu": cpu_model(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidate")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE", help="a TrainConfig override on top of the candidate")
+    args = parser.parse_args()
+
+    from digits.data.ingest import load_mnist
+    from digits.data.splits import preprocess_data
+
+    overrides = dict(parse_setting(text) for text in args.settings)
+    # The flow's own split: 55,000 train, 5,000 validation (seed 42 as in `digits run`).
+    splits = preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
+    for seed in args.seeds:
+        started = time.perf_counter()
+        row = run(args.candidate, seed, overrides, splits)
+        with RESULTS.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+        print(json.dumps(row), f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""TrainConfig's presets and the settings a manifest recorded."""
+
+import pytest
+
+from digits.config import TrainConfig, recorded_config, train_config
+from digits.errors import UsageError
+
+
+def test_a_setting_newer_than_the_manifest_builds_the_model_as_it_was():
+    # A version trained before `stem` existed recorded every other setting of its day.
+    recorded = {f: getattr(TrainConfig(), f) for f in ("model", "epochs", "batch_size", "width")}
+    assert recorded_config(recorded).stem == "full"
+
+
+def test_a_manifest_setting_no_longer_known_is_refused():
+    with pytest.raises(UsageError, match="unknown training setting"):
+        recorded_config({"model": "cnn", "momentum": 0.9})
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"stem": "pooled"}, "--stem 'pooled' is not one of full, strided"),
+    ({"lr_schedule": "step"}, "--lr-schedule 'step' is not one of constant, cosine, onecycle"),
+])
+def test_a_bad_choice_names_the_choices(settings, message):
+    with pytest.raises(UsageError, match=message):
+        train_config("cnn", **settings)
+
+
+def test_the_stem_is_the_cnns():
+    with pytest.raises(UsageError, match="--stem strided applies to the cnn only"):
+        train_config("mlp", stem="strided")
