@@ -293,7 +293,7 @@ def knob(default: object, help: str) -> object:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run; `MODEL_DEFAULTS` holds each model's.
+    """Hyperparameters of one training run; `PRESETS` holds the named starting points.
 
     The one declaration of every training knob: `digits run` makes a flag of each field,
     the flow takes them as `train_overrides`, and the manifest records them all.
@@ -353,7 +353,10 @@ def check_shape(config: TrainConfig) -> None:
         if not low <= value < high:
             raise UsageError(f"--{name.replace('_', '-')} {value} must lie in [{low}, {high})")
 
-MODEL_DEFAULTS: dict[str, TrainConfig] = {
+# `--model NAME` starts from one of these; every training flag then overrides a field. The
+# field defaults above are the models as they first were: a manifest that lacks a newer
+# field reproduces with them (recorded_config).
+PRESETS: dict[str, TrainConfig] = {
     # The original single script: 784-128-10, Adam, 5 epochs, batch 32, no augmentation.
     "mlp": TrainConfig(
         model="mlp",
@@ -385,11 +388,11 @@ def recorded_config(settings: dict) -> TrainConfig:
 
 
 def train_config(model: str = DEFAULT_MODEL, **overrides: object) -> TrainConfig:
-    """The model's defaults with `overrides` applied; `None` keeps a default."""
-    if model not in MODEL_DEFAULTS:
-        raise UsageError(f"--model {model!r} is not one of {', '.join(MODEL_DEFAULTS)}")
+    """The preset named `model` with `overrides` applied; `None` keeps the preset's value."""
+    if model not in PRESETS:
+        raise UsageError(f"--model {model!r} is not one of {', '.join(PRESETS)}")
     known = {f.name for f in fields(TrainConfig)} - {"model"}
     unknown = set(overrides) - known
     if unknown:
         raise UsageError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return replace(MODEL_DEFAULTS[model], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(PRESETS[model], **{k: v for k, v in overrides.items() if v is not None})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from digits.config import MODEL_DEFAULTS, TrainConfig, train_config
+from digits.config import PRESETS, TrainConfig, train_config
 from digits.errors import UsageError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ Distribution = IntRange | FloatRange | Choice
 # TrainConfig field -> distribution, for every model.
 COMMON_SPACE: dict[str, Distribution] = {
     "learning_rate": FloatRange(3e-4, 1e-2, log=True),
-    "lr_schedule": Choice(("constant", "cosine")),
+    "lr_schedule": Choice(("constant", "cosine", "onecycle")),
     "batch_size": Choice((32, 64, 128, 256)),
     "augment_strength": FloatRange(0.0, 2.0),  # 0: no augmentation layers at all
     "dropout": FloatRange(0.0, 0.5),
@@ -52,14 +52,19 @@ COMMON_SPACE: dict[str, Distribution] = {
 # Width and depth mean units/layers for the mlp and filters/stages for the cnn.
 SHAPE_SPACE: dict[str, dict[str, Distribution]] = {
     "mlp": {"width": IntRange(64, 512, log=True), "depth": IntRange(1, 3)},
-    "cnn": {"width": IntRange(16, 64, log=True), "depth": IntRange(1, 3)},
+    "cnn": {
+        "width": IntRange(16, 64, log=True),
+        "depth": IntRange(1, 3),
+        "stem": Choice(("full", "strided")),
+    },
 }
 
 
 def search_space(model: str) -> dict[str, Distribution]:
-    if model not in SHAPE_SPACE:
-        raise UsageError(f"--model {model!r} is not one of {', '.join(SHAPE_SPACE)}")
-    return {**SHAPE_SPACE[model], **COMMON_SPACE}
+    """The space around the preset `model`: its architecture's shapes and the common knobs."""
+    if model not in PRESETS:
+        raise UsageError(f"--model {model!r} is not one of {', '.join(PRESETS)}")
+    return {**SHAPE_SPACE[PRESETS[model].model], **COMMON_SPACE}
 
 
 def corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
@@ -71,7 +76,7 @@ def corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
 
 
 def trial_config(model: str, params: dict[str, Any], epochs: int) -> TrainConfig:
-    """The TrainConfig a trial trains: the model's defaults, then `params` and `epochs`."""
+    """The TrainConfig a trial trains: the preset's settings, then `params` and `epochs`."""
     params = dict(params)
     if "augment_strength" in params:  # strength 0 means off; any other turns it on (mlp too)
         params["augment"] = params["augment_strength"] > 0
@@ -79,9 +84,9 @@ def trial_config(model: str, params: dict[str, Any], epochs: int) -> TrainConfig
 
 
 def default_params(model: str) -> dict[str, Any]:
-    """The model's defaults as a point of the space: a new study's first trial, so a study
-    never ends below the configuration it would replace."""
-    defaults = MODEL_DEFAULTS[model]
+    """The preset as a point of the space: a new study's first trial, so a study never ends
+    below the configuration it would replace."""
+    defaults = PRESETS[model]
     params = {name: getattr(defaults, name) for name in search_space(model)}
     if not defaults.augment:
         params["augment_strength"] = 0.0
