@@ -5,7 +5,8 @@ Each run appends one JSON line to benchmarks/frontier.jsonl (candidate, override
 accuracy, training seconds, epochs run, load average, CPU) and saves the exported model
 under data/frontier/ (git-ignored) for later scoring, e.g. by benchmarks/other_writers.py.
 
-Usage: python benchmarks/frontier.py CANDIDATE [--seeds 1 2 3] [--set key=value ...]
+Usage: python -m benchmarks.frontier CANDIDATE [--seeds 1 2 3] [--set key=value ...]
+       python -m benchmarks.frontier --table   # the recorded runs, one markdown row a candidate
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,13 +74,40 @@ def run(name: str, seed: int, overrides: dict, splits) -> dict:
     }
 
 
+def table(rows: list[dict]) -> str:
+    """Accuracy (mean, min-max) and training minutes per candidate and overrides."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        key = row["candidate"] + "".join(f" {k}={v}" for k, v in sorted(row["overrides"].items()))
+        groups.setdefault(key, []).append(row)
+    lines = ["| candidate | seeds | accuracy mean (min-max) | training min, mean (range) | load |",
+             "| --- | --- | --- | --- | --- |"]
+    for key, runs in groups.items():
+        accuracy = [r["accuracy"] for r in runs]
+        minutes = [r["train_seconds"] / 60 for r in runs]
+        loads = [x for r in runs for x in r["load"]]
+        lines.append(
+            f"| {key} | {', '.join(str(r['seed']) for r in runs)} |"
+            f" {statistics.mean(accuracy):.4f} ({min(accuracy):.4f}-{max(accuracy):.4f}) |"
+            f" {statistics.mean(minutes):.1f} ({min(minutes):.1f}-{max(minutes):.1f}) |"
+            f" {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("candidate")
+    parser.add_argument("candidate", nargs="?")
+    parser.add_argument("--table", action="store_true", help="print the recorded runs and stop")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="a TrainConfig override on top of the candidate")
     args = parser.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in RESULTS.read_text().splitlines() if line]))
+        return
+    if not args.candidate:
+        parser.error("name a candidate, or pass --table")
 
     from digits.data.ingest import load_mnist
     from digits.data.splits import preprocess_data

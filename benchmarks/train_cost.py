@@ -4,7 +4,7 @@ Each round trains every candidate for two epochs over the first --rows MNIST tra
 (the first epoch traces the graph; the second is timed), in turn A B C ..., and repeats;
 medians per candidate and their ratio to the first one are printed as a markdown table.
 
-Usage: python benchmarks/train_cost.py [--rows 12000] [--rounds 2] reference strided ...
+Usage: python -m benchmarks.train_cost [--rows 12000] [--rounds 2] reference strided ...
 """
 
 from __future__ import annotations
