@@ -23,7 +23,8 @@ function clearPad() {
   pen.fillRect(0, 0, pad.width, pad.height);
   inked = false;
   clearTimeout(timer);
-  sent += 1;
+  sent += 1; // an answer still on its way is for a drawing that is gone
+  setBusy(false);
   showIdle();
 }
 
@@ -64,11 +65,18 @@ function endStroke() {
 
 function predictSoon(delay) {
   clearTimeout(timer);
+  setBusy(true);
   timer = setTimeout(predict, delay);
 }
 
+// data-busy on the pad: "true" from a stroke until the answer to the latest drawing is
+// shown, so a script (the browser test) knows an answer on screen is the final one.
+function setBusy(busy) {
+  pad.dataset.busy = String(busy);
+}
+
 function predict() {
-  if (!inked) return;
+  if (!inked) return setBusy(false);
   const number = ++sent;
   pad.toBlob((png) => {
     const form = new FormData();
@@ -79,8 +87,13 @@ function predict() {
         if (number !== sent) return;
         if (ok) showPrediction(body);
         else showError(body.error || "the service refused the drawing");
+        setBusy(false);
       })
-      .catch((error) => number === sent && showError(`no answer from the service (${error})`));
+      .catch((error) => {
+        if (number !== sent) return;
+        showError(`no answer from the service (${error})`);
+        setBusy(false);
+      });
   }, "image/png");
 }
 
