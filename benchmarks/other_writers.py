@@ -443,34 +443,13 @@ def draw_all(url: str, labels: np.ndarray, rng: np.random.Generator) -> list[str
 @contextmanager
 def chromium() -> Iterator:
     """Headless Debian Chromium with its chromedriver, as the page's browser test runs it."""
-    import shutil
+    from tests.helpers.browser import MISSING, browser_paths, headless_chromium
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                    if shutil.which(n)), None)
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        sys.exit("needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1200,900"):
-        options.add_argument(flag)
-    session = webdriver.Chrome(options=options, service=Service(executable_path=driver))
-    try:
+    paths = browser_paths()
+    if not paths:
+        sys.exit(MISSING)
+    with headless_chromium(*paths) as session:
         yield session
-    finally:
-        session.quit()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -479,6 +458,8 @@ def serving(registry: Path, logs: Path, log_file: Path) -> Iterator[str]:
     import signal
 
     import httpx
+
+    from tests.helpers.processes import free_port
 
     port = free_port()
     command = [sys.executable, "-m", "digits.cli", "serve", "--port", str(port), "--registry",

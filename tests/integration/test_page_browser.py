@@ -9,7 +9,6 @@ Without Chromium the test is skipped with the reason, unless DIGITS_REQUIRE_BROW
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from digits.data.predictions import read_log
 from digits.registry.store import Registry
+from tests.helpers.browser import MISSING, browser_paths, headless_chromium
 from tests.helpers.processes import BIN, answers, background, free_port, wait_for
 from tests.helpers.serving import publish_model, save_tiny_model
 
@@ -24,19 +24,16 @@ pytestmark = pytest.mark.integration
 
 STARTUP_SECONDS = 120  # imports TensorFlow to load the first model: slow on a busy machine
 PAGE_SECONDS = 30  # an answer or a confirmation on the page
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
 
 def find_browser() -> tuple[str, str]:
     """(browser, driver) paths, or skip (fail where CI requires the browser)."""
-    browser = next((found for name in CHROMIUM if (found := shutil.which(name))), None)
-    driver = shutil.which("chromedriver")
-    if browser and driver:
-        return browser, driver
-    reason = "needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
+    paths = browser_paths()
+    if paths:
+        return paths
     if os.environ.get("DIGITS_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
+        pytest.fail(MISSING)
+    pytest.skip(MISSING)
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +57,8 @@ def page_service(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture
 def chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = find_browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1200,900"):
-        options.add_argument(flag)
-    session = webdriver.Chrome(options=options, service=Service(executable_path=driver))
-    try:
+    with headless_chromium(*find_browser()) as session:
         yield session
-    finally:
-        session.quit()
 
 
 def draw_seven(session, canvas) -> None:
