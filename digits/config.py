@@ -382,19 +382,19 @@ def recorded_config(settings: dict) -> TrainConfig:
     manifest and takes the field's default, which builds the model as it was then, not
     today's preset for that model.
     """
-    known = {f.name for f in fields(TrainConfig)}
+    refuse_unknown(settings, {f.name for f in fields(TrainConfig)})
+    return TrainConfig(**settings)
+
+
+def refuse_unknown(settings: dict, known: set[str]) -> None:
     unknown = set(settings) - known
     if unknown:
         raise UsageError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return TrainConfig(**settings)
 
 
 def train_config(model: str = DEFAULT_MODEL, **overrides: object) -> TrainConfig:
     """The preset named `model` with `overrides` applied; `None` keeps the preset's value."""
     if model not in PRESETS:
         raise UsageError(f"--model {model!r} is not one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(TrainConfig)} - {"model"}
-    unknown = set(overrides) - known
-    if unknown:
-        raise UsageError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    refuse_unknown(overrides, {f.name for f in fields(TrainConfig)} - {"model"})
     return replace(PRESETS[model], **{k: v for k, v in overrides.items() if v is not None})

@@ -63,8 +63,9 @@ def build_cnn(
 
     Each of `depth` stages is a 3x3 and a strided 5x5 convolution (28 -> 14 -> 7 -> 4) with
     `width` filters doubled per stage; the defaults build 32-32 / 64-64 / 128 as before.
-    `stem="strided"` makes the first 3x3 convolution stride too (28 -> 14 -> 7 -> 4 -> 2): the
-    full-resolution layers are most of an epoch's time on CPU.
+    `stem="strided"` makes the first 3x3 convolution stride too (28 -> 14 -> 7 -> 4 at depth
+    2), so no layer works at 28x28: an epoch then costs 0.26-0.30 of the full stem's on a
+    2-core CPU (benchmarks/results.md).
     """
     stages = []
     for stage in range(depth):

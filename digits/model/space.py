@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from digits.config import PRESETS, TrainConfig, train_config
+from digits.config import LR_SCHEDULES, PRESETS, STEMS, TrainConfig, train_config
 from digits.errors import UsageError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ Distribution = IntRange | FloatRange | Choice
 # TrainConfig field -> distribution, for every model.
 COMMON_SPACE: dict[str, Distribution] = {
     "learning_rate": FloatRange(3e-4, 1e-2, log=True),
-    "lr_schedule": Choice(("constant", "cosine", "onecycle")),
+    "lr_schedule": Choice(LR_SCHEDULES),
     "batch_size": Choice((32, 64, 128, 256)),
     "augment_strength": FloatRange(0.0, 2.0),  # 0: no augmentation layers at all
     "dropout": FloatRange(0.0, 0.5),
@@ -55,7 +55,7 @@ SHAPE_SPACE: dict[str, dict[str, Distribution]] = {
     "cnn": {
         "width": IntRange(16, 64, log=True),
         "depth": IntRange(1, 3),
-        "stem": Choice(("full", "strided")),
+        "stem": Choice(STEMS),
     },
 }
 
