@@ -14,8 +14,6 @@ CANDIDATES: dict[str, dict] = {
     "width16": {"model": "cnn", "width": 16},
     "strided": {"model": "cnn", "stem": "strided"},
     "strided-b256": {"model": "cnn", "stem": "strided", "batch_size": 256},
-    "strided-w48": {"model": "cnn", "stem": "strided", "width": 48},
-    "strided-b64": {"model": "cnn", "stem": "strided", "batch_size": 64},
     # Full runs: a cheaper epoch and fewer of them (8 of 12 epochs at half the cost: 1/3).
     "strided-e8": {"model": "cnn", "stem": "strided", "epochs": 8},
     "width16-e8": {"model": "cnn", "width": 16, "epochs": 8},
@@ -24,7 +22,6 @@ CANDIDATES: dict[str, dict] = {
                         "lr_schedule": "onecycle", "learning_rate": 4e-3, "ema": True},
     # The strided epoch is a quarter of the reference's on a quiet machine: room for 14.
     "strided-e14": {"model": "cnn", "stem": "strided", "epochs": 14},
-    "mlp": {"model": "mlp"},
 }
 
 
