@@ -70,6 +70,8 @@ def run(name: str, seed: int, overrides: dict, splits) -> dict:
         "cpu": cpu_model(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        # TensorFlow's oneDNN kernels: off by default on CPUs without AVX-512 (issue 19).
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

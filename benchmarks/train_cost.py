@@ -3,8 +3,10 @@
 Each round trains every candidate for two epochs over the first --rows MNIST train images
 (the first epoch traces the graph; the second is timed), in turn A B C ..., and repeats;
 medians per candidate and their ratio to the first one are printed as a markdown table.
+Every measurement runs in a fresh process, so `--onednn 0 1` can also alternate
+TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS, read once when TensorFlow loads).
 
-Usage: python -m benchmarks.train_cost [--rows 12000] [--rounds 2] reference strided ...
+Usage: python -m benchmarks.train_cost [--rows 12000] [--rounds 2] [--onednn 0 1] reference strided ...
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,67 +24,77 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class EpochTimes:
-    """Keras callback factory: wall seconds of each epoch, validation included."""
+def epoch_seconds(name: str, rows: int) -> float:
+    """Train `name` for two epochs on `rows` images in this process; the second epoch's time."""
+    import keras
 
-    def __init__(self):
-        import keras
-
-        times = self.times = []
-
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.started)
-
-        self.callback = Timer()
-
-
-def epoch_seconds(name: str, splits, rows: int) -> float:
     from benchmarks.candidates import candidate_config
-    from digits.data.splits import Splits
+    from digits.data.ingest import load_mnist
+    from digits.data.splits import Splits, preprocess_data
     from digits.model.train import fit_model
 
+    splits = preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
     part = Splits(splits.x_train[:rows], splits.y_train[:rows], splits.x_val, splits.y_val,
                   splits.x_test, splits.y_test)
-    timer = EpochTimes()
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+
     # patience 2 so early stopping never ends the two epochs
-    config = candidate_config(name, epochs=2, patience=2)
-    fit_model(part, config, log=lambda line: None, callbacks=[timer.callback])
-    return timer.times[-1]
+    fit_model(part, candidate_config(name, epochs=2, patience=2), log=lambda line: None,
+              callbacks=[Timer()])
+    return times[-1]
+
+
+def measure(name: str, rows: int, onednn: str | None) -> float:
+    """epoch_seconds in a fresh Python, with TF_ENABLE_ONEDNN_OPTS set when `onednn` is."""
+    env = dict(os.environ, **({"TF_ENABLE_ONEDNN_OPTS": onednn} if onednn else {}))
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_cost", "--one", name, "--rows", str(rows)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    return float(out.split()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+")
+    parser.add_argument("names", nargs="*")
     parser.add_argument("--rows", type=int, default=12_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--onednn", nargs="+", choices=["0", "1"], default=[None],
+                        help="TF_ENABLE_ONEDNN_OPTS values to alternate (default: as inherited)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process's candidate
     args = parser.parse_args()
+    if args.one:
+        print(epoch_seconds(args.one, args.rows))
+        return
 
     from benchmarks.candidates import CANDIDATES
-    from digits.data.ingest import load_mnist
-    from digits.data.splits import preprocess_data
 
     unknown = set(args.names) - set(CANDIDATES)
-    if unknown:
+    if unknown or not args.names:
         parser.error(f"unknown candidates {sorted(unknown)}; known: {sorted(CANDIDATES)}")
-    splits = preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
-    seconds = {name: [] for name in args.names}
+    runs = [(name, flag) for name in args.names for flag in args.onednn]
+    seconds: dict[tuple, list[float]] = {run: [] for run in runs}
     for round_ in range(args.rounds):
-        for name in args.names:
-            seconds[name].append(epoch_seconds(name, splits, args.rows))
-            print(f"round {round_ + 1} {name}: {seconds[name][-1]:.1f} s", flush=True)
+        for name, flag in runs:
+            seconds[name, flag].append(measure(name, args.rows, flag))
+            print(f"round {round_ + 1} {name} oneDNN={flag}: {seconds[name, flag][-1]:.1f} s",
+                  flush=True)
     print(f"\nload average {os.getloadavg()}")
-    print(f"| candidate | s / {args.rows} images (runs) | s / 55,000-image epoch | ratio |")
-    print("| --- | --- | --- | --- |")
-    first = statistics.median(seconds[args.names[0]])
-    for name, runs in seconds.items():
-        median = statistics.median(runs)
-        shown = ", ".join(f"{s:.1f}" for s in runs)
-        print(f"| {name} | {median:.1f} ({shown}) | {median * 55_000 / args.rows:.0f} |"
-              f" {median / first:.2f} |")
+    print(f"| candidate | oneDNN | s / {args.rows} images (runs) | s / 55,000-image epoch | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    first = statistics.median(seconds[runs[0]])
+    for (name, flag), times in seconds.items():
+        median = statistics.median(times)
+        shown = ", ".join(f"{s:.1f}" for s in times)
+        print(f"| {name} | {flag or 'inherited'} | {median:.1f} ({shown}) |"
+              f" {median * 55_000 / args.rows:.0f} | {median / first:.2f} |")
 
 
 if __name__ == "__main__":
