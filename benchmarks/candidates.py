@@ -22,9 +22,6 @@ CANDIDATES: dict[str, dict] = {
                         "lr_schedule": "onecycle", "learning_rate": 4e-3, "ema": True},
     # The strided epoch is a quarter of the reference's on a quiet machine: room for 14.
     "strided-e14": {"model": "cnn", "stem": "strided", "epochs": 14},
-    # With oneDNN on (TF_ENABLE_ONEDNN_OPTS=1) the reference's epoch costs 0.45 of its
-    # epoch without: 8 epochs are then 0.30 of the reference's training.
-    "reference-e8": {"model": "cnn", "stem": "full", "epochs": 8},
 }
 
 

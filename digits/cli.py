@@ -51,7 +51,8 @@ app = typer.Typer(
         "DIGITS_LOCK_TIMEOUT (seconds a registry writer waits; "
         f"default {DEFAULT_LOCK_TIMEOUT_S:g}), "
         f"PREFECT_HOME (default ./{PREFECT_HOME_DIR}), PREFECT_API_URL (a Prefect server to "
-        "report to instead of a temporary one)."
+        "report to instead of a temporary one), TF_ENABLE_ONEDNN_OPTS (default 1: "
+        "TensorFlow's faster oneDNN kernels on every CPU; 0 turns them off)."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

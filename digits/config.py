@@ -79,6 +79,10 @@ ENV_DEFAULTS = {
     # raise. ERROR too, because TF 2.21's tf.data logs its use_unbounded_threadpool mismatch
     # at ERROR. TF_CPP_MIN_LOG_LEVEL=0 shows everything.
     "TF_CPP_MIN_LOG_LEVEL": "3",
+    # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or
+    # AMX. On a 2-core AMD EPYC with AVX2 a default cnn training step took 0.70-0.78 of its
+    # time without them (benchmarks/results.md); runs still repeat bit for bit. 0 turns them off.
+    "TF_ENABLE_ONEDNN_OPTS": "1",
 }
 # PREFECT_HOME when unset: under the current folder, like the registry and data defaults, so
 # `digits run`, `make run` and `make ui` in the project share one database.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -165,6 +166,9 @@ def environment() -> dict[str, str]:
             versions[name] = package_version(name)
         except PackageNotFoundError:
             continue
+    # Another kernel library, other round-off: a retraining matches bit for bit only with the
+    # same setting (unset: TensorFlow decides by the CPU).
+    versions["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
     return versions
 
 

@@ -184,6 +184,23 @@ def test_help_lists_every_command_without_prefect(tmp_path):
     assert "DIGITS_ARTIFACTS" in result.stdout  # the environment the commands read
 
 
+def test_commands_train_with_onednn_kernels_unless_the_caller_says_no(tmp_path):
+    # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads; on AVX2-only CPUs it
+    # would leave the faster kernels off.
+    probe = ("from tensorflow.python.util import _pywrap_util_port as port;"
+             "print(port.IsMklEnabled())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+
+    def enabled(**extra) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "digits.environment", sys.executable, "-c", probe],
+            cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+
+    assert enabled() == "True"
+    assert enabled(TF_ENABLE_ONEDNN_OPTS="0") == "False"
+
+
 def test_environment_defaults_leave_the_callers_values(tmp_path, monkeypatch):
     from digits.config import ENV_DEFAULTS
     from digits.environment import default_environment

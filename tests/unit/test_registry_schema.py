@@ -134,3 +134,12 @@ def test_models_prints_every_manifest_publish_accepted(registry, source, cli):
     listed = json.loads(out)
     assert [v["metrics"]["accuracy"] for v in listed] == [0.975, 0.98]
     assert all({"version", "path", "created_at", "aliases", "model"} <= set(v) for v in listed)
+
+
+def test_the_environment_records_the_onednn_setting(monkeypatch):
+    from digits.registry.manifest import environment
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert environment()["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    assert environment()["TF_ENABLE_ONEDNN_OPTS"] == "unset"  # TensorFlow decides by the CPU

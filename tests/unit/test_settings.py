@@ -52,7 +52,8 @@ def test_the_drift_deployment_runs_the_drift_flow_with_its_defaults():
 def test_prefect_yaml_gives_flow_runs_the_environment_defaults(name):
     env = deployment(name)["work_pool"]["job_variables"]["env"]
     assert env == {name: ENV_DEFAULTS[name] for name in env}
-    assert {"GX_ANALYTICS_ENABLED", "TF_CPP_MIN_LOG_LEVEL"} <= set(env)  # what flow runs read
+    # what flow runs read
+    assert {"GX_ANALYTICS_ENABLED", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"} <= set(env)
 
 
 def test_the_new_data_trigger_is_a_debounce_on_the_weekly_deployment(weekly):
