@@ -5,8 +5,11 @@ Each round trains every candidate for two epochs over the first --rows MNIST tra
 medians per candidate and their ratio to the first one are printed as a markdown table.
 Every measurement runs in a fresh process, so `--onednn 0 1` can also alternate
 TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS, read once when TensorFlow loads).
+`--steps N` times N single training steps instead of an epoch and reports the median step:
+on a busy shared host an epoch's wall time swings by a factor of two, a step's median less.
 
-Usage: python -m benchmarks.train_cost [--rows 12000] [--rounds 2] [--onednn 0 1] reference strided ...
+Usage: python -m benchmarks.train_cost reference strided ... [--rows 12000] [--rounds 2]
+       [--onednn 0 1] [--steps 40]
 """
 
 from __future__ import annotations
@@ -51,11 +54,38 @@ def epoch_seconds(name: str, rows: int) -> float:
     return times[-1]
 
 
-def measure(name: str, rows: int, onednn: str | None) -> float:
-    """epoch_seconds in a fresh Python, with TF_ENABLE_ONEDNN_OPTS set when `onednn` is."""
+def step_seconds(name: str, steps: int) -> float:
+    """Median seconds of one training step (a batch of the candidate's size), in this process."""
+    import numpy as np
+
+    from benchmarks.candidates import candidate_config
+    from digits.model.architectures import build_model
+    from digits.model.train import loss, optimizer, seed_everything
+
+    config = candidate_config(name)
+    seed_everything(config.seed)
+    model = build_model(config.model, augment=config.augment, seed=config.seed,
+                        width=config.width, depth=config.depth, dropout=config.dropout,
+                        augment_strength=config.augment_strength, stem=config.stem)
+    model.compile(optimizer=optimizer(config, steps), loss=loss(config))
+    rng = np.random.default_rng(0)
+    images = rng.random((config.batch_size, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, config.batch_size)
+    times = []
+    for _ in range(5 + steps):  # the first steps trace the graph and warm the caches
+        started = time.perf_counter()
+        model.train_on_batch(images, labels)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[5:])
+
+
+def measure(name: str, rows: int, onednn: str | None, steps: int | None) -> float:
+    """epoch_seconds (or step_seconds) in a fresh Python, with TF_ENABLE_ONEDNN_OPTS set
+    when `onednn` is."""
     env = dict(os.environ, **({"TF_ENABLE_ONEDNN_OPTS": onednn} if onednn else {}))
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.train_cost", "--one", name, "--rows", str(rows)],
+        [sys.executable, "-m", "benchmarks.train_cost", "--one", name, "--rows", str(rows),
+         *(["--steps", str(steps)] if steps else [])],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,
     ).stdout
     return float(out.split()[-1])
@@ -68,10 +98,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--onednn", nargs="+", choices=["0", "1"], default=[None],
                         help="TF_ENABLE_ONEDNN_OPTS values to alternate (default: as inherited)")
+    parser.add_argument("--steps", type=int, help="time this many steps instead of an epoch")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process's candidate
     args = parser.parse_args()
     if args.one:
-        print(epoch_seconds(args.one, args.rows))
+        print(step_seconds(args.one, args.steps) if args.steps else epoch_seconds(args.one, args.rows))
         return
 
     from benchmarks.candidates import CANDIDATES
@@ -83,18 +114,19 @@ def main() -> None:
     seconds: dict[tuple, list[float]] = {run: [] for run in runs}
     for round_ in range(args.rounds):
         for name, flag in runs:
-            seconds[name, flag].append(measure(name, args.rows, flag))
-            print(f"round {round_ + 1} {name} oneDNN={flag}: {seconds[name, flag][-1]:.1f} s",
+            seconds[name, flag].append(measure(name, args.rows, flag, args.steps))
+            print(f"round {round_ + 1} {name} oneDNN={flag}: {seconds[name, flag][-1]:.3f} s",
                   flush=True)
     print(f"\nload average {os.getloadavg()}")
-    print(f"| candidate | oneDNN | s / {args.rows} images (runs) | s / 55,000-image epoch | ratio |")
-    print("| --- | --- | --- | --- | --- |")
+    unit, scale = ("ms / step", 1000) if args.steps else (f"s / {args.rows} images", 1)
+    print(f"| candidate | oneDNN | {unit} (runs) | ratio |")
+    print("| --- | --- | --- | --- |")
     first = statistics.median(seconds[runs[0]])
     for (name, flag), times in seconds.items():
         median = statistics.median(times)
-        shown = ", ".join(f"{s:.1f}" for s in times)
-        print(f"| {name} | {flag or 'inherited'} | {median:.1f} ({shown}) |"
-              f" {median * 55_000 / args.rows:.0f} | {median / first:.2f} |")
+        shown = ", ".join(f"{s * scale:.1f}" for s in times)
+        print(f"| {name} | {flag or 'inherited'} | {median * scale:.1f} ({shown}) |"
+              f" {median / first:.2f} |")
 
 
 if __name__ == "__main__":
