@@ -69,7 +69,9 @@ RegistryOption = Annotated[
         envvar="DIGITS_REGISTRY", show_default="./artifacts/registry", help="Registry root."
     ),
 ]
-ModelOption = Annotated[str, typer.Option(help="Architecture: mlp (the original) or cnn.")]
+ModelOption = Annotated[str, typer.Option(help=(
+    "Preset to start from: mlp (the original script), cnn (the default) or best (three cnns"
+    " averaged, three times the training); the training flags override its settings."))]
 DataDirOption = Annotated[
     Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
 ]

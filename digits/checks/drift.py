@@ -115,21 +115,28 @@ def reference_sample(images: np.ndarray, labels: np.ndarray, rows: int, seed: in
 def penultimate_features(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """For a Keras registry model: a function of (N, 28, 28) pixels 0..255 giving the
     input of the last Dense layer (the features the classifier separates) and the
-    probabilities. Nested models (the exported wrapper) are walked layer by layer."""
+    probabilities. Nested models (the exported wrapper) are walked layer by layer; of an
+    ensemble (`members` > 1), the first member's features, and the average's probabilities."""
     import keras
 
-    layers = list(flat_layers(model))
+    from digits.model.architectures import ensemble_members
+
+    members = ensemble_members(model)
+    layers = list(flat_layers(members[0] if members else model))
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dense))
 
     def run(images: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
         features, probabilities = [], []
         for start in range(0, len(images), chunk):
-            x = keras.ops.convert_to_tensor(np.asarray(images[start:start + chunk], "float32"))
+            pixels = keras.ops.convert_to_tensor(np.asarray(images[start:start + chunk], "float32"))
+            x = pixels
             for layer in layers[:last]:
                 x = layer(x, training=False)  # augmentation and dropout off
             features.append(keras.ops.convert_to_numpy(x))
             for layer in layers[last:]:
                 x = layer(x, training=False)
+            if members:
+                x = model(pixels, training=False)
             probabilities.append(keras.ops.convert_to_numpy(x))
         return np.concatenate(features), np.concatenate(probabilities)
 

@@ -113,6 +113,28 @@ def build_model(name: str, augment: bool, seed: int, **shape: object) -> keras.M
     return BUILDERS[name](augment=augment, seed=seed, **shape)
 
 
+def average_models(members: list[keras.Model], name: str) -> keras.Model:
+    """One model whose probabilities are the mean of `members`' (each takes what the
+    ensemble takes). Plain layers only, so the exports stay one graph of standard ops."""
+    inputs = keras.Input(members[0].input_shape[1:], name="pixels")
+    # Each member in a wrapper of its own name: the ensemble's layer names must be unique.
+    outputs = layers.Average()(
+        [keras.Sequential([member], name=f"member_{i + 1}")(inputs) for i, member in enumerate(members)]
+    )
+    return keras.Model(inputs, outputs, name=name)
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The models `average_models` averaged, wherever `model` nests them; [] for one model."""
+    found = [layer for layer in getattr(model, "layers", []) if isinstance(layer, layers.Average)]
+    if found:
+        return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.Model) and (members := ensemble_members(layer)):
+            return members
+    return []
+
+
 def export_model(core: keras.Model) -> keras.Model:
     """Wrap a trained model so it takes raw 0..255 pixels, as registry models must."""
     return keras.Sequential(

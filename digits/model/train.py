@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 
 from digits.config import TrainConfig
 from digits.data.splits import Splits
-from digits.model.architectures import build_model, export_model
+from digits.model.architectures import average_models, build_model, export_model
+from digits.model.export import inference_model
 
 ONECYCLE_WARMUP = 0.3  # share of a onecycle run spent warming up
 # Per step: the average spans the last ~1,000 steps (2-3 epochs at batch 128).
@@ -158,7 +159,42 @@ def fit_model(
     progress: bool = False,
     callbacks: list[keras.callbacks.Callback] = (),
 ) -> TrainedModel:
-    """`callbacks` run after the epoch log and early stopping (a tuning trial's pruning)."""
+    """`callbacks` run after the epoch log and early stopping (a tuning trial's pruning).
+
+    With `members` > 1 the members train one after another (seeds seed, seed+1, ...) and
+    the model returned averages their probabilities; the history is theirs end to end, and
+    best_epoch the first member's.
+    """
+    if config.members == 1:
+        return fit_one(splits, config, log, progress, callbacks)
+    trained = [
+        fit_one(
+            splits,
+            replace(config, seed=config.seed + i, members=1),
+            lambda line, i=i: log(f"member {i + 1}/{config.members} {line}"),
+            progress,
+            callbacks,
+        )
+        for i in range(config.members)
+    ]
+    # Augmentation layers out first: the ensemble only ever predicts.
+    members = [inference_model(member.model) for member in trained]
+    return TrainedModel(
+        model=average_models(members, name=config.model),
+        history={key: [v for member in trained for v in member.history[key]]
+                 for key in trained[0].history},
+        best_epoch=trained[0].best_epoch,
+        seconds=sum(member.seconds for member in trained),
+    )
+
+
+def fit_one(
+    splits: Splits,
+    config: TrainConfig,
+    log: Callable[[str], None],
+    progress: bool,
+    callbacks: list[keras.callbacks.Callback],
+) -> TrainedModel:
     seed_everything(config.seed)
     model = build_model(
         config.model,

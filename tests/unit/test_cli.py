@@ -137,7 +137,10 @@ def test_run_keeps_the_help_and_bounds_of_its_own_options():
 
     runner = CliRunner()
     shown = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
-    assert "Architecture: mlp (the original) or cnn." in shown
+    from digits.config import PRESETS
+
+    assert "Preset to start from: mlp (the original script), cnn (the default) or best" in shown
+    assert all(f"{name} (" in shown for name in PRESETS)  # every preset is named
     assert "--no-no-regression-check" not in shown and "--no-force" not in shown
     refused = runner.invoke(app, ["run", "--regression-tolerance", "-1"], env={"COLUMNS": "200"})
     assert refused.exit_code == 2 and "greater than or equal to 0" in refused.output

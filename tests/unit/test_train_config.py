@@ -29,3 +29,18 @@ def test_a_bad_choice_names_the_choices(settings, message):
 def test_the_stem_is_the_cnns():
     with pytest.raises(UsageError, match="--stem strided applies to the cnn only"):
         train_config("mlp", stem="strided")
+
+
+def test_members_must_be_at_least_one():
+    with pytest.raises(UsageError, match="--members must be at least 1"):
+        train_config("cnn", members=0)
+
+
+def test_best_is_the_default_cnn_three_times_over():
+    from dataclasses import replace
+
+    best = train_config("best")
+    assert best.members == 3
+    assert replace(best, members=1) == train_config("cnn")
+    # a manifest from before `members` reproduces one model
+    assert recorded_config({"model": "cnn"}).members == 1
