@@ -122,3 +122,20 @@ def test_failed_suite_names_the_split(tmp_path):
     assert state.is_failed()
     assert state.message.startswith("data validation failed")
     assert "test" in state.message
+
+
+def test_an_ensemble_is_promoted_and_served_like_one_model(tmp_path):
+    # `members` (the best preset's lever) through every stage: training, gate, exports,
+    # card, registry, and the predictor users load.
+    registry = tmp_path / "registry"
+    state = run_flow(data_dir=str(write_dataset(tmp_path / "good")), registry=str(registry),
+                     train_overrides={"epochs": 3, "members": 2})
+
+    assert state.is_completed() and state.result().promoted, state.message
+    manifest = json.loads((registry / "v1" / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["members"] == 2
+    assert manifest["training"]["epochs_run"] == 6  # two members of three epochs
+    assert all(manifest["exports"][fmt]["agree"] for fmt in ("onnx", "saved_model"))
+    predictor = load_predictor("production", registry)
+    images = np.zeros((2, 28, 28), np.float32)
+    assert predictor.predict(images).shape == (2, 10)
