@@ -113,6 +113,11 @@ def to_optuna(space: dict[str, Distribution]) -> dict[str, optuna.distributions.
 def check_space(model: str) -> None:
     """Every parameter is a TrainConfig field and both corners of the space are valid."""
     space = search_space(model)
+    if PRESETS[model].members > 1:
+        # A trial reports each epoch of one model to Optuna and scores that model; members
+        # trained in turn would report every step once per member.
+        raise UsageError(f"--model {model} averages {PRESETS[model].members} models, and a tuning"
+                         " trial trains one; tune around cnn, then train best with its settings")
     unknown = set(space) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise UsageError(f"search space names unknown TrainConfig fields {sorted(unknown)}")

@@ -254,3 +254,11 @@ def test_the_model_card_shows_the_study():
     card = render_card(manifest)
     assert "Tuning study" in card and "tune-mlp" in card and "219" in card
     assert "Tuning study" not in render_card({**manifest, "study": None})
+
+
+def test_tuning_around_an_ensemble_preset_is_refused_before_anything_starts():
+    from digits.model.space import check_space
+
+    with pytest.raises(UsageError, match="--model best averages 3 models, and a tuning trial"):
+        check_space("best")
+    check_space("cnn")  # its one model is what a trial trains
