@@ -1,0 +1,92 @@
+"""Full runs of cnn layouts that are not `TrainConfig` options (issue 19's exploration):
+the run goes through `fit_model` as any candidate's does, with the cnn builder swapped for
+the layout named, and is recorded like benchmarks/frontier.py's runs.
+
+Usage: python -m benchmarks.designs LAYOUT --seed 1 [--epochs 12] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def bodies():
+    """Layer lists after the reshape to (28, 28, 1), by layout name, for width w, dropout d.
+
+    lean: strided stem, a 3x3 at 14x14, a strided 3x3 to 7x7, a 3x3, a 1x1 head conv.
+    lean7: strided stem, the strided 5x5 to 7x7, two 3x3 at 7x7, a 1x1 head conv.
+    """
+    from keras import layers
+
+    from digits.model.architectures import conv_block as block
+
+    return {
+        "lean": lambda w, d: [*block(w, 3, 2), *block(w, 3), layers.Dropout(d),
+                              *block(2 * w, 3, 2), *block(2 * w, 3), layers.Dropout(d),
+                              *block(4 * w, 1)],
+        "lean7": lambda w, d: [*block(w, 3, 2), *block(w, 5, 2), layers.Dropout(d),
+                               *block(2 * w, 3), *block(2 * w, 3), layers.Dropout(d),
+                               *block(4 * w, 1)],
+    }
+
+
+def use_layout(name: str) -> None:
+    """Make `build_model("cnn", ...)` build layout `name` (for this process only)."""
+    import keras
+    from keras import layers
+
+    from digits.config import IMAGE_SHAPE, NUM_CLASSES
+    from digits.model import architectures
+
+    body = bodies()[name]
+
+    def build(augment=True, seed=0, width=32, depth=2, dropout=0.1, augment_strength=1.0,
+              stem="full"):
+        return keras.Sequential([
+            keras.Input(IMAGE_SHAPE),
+            *architectures.augmentation(augment, seed, augment_strength),
+            layers.Reshape((*IMAGE_SHAPE, 1)),
+            *body(width, dropout),
+            layers.GlobalAveragePooling2D(),
+            layers.Dropout(2 * dropout),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ], name="cnn")
+
+    architectures.BUILDERS["cnn"] = build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("layout", choices=["lean", "lean7"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--threads", type=int, help="TensorFlow threads (two runs side by side: 1)")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from benchmarks import frontier
+    from benchmarks.candidates import CANDIDATES
+    from digits.data.ingest import load_mnist
+    from digits.data.splits import preprocess_data
+
+    use_layout(args.layout)
+    name = f"{args.layout}-e{args.epochs}"
+    CANDIDATES[name] = {"model": "cnn", "epochs": args.epochs}
+    splits = preprocess_data(load_mnist(None, frontier.ROOT / "data"), validation_size=5_000,
+                             seed=42)
+    row = {**frontier.run(name, args.seed, {}, splits), "threads": args.threads}
+    with frontier.RESULTS.open("a") as out:
+        out.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
