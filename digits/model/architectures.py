@@ -126,8 +126,7 @@ def average_models(members: list[keras.Model], name: str) -> keras.Model:
 
 def ensemble_members(model: keras.Model) -> list[keras.Model]:
     """The models `average_models` averaged, wherever `model` nests them; [] for one model."""
-    found = [layer for layer in getattr(model, "layers", []) if isinstance(layer, layers.Average)]
-    if found:
+    if any(isinstance(layer, layers.Average) for layer in getattr(model, "layers", [])):
         return [layer for layer in model.layers if isinstance(layer, keras.Model)]
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.Model) and (members := ensemble_members(layer)):

@@ -117,7 +117,7 @@ def check_space(model: str) -> None:
         # A trial reports each epoch of one model to Optuna and scores that model; members
         # trained in turn would report every step once per member.
         raise UsageError(f"--model {model} averages {PRESETS[model].members} models, and a tuning"
-                         " trial trains one; tune around cnn, then train best with its settings")
+                         f" trial trains one; tune around cnn, then train {model} with its settings")
     unknown = set(space) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise UsageError(f"search space names unknown TrainConfig fields {sorted(unknown)}")
