@@ -3,6 +3,7 @@ fixed one-pixel shifts (issue 19's evidence for ensembles and test-time shifts),
 retraining: the models are the `.keras` files benchmarks/frontier.py saves.
 
 Usage: python -m benchmarks.model_averages data/frontier/reference-s1.keras [more.keras ...]
+       [--shifts cross5|phase4|grid9]
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
-# The image itself and one pixel left, right, up and down (rows, columns).
-SHIFTS = [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)]
+# (rows, columns) moves averaged with the image. cross5: one pixel left, right, up and down;
+# phase4: the four phases of a stride-2 grid; grid9: every move of at most one pixel.
+SHIFT_SETS = {
+    "cross5": [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)],
+    "phase4": [(0, 0), (0, 1), (1, 0), (1, 1)],
+    "grid9": [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1)],
+}
 
 
 def shift(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -33,7 +39,9 @@ def shift(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--shifts", choices=SHIFT_SETS, default="cross5")
     args = parser.parse_args()
+    shifts = SHIFT_SETS[args.shifts]
 
     import keras
 
@@ -44,13 +52,13 @@ def main() -> None:
     plain, shifted = {}, {}
     for path in args.models:
         model = keras.saving.load_model(path, safe_mode=True)
-        runs = [model.predict(shift(images, *s), batch_size=1000, verbose=0) for s in SHIFTS]
+        runs = [model.predict(shift(images, *s), batch_size=1000, verbose=0) for s in shifts]
         plain[path.stem], shifted[path.stem] = runs[0], np.mean(runs, axis=0)
 
     def accuracy(probs: np.ndarray) -> str:
         return f"{(probs.argmax(axis=1) == labels).mean():.4f}"
 
-    print("| models | alone | 5-shift average |\n| --- | --- | --- |")
+    print(f"| models | alone | {args.shifts} average |\n| --- | --- | --- |")
     for size in range(1, len(plain) + 1):
         for names in itertools.combinations(plain, size):
             alone = np.mean([plain[name] for name in names], axis=0)
