@@ -44,11 +44,13 @@ def duration(seconds: float) -> str:
 
 class EpochLog(keras.callbacks.Callback):
     """Sends one line per epoch to `log` (the Prefect run logger in a flow), with the time
-    the planned epochs have left at the mean epoch's pace (early stopping may end sooner)."""
+    the planned epochs have left at the mean epoch's pace (early stopping may end sooner).
+    `later_epochs`: epochs of the members that train after this one, counted in the time left."""
 
-    def __init__(self, log: Callable[[str], None], epochs: int):
+    def __init__(self, log: Callable[[str], None], epochs: int, later_epochs: int = 0):
         super().__init__()
-        self.log, self.epochs, self.started, self.spent = log, epochs, 0.0, 0.0
+        self.log, self.epochs, self.later = log, epochs, later_epochs
+        self.started, self.spent = 0.0, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -57,7 +59,7 @@ class EpochLog(keras.callbacks.Callback):
         metrics = " ".join(f"{name}={value:.4f}" for name, value in (logs or {}).items())
         elapsed = time.perf_counter() - self.started
         self.spent += elapsed
-        left = self.spent / (epoch + 1) * (self.epochs - epoch - 1)
+        left = self.spent / (epoch + 1) * (self.epochs - epoch - 1 + self.later)
         self.log(f"epoch {epoch + 1}/{self.epochs} {metrics} ({elapsed:.1f}s, ~{duration(left)} left)")
 
 
@@ -174,6 +176,7 @@ def fit_model(
             lambda line, i=i: log(f"member {i + 1}/{config.members} {line}"),
             progress,
             callbacks,
+            later_epochs=config.epochs * (config.members - i - 1),
         )
         for i in range(config.members)
     ]
@@ -194,6 +197,7 @@ def fit_one(
     log: Callable[[str], None],
     progress: bool,
     callbacks: list[keras.callbacks.Callback],
+    later_epochs: int = 0,
 ) -> TrainedModel:
     seed_everything(config.seed)
     model = build_model(
@@ -225,7 +229,7 @@ def fit_one(
         batch_size=config.batch_size,
         callbacks=[
             *([RunProgress(config.epochs, steps)] if progress else []),
-            EpochLog(log, config.epochs),
+            EpochLog(log, config.epochs, later_epochs),
             stop,
             *callbacks,
         ],

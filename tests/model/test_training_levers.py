@@ -100,6 +100,15 @@ def test_epoch_log_says_the_time_left_at_the_mean_pace():
     assert re.fullmatch(r"epoch 3/4 loss=0\.5000 \(10\.\ds, ~10s left\)", lines[0]), lines
 
 
+def test_the_time_left_counts_the_members_still_to_train():
+    lines = []
+    log = EpochLog(lines.append, epochs=4, later_epochs=8)  # two more members of 4 epochs
+    log.spent = 20.0
+    log.started = __import__("time").perf_counter() - 10.0
+    log.on_epoch_end(2, {"loss": 0.5})
+    assert lines[0].endswith(", ~1m30s left)"), lines  # 1 + 8 epochs at 10 s
+
+
 @pytest.mark.slow
 def test_progress_bar_counts_every_planned_step(capsys):
     splits = small_splits(128)
