@@ -36,11 +36,11 @@ def test_members_must_be_at_least_one():
         train_config("cnn", members=0)
 
 
-def test_best_is_the_default_cnn_three_times_over():
+def test_best_is_the_default_cnn_twice_over():
     from dataclasses import replace
 
     best = train_config("best")
-    assert best.members == 3
+    assert best.members == 2
     assert replace(best, members=1) == train_config("cnn")
     # a manifest from before `members` reproduces one model
     assert recorded_config({"model": "cnn"}).members == 1

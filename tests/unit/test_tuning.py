@@ -259,6 +259,6 @@ def test_the_model_card_shows_the_study():
 def test_tuning_around_an_ensemble_preset_is_refused_before_anything_starts():
     from digits.model.space import check_space
 
-    with pytest.raises(UsageError, match="--model best averages 3 models, and a tuning trial"):
+    with pytest.raises(UsageError, match="--model best averages 2 models, and a tuning trial"):
         check_space("best")
     check_space("cnn")  # its one model is what a trial trains
