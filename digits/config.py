@@ -80,8 +80,8 @@ ENV_DEFAULTS = {
     # at ERROR. TF_CPP_MIN_LOG_LEVEL=0 shows everything.
     "TF_CPP_MIN_LOG_LEVEL": "3",
     # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or
-    # AMX. On a 2-core AMD EPYC with AVX2 a default cnn training step took 0.70-0.78 of its
-    # time without them (benchmarks/results.md); runs still repeat bit for bit. 0 turns them off.
+    # AMX. On a 2-core AMD EPYC with AVX2 a default cnn training step took 0.70 of its time
+    # without them (benchmarks/results.md); runs still repeat bit for bit. 0 turns them off.
     "TF_ENABLE_ONEDNN_OPTS": "1",
 }
 # PREFECT_HOME when unset: under the current folder, like the registry and data defaults, so
