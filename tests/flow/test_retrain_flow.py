@@ -125,8 +125,8 @@ def test_failed_suite_names_the_split(tmp_path):
 
 
 def test_an_ensemble_is_promoted_and_served_like_one_model(tmp_path):
-    # `members` (the best preset's lever) through every stage: training, gate, exports,
-    # card, registry, and the predictor users load.
+    # `members` (the best preset's lever) through every stage: training, gate, exports with
+    # parity, registry, and the predictor users load (the ONNX export).
     registry = tmp_path / "registry"
     state = run_flow(data_dir=str(write_dataset(tmp_path / "good")), registry=str(registry),
                      train_overrides={"epochs": 3, "members": 2})
