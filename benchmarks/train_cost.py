@@ -59,14 +59,11 @@ def step_seconds(name: str, steps: int) -> float:
     import numpy as np
 
     from benchmarks.candidates import candidate_config
-    from digits.model.architectures import build_model
-    from digits.model.train import loss, optimizer, seed_everything
+    from digits.model.train import build_for, loss, optimizer, seed_everything
 
     config = candidate_config(name)
     seed_everything(config.seed)
-    model = build_model(config.model, augment=config.augment, seed=config.seed,
-                        width=config.width, depth=config.depth, dropout=config.dropout,
-                        augment_strength=config.augment_strength, stem=config.stem)
+    model = build_for(config)
     model.compile(optimizer=optimizer(config, steps), loss=loss(config))
     rng = np.random.default_rng(0)
     images = rng.random((config.batch_size, 28, 28), dtype=np.float32)

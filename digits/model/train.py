@@ -191,6 +191,21 @@ def fit_model(
     )
 
 
+def build_for(config: TrainConfig) -> keras.Model:
+    """The untrained model `config` describes (one member of it)."""
+    return build_model(
+        config.model,
+        augment=config.augment,
+        seed=config.seed,
+        width=config.width,
+        depth=config.depth,
+        dropout=config.dropout,
+        augment_strength=config.augment_strength,
+        # the mlp has no stem, and check_shape refuses one
+        **({"stem": config.stem} if config.model == "cnn" else {}),
+    )
+
+
 def fit_one(
     splits: Splits,
     config: TrainConfig,
@@ -200,16 +215,7 @@ def fit_one(
     later_epochs: int = 0,
 ) -> TrainedModel:
     seed_everything(config.seed)
-    model = build_model(
-        config.model,
-        augment=config.augment,
-        seed=config.seed,
-        width=config.width,
-        depth=config.depth,
-        dropout=config.dropout,
-        augment_strength=config.augment_strength,
-        **({"stem": config.stem} if config.model == "cnn" else {}),
-    )
+    model = build_for(config)
     steps = -(-len(splits.y_train) // config.batch_size)
     model.compile(
         optimizer=optimizer(config, steps),
