@@ -74,18 +74,12 @@ def main() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from benchmarks import frontier
     from benchmarks.candidates import CANDIDATES
-    from digits.data.ingest import load_mnist
-    from digits.data.splits import preprocess_data
 
     use_layout(args.layout)
     name = f"{args.layout}-e{args.epochs}"
     CANDIDATES[name] = {"model": "cnn", "epochs": args.epochs}
-    splits = preprocess_data(load_mnist(None, frontier.ROOT / "data"), validation_size=5_000,
-                             seed=42)
-    row = {**frontier.run(name, args.seed, {}, splits), "threads": args.threads}
-    with frontier.RESULTS.open("a") as out:
-        out.write(json.dumps(row) + "\n")
-    print(json.dumps(row))
+    row = {**frontier.run(name, args.seed, {}, frontier.flow_splits()), "threads": args.threads}
+    print(json.dumps(frontier.record(row)))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,22 @@ def run(name: str, seed: int, overrides: dict, splits) -> dict:
     }
 
 
+def flow_splits():
+    """MNIST split as `digits run` splits it by default: 55,000 train, 5,000 validation
+    (seed 42), whatever seed a candidate trains with."""
+    from digits.data.ingest import load_mnist
+    from digits.data.splits import preprocess_data
+
+    return preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
+
+
+def record(row: dict) -> dict:
+    """Append `row` to benchmarks/frontier.jsonl; return it."""
+    with RESULTS.open("a") as out:
+        out.write(json.dumps(row) + "\n")
+    return row
+
+
 def table(rows: list[dict]) -> str:
     """Accuracy (mean, min-max) and training minutes per candidate and overrides."""
     groups: dict[str, list[dict]] = {}
@@ -111,17 +127,11 @@ def main() -> None:
     if not args.candidate:
         parser.error("name a candidate, or pass --table")
 
-    from digits.data.ingest import load_mnist
-    from digits.data.splits import preprocess_data
-
     overrides = dict(parse_setting(text) for text in args.settings)
-    # The flow's own split: 55,000 train, 5,000 validation (seed 42 as in `digits run`).
-    splits = preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
+    splits = flow_splits()
     for seed in args.seeds:
         started = time.perf_counter()
-        row = run(args.candidate, seed, overrides, splits)
-        with RESULTS.open("a") as out:
-            out.write(json.dumps(row) + "\n")
+        row = record(run(args.candidate, seed, overrides, splits))
         print(json.dumps(row), f"({time.perf_counter() - started:.0f} s)", flush=True)
 
 

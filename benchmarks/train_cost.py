@@ -32,11 +32,11 @@ def epoch_seconds(name: str, rows: int) -> float:
     import keras
 
     from benchmarks.candidates import candidate_config
-    from digits.data.ingest import load_mnist
-    from digits.data.splits import Splits, preprocess_data
+    from benchmarks.frontier import flow_splits
+    from digits.data.splits import Splits
     from digits.model.train import fit_model
 
-    splits = preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
+    splits = flow_splits()
     part = Splits(splits.x_train[:rows], splits.y_train[:rows], splits.x_val, splits.y_val,
                   splits.x_test, splits.y_test)
     times = []
