@@ -24,7 +24,20 @@ def bodies():
 
     from digits.model.architectures import conv_block as block
 
+    def separable(filters: int, kernel: int, strides: int = 1) -> list:
+        return [layers.SeparableConv2D(filters, kernel, strides=strides, padding="same",
+                                       use_bias=False),
+                layers.BatchNormalization(momentum=0.9), layers.ReLU()]
+
+    def sep_body(w, d):  # the full stem's resolutions, each conv after the first separable
+        return [*block(w, 3), *separable(w, 5, 2), layers.Dropout(d),
+                *separable(2 * w, 3), *separable(2 * w, 5, 2), layers.Dropout(d),
+                *separable(4 * w, 3)]
+
     return {
+        "separable": sep_body,
+        "separable48": lambda w, d: sep_body(48, d),
+        "separable64": lambda w, d: sep_body(64, d),
         "lean": lambda w, d: [*block(w, 3, 2), *block(w, 3), layers.Dropout(d),
                               *block(2 * w, 3, 2), *block(2 * w, 3), layers.Dropout(d),
                               *block(4 * w, 1)],
@@ -61,18 +74,15 @@ def use_layout(name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("layout", choices=["lean", "lean7"])
+    parser.add_argument("layout", choices=sorted(bodies()))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, help="TensorFlow threads (two runs side by side: 1)")
     args = parser.parse_args()
 
-    import tensorflow as tf
-
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from benchmarks import frontier
+
+    frontier.set_threads(args.threads)
     from benchmarks.candidates import CANDIDATES
 
     use_layout(args.layout)

@@ -85,6 +85,15 @@ def flow_splits():
     return preprocess_data(load_mnist(None, ROOT / "data"), validation_size=5_000, seed=42)
 
 
+def set_threads(threads: int | None) -> None:
+    """One TensorFlow thread pool of `threads` (two runs side by side on 2 cores: 1 each)."""
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def record(row: dict) -> dict:
     """Append `row` to benchmarks/frontier.jsonl; return it."""
     with RESULTS.open("a") as out:
@@ -120,6 +129,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="a TrainConfig override on top of the candidate")
+    parser.add_argument("--threads", type=int, help="TensorFlow threads (two runs side by side: 1)")
     args = parser.parse_args()
     if args.table:
         print(table([json.loads(line) for line in RESULTS.read_text().splitlines() if line]))
@@ -128,10 +138,11 @@ def main() -> None:
         parser.error("name a candidate, or pass --table")
 
     overrides = dict(parse_setting(text) for text in args.settings)
+    set_threads(args.threads)
     splits = flow_splits()
     for seed in args.seeds:
         started = time.perf_counter()
-        row = record(run(args.candidate, seed, overrides, splits))
+        row = record({**run(args.candidate, seed, overrides, splits), "threads": args.threads})
         print(json.dumps(row), f"({time.perf_counter() - started:.0f} s)", flush=True)
 
 
