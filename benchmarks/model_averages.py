@@ -53,7 +53,9 @@ def main() -> None:
     for path in args.models:
         model = keras.saving.load_model(path, safe_mode=True)
         runs = [model.predict(shift(images, *s), batch_size=1000, verbose=0) for s in shifts]
-        plain[path.stem], shifted[path.stem] = runs[0], np.mean(runs, axis=0)
+        # grid9 starts at (-1, -1): "alone" is the unmoved image's run, wherever it is
+        plain[path.stem] = runs[shifts.index((0, 0))]
+        shifted[path.stem] = np.mean(runs, axis=0)
 
     def accuracy(probs: np.ndarray) -> str:
         return f"{(probs.argmax(axis=1) == labels).mean():.4f}"

@@ -288,6 +288,9 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle")
 # Where the cnn starts: "full" convolves at 28x28 first; "strided" halves the resolution in
 # its first convolution, so every later layer works on a quarter of the pixels.
 STEMS = ("full", "strided")
+# Test-time shifts the exported model averages its answers over (digits.model.architectures
+# .SHIFTS): none, or the image and its one-pixel moves left, right, up and down.
+TEST_SHIFTS = ("none", "cross5")
 
 
 def knob(default: object, help: str) -> object:
@@ -328,6 +331,9 @@ class TrainConfig:
     members: int = knob(
         1, "Models trained in turn with seeds seed, seed+1, ...; the exported model averages them."
     )
+    test_shifts: str = knob(
+        "none", "Moved copies of each image the exported model averages over: none or cross5."
+    )
 
     def __post_init__(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -350,6 +356,10 @@ def check_shape(config: TrainConfig) -> None:
         raise UsageError("--width and --depth must be at least 1")
     if config.stem not in STEMS:
         raise UsageError(f"--stem {config.stem!r} is not one of {', '.join(STEMS)}")
+    if config.test_shifts not in TEST_SHIFTS:
+        raise UsageError(
+            f"--test-shifts {config.test_shifts!r} is not one of {', '.join(TEST_SHIFTS)}"
+        )
     if config.model == "mlp" and config.stem != "full":
         raise UsageError(f"--stem {config.stem} applies to the cnn only")
     if config.model == "cnn" and config.depth > 3:  # 28 -> 14 -> 7 -> 4: no room for a fourth

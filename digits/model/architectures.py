@@ -124,10 +124,35 @@ def average_models(members: list[keras.Model], name: str) -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
+# (rows, columns) each copy of the image is moved by, background filling in, for each of
+# digits.config.TEST_SHIFTS.
+SHIFTS = {"none": [(0, 0)], "cross5": [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)]}
+
+
+def average_shifts(model: keras.Model, shifts: str) -> keras.Model:
+    """`model` (an inference model, raw pixels in) with its probabilities averaged over the
+    image moved by each of SHIFTS[shifts]: test-time averaging inside the exported graph,
+    as plain pad and slice ops, so every export and server gets it."""
+    if shifts == "none":
+        return model
+    inputs = keras.Input(IMAGE_SHAPE, name="pixels")
+    padded = layers.ZeroPadding2D(1)(layers.Reshape((*IMAGE_SHAPE, 1))(inputs))
+    # Keeping rows 1-r .. 29-r of the padded image moves its content r rows down.
+    moved = [
+        layers.Reshape(IMAGE_SHAPE)(layers.Cropping2D(((1 - r, 1 + r), (1 - c, 1 + c)))(padded))
+        for r, c in SHIFTS[shifts]
+    ]
+    outputs = layers.Average()([model(image) for image in moved])
+    return keras.Model(inputs, outputs, name=model.name)
+
+
 def ensemble_members(model: keras.Model) -> list[keras.Model]:
-    """The models `average_models` averaged, wherever `model` nests them; [] for one model."""
+    """The models `average_models` averaged, wherever `model` nests them; [the model] under
+    `average_shifts` alone; [] for one model."""
     if any(isinstance(layer, layers.Average) for layer in getattr(model, "layers", [])):
-        return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        averaged = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        # Shifts average one model over moved images: an ensemble's members, if it is one.
+        return (ensemble_members(averaged[0]) or averaged) if len(averaged) == 1 else averaged
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.Model) and (members := ensemble_members(layer)):
             return members

@@ -11,7 +11,12 @@ import keras
 
 from digits.config import TrainConfig
 from digits.data.splits import Splits
-from digits.model.architectures import average_models, build_model, export_model
+from digits.model.architectures import (
+    average_models,
+    average_shifts,
+    build_model,
+    export_model,
+)
 from digits.model.export import inference_model
 
 ONECYCLE_WARMUP = 0.3  # share of a onecycle run spent warming up
@@ -165,10 +170,29 @@ def fit_model(
 
     With `members` > 1 the members train one after another (seeds seed, seed+1, ...) and
     the model returned averages their probabilities; the history is theirs end to end, and
-    best_epoch the first member's.
+    best_epoch the first member's. With `test_shifts` the model returned also averages over
+    moved copies of each image.
     """
-    if config.members == 1:
-        return fit_one(splits, config, log, progress, callbacks)
+    trained = (
+        fit_one(splits, config, log, progress, callbacks)
+        if config.members == 1
+        else fit_members(splits, config, log, progress, callbacks)
+    )
+    if config.test_shifts == "none":
+        return trained
+    # Augmentation out first: its random ops would export, and the shifted copies only predict.
+    return replace(
+        trained, model=average_shifts(inference_model(trained.model), config.test_shifts)
+    )
+
+
+def fit_members(
+    splits: Splits,
+    config: TrainConfig,
+    log: Callable[[str], None],
+    progress: bool,
+    callbacks: list[keras.callbacks.Callback],
+) -> TrainedModel:
     trained = [
         fit_one(
             splits,

@@ -20,6 +20,7 @@ def test_a_manifest_setting_no_longer_known_is_refused():
 @pytest.mark.parametrize(("settings", "message"), [
     ({"stem": "pooled"}, "--stem 'pooled' is not one of full, strided"),
     ({"lr_schedule": "step"}, "--lr-schedule 'step' is not one of constant, cosine, onecycle"),
+    ({"test_shifts": "grid9"}, "--test-shifts 'grid9' is not one of none, cross5"),
 ])
 def test_a_bad_choice_names_the_choices(settings, message):
     with pytest.raises(UsageError, match=message):
