@@ -70,8 +70,9 @@ RegistryOption = Annotated[
     ),
 ]
 ModelOption = Annotated[str, typer.Option(help=(
-    "Preset to start from: mlp (the original script), cnn (the default) or best (two cnns"
-    " averaged, twice the training); the training flags override its settings."))]
+    "Preset to start from: mlp (the original script), cnn (the default) or best (two"
+    " full-stem cnns averaged, about six times the training); the training flags override"
+    " its settings."))]
 DataDirOption = Annotated[
     Optional[Path], typer.Option(help="Folder with the four MNIST IDX files (raw or .gz).")
 ]
