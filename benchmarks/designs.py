@@ -19,6 +19,8 @@ def bodies():
 
     lean: strided stem, a 3x3 at 14x14, a strided 3x3 to 7x7, a 3x3, a 1x1 head conv.
     lean7: strided stem, the strided 5x5 to 7x7, two 3x3 at 7x7, a 1x1 head conv.
+    separable, separable48: the full stem's layout with every conv after the first
+    depthwise-separable (width 32 or 48); timed only, too slow a step to train.
     """
     from keras import layers
 
@@ -37,7 +39,6 @@ def bodies():
     return {
         "separable": sep_body,
         "separable48": lambda w, d: sep_body(48, d),
-        "separable64": lambda w, d: sep_body(64, d),
         "lean": lambda w, d: [*block(w, 3, 2), *block(w, 3), layers.Dropout(d),
                               *block(2 * w, 3, 2), *block(2 * w, 3), layers.Dropout(d),
                               *block(4 * w, 1)],
