@@ -17,11 +17,13 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from digits.model.architectures import SHIFTS
+
 ROOT = Path(__file__).resolve().parents[1]
 # (rows, columns) moves averaged with the image. cross5: one pixel left, right, up and down;
 # phase4: the four phases of a stride-2 grid; grid9: every move of at most one pixel.
 SHIFT_SETS = {
-    "cross5": [(0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)],
+    "cross5": SHIFTS["cross5"],  # the set `digits run --test-shifts cross5` exports
     "phase4": [(0, 0), (0, 1), (1, 0), (1, 1)],
     "grid9": [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1)],
 }

@@ -52,6 +52,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # digits and tests.helpers from this checkout, as run directly
 
+from digits.config import TEST_SHIFTS
 from digits.data.images import normalize_image
 
 FONT_ROOT = Path("/usr/share/fonts")
@@ -553,8 +554,12 @@ def subsets(name: str, data: dict[str, np.ndarray]) -> list[Subset]:
     return parts
 
 
-def load_models(refs: list[str], files: list[Path], registry: Path | None) -> dict[str, Callable]:
-    """Column name -> a function from (N, 28, 28) pixels 0..255 to (N, 10) probabilities."""
+def load_models(refs: list[str], files: list[Path], registry: Path | None,
+                shifts: str = "none") -> dict[str, Callable]:
+    """Column name -> a function from (N, 28, 28) pixels 0..255 to (N, 10) probabilities.
+
+    `shifts` wraps each model file as `--test-shifts` would have exported it (a frontier
+    run saves its model without them)."""
     import digits
 
     models: dict[str, Callable] = {}
@@ -564,14 +569,20 @@ def load_models(refs: list[str], files: list[Path], registry: Path | None) -> di
     for path in files:
         import keras  # only for files: a registry's ONNX versions need no TensorFlow
 
+        from digits.model.architectures import average_shifts
+        from digits.model.export import inference_model
+
         model = keras.saving.load_model(path, safe_mode=True)
-        models[path.name] = lambda images, model=model: np.asarray(
+        if shifts != "none":
+            model = average_shifts(inference_model(model), shifts)
+        models[path.name + ("" if shifts == "none" else f" ({shifts})")] = lambda images, model=model: np.asarray(
             model.predict(images, batch_size=1024, verbose=0))
     return models
 
 
-def score(paths: list[Path], refs: list[str], files: list[Path], registry: Path | None) -> None:
-    models = load_models(refs or ([] if files else ["production"]), files, registry)
+def score(paths: list[Path], refs: list[str], files: list[Path], registry: Path | None,
+          shifts: str = "none") -> None:
+    models = load_models(refs or ([] if files else ["production"]), files, registry, shifts)
     rows = [f"| set | images | {' | '.join(models)} |",
             f"| --- | ---: |{' ---: |' * len(models)}"]
     for path in paths:
@@ -611,6 +622,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="registry version or alias (repeatable; default production)")
     scoring.add_argument("--model-file", type=Path, action="append", default=[],
                          help="a .keras file (repeatable)")
+    scoring.add_argument("--test-shifts", default="none", choices=TEST_SHIFTS,
+                         help="average each --model-file over moved images, as "
+                              "`digits run --test-shifts` exports it")
     return parser.parse_args(argv)
 
 
@@ -621,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "mouse":
         build_mouse(args.out, args.registry, args.per_digit, args.seed)
     else:
-        score(args.sets, args.ref, args.model_file, args.registry)
+        score(args.sets, args.ref, args.model_file, args.registry, args.test_shifts)
 
 
 if __name__ == "__main__":
