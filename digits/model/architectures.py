@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import keras
@@ -9,6 +10,27 @@ from keras import layers
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.data.splits import PIXEL_SCALE
+
+
+def seed_draws(seed: int) -> Callable[[], int]:
+    """Seeds for each randomly initialised layer, drawn from `seed` in building order.
+
+    Unseeded, Keras draws them from Python's global generator, which Prefect's threads also
+    draw from while a flow trains, so a seed would not repeat its run. A generator of the
+    model's own makes the same draws Keras makes right after set_random_seed(seed), so
+    models built before this change are built again unchanged.
+    """
+    draws = random.Random(seed)
+    return lambda: draws.randint(1, int(1e9))  # keras.random's make_default_seed
+
+
+def glorot(draw: Callable[[], int]) -> keras.initializers.Initializer:
+    return keras.initializers.GlorotUniform(seed=draw())  # Dense's and Conv2D's default
+
+
+def dropout_layer(rate: float, draw: Callable[[], int]) -> layers.Dropout:
+    # Keras draws a seed only for a rate above 0: draw as it did, so the later layers' match.
+    return layers.Dropout(rate, seed=draw() if rate > 0 else None)
 
 
 def build_mlp(
@@ -24,27 +46,31 @@ def build_mlp(
     `width`, `depth` and `dropout` (tuning knobs) widen, deepen or regularise it; their
     defaults build the original layers exactly.
     """
+    draw = seed_draws(seed)
     hidden = []
     for _ in range(depth):
-        hidden.append(layers.Dense(width, activation="relu"))
+        hidden.append(layers.Dense(width, activation="relu", kernel_initializer=glorot(draw)))
         if dropout:  # no layer at all at 0, so the original model is unchanged
-            hidden.append(layers.Dropout(dropout))
+            hidden.append(dropout_layer(dropout, draw))
     return keras.Sequential(
         [
             keras.Input(IMAGE_SHAPE),
             *augmentation(augment, seed, augment_strength),
             layers.Flatten(),
             *hidden,
-            layers.Dense(NUM_CLASSES, activation="softmax"),
+            layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=glorot(draw)),
         ],
         name="mlp",
     )
 
 
-def conv_block(filters: int, kernel: int, strides: int = 1) -> list[layers.Layer]:
+def conv_block(
+    filters: int, kernel: int, draw: Callable[[], int], strides: int = 1
+) -> list[layers.Layer]:
     # No conv bias: BatchNormalization's shift makes it redundant.
     return [
-        layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False),
+        layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                      kernel_initializer=glorot(draw)),
         layers.BatchNormalization(momentum=0.9),  # statistics keep up with short runs
         layers.ReLU(),
     ]
@@ -67,22 +93,24 @@ def build_cnn(
     2), so no layer works at 28x28: an epoch then costs 0.26-0.30 of the full stem's on a
     2-core CPU (benchmarks/results.md).
     """
+    draw = seed_draws(seed)
     stages = []
     for stage in range(depth):
         filters = width * 2**stage
         first = 2 if stage == 0 and stem == "strided" else 1
-        stages += [*conv_block(filters, 3, strides=first), *conv_block(filters, 5, strides=2)]
-        stages.append(layers.Dropout(dropout))
+        stages += [*conv_block(filters, 3, draw, strides=first),
+                   *conv_block(filters, 5, draw, strides=2)]
+        stages.append(dropout_layer(dropout, draw))
     return keras.Sequential(
         [
             keras.Input(IMAGE_SHAPE),
             *augmentation(augment, seed, augment_strength),
             layers.Reshape((*IMAGE_SHAPE, 1)),
             *stages,
-            *conv_block(width * 2**depth, 3),
+            *conv_block(width * 2**depth, 3, draw),
             layers.GlobalAveragePooling2D(),
-            layers.Dropout(2 * dropout),
-            layers.Dense(NUM_CLASSES, activation="softmax"),
+            dropout_layer(2 * dropout, draw),
+            layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=glorot(draw)),
         ],
         name="cnn",
     )

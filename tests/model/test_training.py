@@ -1,10 +1,12 @@
 """What `fit_model` reports about a run matches the model it returns."""
 
+import random
+
 import numpy as np
 
 from digits.config import train_config
 from digits.data.splits import Splits
-from digits.model.train import fit_model
+from digits.model.train import build_for, fit_model, seed_everything
 from tests.helpers.synth import make_digits, make_prototypes
 
 
@@ -30,3 +32,18 @@ def test_best_epoch_names_the_epoch_whose_weights_were_kept():
     kept = (trained.model.predict(noise, verbose=0).argmax(axis=1) == random_labels).mean()
     assert abs(kept - accuracy[best - 1]) < 1e-6
     assert abs(kept - accuracy[-1]) > 1e-6  # so the check above tells the epochs apart
+
+
+def test_a_seed_builds_the_same_model_whatever_else_draws_from_pythons_generator():
+    # Prefect's threads draw from Python's global generator while a flow trains (websocket
+    # keep-alives, jittered intervals): a model must not take its initial weights from it.
+    def weights(config, draw_between: bool):
+        seed_everything(config.seed)
+        if draw_between:
+            random.random()
+        return build_for(config).get_weights()
+
+    for config in (train_config("cnn", width=4), train_config("mlp", depth=2, dropout=0.1)):
+        alone, disturbed = weights(config, False), weights(config, True)
+        for a, b in zip(alone, disturbed, strict=True):
+            np.testing.assert_array_equal(a, b)
