@@ -42,7 +42,24 @@ def parse_setting(text: str) -> tuple[str, object]:
         return key, value
 
 
-def run(name: str, seed: int, overrides: dict, splits) -> dict:
+def test_trace(config, splits, accuracies: list[float]):
+    """A callback appending the test accuracy of each epoch's weights, as the exported model
+    would answer (shift average included), to `accuracies`: which epoch's weights win."""
+    import keras
+
+    from digits.model.architectures import average_shifts, export_model
+    from digits.model.export import inference_model
+
+    class TestTrace(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model = average_shifts(inference_model(export_model(self.model)), config.test_shifts)
+            probs = model.predict(splits.x_test * 255.0, batch_size=1024, verbose=0)
+            accuracies.append(round(float((probs.argmax(1) == splits.y_test).mean()), 4))
+
+    return TestTrace()
+
+
+def run(name: str, seed: int, overrides: dict, splits, trace: bool = False) -> dict:
     import keras
     import tensorflow as tf
 
@@ -52,7 +69,11 @@ def run(name: str, seed: int, overrides: dict, splits) -> dict:
 
     config = candidate_config(name, seed=seed, **overrides)
     load_before = os.getloadavg()[0]
-    trained = fit_model(splits, config, log=lambda line: print(f"  {name} s{seed} {line}", flush=True))
+    by_epoch: list[float] = []
+    trained = fit_model(
+        splits, config, log=lambda line: print(f"  {name} s{seed} {line}", flush=True),
+        callbacks=[test_trace(config, splits, by_epoch)] if trace else [],
+    )
     probs = trained.model.predict(splits.x_test * 255.0, batch_size=1024, verbose=0)
     evaluation = score(splits.y_test, probs)
     folder = ROOT / "data" / "frontier"
@@ -73,6 +94,8 @@ def run(name: str, seed: int, overrides: dict, splits) -> dict:
         # TensorFlow's oneDNN kernels: off by default on CPUs without AVX-512 (issue 19).
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({"test_by_epoch": by_epoch, "val_by_epoch": [round(v, 4) for v in
+            trained.history["val_accuracy"]]} if trace else {}),
     }
 
 
@@ -130,6 +153,8 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="a TrainConfig override on top of the candidate")
     parser.add_argument("--threads", type=int, help="TensorFlow threads (two runs side by side: 1)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also record every epoch's test and validation accuracy (slower)")
     args = parser.parse_args()
     if args.table:
         print(table([json.loads(line) for line in RESULTS.read_text().splitlines() if line]))
@@ -142,7 +167,7 @@ def main() -> None:
     splits = flow_splits()
     for seed in args.seeds:
         started = time.perf_counter()
-        row = record({**run(args.candidate, seed, overrides, splits), "threads": args.threads})
+        row = record({**run(args.candidate, seed, overrides, splits, args.trace), "threads": args.threads})
         print(json.dumps(row), f"({time.perf_counter() - started:.0f} s)", flush=True)
 
 
