@@ -315,7 +315,9 @@ class TrainConfig:
     )
     augment: bool = knob(True, "Random rotation, shift and zoom while training.")
     validation_size: int = knob(5_000, "Images carved from train for early stopping.")
-    patience: int = knob(4, "Epochs without validation gain before stopping early.")
+    patience: int = knob(
+        4, "Epochs without validation gain before stopping early; 0: every epoch, the last kept."
+    )
     seed: int = knob(42, "Seed for repeatable CPU runs.")
     # Shape and regularisation knobs (issue 13's search space); the defaults are the models
     # as they were, so a run without these flags trains the same network.
@@ -342,9 +344,11 @@ class TrainConfig:
             raise UsageError(
                 f"--lr-schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
             )
-        for name in ("epochs", "batch_size", "validation_size", "patience", "members"):
+        for name in ("epochs", "batch_size", "validation_size", "members"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.patience < 0:
+            raise UsageError("--patience must be 0 (no early stopping) or more")
         if not 0 < self.learning_rate < 1:
             raise UsageError(f"--learning-rate {self.learning_rate} must lie in (0, 1)")
         check_shape(self)

@@ -247,9 +247,11 @@ def fit_one(
         metrics=["accuracy"],  # resolved from the label shapes: sparse accuracy either way
     )
     # With an average the weights to keep are the average's, swapped in after the last epoch.
+    # Patience 0 runs every epoch and keeps the last: a cosine run's best weights are its
+    # last, and a best epoch picked on 5,000 validation images is picked by noise.
     stop = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=config.patience, restore_best_weights=not config.ema
-    )
+    ) if config.patience else None
     started = time.perf_counter()
     history = model.fit(
         splits.x_train,
@@ -260,7 +262,7 @@ def fit_one(
         callbacks=[
             *([RunProgress(config.epochs, steps)] if progress else []),
             EpochLog(log, config.epochs, later_epochs),
-            stop,
+            *([stop] if stop else []),
             *callbacks,
         ],
         verbose=0,
@@ -277,6 +279,6 @@ def fit_one(
         # With restore_best_weights Keras 3 puts the best epoch's weights back at the end of
         # training whether or not it stopped early, so those are the weights we return; an
         # average ends with the last epoch.
-        best_epoch=len(history.epoch) if config.ema else stop.best_epoch + 1,
+        best_epoch=stop.best_epoch + 1 if stop and not config.ema else len(history.epoch),
         seconds=time.perf_counter() - started,
     )
