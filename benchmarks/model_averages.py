@@ -17,7 +17,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from digits.model.architectures import SHIFTS
+from digits.model.architectures import SHIFTS, averages_shifts
 
 ROOT = Path(__file__).resolve().parents[1]
 # (rows, columns) moves averaged with the image. cross5: one pixel left, right, up and down;
@@ -54,6 +54,8 @@ def main() -> None:
     plain, shifted = {}, {}
     for path in args.models:
         model = keras.saving.load_model(path, safe_mode=True)
+        if averages_shifts(model):  # its "alone" column would already be an average
+            parser.error(f"{path} already averages over shifts (--test-shifts): pass plain models")
         runs = [model.predict(shift(images, *s), batch_size=1000, verbose=0) for s in shifts]
         # grid9 starts at (-1, -1): "alone" is the unmoved image's run, wherever it is
         plain[path.stem] = runs[shifts.index((0, 0))]

@@ -163,6 +163,8 @@ def average_shifts(model: keras.Model, shifts: str) -> keras.Model:
     as plain pad and slice ops, so every export and server gets it."""
     if shifts == "none":
         return model
+    if averages_shifts(model):
+        raise ValueError(f"{model.name!r} already averages over shifts; wrap its core instead")
     inputs = keras.Input(IMAGE_SHAPE, name="pixels")
     padded = layers.ZeroPadding2D(1)(layers.Reshape((*IMAGE_SHAPE, 1))(inputs))
     # Keeping rows 1-r .. 29-r of the padded image moves its content r rows down.
@@ -172,6 +174,11 @@ def average_shifts(model: keras.Model, shifts: str) -> keras.Model:
     ]
     outputs = layers.Average()([model(image) for image in moved])
     return keras.Model(inputs, outputs, name=model.name)
+
+
+def averages_shifts(model: keras.Model) -> bool:
+    """Whether `model` is an `average_shifts` wrapper (its moves are Cropping2D layers)."""
+    return any(isinstance(layer, layers.Cropping2D) for layer in getattr(model, "layers", []))
 
 
 def ensemble_members(model: keras.Model) -> list[keras.Model]:

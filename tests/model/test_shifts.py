@@ -31,6 +31,14 @@ def test_the_average_is_the_mean_over_the_moved_images():
     assert average_shifts(model, "none") is model
 
 
+def test_a_model_that_averages_shifts_is_not_wrapped_again():
+    # Wrapped twice, it would average over moves of up to two pixels: not what was asked for,
+    # and a benchmark scoring a saved default that way scored a model nobody exports.
+    averaged = average_shifts(build_model("cnn", augment=False, seed=0, width=4), "cross5")
+    with pytest.raises(ValueError, match="already averages"):
+        average_shifts(averaged, "cross5")
+
+
 def test_moving_one_pixel_down_moves_the_ink_down():
     image = np.zeros((1, 28, 28), np.float32)
     image[0, 5, 7] = 1
