@@ -247,8 +247,8 @@ def fit_one(
         metrics=["accuracy"],  # resolved from the label shapes: sparse accuracy either way
     )
     # With an average the weights to keep are the average's, swapped in after the last epoch.
-    # Patience 0 runs every epoch and keeps the last: a cosine run's best weights are its
-    # last, and a best epoch picked on 5,000 validation images is picked by noise.
+    # Patience 0 runs every epoch and keeps the last: a cosine run ends with its smallest
+    # steps, and the best of 5,000 validation images (a tie is no gain) is often earlier.
     stop = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=config.patience, restore_best_weights=not config.ema
     ) if config.patience else None

@@ -59,7 +59,8 @@ def test_a_seed_builds_the_same_model_whatever_else_draws_from_pythons_generator
         seed_everything(config.seed)
         if draw_between:
             random.random()
-        return build_for(config).get_weights()
+        # variables, not weights: with Dropout's and augmentation's generator states
+        return [v.numpy() for v in build_for(config).variables]
 
     for config in (train_config("cnn", width=4), train_config("mlp", depth=2, dropout=0.1)):
         alone, disturbed = weights(config, False), weights(config, True)
