@@ -402,8 +402,8 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # For scheduled retraining on a bigger machine or a GPU: two full-stem cnns (the default
     # before issue 19; seeds seed and seed+1) averaged in one exported model, at about six
-    # times the default's training. Seeds 1 and 2 averaged reached 0.9970 on MNIST test
-    # against 0.9963 and 0.9962 alone (benchmarks/results.md).
+    # times the default's training. Seeds 1-3 reached 0.9970, 0.9968 and 0.9968 on MNIST
+    # test, where its members scored 0.9956-0.9963 alone (benchmarks/results.md).
     "best": TrainConfig(model="cnn", members=2),
 }
 
