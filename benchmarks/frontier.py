@@ -48,13 +48,14 @@ def test_trace(config, splits, accuracies: list[float]):
     import keras
 
     from digits.model.architectures import average_shifts, export_model
+    from digits.model.evaluate import score
     from digits.model.export import inference_model
 
     class TestTrace(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             model = average_shifts(inference_model(export_model(self.model)), config.test_shifts)
             probs = model.predict(splits.x_test * 255.0, batch_size=1024, verbose=0)
-            accuracies.append(round(float((probs.argmax(1) == splits.y_test).mean()), 4))
+            accuracies.append(round(score(splits.y_test, probs).accuracy, 4))
 
     return TestTrace()
 

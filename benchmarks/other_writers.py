@@ -558,8 +558,8 @@ def load_models(refs: list[str], files: list[Path], registry: Path | None,
                 shifts: str = "none") -> dict[str, Callable]:
     """Column name -> a function from (N, 28, 28) pixels 0..255 to (N, 10) probabilities.
 
-    `shifts` wraps each model file as `--test-shifts` would have exported it (a frontier
-    run saves its model without them)."""
+    `shifts` wraps each model file as `--test-shifts` would have exported it; a file that
+    already averages over shifts (a run with test shifts saved it so) is refused."""
     import digits
 
     models: dict[str, Callable] = {}
