@@ -187,7 +187,7 @@ def ensemble_members(model: keras.Model) -> list[keras.Model]:
     if any(isinstance(layer, layers.Average) for layer in getattr(model, "layers", [])):
         averaged = [layer for layer in model.layers if isinstance(layer, keras.Model)]
         # Shifts average one model over moved images: an ensemble's members, if it is one.
-        return (ensemble_members(averaged[0]) or averaged) if len(averaged) == 1 else averaged
+        return (ensemble_members(averaged[0]) or averaged) if averages_shifts(model) else averaged
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.Model) and (members := ensemble_members(layer)):
             return members
