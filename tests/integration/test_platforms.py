@@ -1,0 +1,69 @@
+"""The pinned set installs on every platform and Python of the README's matrix: pip's
+binary-only dry run resolves it for each (tests/helpers/platforms.py says how markers are
+evaluated for a target), and every package it would install is pinned there."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from packaging.utils import canonicalize_name
+
+from tests.helpers.platforms import PLATFORMS, PYTHONS, pins, resolve
+
+pytestmark = [pytest.mark.index, pytest.mark.slow]
+
+PIPELINE = ("pipeline", "dev")  # what `make run` and `make test` install
+HEAVY = {"tensorflow", "tensorflow-cpu", "keras", "prefect", "great-expectations"}
+
+TARGETS = [
+    pytest.param(platform, python, extras, id=f"{platform.name}-{python}-{name}")
+    for platform in PLATFORMS
+    for python in PYTHONS
+    for name, extras in (("pipeline", PIPELINE), ("consumer", ()))
+    if extras == () or platform.pipeline
+]
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> dict[str, dict | AssertionError]:
+    """Every target's dry run at once (each waits on the index, not the CPU): about a
+    minute for all instead of eight one after another."""
+    root = tmp_path_factory.mktemp("resolve")
+
+    def attempt(target):
+        platform, python, extras = target.values
+        try:
+            return resolve(platform, python, extras, root / target.id)
+        except AssertionError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        return dict(zip((t.id for t in TARGETS), pool.map(attempt, TARGETS)))
+
+
+def installed(report: dict) -> dict[str, str]:
+    return {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+            for item in report["install"]}
+
+
+@pytest.mark.parametrize(("platform", "python", "extras"), TARGETS)
+def test_the_pinned_set_resolves_with_wheels_only(platform, python, extras, resolved, request):
+    report = resolved[request.node.callspec.id]
+    if isinstance(report, AssertionError):
+        raise report
+    found = installed(report)
+    pinned = pins(platform.environment(python))
+    assert sorted(set(found) - set(pinned)) == [], "resolved but not pinned in constraints.txt"
+    assert {name: version for name, version in found.items() if pinned[name] != version} == {}
+    if extras:
+        assert "keras" in found and ({"tensorflow", "tensorflow-cpu"} & set(found))
+    else:
+        assert "onnxruntime" in found and not HEAVY & set(found)
+
+
+def test_intel_macs_get_no_pipeline(tmp_path):
+    # TensorFlow's last Intel-Mac wheels are 2.16's: the README says the consumer install only.
+    [intel] = [p for p in PLATFORMS if not p.pipeline]
+    with pytest.raises(AssertionError, match="tensorflow"):
+        resolve(intel, "3.11", PIPELINE, tmp_path)
