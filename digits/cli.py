@@ -34,7 +34,7 @@ from digits.config import (
 # The console script's wrapper (errors, exit codes, signals); `flows.cli` and the tests
 # take main and entry from here, beside the app they run.
 from digits.console import entry, main  # noqa: F401
-from digits.environment import import_keras_quietly, muted_stderr
+from digits.environment import import_keras_quietly, muted_stderr, require_pipeline
 from digits.serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -313,6 +313,7 @@ def reproduce(
     """
     from digits.config import default_data_dir
 
+    require_pipeline("reproduce")
     root = registry_of(registry)
     root.manifest(ref)  # an unknown ref or a bad manifest fails before TensorFlow loads
     import_keras_quietly()

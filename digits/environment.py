@@ -12,6 +12,7 @@ Makefile's targets do), so they are declared once, in digits.config.ENV_DEFAULTS
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digits.config import ENV_DEFAULTS, PREFECT_HOME_DIR
+from digits.errors import UsageError
+
+# What `pip install 'digits[pipeline]'` adds to the consumer install (pyproject.toml).
+PIPELINE_MODULES = ("prefect", "great_expectations", "keras", "tensorflow")
+PIPELINE_HINT = "pip install 'digits[pipeline]'"
 
 
 def default_environment() -> None:
@@ -47,6 +53,13 @@ def muted_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def require_pipeline(command: str) -> None:
+    """Refuse (exit 2, before anything starts) a command that trains or orchestrates where
+    only the consumer side is installed: `pip install digits` without the extra."""
+    if not all(importlib.util.find_spec(name) for name in PIPELINE_MODULES):
+        raise UsageError(f"digits {command} needs the pipeline extra: {PIPELINE_HINT}")
 
 
 def import_keras_quietly() -> None:

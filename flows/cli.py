@@ -42,7 +42,7 @@ from digits.config import (
     TrainConfig,
     train_config,
 )
-from digits.environment import import_keras_quietly
+from digits.environment import import_keras_quietly, require_pipeline
 from digits.errors import EXIT_REJECTED
 
 FLOWS_PANEL = "Training and new data (Prefect flows)"
@@ -129,6 +129,7 @@ def run(
     train_overrides: dict | None = None,
 ) -> None:
     """Run one retraining flow: ingest, validate, train, evaluate, gate, promote."""
+    require_pipeline("run")
     from digits.registry.gate import check_threshold
 
     # Refuse a bad setting or threshold before Prefect or TensorFlow start.
@@ -194,6 +195,7 @@ def tune(
     registry: RegistryOption = None,
 ) -> None:
     """Tune hyperparameters with Optuna, trials on Dask; gate and promote the best model."""
+    require_pipeline("tune")
     from digits.model.space import check_space
     from digits.registry.gate import check_threshold
 
@@ -236,6 +238,7 @@ def schedule(
     registry: RegistryOption = None,
 ) -> None:
     """Retrain on a schedule in this process until Ctrl-C (needs a server: `make ui`)."""
+    require_pipeline("schedule")
     from flows.schedule import WEEKLY, serve_retrain
 
     train_config(model)
@@ -265,6 +268,7 @@ def add(
     registry: RegistryOption = None,
 ) -> None:
     """Check a labelled batch and add it to the data store, or quarantine it (exit 4)."""
+    require_pipeline("add")
     _, added = run_flow(
         "flows.add:add",
         path=path,
@@ -297,6 +301,7 @@ def drift(
     from digits.cli import log_window
     from digits.errors import DataError, ValidationFailed
 
+    require_pipeline("drift")
     folder, _ = log_window(ctx, log_dir, since)  # a bad --since is exit 2 before Prefect starts
     if not folder.is_dir():
         raise DataError(f"prediction log {folder} does not exist")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from digits.registry.store import Registry
@@ -176,6 +177,41 @@ def test_library_commands_work_where_prefect_cannot_be_imported(module, registry
                              cwd=tmp_path)
     assert result.returncode == 5
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+# A consumer install (`pip install digits`, no pipeline extra): its packages are not there.
+WITHOUT_PIPELINE = """
+import sys
+for name in ("prefect", "great_expectations", "keras", "tensorflow"):
+    sys.modules[name] = None
+from flows.cli import main
+main()
+"""
+HINT = "needs the pipeline extra: pip install 'digits[pipeline]'"
+
+
+def consumer_install(*args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", WITHOUT_PIPELINE, *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["run"], ["tune"], ["add", "batch.npz"], ["schedule"],
+                                  ["drift", "--log-dir", "log"], ["reproduce", "v1"]])
+def test_pipeline_commands_in_a_consumer_install_name_the_extra(args, registry, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    result = consumer_install(*args, "--registry", registry, cwd=work)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"error: digits {args[0]} {HINT}\n"
+    assert list(work.iterdir()) == []  # nothing written: no data cache, no Prefect home
+
+
+def test_a_version_without_onnx_in_a_consumer_install_names_the_extra(registry, tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros((1, 28, 28), np.uint8))
+    result = consumer_install("predict", "one.npy", "--registry", registry, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"error: v2 has no ONNX export, and its Keras model {HINT}\n"
 
 
 def test_help_lists_every_command_without_prefect(tmp_path):
