@@ -306,7 +306,8 @@ def reproduce(
         ),
     ] = None,
 ) -> None:
-    """Retrain a version from its manifest; compare accuracies. Writes nothing.
+    """Retrain a version from its manifest; compare accuracies. Writes nothing. (Needs the
+    pipeline extra.)
 
     Uses the manifest's config, seed and data snapshot, then prints the recorded accuracy,
     the reproduced one and the difference.

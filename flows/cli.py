@@ -45,7 +45,7 @@ from digits.config import (
 from digits.environment import import_keras_quietly, require_pipeline
 from digits.errors import EXIT_REJECTED
 
-FLOWS_PANEL = "Training and new data (Prefect flows)"
+FLOWS_PANEL = "Training and new data (Prefect flows; the pipeline extra)"
 
 # The console script (`flows.cli:entry`) and the tests call these from here, so that the
 # commands below are on the app.
