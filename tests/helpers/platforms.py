@@ -74,14 +74,14 @@ def requirements(extras: tuple[str, ...], env: dict[str, str]) -> list[str]:
     lines = list(project["dependencies"])
     for extra in extras:
         lines += project["optional-dependencies"][extra]
-    return [plain(line, env) for line in lines if applies(line, env)]
+    return [plain(line) for line in lines if applies(line, env)]
 
 
 def constraints(env: dict[str, str]) -> list[str]:
     """constraints.txt's pins that apply under `env`, markers gone."""
     lines = [line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text()
              .splitlines()]
-    return [plain(line, env) for line in lines if line and applies(line, env)]
+    return [plain(line) for line in lines if line and applies(line, env)]
 
 
 def applies(line: str, env: dict[str, str]) -> bool:
@@ -89,7 +89,7 @@ def applies(line: str, env: dict[str, str]) -> bool:
     return marker is None or marker.evaluate(env | {"extra": ""})
 
 
-def plain(line: str, env: dict[str, str]) -> str:
+def plain(line: str) -> str:
     requirement = Requirement(line)
     requirement.marker = None
     return str(requirement)

@@ -7,6 +7,7 @@ worker's flow-run processes): SIGTERM first, SIGKILL if it does not exit in time
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,8 +22,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+BUILT_FROM = ("pyproject.toml", "README.md", "digits", "flows", "tasks")  # what pip builds
 
 T = TypeVar("T")
+
+
+def copy_sources(dest: Path) -> Path:
+    """A copy of what `pip install` builds the package from (the build writes build/ and
+    *.egg-info beside its sources, so never the checkout itself)."""
+    dest.mkdir(parents=True)
+    for name in BUILT_FROM:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, dest / name)
+    return dest
 
 
 def free_port() -> int:

@@ -21,12 +21,19 @@ import numpy as np
 import pytest
 
 from flows.schedule import WEEKLY
-from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
+from tests.helpers.processes import (
+    BIN,
+    REPO,
+    answers,
+    background,
+    copy_sources,
+    free_port,
+    wait_for,
+)
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BUILT_FROM = ("pyproject.toml", "README.md", "digits", "flows", "tasks")
 FAST = ["--model", "mlp", "--epochs", "1", "--min-train-rows", "1000"]
 # What a user's shell would not set; PREFECT_HOME above all, whose default is under test.
 UNSET = ("PYTHONPATH", "VIRTUAL_ENV", "PREFECT_HOME", "PREFECT_API_URL", "DIGITS_REGISTRY",
@@ -56,14 +63,7 @@ def purelib(python: Path | str) -> Path:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Installed:
     root = tmp_path_factory.mktemp("installed")
-    source = root / "source"  # a copy: the build writes build/ and *.egg-info beside it
-    source.mkdir()
-    for name in BUILT_FROM:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO / name, source / name)
+    source = copy_sources(root / "source")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = purelib(venv / "bin" / "python")

@@ -23,12 +23,19 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
+from tests.helpers.processes import (
+    BIN,
+    REPO,
+    answers,
+    background,
+    copy_sources,
+    free_port,
+    wait_for,
+)
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.index, pytest.mark.slow]
 
-BUILT_FROM = ("pyproject.toml", "README.md", "digits", "flows", "tasks")
 # Packages only the pipeline extra brings (canonical names, as `pip list` shows them).
 PIPELINE_ONLY = {"tensorflow", "tensorflow-cpu", "keras", "prefect", "great-expectations",
                  "pandas", "scikit-learn", "scipy", "matplotlib", "optuna", "dask", "tf2onnx"}
@@ -45,14 +52,7 @@ def user_environment(home: Path) -> dict[str, str]:
 def install(python: Path | str, root: Path, extras: str = "") -> Path:
     """A new venv under `root` made by `python`, with a copy of the checkout installed as
     `pip install -c constraints.txt '.[extras]'` would; returns its bin folder."""
-    source = root / "source"
-    source.mkdir(parents=True)
-    for name in BUILT_FROM:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO / name, source / name)
+    source = copy_sources(root / "source")
     venv = root / "venv"
     subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=300)
     target = f"{source}[{extras}]" if extras else str(source)
