@@ -23,9 +23,10 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[2]
 PYTHONS = ("3.11", "3.12", "3.13")
 # pip does not widen a manylinux_2_X tag to the older glibc versions it implies (it does for
-# macOS), so a Linux target lists them all, from glibc 2.35 (Ubuntu 22.04) down to 2.5, with
-# the legacy names (libclang's wheels are manylinux2010 only).
-GLIBC = range(5, 36)
+# macOS), so a Linux target lists them all, with the legacy names (libclang's wheels are
+# manylinux2010 only). Up to glibc 2.28 (Debian 10, RHEL 8), the oldest the README promises:
+# a newer glibc takes every one of these wheels too.
+GLIBC = range(5, 29)
 LEGACY = {5: "manylinux1", 12: "manylinux2010", 17: "manylinux2014"}
 
 
