@@ -152,7 +152,10 @@ def utc_now() -> str:
 
 def environment() -> dict[str, str]:
     """Versions that decide whether a model loads and behaves the same elsewhere."""
-    versions = {"python": platform.python_version()}
+    # The platform too: the pipeline installs on Linux x86_64/aarch64 and Apple silicon, with
+    # other TensorFlow builds (tensorflow-cpu or tensorflow) and other kernels on each.
+    versions = {"python": platform.python_version(),
+                "platform": f"{platform.system()} {platform.machine()}"}
     for name in (
         "keras",
         "tensorflow-cpu",

@@ -143,3 +143,14 @@ def test_the_environment_records_the_onednn_setting(monkeypatch):
     assert environment()["TF_ENABLE_ONEDNN_OPTS"] == "0"
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
     assert environment()["TF_ENABLE_ONEDNN_OPTS"] == "unset"  # TensorFlow decides by the CPU
+
+
+def test_the_environment_records_the_platform_and_the_tensorflow_distribution():
+    import platform
+
+    from digits.registry.manifest import environment
+
+    recorded = environment()
+    assert recorded["platform"] == f"{platform.system()} {platform.machine()}"
+    # tensorflow-cpu on x86_64, tensorflow elsewhere (pyproject's markers): one of them
+    assert {"tensorflow-cpu", "tensorflow"} & set(recorded)
