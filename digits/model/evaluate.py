@@ -134,7 +134,8 @@ def worst_mistakes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Rows of the most confidently wrong predictions, most confident first."""
     preds = probs.argmax(axis=1)
     wrong = np.flatnonzero(preds != labels)
-    return wrong[np.argsort(-probs[wrong, preds[wrong]])][:MAX_WORST]
+    # Ties (saturated answers) in row order, the same on every CPU.
+    return wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:MAX_WORST]
 
 
 def plot_worst(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:

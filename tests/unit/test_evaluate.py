@@ -157,3 +157,13 @@ def test_worst_mistakes_are_the_most_confidently_wrong_first():
     probs[2, 5] = 0.91  # wrong, surest
     probs[3, 3], probs[3, 4] = 0.45, 0.46  # wrong, barely
     assert ev.worst_mistakes(labels, probs).tolist() == [2, 1, 3]
+
+
+def test_worst_mistakes_keep_row_order_among_equal_confidence():
+    # Saturated float32 answers tie (at 1.0 and elsewhere); the plot must show the same
+    # digits on every CPU, and numpy's default sort orders ties by the CPU's vector units.
+    labels = np.zeros(60, dtype=np.int64)
+    probs = np.zeros((60, 10), dtype=np.float32)
+    probs[:, 3] = np.random.default_rng(0).choice(np.float32([0.5, 0.9, 1.0]), 60)  # all wrong
+    expected = sorted(range(60), key=lambda row: -probs[row, 3])  # Python's sort is stable
+    assert ev.worst_mistakes(labels, probs).tolist() == expected[:ev.MAX_WORST]
