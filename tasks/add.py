@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NONE
 
 from digits.checks.batch import (
     Check,
@@ -26,9 +24,10 @@ from digits.data.ingest import load_mnist
 from digits.data.intake import Source, read_source, source_id
 from digits.files import staging_folder
 from digits.registry.manifest import utc_now
+from tasks import stage
 
 
-@task(name="read-batch", task_run_name="read-batch", cache_policy=NONE, persist_result=False)
+@stage("read-batch")
 def read(path: Path, config: BatchChecks) -> Source:
     return read_source(path, config)
 
@@ -44,7 +43,7 @@ def load_production(registry_root: Path):
     return load_model(PRODUCTION_ALIAS, registry_root)
 
 
-@task(name="check-batch", task_run_name="check-batch", cache_policy=NONE, persist_result=False)
+@stage("check-batch")
 def check(source: Source, data_dir: Path, reference_dir: Path | None, registry_root: Path,
           config: BatchChecks) -> tuple[list[Check], frozenset[str], Render]:
     """Every check, the ids of the accepted batches they compared with (`store` rechecks
@@ -73,7 +72,7 @@ def publish(checks: list[Check]) -> None:
     )
 
 
-@task(name="store-batch", task_run_name="store-batch", cache_policy=NONE, persist_result=False)
+@stage("store-batch")
 def store(source: Source, name: str, checks: list[Check], compared: frozenset[str],
           data_dir: Path, config: BatchChecks, render: Render | None = None
           ) -> tuple[dict, bool]:

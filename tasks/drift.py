@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
 from digits.checks.drift import reference_sample
 from digits.config import BatchChecks, DriftChecks, default_data_dir
@@ -27,27 +26,25 @@ from digits.serving.traffic import (
     traffic_of,
     version_confidences,
 )
+from tasks import stage
 
 ARTIFACT_KEY = "serving-drift"
 
-# No caching or result persistence: the arrays are large and the log changes by the second.
-QUIET = {"cache_policy": NONE, "persist_result": False}
 
-
-@task(name="read-log", task_run_name="read-log", **QUIET)
+@stage("read-log")
 def read_traffic(folder: Path, since: datetime) -> Logged:
     logged = read_log(folder, since)
     get_run_logger().info("%d images answered since %s in %s", len(logged), since, folder)
     return logged
 
 
-@task(name="load-reference", task_run_name="load-reference", **QUIET)
+@stage("load-reference")
 def load_reference(data_dir: Path | None) -> Dataset:
     """MNIST (the pinned download, verified) or the IDX files in `data_dir`."""
     return load_mnist(data_dir, default_data_dir())
 
 
-@task(name="measure-drift", task_run_name="measure-drift", **QUIET)
+@stage("measure-drift")
 def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
             batch: BatchChecks, config: DriftChecks) -> tuple[TrafficDrift, Traffic]:
     """Every statistic of the traffic against MNIST, judged by the bounds."""
@@ -65,7 +62,7 @@ def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
     return report, traffic
 
 
-@task(name="publish-drift", task_run_name="publish-drift", **QUIET)
+@stage("publish-drift")
 def publish(report: TrafficDrift, traffic: Traffic | None, folder: Path) -> None:
     """The `serving-drift` markdown artifact: verdict, table, histograms."""
     png = plot_traffic(traffic) if traffic is not None else None

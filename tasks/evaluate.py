@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NONE
 
 from digits.config import PRODUCTION_ALIAS
 from digits.data.snapshot import NewData
@@ -23,6 +22,7 @@ from digits.model.evaluate import (
 from digits.model.train import TrainedModel
 from digits.registry.store import Registry
 from digits.serving.predictor import load_predictor
+from tasks import stage
 
 
 def publish_evaluation(
@@ -44,7 +44,7 @@ def publish_evaluation(
     )
 
 
-@task(name="evaluate", task_run_name="evaluate", cache_policy=NONE, persist_result=False)
+@stage("evaluate")
 def evaluate(
     trained: TrainedModel, images: np.ndarray, labels: np.ndarray, plots_dir: Path
 ) -> Evaluation:
@@ -56,8 +56,7 @@ def evaluate(
     return evaluation
 
 
-@task(name="evaluate-new-data", task_run_name="evaluate-new-data", cache_policy=NONE,
-      persist_result=False)
+@stage("evaluate-new-data")
 def evaluate_new_data(
     trained: TrainedModel, new: NewData, registry: Path, plots_dir: Path
 ) -> NewDataScore | None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
 from digits.model.export import export_candidate
+from tasks import stage
 
 
-# Test images stay in memory (no persistence, no input hashing), as in evaluate.
-@task(name="export", task_run_name="export", cache_policy=NONE, persist_result=False)
+@stage("export")
 def export(build_dir: Path, manifest: dict, images: np.ndarray) -> dict:
     """Write the exports into the candidate folder; return `manifest` with their parity record.
 

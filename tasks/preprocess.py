@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from digits.data.ingest import Dataset
 from digits.data.splits import Splits, preprocess_data
+from tasks import stage
 
 
-@task(name="preprocess", task_run_name="preprocess", cache_policy=NONE, persist_result=False)
+@stage("preprocess")
 def preprocess(data: Dataset, validation_size: int, seed: int) -> Splits:
     return preprocess_data(data, validation_size, seed)

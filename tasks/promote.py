@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, runtime, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger, runtime
 
 from digits.config import TrainConfig
 from digits.data.ingest import Dataset
@@ -15,9 +14,10 @@ from digits.registry.gate import Decision, GateRule
 from digits.registry.layout import MODEL_FILE
 from digits.registry.manifest import describe
 from digits.registry.store import Registry
+from tasks import stage
 
 
-@task(name="package", task_run_name="package", cache_policy=NONE, persist_result=False)
+@stage("package")
 def package(
     build_dir: Path,
     data: Dataset,
@@ -38,7 +38,7 @@ def package(
     )
 
 
-@task(name="promote", task_run_name="gate-and-promote", cache_policy=NONE, persist_result=False)
+@stage("promote", run_name="gate-and-promote")
 def promote(
     registry: Path, build_dir: Path, manifest: dict, rule: GateRule
 ) -> tuple[Decision, str | None]:

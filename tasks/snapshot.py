@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
 from digits.config import PRODUCTION_ALIAS
 from digits.data.batches import Batch, accepted_batches
 from digits.data.ingest import Dataset
 from digits.data.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
 from digits.registry.store import Registry
+from tasks import stage
 
 
-# Batches and MNIST stay in memory (no persistence, no input hashing), as in ingest.
-@task(name="snapshot", task_run_name="snapshot", cache_policy=NONE, persist_result=False)
+@stage("snapshot")
 def snapshot(data: Dataset, store: Path) -> tuple[list[Batch], dict]:
     """The accepted batches in training order, and the snapshot naming all the run's data."""
     batches = accepted_batches(store)
@@ -29,8 +28,7 @@ def snapshot(data: Dataset, store: Path) -> tuple[list[Batch], dict]:
     return batches, take_snapshot(data, batches)
 
 
-@task(name="check-new-data", task_run_name="check-new-data", cache_policy=NONE,
-      persist_result=False)
+@stage("check-new-data")
 def unchanged_since(
     registry: Path, snapshot: dict, settings: dict, tuned_counts: bool = False
 ) -> str | None:
@@ -47,7 +45,7 @@ def unchanged_since(
     return production["version"] if unchanged else None
 
 
-@task(name="union", task_run_name="union", cache_policy=NONE, persist_result=False)
+@stage("union")
 def union(data: Dataset, batches: list[Batch]) -> tuple[Dataset, NewData, dict[str, int]]:
     """MNIST train plus the batches' train parts; their held-out parts pooled as new data;
     the row counts the manifest records."""

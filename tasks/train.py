@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
 from digits.config import TrainConfig
 from digits.data.splits import Splits
 from digits.model.train import TrainedModel, fit_model
+from tasks import stage
 
 
-# Arrays stay in memory (no persistence, no input hashing); the timeout stops a runaway fit.
-@task(
-    name="train",
-    task_run_name="train",
-    timeout_seconds=3 * 3600,
-    cache_policy=NONE,
-    persist_result=False,
-)
+# The timeout stops a runaway fit.
+@stage("train", timeout_seconds=3 * 3600)
 def train(splits: Splits, config: TrainConfig, progress: bool = False) -> TrainedModel:
     logger = get_run_logger()
     logger.info("training %s with %s", config.model, config)

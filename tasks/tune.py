@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, runtime, task
+from prefect import get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NONE
 
 from digits.model.study_report import describe_params, plot_study, trial_rows
 from digits.model.tuning import live_reporter, train_trial
+from tasks import stage
 
 
 def name_trial() -> str:
@@ -26,8 +26,8 @@ def name_trial() -> str:
 
 
 # No retries: a failed trial is recorded as failed and the study goes on. Inputs are a few
-# numbers and paths (the data stays on disk), the result a small dict: nothing to persist.
-@task(name="trial", task_run_name=name_trial, cache_policy=NONE, persist_result=False)
+# numbers and paths (the data stays on disk), the result a small dict.
+@stage("trial", run_name=name_trial)
 def run_trial(
     number: int,
     trial_id: int,
@@ -54,7 +54,7 @@ def run_trial(
     return result
 
 
-@task(name="publish-study", task_run_name="publish-study", cache_policy=NONE, persist_result=False)
+@stage("publish-study")
 def publish_study(study) -> None:
     """A table of every trial and a plot of the optimisation history and importances."""
     rows = trial_rows(study)
@@ -86,7 +86,7 @@ def best_line(study) -> str:
     )
 
 
-@task(name="reuse-best", task_run_name="reuse-best-trial", cache_policy=NONE, persist_result=False)
+@stage("reuse-best", run_name="reuse-best-trial")
 def reuse_best(result: dict[str, Any]):
     """The best trial's saved model as a TrainedModel: it trained on the same train split
     (same validation size and seed) that a retrain run would use, so no retraining."""

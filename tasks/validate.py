@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NONE
 
 from digits.checks.suites import (
     ValidationReport,
@@ -18,6 +16,7 @@ from digits.checks.suites import (
 from digits.config import ValidationConfig
 from digits.data.ingest import Dataset
 from digits.data.splits import Splits
+from tasks import stage
 
 
 def publish_artifacts(report: ValidationReport) -> None:
@@ -35,7 +34,7 @@ def publish_artifacts(report: ValidationReport) -> None:
     )
 
 
-@task(name="validate-raw", task_run_name="validate-raw", cache_policy=NONE, persist_result=False)
+@stage("validate-raw")
 def validate_raw(data: Dataset, config: ValidationConfig, docs_dir: Path) -> ValidationReport:
     report = validate_raw_data(data, config, docs_dir)
     publish_artifacts(report)
@@ -43,12 +42,7 @@ def validate_raw(data: Dataset, config: ValidationConfig, docs_dir: Path) -> Val
     return report
 
 
-@task(
-    name="validate-processed",
-    task_run_name="validate-processed",
-    cache_policy=NONE,
-    persist_result=False,
-)
+@stage("validate-processed")
 def validate_processed(
     splits: Splits, config: ValidationConfig, docs_dir: Path
 ) -> ValidationReport:
