@@ -23,6 +23,7 @@ from digits.data.batches import PAGE, Batch, Render, accepted_batches, find_batc
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source, read_source, source_id
 from digits.files import staging_folder
+from digits.registry.load import load_production
 from digits.registry.manifest import utc_now
 from tasks import stage
 
@@ -30,17 +31,6 @@ from tasks import stage
 @stage("read-batch")
 def read(path: Path, config: BatchChecks) -> Source:
     return read_source(path, config)
-
-
-def load_production(registry_root: Path):
-    """The production Keras model (verified), or None when the registry has none yet."""
-    from digits.config import PRODUCTION_ALIAS
-    from digits.registry.load import load_model
-    from digits.registry.store import Registry
-
-    if PRODUCTION_ALIAS not in Registry(registry_root).aliases():
-        return None
-    return load_model(PRODUCTION_ALIAS, registry_root)
 
 
 @stage("check-batch")

@@ -12,6 +12,7 @@ from digits.checks.drift import reference_sample
 from digits.config import BatchChecks, DriftChecks, default_data_dir
 from digits.data.ingest import Dataset, load_mnist
 from digits.data.predictions import Logged, read_log
+from digits.registry.load import load_production
 from digits.registry.store import Registry
 from digits.serving.traffic import (
     Traffic,
@@ -20,7 +21,6 @@ from digits.serving.traffic import (
     compare,
     features_of,
     plot_traffic,
-    production_model,
     render_markdown,
     sample_rows,
     traffic_of,
@@ -54,7 +54,7 @@ def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
                                  batch.reference_rows)
     traffic = traffic_of(logged.images, logged.digits, logged.probabilities, logged.versions,
                          images, mnist.train_labels, confidences)
-    features, on = features_of(production_model(registry))
+    features, on = features_of(load_production(registry.root))
     served = logged.images[sample_rows(len(logged), config.sample_rows)]
     report = compare(traffic, features(served), features(images), on, batch, config, since,
                      versions)

@@ -39,3 +39,12 @@ def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
     version = reg.resolve(ref)
     manifest = verify_version(reg.root, version)
     return load_keras(reg.root / version / MODEL_FILE, manifest["files"][MODEL_FILE]["sha256"])
+
+
+def load_production(registry: Path | str | None = None):
+    """The production Keras model (verified), or None while the registry has none: what the
+    batch checks and the drift of served traffic compare with."""
+    reg = Registry(registry_root(registry))
+    if PRODUCTION_ALIAS not in reg.aliases():
+        return None
+    return load_model(PRODUCTION_ALIAS, reg.root)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from digits.checks import drift
 from digits.checks.report import UNITS, bin_edges  # the batch page's bins and axis names
-from digits.config import DIGITS, PRODUCTION_ALIAS, BatchChecks, DriftChecks
+from digits.config import DIGITS, BatchChecks, DriftChecks
 from digits.registry.store import Registry
 from digits.registry.versions import version_names
 
@@ -193,15 +193,6 @@ def version_confidences(registry: Registry, versions: list[str],
     present = set(version_names(registry.root))
     return {version: load_predictor(version, registry).predict(test_images).max(axis=1)
             for version in versions if version in present}
-
-
-def production_model(registry: Registry):
-    """The production Keras model (verified), or None when the registry has none."""
-    from digits.registry.load import load_model
-
-    if PRODUCTION_ALIAS not in registry.aliases():
-        return None
-    return load_model(PRODUCTION_ALIAS, registry.root)
 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:

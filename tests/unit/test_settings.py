@@ -121,3 +121,13 @@ def test_command_defaults_are_the_constants():
     tune = option_defaults("tune")
     assert (tune["trials"], tune["epochs"], tune["workers"]) == (
         DEFAULT_TUNE_TRIALS, DEFAULT_TUNE_EPOCHS, DEFAULT_TUNE_WORKERS)
+
+
+def test_the_config_names_the_architectures_and_shifts_the_model_code_builds():
+    # digits.config repeats these names so that a bad --model or --test-shifts is refused
+    # before Keras (and TensorFlow) load; the two lists must stay equal.
+    from digits.config import ARCHITECTURES, TEST_SHIFTS
+    from digits.model.architectures import BUILDERS, SHIFTS
+
+    assert set(ARCHITECTURES) == set(BUILDERS)
+    assert set(TEST_SHIFTS) == set(SHIFTS)
