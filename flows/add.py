@@ -13,7 +13,7 @@ from digits.data.batches import find_batch
 from digits.data.intake import source_id
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
-from flows.batch_events import announce_batch
+from flows.events import batch_event, emit
 
 with muted_stderr():  # the check task loads Keras for the production model
     from tasks.add import check, read, store
@@ -54,7 +54,7 @@ def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Pat
     checks, compared, render = check(source, data, reference_dir, root, config)
     record, new = store(source, name, checks, compared, data, config, render)
     if new:  # an equal batch stored meanwhile by another add was announced by that add
-        announce_batch(record, data, root)
+        emit(**batch_event(record, data, root))
     if record["status"] != "accepted":
         raise ValidationFailed(f"batch {record['id'][:12]} quarantined: {record['reason']}")
     added = Added(record["id"], record["name"], record["rows"], record["status"], new)

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
-from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 
 from digits.config import (
@@ -28,11 +27,11 @@ from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
 from digits.registry.store import Registry
 from digits.serving.traffic import TrafficDrift, answers_by_version, too_few
+from flows.events import drift_event, emit
 
 with muted_stderr():  # the measure task loads Keras for the production model
     from tasks.drift import load_reference, measure, publish, read_traffic
 
-EVENT = "digits.serving.drift"
 
 
 class DriftFound(ValidationFailed):
@@ -69,9 +68,5 @@ def drift(log_dir: Path | None = None, since: str = DEFAULT_DRIFT_SINCE,
 
 def announce(report: TrafficDrift, folder: Path) -> None:
     """Emit `digits.serving.drift` about the log's service; Prefect relates the flow run."""
-    emit_event(
-        event=EVENT,
-        resource={"prefect.resource.id": f"digits.serving.{folder}",
-                  "prefect.resource.name": str(folder)},
-        payload={**report.payload(), "line": report.line(), "log_dir": str(folder)},
-    )
+    emit(**drift_event(folder, {**report.payload(), "line": report.line(),
+                                "log_dir": str(folder)}))

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from prefect import runtime
-from prefect.events import emit_event
 from prefect.states import Completed, State
 
 from digits.config import registry_root
+from flows.events import emit, retrain_event
 
 OUTCOME_TAGS = ("promoted", "rejected", "skipped")  # the UI shows tags on every run view
-EVENT_PREFIX = "digits.retrain"
 
 
 @dataclass(frozen=True)
@@ -72,28 +71,19 @@ def run_namer(prefix: str):
     return name_run
 
 
-def registry_resource(flow_run) -> dict[str, str]:
-    """The registry a run reports on, as an event resource automations can match."""
-    root = registry_root(flow_run.parameters.get("registry"))
-    return {"prefect.resource.id": f"digits.registry.{root}", "prefect.resource.name": str(root)}
-
-
 def announce(kind: str, flow, flow_run, state: State, outcome: Outcome | None = None) -> None:
-    """Emit `digits.retrain.<kind>`; Prefect adds the flow run, deployment and tags as related."""
-    emit_event(
-        event=f"{EVENT_PREFIX}.{kind}",
-        resource=registry_resource(flow_run),
-        payload={
-            "flow": flow.name,
-            "model": flow_run.parameters.get("model"),
-            "flow_run": flow_run.name,
-            "state": state.name,
-            "message": state.message,
-            "accuracy": outcome.accuracy if outcome else None,
-            "threshold": outcome.threshold if outcome else None,
-            "version": outcome.version if outcome else None,
-        },
-    )
+    """Emit `digits.retrain.<kind>` about the run's registry (flows/events.py)."""
+    registry = registry_root(flow_run.parameters.get("registry"))
+    emit(**retrain_event(kind, registry, {
+        "flow": flow.name,
+        "model": flow_run.parameters.get("model"),
+        "flow_run": flow_run.name,
+        "state": state.name,
+        "message": state.message,
+        "accuracy": outcome.accuracy if outcome else None,
+        "threshold": outcome.threshold if outcome else None,
+        "version": outcome.version if outcome else None,
+    }))
 
 
 def tag_outcome(flow_run, kind: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digits.errors import UsageError
-from flows.batch_events import ACCEPTED, STORE_LABEL
+from flows.events import ACCEPTED, STORE_LABEL
 
 NO_SERVER = (
     "digits schedule needs a Prefect server: start one with `make ui`, then "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.batch_events import ACCEPTED, BATCH_EVENT_PREFIX, QUARANTINED
+from flows.events import ACCEPTED, QUARANTINED
 from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
 from tests.helpers.deployments import POOL, deploy_project, deployment_runs
 from tests.helpers.processes import BIN, REPO, background, tail, wait_for
@@ -52,7 +52,7 @@ def finish(process: subprocess.Popen, log: Path) -> int:
 def batch_events(server) -> list:
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    only_batches = EventFilter(event=EventNameFilter(prefix=[f"{BATCH_EVENT_PREFIX}."]))
+    only_batches = EventFilter(event=EventNameFilter(prefix=["digits.batch."]))
     with server.client() as client:
         return sorted(client.read_events(filter=only_batches, limit=50).events,
                       key=lambda event: event.occurred)

@@ -16,7 +16,7 @@ from digits.config import (
     PREFECT_HOME_DIR,
 )
 from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
-from flows.batch_events import batch_event
+from flows.events import batch_event
 from flows.cli import app
 from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
 
@@ -76,9 +76,9 @@ def test_the_trigger_matches_and_reads_what_the_add_flow_emits(weekly):
     record = {"id": "ab" * 32, "name": "alice", "rows": 60, "status": "accepted"}
     emitted = batch_event(record, Path("/store"), Path("/registry"))
     assert emitted["event"] == ON_NEW_DATA.event
-    assert fnmatchcase(emitted["resource"]["prefect.resource.id"],
+    assert fnmatchcase(emitted["about"]["prefect.resource.id"],
                        trigger["match"]["prefect.resource.id"])
-    assert ON_NEW_DATA.for_each in emitted["resource"]
+    assert ON_NEW_DATA.for_each in emitted["about"]
     # Each parameter is one payload field, as the flow's parameter of that name wants it.
     templates = {"store_dir": "store", "registry": "registry"}
     assert trigger["parameters"] == {
