@@ -33,7 +33,6 @@ with muted_stderr():  # the measure task loads Keras for the production model
     from tasks.drift import load_reference, measure, publish, read_traffic
 
 
-
 class DriftFound(ValidationFailed):
     """--fail-on-drift and the traffic drifted: exit 4, as for data that failed its checks."""
 
