@@ -211,7 +211,7 @@ def serve(
     registry: RegistryOption = None,
 ) -> None:
     """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
-    from digits.serving.app import serve as run_server
+    from digits.serving.server import serve as run_server
 
     run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes),
                log_dir=log_dir.resolve() if log_dir else None, workers=workers,

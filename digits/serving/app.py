@@ -21,11 +21,8 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -51,26 +48,16 @@ from digits.serving.guards import SameOrigin
 from digits.serving.holder import ModelHolder, hide_root
 from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
 from digits.serving.metrics import (
-    MULTIPROCESS_ENV,
     MetricsEndpoint,
     RecordRequests,
     ServiceMetrics,
-    forget_dead_workers,
-    multiprocess_folder,
 )
 from digits.serving.predictor import Predictor, load_for_serving
 from digits.serving.protocols import Scorer, add_protocol_routes
 from digits.serving.settings import (
-    DEFAULT_HOST,
     DEFAULT_POLL_S,
-    DEFAULT_PORT,
-    DEFAULT_WORKERS,
-    LOOPBACK_BINDS,
     LOOPBACK_HOSTS,
-    SETTINGS_ENV,
     Limits,
-    ServeSettings,
-    allowed_hosts,
 )
 
 # The page's assets, read once from the package; a request picks one by name, never by path.
@@ -302,76 +289,3 @@ def add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(error).__name__}"}, 500)
-
-
-# --- running ------------------------------------------------------------------------
-
-
-def serve(
-    registry: Path | str,
-    ref: str = PRODUCTION_ALIAS,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    limits: Limits = Limits(),
-    log_dir: Path | None = None,
-    workers: int = DEFAULT_WORKERS,
-    access_log: bool = True,
-) -> None:
-    """Run the service with uvicorn until interrupted: in this process, or in `workers`
-    processes sharing the port, each loading and following the model on its own.
-    `access_log`: uvicorn's line per request (~10% of a one-image request's CPU here,
-    benchmarks/results.md)."""
-    import uvicorn
-
-    # Built here whatever the workers: a bad ref or log folder is one error before any
-    # worker starts, not one in each of them.
-    app = create_app(registry, ref, limits, hosts=allowed_hosts(host), log_dir=log_dir)
-    if host not in LOOPBACK_BINDS:
-        log.warning("listening on %s: the service has no authentication", host)
-    options: dict[str, Any] = {"host": host, "port": port, "log_config": log_config(),
-                               "server_header": False, "access_log": access_log}
-    if workers == 1:
-        uvicorn.run(app, **options)
-        return
-    settings = ServeSettings(str(registry), ref, host, limits, str(log_dir) if log_dir else None)
-    with worker_environment(settings):
-        uvicorn.run(f"{__name__}:{app_from_env.__name__}", factory=True, workers=workers,
-                    **options)
-
-
-@contextmanager
-def worker_environment(settings: ServeSettings) -> Iterator[None]:
-    """The settings, and a fresh folder for the workers' metrics, in the environment the
-    workers start with; the folder goes when the service stops."""
-    saved = {name: os.environ.get(name) for name in (SETTINGS_ENV, MULTIPROCESS_ENV)}
-    with tempfile.TemporaryDirectory(prefix="digits-metrics-") as folder:
-        os.environ[SETTINGS_ENV] = settings.to_json()
-        os.environ[MULTIPROCESS_ENV] = folder
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
-
-def app_from_env() -> FastAPI:
-    """One worker's app: uvicorn calls this factory in each worker process it starts, with
-    `digits serve`'s settings in the environment (worker_environment)."""
-    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
-    folder = multiprocess_folder()
-    if folder is not None:
-        forget_dead_workers(folder)  # this worker may be the replacement of one that died
-    return create_app(settings.registry, settings.ref, settings.limits,
-                      hosts=allowed_hosts(settings.host), log_dir=settings.log_dir)
-
-
-def log_config() -> dict:
-    """uvicorn's logging, plus our own `digits.*` lines in the same format."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["digits"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config

@@ -48,6 +48,7 @@ ALLOWED = {
     "digits.data.feedback": set(),  # numpy and the standard library only
     "digits.serving.predictor": set(),
     "digits.serving.app": set(),  # FastAPI only: the model runtime loads with a model
+    "digits.serving.server": set(),  # uvicorn only when it runs
     "digits.serving.holder": set(),
     "digits.serving.inputs": set(),
     "digits.serving.guards": set(),
