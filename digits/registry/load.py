@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 
 from digits.config import PRODUCTION_ALIAS, registry_root
-from digits.environment import PIPELINE_HINT
-from digits.errors import RegistryError, UsageError
+from digits.errors import RegistryError
 from digits.files import sha256_bytes
 from digits.registry.layout import MODEL_FILE
 from digits.registry.store import Registry
@@ -19,9 +17,6 @@ def load_keras(path: Path, sha256: str):
     """Load a .keras file with plain Keras in safe mode from exactly the bytes that match
     `sha256`: Keras opens what it is given by path, so it gets a private copy of the bytes
     checked here, never the registry's file (which may have changed since)."""
-    if importlib.util.find_spec("keras") is None:  # a consumer install: onnxruntime only
-        raise UsageError(f"{path.parent.name} has no ONNX export, and its Keras model needs "
-                         f"the pipeline extra: {PIPELINE_HINT}")
     data = path.read_bytes()
     if sha256_bytes(data) != sha256:
         raise RegistryError(f"{path}: changed since it was verified")

@@ -7,6 +7,7 @@ starts without TensorFlow. Images become MNIST-format input in digits.data.image
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 
 from digits.config import IMAGE_SHAPE, PRODUCTION_ALIAS
 from digits.data.images import load_inputs
-from digits.errors import RegistryError
+from digits.environment import PIPELINE_HINT
+from digits.errors import RegistryError, UsageError
 from digits.files import sha256_bytes
 from digits.registry.layout import MODEL_FILE, ONNX_FILE
 
@@ -107,7 +109,11 @@ def onnx_runner(path: Path, sha256: str, threads: int | None = None) -> Callable
 
 def keras_runner(folder: Path) -> Callable[[np.ndarray], Any]:
     """Versions published before the exports: the .keras model, in safe mode, loaded from
-    the bytes checked against the manifest (as onnx_runner does), not reopened by path."""
+    the bytes checked against the manifest (as onnx_runner does), not reopened by path.
+    Here, where the fallback is chosen, a consumer install (no Keras) is told why."""
+    if importlib.util.find_spec("keras") is None:
+        raise UsageError(f"{folder.name} has no ONNX export, and its Keras model needs the "
+                         f"pipeline extra: {PIPELINE_HINT}")
     from digits.registry.load import load_keras
     from digits.registry.versions import read_manifest
 
