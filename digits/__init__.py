@@ -12,24 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from digits.serving.predictor import Predictor
-
-LATEST = "latest"  # the newest version, unless an alias of that name exists
+    from digits.registry.load import Predictor
 
 
 def load(ref: str = "production", registry: Path | str | None = None) -> Predictor:
     """A verified registry version, ready to predict: `.version`, `.manifest`, `.predict()`.
 
     `registry` is the registry folder (default `$DIGITS_REGISTRY`, else
-    `artifacts/registry`). An ONNX version runs on onnxruntime: neither TensorFlow nor
-    Prefect is imported. Imports happen here, so `import digits` stays free.
+    `artifacts/registry`); `ref` a version, an alias, or "latest" (the newest version). An
+    ONNX version runs on onnxruntime: neither TensorFlow nor Prefect is imported. Imports
+    happen here, so `import digits` stays free.
     """
-    from digits.config import registry_root
-    from digits.registry.store import Registry
-    from digits.serving.predictor import load_predictor
+    from digits.registry import load as loader
 
-    store = Registry(registry_root(registry))
-    if ref == LATEST and LATEST not in store.aliases():
-        versions = store.versions()
-        ref = versions[-1]["version"] if versions else ref  # an empty registry: unknown alias
-    return load_predictor(ref, store)
+    return loader.load(ref, registry)

@@ -172,7 +172,7 @@ def predict(
     registry: RegistryOption = None,
 ) -> None:
     """Print file, digit and probability for each image, one line each."""
-    from digits.serving.predictor import load_predictor, predict_files
+    from digits.registry.load import load_predictor, predict_files
 
     # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
     with muted_stderr():

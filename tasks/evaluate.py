@@ -20,8 +20,8 @@ from digits.model.evaluate import (
     score,
 )
 from digits.model.train import TrainedModel
+from digits.registry.load import load_predictor
 from digits.registry.store import Registry
-from digits.serving.predictor import load_predictor
 from tasks import stage
 
 

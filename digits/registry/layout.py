@@ -15,7 +15,7 @@ import re
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 CARD_FILE = "card.md"
-# Exports beside model.keras (digits.model.export writes them, digits.serving.predictor reads them).
+# Exports beside model.keras (digits.model.export writes them, digits.registry.load reads them).
 ONNX_FILE = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"
 

@@ -42,17 +42,17 @@ from digits.errors import RegistryError
 from digits.files import sha256_bytes
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
+from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.feedback import add_feedback_route
 from digits.serving.guards import SameOrigin
-from digits.serving.holder import ModelHolder, hide_root
+from digits.serving.holder import ModelHolder, hide_root, load_for_serving
 from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
 from digits.serving.metrics import (
     MetricsEndpoint,
     RecordRequests,
     ServiceMetrics,
 )
-from digits.serving.predictor import Predictor, load_for_serving
 from digits.serving.protocols import Scorer, add_protocol_routes
 from digits.serving.settings import (
     DEFAULT_POLL_S,

@@ -19,8 +19,15 @@ import numpy as np
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.errors import RegistryError
+from digits.registry.load import Predictor, load_predictor
 from digits.registry.store import Registry
-from digits.serving.predictor import Predictor, load_for_serving
+from digits.serving.settings import MODEL_THREADS
+
+
+def load_for_serving(ref: str, registry: Registry) -> Predictor:
+    """A version as the HTTP service runs it: onnxruntime on MODEL_THREADS threads."""
+    return load_predictor(ref, registry, threads=MODEL_THREADS)
+
 
 KEEP_LOADED = 2  # the version in service and the one before it
 RETRY_FAILED_S = 30.0  # a target that failed to load is retried this often, not every poll

@@ -188,7 +188,7 @@ def version_confidences(registry: Registry, versions: list[str],
     """Version -> its top-class probability on each MNIST test image, for the answering
     versions still in `registry` (verified; ONNX when exported, as the service runs them).
     The manifest does not record it, so it is measured here, the same way for every one."""
-    from digits.serving.predictor import load_predictor
+    from digits.registry.load import load_predictor
 
     present = set(version_names(registry.root))
     return {version: load_predictor(version, registry).predict(test_images).max(axis=1)

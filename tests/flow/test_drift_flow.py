@@ -14,7 +14,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 from digits.checks.drift import STATS
 from digits.data.predictions import PredictionLog
 from digits.registry.store import Registry
-from digits.serving.predictor import load_predictor
+from digits.registry.load import load_predictor
 from flows.drift import drift  # Prefect sets up its logging here, before Keras (see `service`)
 from tests.helpers.processes import wait_for
 from tests.helpers.serving import publish_model

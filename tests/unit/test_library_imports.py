@@ -31,7 +31,7 @@ ALLOWED = {
     "digits.registry.gate": set(),
     "digits.registry.manifest": set(),
     "digits.registry.store": set(),
-    "digits.registry.load": set(),  # Keras only inside the loaders
+    "digits.registry.load": set(),  # onnxruntime and Keras only inside the loaders
     "digits.registry.fetch": set(),
     "digits.registry.aliases": set(),
     "digits.registry.layout": set(),
@@ -46,7 +46,6 @@ ALLOWED = {
     "digits.data.images": set(),  # numpy and Pillow only
     "digits.data.predictions": set(),  # numpy and the standard library only
     "digits.data.feedback": set(),  # numpy and the standard library only
-    "digits.serving.predictor": set(),
     "digits.serving.app": set(),  # FastAPI only: the model runtime loads with a model
     "digits.serving.server": set(),  # uvicorn only when it runs
     "digits.serving.holder": set(),

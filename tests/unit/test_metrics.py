@@ -15,7 +15,7 @@ from digits.errors import RegistryError
 from digits.registry.store import Registry
 from digits.serving.app import Limits, create_app
 from digits.serving.holder import ModelHolder
-from digits.serving.predictor import Predictor
+from digits.registry.load import Predictor
 from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import mnist_like, wait_until
 

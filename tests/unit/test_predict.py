@@ -17,7 +17,7 @@ from digits.data.images import (
     shift_whole,
 )
 from digits.errors import DataError, UsageError
-from digits.serving.predictor import predict_files
+from digits.registry.load import Predictor, predict_files
 
 SIZES = [(28, 28), (100, 60), (300, 300)]  # (width, height)
 
@@ -229,7 +229,8 @@ def test_predict_files(digit_files):
     expected = model.predict(batch, verbose=0)
     assert len(set(expected.argmax(axis=1).tolist())) > 1, "rows must not all agree"
 
-    predictions = predict_files(model, digit_files)
+    predictor = Predictor("v1", "v1", "keras", lambda rows: model.predict(rows, verbose=0))
+    predictions = predict_files(predictor, digit_files)
 
     assert [name for name, _, _ in predictions] == names
     for (name, digit, probability), row in zip(predictions, expected):

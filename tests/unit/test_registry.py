@@ -499,7 +499,7 @@ def test_the_keras_loaders_load_the_bytes_they_verified(tmp_path, monkeypatch):
     """Keras opens the file again by path: a model.keras replaced after verify is refused,
     by `load_model` and by the predictor's Keras path (a version without model.onnx)."""
     from digits.registry import store
-    from digits.serving.predictor import load_predictor
+    from digits.registry.load import load_predictor
 
     (tmp_path / "run").mkdir()
     tiny_keras_model().save(tmp_path / "run" / "model.keras")

@@ -24,7 +24,7 @@ from digits.data.images import load_inputs
 from digits.registry.store import Registry
 from digits.serving import inputs
 from digits.serving.app import ASSETS, Limits, create_app
-from digits.serving.predictor import Predictor, load_predictor
+from digits.registry.load import Predictor, load_predictor
 from digits.serving.settings import DEFAULT_MAX_PIXELS, allowed_hosts
 from tests.helpers.manifests import make_manifest
 from tests.helpers.processes import REPO

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from digits.registry.store import Registry
 from digits.serving.app import Limits, create_app
-from digits.serving.predictor import Predictor
+from digits.registry.load import Predictor
 from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import mnist_like
 
