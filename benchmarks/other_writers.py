@@ -507,7 +507,7 @@ def tiny_registry(root: Path) -> Path:
 
 
 def build_mouse(out: Path, registry: Path | None, per_digit: int, seed: int) -> None:
-    from digits.data.predictions import read_log
+    from digits.monitoring.reader import read_log
 
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(10), per_digit))  # digits mixed, as people come

@@ -347,7 +347,7 @@ SinceOption = Annotated[
 
 def log_window(ctx: typer.Context, log_dir: Path | None, since: str | None):
     """The log folder and start time, from this command's options or else `feedback`'s."""
-    from digits.data.feedback import parse_since
+    from digits.monitoring.since import parse_since
 
     outer = ctx.parent.params if ctx.parent is not None else {}
     since = since or outer.get("since")
@@ -364,7 +364,7 @@ def feedback(
     """Count answers, corrections and confirmations, and agreement per answered digit."""
     if ctx.invoked_subcommand is not None:
         return
-    from digits.data.feedback import feedback_summary
+    from digits.monitoring.feedback import feedback_summary
 
     folder, start = log_window(ctx, log_dir, since)
     summary = feedback_summary(folder, start)
@@ -384,7 +384,7 @@ def feedback_export(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Write the corrected and confirmed images as a feedback batch for `digits add`."""
-    from digits.data.feedback import export_feedback
+    from digits.monitoring.feedback import export_feedback
 
     folder, start = log_window(ctx, log_dir, since)
     typer.echo(export_feedback(folder, out, start, force).line())

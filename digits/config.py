@@ -231,58 +231,6 @@ class BatchChecks:
                 raise UsageError(f"{name} {getattr(self, name)} must lie in 0..1")
 
 
-@dataclass(frozen=True)
-class LogLimits:
-    """Bounds of the prediction log (`digits serve --log-dir`, digits.data.predictions).
-
-    A logged image takes about 1.4 KB (the 28x28 pixels, ten probabilities, ids and time),
-    so the defaults keep the last ~190,000 answers in at most 256 MiB plus one open segment
-    per writing process.
-    """
-
-    segment_bytes: int = 8 * 2**20  # a writer starts a new segment file past this size
-    max_bytes: int = 256 * 2**20  # closed segments beyond this total go, the oldest first
-
-    def __post_init__(self) -> None:
-        if self.segment_bytes < 1:
-            raise UsageError(f"segment_bytes {self.segment_bytes} must be at least 1")
-        if self.max_bytes < self.segment_bytes:
-            raise UsageError(
-                f"max_bytes {self.max_bytes} must be at least segment_bytes {self.segment_bytes}"
-            )
-
-
-DEFAULT_DRIFT_SINCE = "7d"  # `digits drift` and the daily deployment judge the last week
-
-
-@dataclass(frozen=True)
-class DriftChecks:
-    """Bounds of `digits drift` (served traffic against MNIST, digits.serving.traffic) that
-    BatchChecks does not hold: the statistics, domain AUC and class shares reuse its
-    max_stat_shift, max_domain_auc, max_class_shift and reference_rows.
-    """
-
-    # Fewer logged images say too little: the class shares of 100 random MNIST digits lie
-    # ~0.15 from MNIST's (of 20, ~0.45), and the domain classifier needs folds to learn on.
-    min_images: int = 100
-    # Mean top-class probability of the served answers may sit this far below the answering
-    # version's on MNIST test before the traffic counts as drift. Measured with an mlp of
-    # 96.8% (0.957 on test), 1,000 images each: MNIST test digits drop 0.001, other writers
-    # (rotated, sheared, other pens) 0.04, inverted digits 0.09, noise 0.10. A weak signal
-    # alone: the statistics and the domain AUC flag the last two far beyond their bounds.
-    max_confidence_drop: float = 0.1
-    # Served images the domain classifier sees (a fixed random sample of the window), as many
-    # as BatchChecks' reference rows: its cost grows with the rows, its AUC does not.
-    sample_rows: int = 2_000
-
-    def __post_init__(self) -> None:
-        for name in ("min_images", "sample_rows"):
-            if getattr(self, name) < 2:  # two images at least: the classifier's folds
-                raise UsageError(f"{name} {getattr(self, name)} must be at least 2")
-        if not 0 <= self.max_confidence_drop <= 1:
-            raise UsageError(f"max_confidence_drop {self.max_confidence_drop} must lie in 0..1")
-
-
 ARCHITECTURES = ("mlp", "cnn")  # digits.model.architectures builds each
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 # Where the cnn starts: "full" convolves at 28x28 first; "strided" halves the resolution in

@@ -32,7 +32,6 @@ from digits.cli import (
     main,
 )
 from digits.config import (
-    DEFAULT_DRIFT_SINCE,
     DEFAULT_MODEL,
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
@@ -44,6 +43,7 @@ from digits.config import (
 )
 from digits.environment import import_keras_quietly, require_pipeline
 from digits.errors import EXIT_REJECTED
+from digits.monitoring.since import DEFAULT_DRIFT_SINCE
 
 FLOWS_PANEL = "Training and new data (Prefect flows; the pipeline extra)"
 

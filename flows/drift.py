@@ -15,18 +15,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Completed, Failed, State
 
-from digits.config import (
-    DEFAULT_DRIFT_SINCE,
-    BatchChecks,
-    DriftChecks,
-    log_dir_of,
-    registry_root,
-)
-from digits.data.feedback import parse_since
+from digits.config import BatchChecks, log_dir_of, registry_root
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
+from digits.monitoring.since import DEFAULT_DRIFT_SINCE, parse_since
+from digits.monitoring.traffic import DriftChecks, TrafficDrift, answers_by_version, too_few
 from digits.registry.store import Registry
-from digits.serving.traffic import TrafficDrift, answers_by_version, too_few
 from flows.events import drift_event, emit
 
 with muted_stderr():  # the measure task loads Keras for the production model

@@ -9,23 +9,24 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from digits.checks.drift import reference_sample
-from digits.config import BatchChecks, DriftChecks, default_data_dir
+from digits.config import BatchChecks, default_data_dir
 from digits.data.ingest import Dataset, load_mnist
-from digits.data.predictions import Logged, read_log
-from digits.registry.load import load_production
-from digits.registry.store import Registry
-from digits.serving.traffic import (
+from digits.monitoring.reader import read_log
+from digits.monitoring.records import Logged
+from digits.monitoring.traffic import (
+    DriftChecks,
     Traffic,
     TrafficDrift,
     answers_by_version,
     compare,
     features_of,
-    plot_traffic,
-    render_markdown,
     sample_rows,
     traffic_of,
     version_confidences,
 )
+from digits.monitoring.traffic_report import plot_traffic, render_markdown
+from digits.registry.load import load_production
+from digits.registry.store import Registry
 from tasks import stage
 
 ARTIFACT_KEY = "serving-drift"

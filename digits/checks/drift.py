@@ -16,6 +16,10 @@ from digits.config import NUM_CLASSES
 
 LIT = 0.5  # a pixel is ink above half of full scale, as in digits.checks.suites
 STATS = ("ink", "intensity", "height", "width", "stroke")
+# Each statistic's unit, for the axes of its histogram (a batch's page, the drift artifact).
+UNITS = {"ink": "share of pixels lit", "intensity": "mean pixel (0..1)",
+         "height": "ink box height (px)", "width": "ink box width (px)",
+         "stroke": "stroke width (px)"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,13 @@ def boundary(lit: np.ndarray) -> np.ndarray:
     inner = (padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2]
              & padded[:, 1:-1, 2:])
     return (lit & ~inner).sum(axis=(1, 2))
+
+
+def bin_edges(name: str, values: np.ndarray) -> np.ndarray:
+    """One bin per pixel for the box sizes (whole numbers: finer bins would leave gaps)."""
+    if name in ("height", "width"):
+        return np.arange(values.min(), values.max() + 2) - 0.5
+    return np.histogram_bin_edges(values, bins=25)
 
 
 def stat_shift(batch: np.ndarray, reference: np.ndarray,

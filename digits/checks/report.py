@@ -223,11 +223,6 @@ def render_shares(evidence: Evidence) -> str:
             f'<th>MNIST train</th><th>difference</th></tr>{rows}</table>')
 
 
-UNITS = {"ink": "share of pixels lit", "intensity": "mean pixel (0..1)",
-         "height": "ink box height (px)", "width": "ink box width (px)",
-         "stroke": "stroke width (px)"}
-
-
 def render_statistics(evidence: Evidence) -> str:
     if not len(evidence.images):
         return "<h2>Image statistics</h2><p>No images.</p>"
@@ -236,22 +231,15 @@ def render_statistics(evidence: Evidence) -> str:
     figure = Figure(figsize=(14, 2.6), layout="constrained")
     for axes, name in zip(figure.subplots(1, len(drift.STATS)), drift.STATS):
         ours, theirs = evidence.stats[name], evidence.reference_stats[name]
-        edges = bin_edges(name, np.concatenate([ours, theirs]))
+        edges = drift.bin_edges(name, np.concatenate([ours, theirs]))
         axes.hist(ours, edges, density=True, alpha=0.7, label="batch")
         axes.hist(theirs, edges, density=True, histtype="step", color="k", linewidth=1.2,
                   label="MNIST train")
-        axes.set(title=name, xlabel=UNITS[name], yticks=[])
+        axes.set(title=name, xlabel=drift.UNITS[name], yticks=[])
     figure.axes[0].legend(fontsize="small")
     return ('<h2 id="statistics">Image statistics</h2><p>Batch (bars) against MNIST train '
             '(outline), densities.</p>'
             f'<img class="chart" alt="image statistics" src="{figure_uri(figure)}">')
-
-
-def bin_edges(name: str, values: np.ndarray) -> np.ndarray:
-    """One bin per pixel for the box sizes (whole numbers: finer bins would leave gaps)."""
-    if name in ("height", "width"):
-        return np.arange(values.min(), values.max() + 2) - 0.5
-    return np.histogram_bin_edges(values, bins=25)
 
 
 # --- The images behind a check ----------------------------------------------------------

@@ -15,7 +15,7 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
 - Beside /v1/predict, the Open Inference Protocol v2 and MLflow's scoring shape answer with
   the same model (digits.serving.protocols); GET /metrics is Prometheus text
   (digits.serving.metrics).
-- With a log folder, every image answered is logged with an id (digits.data.predictions),
+- With a log folder, every image answered is logged with an id (digits.monitoring),
   and POST /v1/feedback takes a person's label for it (digits.serving.feedback).
 """
 
@@ -36,10 +36,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from digits.config import PRODUCTION_ALIAS, LogLimits
-from digits.data.predictions import PredictionLog
+from digits.config import PRODUCTION_ALIAS
 from digits.errors import RegistryError
 from digits.files import sha256_bytes
+from digits.monitoring.log import LogLimits, PredictionLog
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.load import Predictor

@@ -1,5 +1,5 @@
 """`POST /v1/feedback {"id": ..., "label": 0..9}`: what a person says a logged answer's digit
-really was, recorded in the service's prediction log (digits.data.predictions).
+really was, recorded in the service's prediction log (digits.monitoring.log).
 
 200 with the correction recorded (a repeat of the same label too: it writes nothing), 404
 for an id the log does not hold, 422 for a bad label or body, 409 when the service keeps no
@@ -16,7 +16,8 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from digits.config import NUM_CLASSES
-from digits.data.predictions import Correction, PredictionLog, UnknownPrediction, format_time
+from digits.monitoring.log import PredictionLog
+from digits.monitoring.records import Correction, UnknownPrediction, format_time
 from digits.serving.inputs import ApiError
 from digits.serving.protocols import check_json, read_body, read_document
 

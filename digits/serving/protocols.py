@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.data.images import BATCH_SHAPE
-from digits.data.predictions import PredictionLog
+from digits.monitoring.log import PredictionLog
 from digits.serving.holder import Loaded, ModelHolder
 from digits.serving.inputs import ApiError, DecodeSlots, refuse_constant
 from digits.serving.metrics import ServiceMetrics

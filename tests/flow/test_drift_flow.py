@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import (
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from digits.checks.drift import STATS
-from digits.data.predictions import PredictionLog
+from digits.monitoring.log import PredictionLog
 from digits.registry.store import Registry
 from digits.registry.load import load_predictor
 from flows.drift import drift  # Prefect sets up its logging here, before Keras (see `service`)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.data.predictions import PredictionLog
+from digits.monitoring.log import PredictionLog
 
 CONFUSIONS = ((3, 5), (8, 9))  # (digit, the digit the model mistakes it for)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.data.predictions import PredictionLog
+from digits.monitoring.log import PredictionLog
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from digits.data.batches import accepted_batches
-from digits.data.predictions import read_log
+from digits.monitoring.reader import read_log
 from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from digits.data.predictions import read_log
+from digits.monitoring.reader import read_log
 from digits.registry.store import Registry
 from tests.helpers.browser import MISSING, browser_paths, headless_chromium
 from tests.helpers.processes import BIN, answers, background, free_port, wait_for

@@ -44,8 +44,14 @@ ALLOWED = {
     "digits.data.ingest": set(),
     "digits.data.splits": set(),
     "digits.data.images": set(),  # numpy and Pillow only
-    "digits.data.predictions": set(),  # numpy and the standard library only
-    "digits.data.feedback": set(),  # numpy and the standard library only
+    "digits.monitoring.records": set(),  # numpy and the standard library only
+    "digits.monitoring.log": set(),  # numpy and the standard library only
+    "digits.monitoring.index": set(),  # the standard library only
+    "digits.monitoring.reader": set(),  # numpy and the standard library only
+    "digits.monitoring.feedback": set(),  # numpy and the standard library only
+    "digits.monitoring.since": set(),  # the standard library only
+    "digits.monitoring.traffic": set(),  # scikit-learn; Keras once a model gives features
+    "digits.monitoring.traffic_report": set(),  # matplotlib
     "digits.serving.app": set(),  # FastAPI only: the model runtime loads with a model
     "digits.serving.server": set(),  # uvicorn only when it runs
     "digits.serving.holder": set(),
@@ -55,7 +61,6 @@ ALLOWED = {
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
     "digits.serving.settings": set(),
-    "digits.serving.traffic": set(),  # matplotlib; scikit-learn, Keras once a model gives features
     "digits.model.evaluate": set(),
     "digits.checks.suites": {"great_expectations"},
     "digits.checks.docs": {"great_expectations"},  # the GX context and its Data Docs site

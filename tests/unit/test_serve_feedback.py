@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digits.data.images import load_inputs
-from digits.data.predictions import read_log, segment_files
 from digits.errors import DataError
+from digits.monitoring.reader import read_log
+from digits.monitoring.records import segment_files
 from digits.registry.store import Registry
 from digits.serving.app import create_app, read_assets
 from tests.helpers.processes import REPO

@@ -3,15 +3,15 @@ labels as a feedback batch that `digits add` reads and the checks judge fairly."
 
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from digits.config import BatchChecks
-from digits.data.feedback import export_feedback, feedback_summary, parse_since
 from digits.data.intake import read_source
 from digits.errors import DataError, UsageError
+from digits.monitoring.feedback import export_feedback, feedback_summary
 from tests.helpers.feedback import (
     confusing_model,
     correct_mistakes,
@@ -20,37 +20,6 @@ from tests.helpers.feedback import (
     one_hot_answers,
 )
 from tests.helpers.synth import make_digits, make_prototypes
-
-NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
-
-
-# --- --since ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("7d", NOW - timedelta(days=7)),
-    ("12h", NOW - timedelta(hours=12)),
-    ("30m", NOW - timedelta(minutes=30)),  # minutes, not months
-    ("90s", NOW - timedelta(seconds=90)),
-    ("2w", NOW - timedelta(weeks=2)),
-    ("2025-01-31", datetime(2025, 1, 31, tzinfo=UTC)),
-    ("2025-01-31T08:30", datetime(2025, 1, 31, 8, 30, tzinfo=UTC)),  # naive: UTC
-    ("2025-01-31T08:30Z", datetime(2025, 1, 31, 8, 30, tzinfo=UTC)),
-    ("2025-01-31T10:30+02:00", datetime(2025, 1, 31, 8, 30, tzinfo=UTC)),
-])
-def test_since_reads_durations_and_iso_dates_as_utc(text, expected):
-    moment = parse_since(text, now=NOW)
-    assert moment == expected
-    assert moment.utcoffset() == timedelta(0)
-
-
-@pytest.mark.parametrize("text", ["7", "7 days", "-7d", "7y", "1.5h", "yesterday", "",
-                                  "2025-13-01", "999999999w"])
-def test_since_refuses_anything_else_as_a_usage_error(text):
-    with pytest.raises(UsageError, match="--since") as error:
-        parse_since(text, now=NOW)
-    assert error.value.exit_code == 2
-
 
 # --- a log made without a model: answers given, labels from people ---------------------
 

@@ -1,4 +1,5 @@
-"""Drift of served traffic (digits.serving.traffic) on generated digits, pixels as features."""
+"""Drift of served traffic (digits.monitoring.traffic, its report in .traffic_report) on
+generated digits, pixels as features."""
 
 from datetime import UTC, datetime
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 
 from digits.checks.drift import STATS, image_stats, stat_shift
-from digits.config import BatchChecks, DriftChecks
+from digits.config import BatchChecks
 from digits.errors import UsageError
-from digits.serving import traffic
+from digits.monitoring import traffic
+from digits.monitoring.traffic import DriftChecks
+from digits.monitoring.traffic_report import plot_traffic, render_markdown
 from tests.helpers.synth import make_digits, make_prototypes, noise_images
 
 SINCE = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
@@ -117,14 +120,14 @@ def test_too_few_images_are_not_judged():
 @pytest.mark.slow  # the domain classifier on look-alikes, or matplotlib
 def test_the_artifact_holds_the_verdict_table_and_histograms():
     report, measured = judged(noise_images(120, seed=5))
-    png = traffic.plot_traffic(measured)
+    png = plot_traffic(measured)
     assert png.startswith(b"\x89PNG")
-    markdown = traffic.render_markdown(report, "/srv/log", png)
+    markdown = render_markdown(report, "/srv/log", png)
     assert markdown.startswith("# Served traffic: drift\n")
     assert f"**{report.line()}**" in markdown and "Log `/srv/log`; answers by v1 (120)." in markdown
     assert markdown.count("| DRIFT |") == sum(not row.passed for row in report.rows)
     assert "![histograms](data:image/png;base64," in markdown
-    assert "| statistic |" not in traffic.render_markdown(
+    assert "| statistic |" not in render_markdown(
         traffic.too_few(3, SINCE, {}, DriftChecks()), "/srv/log", None)
 
 

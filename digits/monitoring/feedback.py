@@ -7,52 +7,25 @@ answer given) or a confirmation (it is the answer). `export_feedback` writes bot
 checks can measure label agreement on the confirmed rows only: the corrections are the
 model's mistakes by construction (digits.checks.batch).
 
-`parse_since` is the one reading of `--since` (`digits feedback`, `digits drift`).
-
 numpy and the standard library only.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from digits.config import DIGITS, MAX_INPUT_ROWS
 from digits.data.intake import FEEDBACK
-from digits.data.predictions import Logged, read_log
 from digits.errors import DataError, UsageError
 from digits.files import fsync_dir, named_errors, sha256_bytes
-
-# A duration back from now: `m` is minutes (months have no fixed length).
-DURATION_RE = re.compile(r"(\d{1,9})([smhdw])")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """The moment `text` names, in UTC: a duration back from `now` (`90s`, `30m`, `12h`,
-    `7d`, `2w`), or an ISO 8601 date or time (`2025-01-31`, `2025-01-31T12:00`, with `Z` or
-    an offset; without one it is UTC). Anything else is a UsageError naming it."""
-    now = now or datetime.now(UTC)
-    duration = DURATION_RE.fullmatch(text.strip())
-    if duration:
-        amount, unit = duration.groups()
-        try:
-            return now - timedelta(**{UNITS[unit]: int(amount)})
-        except OverflowError:
-            raise UsageError(f"--since {text!r} reaches back before year 1") from None
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"--since {text!r} is neither a duration (30m, 12h, 7d, 2w) nor an "
-                         "ISO date or time (2025-01-31, 2025-01-31T12:00Z)") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
+from digits.monitoring.reader import read_log
+from digits.monitoring.records import Logged
 
 # --- the summary ----------------------------------------------------------------------
 

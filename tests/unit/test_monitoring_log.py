@@ -1,4 +1,5 @@
-"""The prediction log (digits.data.predictions): what `digits serve --log-dir` keeps."""
+"""The prediction log (digits.monitoring: records, log, index, reader): what
+`digits serve --log-dir` keeps."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.config import LogLimits
-from digits.data.predictions import (
-    MARKER,
-    PredictionLog,
-    UnknownPrediction,
-    read_log,
-    segment_files,
-)
 from digits.errors import DataError, UsageError
+from digits.monitoring.log import LogLimits, PredictionLog
+from digits.monitoring.reader import read_log
+from digits.monitoring.records import MARKER, UnknownPrediction, segment_files
 from tests.helpers.log_writer import start_writer
 from tests.helpers.serving import mnist_like
 

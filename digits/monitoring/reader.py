@@ -1,0 +1,114 @@
+"""Reading the prediction log (digits.monitoring.records) as arrays: every prediction,
+oldest first, with each one's latest label.
+
+numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from digits.config import IMAGE_SHAPE, NUM_CLASSES
+from digits.errors import DataError
+from digits.monitoring.records import (
+    CORRECTION,
+    MARKER,
+    PIXELS,
+    PREDICTION,
+    Logged,
+    complete_lines,
+    format_time,
+    segment_files,
+)
+
+log = logging.getLogger(__name__)
+
+
+def read_log(folder: Path, since: datetime | None = None) -> Logged:
+    """Every prediction in the log at `folder` (at or after `since`, UTC if naive), oldest
+    first, with each one's latest label. DataError if the folder does not exist or is not a
+    prediction log, or a record in it is corrupt; a torn last line is skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"prediction log {folder} does not exist")
+    if not (folder / MARKER).is_file():
+        raise DataError(f"{folder} is not a prediction log (no {MARKER})")
+    cut = "" if since is None else format_time(
+        since if since.tzinfo else since.replace(tzinfo=UTC))
+    predictions: list[tuple] = []
+    corrections: list[dict] = []
+    for path in sorted(segment_files(folder)):
+        for record in read_segment(path):
+            if record["kind"] == CORRECTION:
+                corrections.append(record)
+            elif record["time"] >= cut:  # ISO UTC to the millisecond sorts as text
+                predictions.append(compact(record))
+    return to_rows(predictions, latest_labels(corrections))
+
+
+def read_segment(path: Path) -> list[dict]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []  # pruned while we listed
+    lines, used = complete_lines(data)
+    if used < len(data):
+        log.warning("%s: skipped a torn last line (%d bytes)", path, len(data) - used)
+    return [parse_record(line, path, number) for number, line in enumerate(lines, 1)]
+
+
+def parse_record(line: bytes, path: Path, number: int) -> dict:
+    try:
+        record = json.loads(line)
+        if record["kind"] == PREDICTION:
+            check_prediction(record)
+        elif record["kind"] == CORRECTION:
+            int(record["label"]), str(record["id"]), str(record["time"])
+        else:
+            raise ValueError(f"unknown kind {record['kind']!r}")
+        return record
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}, line {number}: not a prediction log record ({error})") from None
+
+
+def check_prediction(record: dict) -> None:
+    if len(record["probabilities"]) != NUM_CLASSES:
+        raise ValueError(f"{len(record['probabilities'])} probabilities, not {NUM_CLASSES}")
+    if len(base64.b64decode(record["image"], validate=True)) != PIXELS:
+        raise ValueError(f"the image is not {PIXELS} pixels")
+
+
+def latest_labels(corrections: list[dict]) -> dict[str, int]:
+    """id -> its latest label (by time; a tie goes to the later segment)."""
+    ordered = sorted(corrections, key=lambda record: record["time"])  # ISO UTC sorts as text
+    return {record["id"]: int(record["label"]) for record in ordered}
+
+
+def compact(record: dict) -> tuple:
+    """A prediction as (time, id, version, ref, digit, probabilities, pixels), its dict and
+    base64 text dropped as it is read: a full log is 190,000 of them."""
+    return (record["time"], record["id"], record["version"], record["ref"], record["digit"],
+            record["probabilities"], base64.b64decode(record["image"]))
+
+
+def to_rows(predictions: list[tuple], labels: dict[str, int]) -> Logged:
+    predictions.sort(key=lambda row: row[0])  # by time; stable, so a process's order is kept
+    n = len(predictions)
+    times, ids, versions, refs, digits, scores, pixels = (
+        zip(*predictions) if n else ([] for _ in range(7)))
+    return Logged(
+        ids=np.array(ids, dtype=str),
+        times=np.array([stamp.rstrip("Z") for stamp in times], dtype="datetime64[ms]"),
+        versions=np.array(versions, dtype=str),
+        refs=np.array(refs, dtype=str),
+        digits=np.array(digits, dtype=np.int64),
+        probabilities=np.array(scores, dtype=np.float32).reshape(n, NUM_CLASSES),
+        images=np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape(n, *IMAGE_SHAPE).copy(),
+        labels=np.array([labels.get(id_, -1) for id_ in ids], dtype=np.int64),
+    )
