@@ -1,11 +1,12 @@
 """The `tune` flow: an Optuna study whose trials run on Dask, then the best model is gated.
 
-Ask-and-tell in the flow: each round asks the study for as many configurations as there are
-workers, submits one `trial` task per configuration to prefect-dask's DaskTaskRunner (a
-LocalCluster of worker processes, or the cluster at `dask_address`), and tells the study
-each result. The study lives in a journal file under artifacts/studies/, so a run with the
-same study name resumes it. The best trial's saved model (trained on the same train split a
-retrain run uses) then goes through evaluate, package, export and gate-and-promote.
+Ask-and-tell: the study's loop (digits.model.study) asks for as many configurations a round
+as there are workers and tells the study each result; here each configuration is one `trial`
+task submitted to prefect-dask's DaskTaskRunner (a LocalCluster of worker processes, or the
+cluster at `dask_address`). The study lives in a journal file under artifacts/studies/, so
+a run with the same study name resumes it. The best trial's saved model (trained on the same
+train split a retrain run uses) then goes through evaluate, package, export and
+gate-and-promote.
 
 The data and the judgement are retrain's own stages (flows/stages.py): the trials train on
 MNIST plus every accepted batch, on the split a `digits run` would use, and the best model
@@ -15,8 +16,11 @@ is gated on MNIST test and on the held-out new data, with production re-scored i
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
@@ -37,13 +41,12 @@ from digits.config import (
 from digits.environment import muted_stderr
 from digits.errors import DataError, DigitsError, UsageError
 from digits.model.space import search_space, to_optuna, trial_config
+from digits.model.study import Asked, Failure, Result, run_study
 from digits.model.study_report import has_complete, study_summary
 from digits.model.tuning import (
     check_study_name,
     fail_interrupted,
-    finished,
     open_study,
-    replay,
     start_from_defaults,
     studies_dir,
     write_splits,
@@ -101,23 +104,10 @@ def flow_api_url() -> str:
         return str(client.api_url).rstrip("/")
 
 
-def record(study, trial, state, logger) -> None:
-    """Tell the study how a trial ended: complete, pruned, or failed (the study goes on)."""
-    from optuna.trial import TrialState
-
-    if not state.is_completed():
-        logger.warning("trial %d failed: %s", trial.number, state.message)
-        trial.set_user_attr("error", str(state.message)[:500])
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    result = state.result()
-    replay(study, trial, result["val_accuracies"])
-    for key in ("model_path", "history", "best_epoch", "seconds", "val_accuracies"):
-        trial.set_user_attr(key, result[key])
-    if result["pruned"]:
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
-        study.tell(trial, result["val_accuracy"])
+def outcome(future) -> Result:
+    """The trial task's result, or a Failure for the study to record."""
+    state = final_state(future)
+    return state.result() if state.is_completed() else Failure(str(state.message))
 
 
 def final_state(future) -> State:
@@ -129,7 +119,32 @@ def final_state(future) -> State:
         return Failed(message=f"{type(error).__name__}: {error}")
 
 
-def run_study(
+def submit_round(runner, fixed: dict[str, Any], configs: list[Asked]) -> Iterator[Result]:
+    """One `trial` task per configuration, all submitted now; their results in order, each
+    waited for only when the study takes it."""
+    futures = [
+        runner.submit(run_trial, parameters={"number": c.number, "params": c.params, **fixed})
+        for c in configs
+    ]
+    return (outcome(future) for future in futures)
+
+
+@contextmanager
+def dask_rounds(workers: int, dask_address: str | None, fixed: dict[str, Any]):
+    """Start the trials' Dask cluster; yield the function that runs a round on it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url = flow_api_url()
+    # The task context sent to each worker carries these settings: the ephemeral API's
+    # URL too, which the flow's settings would otherwise leave unset.
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        trial_runner(workers, dask_address, api_url) as runner,
+    ):
+        yield partial(submit_round, runner, fixed)
+
+
+def run_trials(
     study,
     model: str,
     trials: int,
@@ -140,44 +155,19 @@ def run_study(
     data: Path,
     storage: Path,
 ) -> None:
-    """Rounds of `workers` trials until the study holds `trials` finished ones or time is up."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    logger = get_run_logger()
-    if finished(study) >= trials:  # a resumed study that is already complete: no cluster
-        return
-    space = to_optuna(search_space(model))
-    api_url = flow_api_url()
-    started = time.monotonic()
+    """The study's rounds of `workers` trials (digits.model.study), each a `trial` task."""
     out_dir = storage.with_suffix("")  # artifacts/studies/<name>/trial-N/model.keras
-    # The task context sent to each worker carries these settings: the ephemeral API's
-    # URL too, which the flow's settings would otherwise leave unset.
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        with trial_runner(workers, dask_address, api_url) as runner:
-            while (left := trials - finished(study)) > 0:
-                if timeout_minutes and (time.monotonic() - started) / 60 >= timeout_minutes:
-                    logger.info("timeout (%s min) reached; %d trials not run", timeout_minutes, left)
-                    break
-                batch = [study.ask(space) for _ in range(min(workers, left))]
-                futures = [
-                    runner.submit(
-                        run_trial,
-                        parameters={
-                            "number": trial.number,
-                            "trial_id": trial._trial_id,
-                            "params": trial.params,
-                            "model": model,
-                            "epochs": epochs,
-                            "data": str(data),
-                            "out_dir": str(out_dir),
-                            "study_name": study.study_name,
-                            "storage": str(storage),
-                        },
-                    )
-                    for trial in batch
-                ]
-                for trial, future in zip(batch, futures):
-                    record(study, trial, final_state(future), logger)
+    fixed = {
+        "model": model,
+        "epochs": epochs,
+        "data": str(data),
+        "out_dir": str(out_dir),
+        "study_name": study.study_name,
+        "storage": str(storage),
+    }
+    space = to_optuna(search_space(model))
+    start = partial(dask_rounds, workers, dask_address, fixed)
+    run_study(study, space, trials, workers, start, timeout_minutes, get_run_logger())
 
 
 @flow(name="tune", flow_run_name=run_namer("tune"), log_prints=True, **OUTCOME_HOOKS)
@@ -238,7 +228,8 @@ def search(name, storage, seed, model, trials, epochs, workers, dask_address, ti
     start_from_defaults(study, model)
     if stale := fail_interrupted(study):
         logger.info("resumed study %s: interrupted trials %s recorded as failed", name, stale)
-    run_study(study, model, trials, epochs, workers, dask_address, timeout_minutes, arrays, storage)
+    run_trials(study, model, trials, epochs, workers, dask_address, timeout_minutes, arrays,
+               storage)
     publish_study(study)
     if not has_complete(study):
         raise DigitsError(f"study {name}: no trial completed; registry unchanged")

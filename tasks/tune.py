@@ -30,7 +30,6 @@ def name_trial() -> str:
 @stage("trial", run_name=name_trial)
 def run_trial(
     number: int,
-    trial_id: int,
     params: dict[str, Any],
     model: str,
     epochs: int,
@@ -41,7 +40,7 @@ def run_trial(
 ) -> dict[str, Any]:
     logger = get_run_logger()
     logger.info("trial %d: %s, %d epochs", number, describe_params(params), epochs)
-    report = live_reporter(Path(storage), study_name, trial_id)
+    report = live_reporter(Path(storage), study_name, number)
     result = train_trial(
         number, params, model, epochs, Path(data), Path(out_dir), report=report, log=logger.info
     )

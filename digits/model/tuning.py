@@ -1,5 +1,5 @@
-"""Hyperparameter tuning: the study on disk, the data and the training of one trial, and the
-study's summaries. What a trial may try is `digits.model.space`.
+"""Hyperparameter tuning: the study on disk, the data and the training of one trial. What a
+trial may try is `digits.model.space`; the loop that asks and tells is `digits.model.study`.
 
 Trials read the validation split carved from train out of `.npy` files on disk
 (memory-mapped) and never see the test split: it is only for the final, gated number.
@@ -110,22 +110,26 @@ def finished(study: optuna.Study) -> int:
 
 
 def live_reporter(
-    storage_path: Path, study_name: str, trial_id: int
+    storage_path: Path, study_name: str, number: int
 ) -> Callable[[int, float], bool] | None:
     """Report (epoch, value) to the shared study from a worker; True: prune the trial.
 
-    With ask-and-tell the flow holds the Trial, not the worker; a worker that can read the
-    study's journal file (same machine or shared storage) reopens the trial by id so the
-    MedianPruner can stop it between epochs. Elsewhere there is no live pruning, and the
-    flow replays the epochs' values when the trial returns (`replay`).
+    With ask-and-tell the flow's study loop (`digits.model.study`) holds the Trial, not the
+    worker; a worker that can read the study's journal file (same machine or shared storage)
+    reopens the trial by its number so the MedianPruner can stop it between epochs.
+    Elsewhere there is no live pruning, and the loop replays the epochs' values when the
+    trial returns (`digits.model.study.replay`).
     """
     if not storage_path.is_file():
         return None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(
-        study_name=study_name, storage=study_storage(storage_path), pruner=pruner()
+    storage = study_storage(storage_path)
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner())
+    # Optuna keeps a trial's storage id private; the storage maps the public number to it.
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study_name), number
     )
     trial = optuna.trial.Trial(study, trial_id)
 
@@ -134,14 +138,6 @@ def live_reporter(
         return trial.should_prune()
 
     return report
-
-
-def replay(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> None:
-    """Report the epochs' values that the worker could not report itself."""
-    reported = study._storage.get_trial(trial._trial_id).intermediate_values
-    for epoch, value in enumerate(values):
-        if epoch not in reported:
-            trial.report(value, epoch)
 
 
 # --- Data for the trials ------------------------------------------------------------

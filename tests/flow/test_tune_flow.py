@@ -1,13 +1,10 @@
 """The tune flow on a real Dask LocalCluster of worker processes, against the test API."""
 
-import json
 import os
 from pathlib import Path
 
-from optuna.trial import TrialState
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.states import Completed, Failed
 
 from digits.config import train_config
 from digits.data.batches import accepted_batches
@@ -15,11 +12,10 @@ from digits.data.ingest import load_mnist
 from digits.data.snapshot import combine
 from digits.data.splits import preprocess_data
 from digits.model.reproduce import reproduce
-from digits.model.space import search_space, to_optuna
-from digits.model.tuning import open_study, write_splits
+from digits.model.tuning import write_splits
 from digits.registry.store import Registry
 from flows.retrain import retrain
-from flows.tune import record, tune
+from flows.tune import tune
 from tests.helpers.batchstore import new_digits, write_batch
 from tests.helpers.flows import read_flow_run, read_task_runs
 from tests.helpers.synth import write_dataset
@@ -41,29 +37,6 @@ def artifact_keys(flow_run_id) -> set[str]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return {a.key for a in artifacts}
-
-
-def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
-    study = open_study("s", tmp_path / "s.journal")
-    space = to_optuna(search_space("mlp"))
-    failed = study.ask(space)
-    record(study, failed, Failed(message="worker died"), logger=NullLogger())
-    done = study.ask(space)
-    result = {
-        "val_accuracy": 0.5, "val_accuracies": [0.4, 0.5], "pruned": False, "model_path": "m",
-        "history": {"val_accuracy": [0.4, 0.5]}, "best_epoch": 2, "seconds": 1.0,
-    }
-    record(study, done, Completed(data=result), logger=NullLogger())
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert study.trials[0].user_attrs["error"] == "worker died"
-    assert study.trials[1].intermediate_values == {0: 0.4, 1: 0.5}  # replayed by the flow
-    attributes = study.trials[1].user_attrs
-    assert json.loads(json.dumps(attributes)) == attributes  # JSON-safe, as the journal needs
-
-
-class NullLogger:
-    def warning(self, *args):
-        pass
 
 
 def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):

@@ -72,6 +72,7 @@ ALLOWED = {
     "digits.model.export": {"keras", "tensorflow"},
     "digits.model.study_report": set(),  # Optuna and matplotlib
     "digits.model.tuning": set(),  # Optuna and NumPy; Keras only inside a trial
+    "digits.model.study": set(),  # Optuna only: the ask-and-tell loop
     "digits.model.space": set(),  # plain Python: the CLI checks it before a flow starts
     "digits.model.reproduce": {"keras", "tensorflow"},  # it retrains
 }
