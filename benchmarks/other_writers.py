@@ -463,7 +463,7 @@ def serving(registry: Path, logs: Path, log_file: Path) -> Iterator[str]:
     from tests.helpers.processes import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "digits.cli", "serve", "--port", str(port), "--registry",
+    command = [sys.executable, "-m", "digits", "serve", "--port", str(port), "--registry",
                str(registry), "--log-dir", str(logs), "--no-access-log"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

@@ -158,7 +158,7 @@ def free_port() -> int:
 
 
 def start(setup: Setup, registry: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "digits.cli", "serve", "--port", str(port),
+    command = [sys.executable, "-m", "digits", "serve", "--port", str(port),
                "--registry", str(registry), *setup.options]
     paths = [str(setup.source)]
     if setup.plain_uvicorn:

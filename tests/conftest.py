@@ -4,6 +4,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
+from digits.cli import main
+
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:
     """Run `digits ARGS...` in this process; return (exit code, stdout, stderr).
@@ -11,8 +13,6 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, s
     Plain StringIO buffers rather than capsys: Prefect's log handler keeps the stream it
     first saw, and capsys closes its streams at the end of each test.
     """
-    from flows.cli import main  # here: a test that runs no command imports no flows
-
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "argv", ["digits", *map(str, args)])
     with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as done:

@@ -33,7 +33,7 @@ def digits_run(prefect_home: Path, *args) -> subprocess.CompletedProcess:
     for name in ("PREFECT_API_URL", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"):
         env.pop(name, None)
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", *FAST, *map(str, args)],
+        [sys.executable, "-m", "digits", "run", *FAST, *map(str, args)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
 

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
+from digits.cli import entry
 from digits.data import batches
-from flows.cli import entry
 
 real_save = np.save
 

@@ -85,7 +85,7 @@ def test_the_installed_copy_runs_with_its_package_data(installed):
     assert shown.returncode == 0 and "schedule" in shown.stdout and "models" in shown.stdout
     # A traceback names the files that ran: site-packages', not the checkout's.
     failed = installed.digits("--debug", "fetch", "v9", "--dest", "out", "--registry", "none")
-    assert str(installed.site / "digits" / "cli.py") in failed.stderr
+    assert str(installed.site / "digits" / "cli" / "registry.py") in failed.stderr
     assert str(REPO / "digits") not in failed.stderr and str(REPO / "flows") not in failed.stderr
 
 

@@ -217,7 +217,7 @@ def test_digits_predict_with_onnx_imports_neither_tensorflow_nor_prefect(registr
     # A fresh interpreter, as a user's `digits predict` starts: the whole command runs.
     code = (
         "import json, sys\n"
-        "from flows.cli import main\n"
+        "from digits.cli import main\n"
         "try:\n    main()\n"
         "except SystemExit as done:\n    code = done.code\n"
         f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY!r})\n"

@@ -93,7 +93,7 @@ def test_empty_registry(cli, tmp_path):
 # Runs `digits ARGS...` in a fresh interpreter and reports which heavy packages it imported.
 PROBE = """
 import sys
-from flows.cli import main
+from digits.cli import main
 try:
     main()
 finally:
@@ -134,7 +134,7 @@ def test_run_keeps_the_help_and_bounds_of_its_own_options():
     # Annotated help and bounds (string annotations once lost both).
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from digits.cli import app
 
     runner = CliRunner()
     shown = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
@@ -147,16 +147,16 @@ def test_run_keeps_the_help_and_bounds_of_its_own_options():
     assert refused.exit_code == 2 and "greater than or equal to 0" in refused.output
 
 
-# Runs `digits ARGS...` (the console script's module, or the library's) where Prefect cannot
-# be imported: None in sys.modules makes `import prefect` raise ImportError.
+# Runs `python -m MODULE ARGS...` (`digits` or `digits.cli`) where Prefect cannot be
+# imported: None in sys.modules makes `import prefect` raise ImportError.
 WITHOUT_PREFECT = """
-import sys
+import runpy, sys
 sys.modules["prefect"] = None
-from {module} import main
-main()
+runpy.run_module("{module}", run_name="__main__", alter_sys=True)
 """
-COMMANDS = {"models", "fetch", "verify", "promote", "rollback", "predict", "serve", "data",
-            "reproduce", "run", "tune", "add", "schedule", "feedback", "drift"}
+# In the order `digits --help` lists them: the library's panel, then the flows'.
+COMMANDS = ["models", "fetch", "verify", "promote", "rollback", "predict", "serve", "reproduce",
+            "data", "feedback", "run", "tune", "schedule", "add", "drift"]
 
 
 def without_prefect(module: str, *args, cwd: Path) -> subprocess.CompletedProcess:
@@ -167,7 +167,7 @@ def without_prefect(module: str, *args, cwd: Path) -> subprocess.CompletedProces
     )
 
 
-@pytest.mark.parametrize("module", ["flows.cli", "digits.cli"])
+@pytest.mark.parametrize("module", ["digits", "digits.cli"])
 def test_library_commands_work_where_prefect_cannot_be_imported(module, registry, tmp_path):
     result = without_prefect(module, "models", "--registry", tmp_path / "empty", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (0, "no versions yet\n"), result.stderr
@@ -184,7 +184,7 @@ WITHOUT_PIPELINE = """
 import sys
 for name in ("prefect", "great_expectations", "keras", "tensorflow"):
     sys.modules[name] = None
-from flows.cli import main
+from digits.cli import main
 main()
 """
 HINT = "needs the pipeline extra: pip install 'digits[pipeline]'"
@@ -214,12 +214,13 @@ def test_a_version_without_onnx_in_a_consumer_install_names_the_extra(registry, 
     assert result.stderr == f"error: v2 has no ONNX export, and its Keras model {HINT}\n"
 
 
-def test_help_lists_every_command_without_prefect(tmp_path):
-    result = without_prefect("flows.cli", "--help", cwd=tmp_path)
+@pytest.mark.parametrize("module", ["digits", "digits.cli"])
+def test_help_lists_every_command_without_prefect(module, tmp_path):
+    result = without_prefect(module, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    listed = {line.split()[1] for line in result.stdout.splitlines()
-              if line.startswith("│ ") and len(line.split()) > 2}
-    assert COMMANDS <= listed
+    listed = [line.split()[1] for line in result.stdout.splitlines()
+              if line.startswith("│ ") and len(line.split()) > 2]
+    assert [name for name in listed if name in COMMANDS] == COMMANDS
     assert "DIGITS_ARTIFACTS" in result.stdout  # the environment the commands read
 
 

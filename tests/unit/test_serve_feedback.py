@@ -145,7 +145,7 @@ def test_a_folder_of_other_files_is_refused_as_a_log(registry, tmp_path):
         create_app(registry, log_dir=other)
     # The command says so in one line with the data exit code, before it listens.
     served = subprocess.run(
-        [sys.executable, "-m", "digits.cli", "serve", "--registry", str(registry.root),
+        [sys.executable, "-m", "digits", "serve", "--registry", str(registry.root),
          "--log-dir", str(other), "--port", "0"],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )

