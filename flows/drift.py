@@ -15,9 +15,9 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Completed, Failed, State
 
+from digits.checks.settings import BatchChecks
 from digits.config import (
     DEFAULT_DRIFT_SINCE,
-    BatchChecks,
     DriftChecks,
     log_dir_of,
     registry_root,

@@ -20,8 +20,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from digits.checks import drift
-from digits.checks.report import UNITS, bin_edges  # the batch page's bins and axis names
-from digits.config import DIGITS, BatchChecks, DriftChecks
+from digits.checks.charts import UNITS, bin_edges  # the batch page's bins and axis names
+from digits.checks.settings import BatchChecks
+from digits.config import DIGITS, DriftChecks
 from digits.registry.store import Registry
 from digits.registry.versions import version_names
 

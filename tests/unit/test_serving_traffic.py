@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from digits.checks.drift import STATS, image_stats, stat_shift
-from digits.config import BatchChecks, DriftChecks
+from digits.checks.settings import BatchChecks
+from digits.config import DriftChecks
 from digits.errors import UsageError
 from digits.serving import traffic
 from tests.helpers.synth import make_digits, make_prototypes, noise_images
