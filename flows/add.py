@@ -8,7 +8,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Completed
 
-from digits.config import BatchChecks, default_data_dir, registry_root
+from digits.checks.settings import BatchChecks
+from digits.config import default_data_dir, registry_root
 from digits.data.batches import find_batch
 from digits.data.intake import source_id
 from digits.environment import muted_stderr

@@ -15,7 +15,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Completed, Failed, State
 
-from digits.config import BatchChecks, log_dir_of, registry_root
+from digits.checks.settings import BatchChecks
+from digits.config import log_dir_of, registry_root
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
 from digits.monitoring.since import DEFAULT_DRIFT_SINCE, parse_since

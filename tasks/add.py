@@ -7,18 +7,12 @@ from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from digits.checks.batch import (
-    Check,
-    check_batch,
-    failures,
-    fmt,
-    held_out_parts,
-    recheck_leakage,
-    reference_of,
-    report_of,
-)
-from digits.checks.report import markdown_of, renderer
-from digits.config import NUM_CLASSES, BatchChecks
+from digits.checks.batch import Check, check_batch, failures, recheck_leakage, report_of
+from digits.checks.measure import held_out_parts, reference_of
+from digits.checks.policy import fmt
+from digits.checks.render import markdown_of, renderer
+from digits.checks.settings import BatchChecks
+from digits.config import NUM_CLASSES
 from digits.data.batches import PAGE, Batch, Render, accepted_batches, find_batch, store_batch
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source, read_source, source_id

@@ -9,7 +9,8 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from digits.checks.drift import reference_sample
-from digits.config import BatchChecks, default_data_dir
+from digits.checks.settings import BatchChecks
+from digits.config import default_data_dir
 from digits.data.ingest import Dataset, load_mnist
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import Logged

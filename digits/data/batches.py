@@ -123,7 +123,7 @@ def find_batch(data_dir: Path, id: str) -> dict | None:
 
 # Given the batches accepted since the checks began, the record and report to store instead.
 Recheck = Callable[[list[Batch]], tuple[dict, dict]]
-# Given the record and report stored, the batch's page (digits.checks.report.renderer).
+# Given the record and report stored, the batch's page (digits.checks.render.renderer).
 Render = Callable[[dict, dict], str]
 PAGE = "report.html"
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.config import DIGITS, IMAGE_SHAPE, BatchChecks
+from digits.checks.settings import BatchChecks
+from digits.config import DIGITS, IMAGE_SHAPE
 from digits.data.batches import batch_id
 from digits.errors import DataError
 

@@ -17,7 +17,7 @@ from datetime import datetime
 import numpy as np
 
 from digits.checks import drift
-from digits.config import BatchChecks
+from digits.checks.settings import BatchChecks
 from digits.errors import UsageError
 from digits.registry.store import Registry
 from digits.registry.versions import version_names

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits.checks.batch import check_batch, reference_of, report_of
-from digits.config import BatchChecks, default_data_dir, train_config
+from digits.checks.batch import check_batch, report_of
+from digits.checks.measure import reference_of
+from digits.checks.settings import BatchChecks
+from digits.config import default_data_dir, train_config
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source
 from tests.helpers.synth import distort, noise_images

@@ -13,8 +13,8 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 
 from digits.checks.drift import STATS
 from digits.monitoring.log import PredictionLog
-from digits.registry.store import Registry
 from digits.registry.load import load_predictor
+from digits.registry.store import Registry
 from flows.drift import drift  # Prefect sets up its logging here, before Keras (see `service`)
 from tests.helpers.processes import wait_for
 from tests.helpers.serving import publish_model

@@ -8,8 +8,8 @@ from prefect import tags
 
 from digits.config import IDX_FILES
 from digits.errors import ExportError
-from digits.registry.store import Registry
 from digits.registry.load import load_predictor
+from digits.registry.store import Registry
 from tests.helpers.flows import read_flow_run, read_task_runs, run_flow
 from tests.helpers.synth import snapshot_tree, write_dataset
 

@@ -55,7 +55,7 @@ def split_styles(
 def generated_reference(config):
     """(Reference, its test images) for batches of generated digits: 1,200 train and 300 test
     digits in tests.helpers.synth's style, as the batch checks compare with MNIST."""
-    from digits.checks.batch import reference_of
+    from digits.checks.measure import reference_of
 
     prototypes = make_prototypes()
     train_x, train_y = make_digits(1200, 1, prototypes)

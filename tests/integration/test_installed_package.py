@@ -81,6 +81,8 @@ def installed(tmp_path_factory) -> Installed:
 def test_the_installed_copy_runs_with_its_package_data(installed):
     assert (installed.site / "digits" / "serving" / "static" / "index.html").is_file()
     assert (installed.site / "digits" / "registry" / "manifest.schema.json").is_file()
+    assert (installed.site / "digits" / "checks" / "templates" / "report.html").is_file()
+    assert (installed.site / "digits" / "checks" / "templates" / "report.css").is_file()
     shown = installed.digits("--help")
     assert shown.returncode == 0 and "schedule" in shown.stdout and "models" in shown.stdout
     # A traceback names the files that ran: site-packages', not the checkout's.

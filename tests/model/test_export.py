@@ -28,8 +28,8 @@ from digits.model.export import (
     write_onnx,
 )
 from digits.registry.layout import MODEL_FILE, ONNX_FILE, SAVED_MODEL_DIR
-from digits.registry.store import Registry
 from digits.registry.load import load_predictor, predict_files
+from digits.registry.store import Registry
 from tests.helpers.synth import make_digits, make_prototypes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from digits.checks.batch import check_batch, report_of
-from digits.config import BatchChecks
+from digits.checks.settings import BatchChecks
 from digits.data.intake import Source, read_source
 from tests.helpers.batchstore import generated_reference
 from tests.helpers.synth import make_digits, make_prototypes, noise_images
@@ -174,7 +174,7 @@ def test_a_file_batch_skips_correction_plausibility(reference, tmp_path):
 
 
 def test_the_matched_reference_has_the_batch_class_shares(reference):
-    from digits.checks.batch import matched_reference
+    from digits.checks.measure import matched_reference
 
     sample = reference[0]
     labels = np.array([3] * 30 + [8] * 10 + [99])  # a label outside 0..9 is not matched

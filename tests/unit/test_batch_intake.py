@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digits.config import BatchChecks
+from digits.checks.settings import BatchChecks
 from digits.data import images
 from digits.data.images import normalize_image, read_grayscale
 from digits.data.intake import read_source

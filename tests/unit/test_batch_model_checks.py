@@ -4,8 +4,9 @@ digits from another domain drift in feature space, shuffled labels disagree with
 import numpy as np
 import pytest
 
-from digits.checks.batch import check_batch, reference_of, report_of
-from digits.config import BatchChecks
+from digits.checks.batch import check_batch, report_of
+from digits.checks.measure import reference_of
+from digits.checks.settings import BatchChecks
 from digits.data.intake import Source
 from tests.helpers.synth import make_digits, make_prototypes
 

@@ -6,20 +6,26 @@ import base64
 import io
 import json
 import re
+import tomllib
+from fnmatch import fnmatch
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from digits.checks.batch import check_batch, report_of
-from digits.checks.report import gather_evidence, markdown_of, render_report, renderer, standing
-from digits.config import BatchChecks
+from digits.checks.evidence import gather_evidence
+from digits.checks.render import markdown_of, read_template, render_report, renderer, standing
+from digits.checks.settings import BatchChecks
 from digits.data.batches import PAGE, find_batch, store_batch
 from digits.data.intake import Source, source_id
 from tests.helpers.batchstore import generated_reference
 from tests.helpers.synth import make_digits, make_prototypes
 
 CONFIG = BatchChecks()
+REPO = Path(__file__).resolve().parents[2]
 IMAGES = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"')
 
 
@@ -149,6 +155,24 @@ def test_names_and_notes_are_escaped(reference, tmp_path):
 ])
 def test_standing(observed, bound, passed, expected):
     assert standing({"observed": observed, "bound": bound, "passed": passed}) == expected
+
+
+def test_the_page_is_its_template_filled_with_its_style(reference, tmp_path):
+    page, _ = page_of(reference, *faulty(), tmp_path)
+    assert page.startswith("<!doctype html>") and page.endswith("</html>\n")
+    assert f"<style>\n{read_template('report.css')}</style>" in page
+    assert "$" not in page  # every placeholder filled
+
+
+def test_the_templates_are_package_data_found_through_importlib_resources():
+    """An installed copy reads them as the checkout does: pyproject ships every file."""
+    templates = resources.files("digits.checks") / "templates"
+    names = sorted(item.name for item in templates.iterdir())
+    assert names == ["report.css", "report.html"]
+    assert all((templates / name).read_text(encoding="utf-8").strip() for name in names)
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["digits.checks"]
+    assert all(any(fnmatch(f"templates/{name}", glob) for glob in shipped) for name in names)
 
 
 def test_the_artifact_is_the_page_as_one_html_block(reference, tmp_path):

@@ -73,9 +73,14 @@ ALLOWED = {
     "digits.model.evaluate": set(),
     "digits.checks.suites": {"great_expectations"},
     "digits.checks.docs": {"great_expectations"},  # the GX context and its Data Docs site
+    "digits.checks.settings": set(),  # BatchChecks: plain Python, data.intake reads its limits
+    "digits.checks.policy": set(),
+    "digits.checks.measure": {"great_expectations"},  # suites' digest; Keras once a model is there
     "digits.checks.batch": {"great_expectations"},  # GX validates the measured numbers
     "digits.checks.drift": set(),  # scikit-learn; Keras only once a model gives features
-    "digits.checks.report": set(),  # matplotlib, Pillow; GX and Keras only when gathering
+    "digits.checks.evidence": set(),  # GX and Keras only when gathering
+    "digits.checks.charts": set(),  # matplotlib only when it draws
+    "digits.checks.render": set(),  # Pillow, matplotlib; GX and Keras only when gathering
     "digits.model.architectures": {"keras", "tensorflow"},
     "digits.model.train": {"keras", "tensorflow"},
     "digits.model.export": {"keras", "tensorflow"},

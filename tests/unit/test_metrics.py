@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from digits.errors import RegistryError
+from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.app import Limits, create_app
 from digits.serving.holder import ModelHolder
-from digits.registry.load import Predictor
 from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import mnist_like, wait_until
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from digits.config import BatchChecks
+from digits.checks.settings import BatchChecks
 from digits.data.intake import read_source
 from digits.errors import DataError, UsageError
 from digits.monitoring.feedback import export_feedback, feedback_summary
@@ -185,7 +185,8 @@ def test_feedback_errors_are_one_line_with_the_documented_code(
 
 @pytest.mark.slow  # trains a small Keras model
 def test_an_exported_correction_batch_is_accepted_where_file_rules_quarantine_it(tmp_path):
-    from digits.checks.batch import check_batch, reference_of, report_of
+    from digits.checks.batch import check_batch, report_of
+    from digits.checks.measure import reference_of
 
     config = BatchChecks()
     prototypes = make_prototypes()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from digits.checks.drift import STATS, image_stats, stat_shift
-from digits.config import BatchChecks
+from digits.checks.settings import BatchChecks
 from digits.errors import UsageError
 from digits.monitoring import traffic
 from digits.monitoring.traffic import DriftChecks

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digits.data.images import load_inputs
+from digits.registry.load import Predictor, load_predictor
 from digits.registry.store import Registry
 from digits.serving import inputs
 from digits.serving.app import ASSETS, Limits, create_app
-from digits.registry.load import Predictor, load_predictor
 from digits.serving.settings import DEFAULT_MAX_PIXELS, allowed_hosts
 from tests.helpers.manifests import make_manifest
 from tests.helpers.processes import REPO

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.app import Limits, create_app
-from digits.registry.load import Predictor
 from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import mnist_like
 

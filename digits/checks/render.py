@@ -1,17 +1,17 @@
 """A batch's page (`report.html`): its checks with observed values, bounds and verdicts; its
-class shares and image statistics against MNIST train's; and the images behind every failed
-or borderline check (label disagreements with the production model's digit and confidence,
-suspected leaks beside their nearest MNIST test or held-out image, duplicates, blanks).
+class shares and image statistics against MNIST train's (digits.checks.charts); and the
+images behind every failed or borderline check (label disagreements with the production
+model's digit and confidence, suspected leaks beside their nearest MNIST test or held-out
+image, duplicates, blanks).
 
 Self-contained: every image is a data: URI, the style is inline, there is no script, and a
-Content-Security-Policy tells the browser to load nothing else. Two steps:
-`gather_evidence` finds the rows behind the checks (it needs the reference and the model, so
-it runs where the checks ran, through `renderer`); `render_report` turns a batch's record,
-its report.json and that evidence into the page (matplotlib's Agg canvas for the charts,
-Pillow for the digit tiles). `markdown_of` wraps the page for a Prefect markdown artifact.
+Content-Security-Policy tells the browser to load nothing else. `render_report` turns a
+batch's record, its report.json and the evidence (digits.checks.evidence) into the page
+(Pillow for the digit tiles), filling `templates/report.html` and its style
+`templates/report.css` (package data) with string.Template. `markdown_of` wraps the page for
+a Prefect markdown artifact.
 
-numpy, Pillow and matplotlib; digits.checks.batch (and its Great Expectations) only inside
-`gather_evidence`, Keras only when a model gives predictions.
+numpy, Pillow and matplotlib; Great Expectations and Keras only when gathering.
 """
 
 from __future__ import annotations
@@ -21,44 +21,26 @@ import html
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from importlib import resources
+from string import Template
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digits.checks import drift
+from digits.checks.charts import render_shares, render_statistics
+from digits.checks.evidence import SAMPLE_TILES, Evidence, gather_evidence
 from digits.config import NUM_CLASSES
 from digits.data.batches import Render  # batch.json and report.json -> the page
 
 if TYPE_CHECKING:
-    from digits.checks.batch import Reference
-    from digits.config import BatchChecks
+    from digits.checks.measure import Reference
+    from digits.checks.settings import BatchChecks
     from digits.data.intake import Source
 
 BORDERLINE = 0.2  # a passed check within 20% of its bound (relative) is shown as borderline
 MAX_TILES = 48  # images per grid: enough to see a pattern, few enough to scan at a glance
-SAMPLE_TILES = 24  # batch and MNIST train digits side by side, for the drift checks
 GRID_COLUMNS = 8  # tiles a row: a table, which Prefect's UI lays out as the page does
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Row by row, what the checks measured in aggregate."""
-
-    images: np.ndarray  # (N, 28, 28) uint8, the batch as stored
-    labels: np.ndarray  # (N,) as given (the labels check decides if they are 0..9)
-    unreadable: list[str]
-    stats: dict[str, np.ndarray]  # drift.image_stats of the batch
-    reference_stats: dict[str, np.ndarray]  # ... of the MNIST train sample
-    reference_shares: np.ndarray  # (10,) class shares of the MNIST train sample
-    reference_images: np.ndarray  # a few MNIST train digits, shown beside the batch's
-    gaps: np.ndarray  # (N,) RMS gap to the nearest MNIST test or held-out image
-    matches: np.ndarray  # (N, 28, 28) that nearest image
-    copies: np.ndarray  # (N,) bool: within the copy distance
-    likely: np.ndarray  # (N,) bool: a likely re-drawn leak
-    blank: np.ndarray  # (N,) bool: (almost) no ink, as the blank check counts
-    predicted: np.ndarray | None  # (N,) the production model's digit; None without a model
-    confidence: np.ndarray | None  # (N,) its probability
 
 
 def renderer(source: Source, reference: Reference, model, config: BatchChecks) -> Render:
@@ -74,35 +56,6 @@ def renderer(source: Source, reference: Reference, model, config: BatchChecks) -
     return render
 
 
-def gather_evidence(source: Source, reference: Reference, model,
-                    config: BatchChecks) -> Evidence:
-    from digits.checks.batch import leak_masks, nearest_matches
-
-    images = source.images
-    none = np.zeros(len(images), bool)
-    gaps, matches, copies, likely = np.zeros(len(images)), np.zeros_like(images), none, none
-    if len(images) and len(reference.protected) >= 2:
-        distances, indices = nearest_matches(images, reference.protected, k=2)
-        copies, likely = leak_masks(distances, config)
-        gaps, matches = distances[:, 0], reference.protected[indices[:, 0]]
-    predicted, confidence = predict(model, images)
-    stats = (drift.image_stats(images) if len(images)  # it cannot size an empty batch
-             else {name: np.zeros(0) for name in drift.STATS})
-    return Evidence(images, np.asarray(source.labels), list(source.unreadable), stats,
-                    drift.image_stats(reference.train_images),
-                    drift.class_shares(reference.train_labels),
-                    reference.train_images[:SAMPLE_TILES], gaps, matches, copies, likely,
-                    stats["ink"] < config.blank_ink_threshold, predicted, confidence)
-
-
-def predict(model, images: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The model's digit and its probability for each image (as label-agreement judges)."""
-    if model is None or not len(images):
-        return None, None
-    _, probabilities = drift.penultimate_features(model)(images)
-    return probabilities.argmax(axis=1), probabilities.max(axis=1)
-
-
 # --- The page ------------------------------------------------------------------------
 
 
@@ -116,7 +69,18 @@ def render_report(record: dict, report: dict, evidence: Evidence) -> str:
               if standing(check) in ("FAIL", "borderline")]
     title = f"Batch {record.get('name') or record['id'][:12]}"
     body = "\n".join(part for part in parts if part)
-    return PAGE_TEMPLATE.format(title=escape(title), style=STYLE, body=body)
+    return page_template().substitute(title=escape(title), style=read_template("report.css"),
+                                      body=body)
+
+
+def page_template() -> Template:
+    """The page around the body: templates/report.html, whose `$style` is report.css."""
+    return Template(read_template("report.html"))
+
+
+def read_template(name: str) -> str:
+    # Package data, so an installed copy finds it as the checkout does.
+    return (resources.files("digits.checks") / "templates" / name).read_text(encoding="utf-8")
 
 
 def markdown_of(page: str) -> str:
@@ -181,65 +145,6 @@ def standing(check: dict) -> str:
             return "borderline"
     return "pass"
 
-
-# --- Charts (matplotlib, Agg) ---------------------------------------------------------
-
-
-def figure_uri(figure) -> str:
-    """A matplotlib Figure as a PNG data: URI, drawn on an Agg canvas of its own (no pyplot
-    state, nothing shown)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def known_labels(labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    return labels[(labels >= 0) & (labels < NUM_CLASSES)]
-
-
-def render_shares(evidence: Evidence) -> str:
-    from matplotlib.figure import Figure
-
-    known = known_labels(evidence.labels)
-    shares, theirs = drift.class_shares(known), evidence.reference_shares
-    figure = Figure(figsize=(7, 2.6), layout="constrained")
-    axes = figure.add_subplot()
-    digits = np.arange(NUM_CLASSES)
-    axes.bar(digits - 0.2, shares, 0.4, label="batch")
-    axes.bar(digits + 0.2, theirs, 0.4, label="MNIST train", color="0.6")
-    axes.set(xticks=digits, xlabel="digit", ylabel="share")
-    axes.legend(loc="upper right", fontsize="small")
-    counts = np.bincount(known.astype(np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES]
-    rows = "".join(f"<tr><td>{d}</td><td>{counts[d]}</td><td>{shares[d]:.3f}</td>"
-                   f"<td>{theirs[d]:.3f}</td><td>{shares[d] - theirs[d]:+.3f}</td></tr>"
-                   for d in digits)
-    return ('<h2 id="class-shares">Class shares</h2>'
-            f'<img class="chart" alt="class shares" src="{figure_uri(figure)}">'
-            '<table class="shares"><tr><th>digit</th><th>images</th><th>batch</th>'
-            f'<th>MNIST train</th><th>difference</th></tr>{rows}</table>')
-
-
-def render_statistics(evidence: Evidence) -> str:
-    if not len(evidence.images):
-        return "<h2>Image statistics</h2><p>No images.</p>"
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(14, 2.6), layout="constrained")
-    for axes, name in zip(figure.subplots(1, len(drift.STATS)), drift.STATS):
-        ours, theirs = evidence.stats[name], evidence.reference_stats[name]
-        edges = drift.bin_edges(name, np.concatenate([ours, theirs]))
-        axes.hist(ours, edges, density=True, alpha=0.7, label="batch")
-        axes.hist(theirs, edges, density=True, histtype="step", color="k", linewidth=1.2,
-                  label="MNIST train")
-        axes.set(title=name, xlabel=drift.UNITS[name], yticks=[])
-    figure.axes[0].legend(fontsize="small")
-    return ('<h2 id="statistics">Image statistics</h2><p>Batch (bars) against MNIST train '
-            '(outline), densities.</p>'
-            f'<img class="chart" alt="image statistics" src="{figure_uri(figure)}">')
 
 
 # --- The images behind a check ----------------------------------------------------------
@@ -390,40 +295,3 @@ BEHIND: dict[str, Callable[[Evidence], str]] = {
     "feature-drift": behind_drift,
     "label-agreement": behind_disagreements,
 }
-
-STYLE = """
-.digits-report { font-family: system-ui, sans-serif; color: #222; margin: 1.5em; }
-.digits-report table { border-collapse: collapse; margin: 0.5em 0 1em; }
-.digits-report th, .digits-report td { border: 1px solid #ccc; padding: 2px 8px;
-  text-align: left; vertical-align: top; font-size: 14px; }
-.digits-report tr.fail td { background: #fde2e2; }
-.digits-report tr.borderline td { background: #fff4d6; }
-.digits-report tr.skipped td { color: #777; }
-.digits-report .status { font-size: 60%; padding: 2px 8px; border-radius: 4px;
-  vertical-align: middle; background: #ddd; }
-.digits-report .status.accepted { background: #d4f5d4; }
-.digits-report .status.quarantined { background: #fde2e2; }
-.digits-report img.chart { max-width: 100%; }
-.digits-report table.grid td { border: none; text-align: center; font-size: 11px;
-  width: 120px; padding: 4px; }
-.digits-report td.tile img { width: 56px; height: 56px; image-rendering: pixelated;
-  margin: 1px; outline: 1px solid #999; }
-.digits-report section { border-top: 1px solid #ccc; margin-top: 1.5em; }
-"""
-
-PAGE_TEMPLATE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>{title}</title>
-<style>{style}</style>
-</head>
-<body>
-<div class="digits-report">
-{body}
-</div>
-</body>
-</html>
-"""
