@@ -1,5 +1,10 @@
-"""Every tunable and every data-set fact of the pipeline, in one typed place.
+"""The data-set facts, the run's settings (TrainConfig, ValidationConfig, the gate, the tune
+defaults) and the process environment (registry, data and log folders, ENV_DEFAULTS).
 
+Settings that belong to one part live beside its code, each declared once: the batch
+checks' bounds in digits/checks/settings.py, the prediction log's and drift's in
+digits/monitoring/, the service's in digits/serving/settings.py, the search space in
+digits/model/space.py, the registry's file names in digits/registry/layout.py.
 Nothing here touches the disk or the network: importing it is free of side effects.
 """
 
