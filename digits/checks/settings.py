@@ -66,8 +66,8 @@ class BatchChecks:
     # `correction_top_k` most probable digits and given at least `min_correction_probability`,
     # for at least `min_correction_plausibility` of the corrected rows. Measured on real
     # MNIST with two mlps (97%; the second standing in for a production promoted since the
-    # answers): 0.80-0.85 of the first's mistakes on MNIST test and on "other writers";
-    # shuffled labels 0.14-0.17; each answer's runner-up for digits it got right 0.12-0.19
+    # answers): 0.80-0.86 of the first's mistakes on MNIST test and on "other writers";
+    # shuffled labels 0.14-0.17; each answer's runner-up for digits it got right 0.12-0.27
     # (always in the top three, but given under 1% for most).
     correction_top_k: int = 3
     min_correction_probability: float = 0.01
