@@ -1,8 +1,11 @@
-"""The `add` flow: read a labelled batch, check it, store it as accepted or quarantined."""
+"""The `add` flows: read a labelled batch, check it, store it as accepted or quarantined.
+`add` reads a user's file or folder (always a "file" batch); `add-feedback` reads people's
+labels from the prediction log, the only way a batch is judged as "feedback"."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from prefect import flow
@@ -11,13 +14,13 @@ from prefect.states import Completed
 from digits.checks.settings import BatchChecks
 from digits.config import default_data_dir, registry_root
 from digits.data.batches import find_batch
-from digits.data.intake import source_id
+from digits.data.intake import Source, source_id
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
 from flows.events import batch_event, emit
 
 with muted_stderr():  # the check task loads Keras for the production model
-    from tasks.add import check, read, store
+    from tasks.add import check, read, read_feedback, store
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,24 @@ class Added:
 @flow(name="add", flow_run_name="add-{name}", validate_parameters=False)
 def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Path | None = None,
         registry: Path | None = None, config: BatchChecks | None = None):
-    data = store_dir.resolve() if store_dir else default_data_dir()
     config = config or BatchChecks()
-    source = read(path, config)
+    return check_and_store(read(path, config), name, store_dir, reference_dir, registry, config)
+
+
+@flow(name="add-feedback", flow_run_name="add-feedback-{name}", validate_parameters=False)
+def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
+                 store_dir: Path | None = None, reference_dir: Path | None = None,
+                 registry: Path | None = None, config: BatchChecks | None = None):
+    """People's labels in the prediction log at `log_dir` since `since`, as a feedback batch."""
+    config = config or BatchChecks()
+    return check_and_store(read_feedback(log_dir, since, config), name, store_dir,
+                           reference_dir, registry, config)
+
+
+def check_and_store(source: Source, name: str, store_dir: Path | None,
+                    reference_dir: Path | None, registry: Path | None, config: BatchChecks):
+    """The steps both flows share, once the batch is read: its final state."""
+    data = store_dir.resolve() if store_dir else default_data_dir()
     existing = find_batch(data, source_id(source))
     if existing is not None and existing["status"] != "accepted":
         raise ValidationFailed(f"batch {existing['id'][:12]} already quarantined: "

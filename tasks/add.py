@@ -1,8 +1,10 @@
-"""Add tasks: read and normalise a batch, run its checks (artifacts for each), store it with
-its page (report.html, also an artifact)."""
+"""Add tasks: read and normalise a batch (a user's file, or people's labels from the
+prediction log), run its checks (artifacts for each), store it with its page (report.html,
+also an artifact)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -17,6 +19,7 @@ from digits.data.batches import PAGE, Batch, Render, accepted_batches, find_batc
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source, read_source, source_id
 from digits.files import staging_folder
+from digits.monitoring.feedback import feedback_source
 from digits.registry.load import load_production
 from digits.registry.manifest import utc_now
 from tasks import stage
@@ -25,6 +28,11 @@ from tasks import stage
 @stage("read-batch")
 def read(path: Path, config: BatchChecks) -> Source:
     return read_source(path, config)
+
+
+@stage("read-feedback")
+def read_feedback(log_dir: Path, since: datetime | None, config: BatchChecks) -> Source:
+    return feedback_source(log_dir, since, config.max_rows)
 
 
 @stage("check-batch")

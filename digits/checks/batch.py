@@ -4,12 +4,15 @@ so every check is also a GX result.
 
 Order matters only for the reason line: the first failing check names the batch's fault.
 
-A batch from `digits feedback export` (origin "feedback") is judged as what it is: people's
-labels for the service's answers, whose corrections are the production model's mistakes by
-construction and cluster on the digits it confuses. Its label agreement is measured on the
-rows people confirmed, its corrected labels must be plausible to the model (among its top
-`correction_top_k`), its class shares are reported but not enforced, and its ink and feature
-drift are measured against MNIST train digits of the same classes (`matched_reference`).
+A batch read from the prediction log (origin "feedback", `digits feedback export --add`)
+is judged as what it is: people's labels for the service's answers, whose corrections are
+the production model's mistakes by construction and cluster on the digits it confuses. It
+needs `min_feedback_rows` confirmed rows (confirmed-rows: too few is a quarantine, never a
+skipped check), its label agreement is measured on them, its corrected labels must be
+plausible to the model (among its top `correction_top_k`, given at least
+`min_correction_probability`), its class shares are reported but not enforced, and its ink
+and feature drift are measured against MNIST train digits of the same classes
+(`matched_reference`).
 docs/architecture.md has the table of which check applies to which origin. What is measured
 is digits.checks.measure; the bounds and notes, digits.checks.policy.
 """
@@ -30,6 +33,7 @@ from digits.checks.measure import (
     matched_reference,
     measure_basics,
     measure_drift,
+    measure_feedback_rows,
     measure_leakage,
     measure_with_model,
     nearest_protected,
@@ -61,7 +65,8 @@ class Check:
 def check_batch(source: Source, reference: Reference, model, config: BatchChecks,
                 work_dir: Path) -> list[Check]:
     """Measure everything measurable, validate the numbers with GX, return every check."""
-    observed: dict[str, object] = measure_basics(source, config)
+    observed: dict[str, object] = {**measure_basics(source, config),
+                                   **measure_feedback_rows(source)}
     feedback = source.origin == FEEDBACK
     notes = {**NOTES, **(FEEDBACK_NOTES if feedback else {})}
     compared = (matched_reference(reference, source.labels, config.min_rows) if feedback

@@ -119,28 +119,40 @@ def model_outputs(source: Source, compared: np.ndarray, model) -> tuple[float, n
     return drift.domain_auc(ours, theirs), probabilities
 
 
-def label_rank(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) how many digits the model finds more probable than the label: 0 where it agrees;
-    NUM_CLASSES for a label outside 0..9 (the labels check fails it)."""
+def label_rank(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) how many digits the model finds more probable than the label (0 where it
+    agrees), and the probability it gives the label; NUM_CLASSES and 0 for a label outside
+    0..9 (the labels check fails it)."""
     valid = (labels >= 0) & (labels < NUM_CLASSES)
     own = probabilities[np.arange(len(labels)), np.where(valid, labels, 0)]
-    return np.where(valid, (probabilities > own[:, None]).sum(axis=1), NUM_CLASSES)
+    rank = np.where(valid, (probabilities > own[:, None]).sum(axis=1), NUM_CLASSES)
+    return rank, np.where(valid, own, 0.0)
+
+
+def measure_feedback_rows(source: Source) -> dict[str, int]:
+    """How many rows people confirmed, for a feedback batch: what label agreement has."""
+    if source.origin != FEEDBACK:
+        return {}
+    return {"confirmed-rows": int(source.confirmed_rows().sum())}
 
 
 def measure_labels(source: Source, probabilities: np.ndarray, config: BatchChecks
                    ) -> tuple[dict[str, float], dict[str, str]]:
     """Label agreement (and, for feedback, correction plausibility): observed values, and
     notes where they differ from NOTES."""
-    rank = label_rank(probabilities, source.labels)
+    rank, own = label_rank(probabilities, source.labels)
     if source.origin != FEEDBACK:
         return {"label-agreement": float(np.mean(rank == 0))}, {}
     confirmed = source.confirmed_rows()
+    plausible = (rank < config.correction_top_k) & (own >= config.min_correction_probability)
     observed, notes = {}, {}
-    for name, rows, value in (
-            ("label-agreement", confirmed, rank == 0),
-            ("correction-plausibility", ~confirmed, rank < config.correction_top_k)):
+    # Agreement on however few confirmed rows there are: under min_feedback_rows the
+    # confirmed-rows check quarantines the batch, and this says what they showed.
+    for name, rows, value, minimum in (
+            ("label-agreement", confirmed, rank == 0, 1),
+            ("correction-plausibility", ~confirmed, plausible, config.min_feedback_rows)):
         count, what = int(rows.sum()), FEEDBACK_ROWS[name]
-        if count >= config.min_feedback_rows:
+        if count >= minimum:
             observed[name] = float(np.mean(value[rows]))
             notes[name] = f"{FEEDBACK_NOTES[name]}, on the {count} {what} rows"
         else:

@@ -29,6 +29,7 @@ def bounds(config: BatchChecks) -> dict[str, tuple[float | None, float | None]]:
         "class-shares": (0, config.max_class_shift),
         "ink-stroke": (0, config.max_stat_shift),
         "feature-drift": (0, config.max_domain_auc),
+        "confirmed-rows": (config.min_feedback_rows, None),
         "label-agreement": (config.min_label_agreement, 1),
         "correction-plausibility": (config.min_correction_plausibility, 1),
     }
@@ -67,6 +68,7 @@ NOTES = {
     "ink-stroke": "largest gap of a mean image statistic to MNIST train's, in sds",
     "feature-drift": "AUC of a classifier telling the batch from MNIST train on the "
                      "production model's penultimate features",
+    "confirmed-rows": "skipped: for feedback batches (the rows people confirmed)",
     "label-agreement": "share of labels the production model agrees with",
     "correction-plausibility": "skipped: for feedback batches (their corrected rows)",
 }
@@ -77,8 +79,11 @@ FEEDBACK_NOTES = {
                   "batch's classes, in MNIST train sds",
     "feature-drift": "AUC of a classifier telling the batch from MNIST train digits of the "
                      "batch's classes on the production model's penultimate features",
+    "confirmed-rows": "rows whose label is the answer given: label agreement is measured "
+                      "on them",
     "label-agreement": "share of labels the production model agrees with",
     "correction-plausibility": "share of corrected labels among the production model's "
-                               "top digits (correction_top_k)",
+                               "top digits (correction_top_k) and given at least "
+                               "min_correction_probability",
 }
 FEEDBACK_ROWS = {"label-agreement": "confirmed", "correction-plausibility": "corrected"}

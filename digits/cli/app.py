@@ -53,6 +53,12 @@ StoreOption = Annotated[
     Optional[Path],
     typer.Option(envvar="DIGITS_DATA", show_default="./data", help="Batch store and MNIST cache."),
 ]
+# The MNIST a batch or the served traffic is compared with (`add`, `feedback export --add`,
+# `drift`).
+ReferenceDirOption = Annotated[
+    Optional[Path],
+    typer.Option(show_default="npm's", help="Folder with the four MNIST IDX files to compare with."),
+]
 # The prediction log that `feedback` counts and `drift` judges.
 LogDirOption = Annotated[
     Optional[Path],

@@ -1,4 +1,7 @@
-"""`digits feedback`: what people said about the service's answers, counted or exported."""
+"""`digits feedback`: what people said about the service's answers, counted, written to a
+file to look at, or (`export --add`) checked and added to the batch store as feedback: the
+one way a batch is judged as feedback, so the add flow runs from here (flows imported
+inside, as in digits/cli/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from digits.cli.app import LIBRARY_PANEL, LogDirOption, app
+from digits.cli.app import (
+    LIBRARY_PANEL,
+    LogDirOption,
+    ReferenceDirOption,
+    RegistryOption,
+    StoreOption,
+    app,
+)
 from digits.config import log_dir_of
+from digits.errors import UsageError
 
 feedback_app = typer.Typer(
-    help="Count the served answers people corrected or confirmed; export them as a batch.",
+    help="Count the served answers people corrected or confirmed; export or add them as a batch.",
     pretty_exceptions_enable=False,
 )
 app.add_typer(feedback_app, name="feedback", rich_help_panel=LIBRARY_PANEL)
@@ -57,13 +68,50 @@ def feedback(
 @feedback_app.command("export")
 def feedback_export(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="The .npz batch to write (for `digits add`).")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="An .npz to write the batch to, to look at (`digits add` refuses it).")] = None,
+    add: Annotated[bool, typer.Option("--add", help=(
+        "Check the batch and add it to the batch store as feedback, or quarantine it (exit 4): "
+        "a Prefect flow, as `digits add` (the pipeline extra)."))] = False,
     log_dir: LogDirOption = None,
     since: SinceOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    name: Annotated[str, typer.Option(help="Name of the batch (--add).")] = "feedback",
+    store: StoreOption = None,
+    reference_dir: ReferenceDirOption = None,
+    registry: RegistryOption = None,
 ) -> None:
-    """Write the corrected and confirmed images as a feedback batch for `digits add`."""
+    """Write the corrected and confirmed images to a file, or check and add them (--add)."""
+    if out is None and not add:
+        raise UsageError("feedback export: give --out FILE.npz (to read) or --add (into the "
+                         "batch store)")
+    if out is not None and add:
+        # Two reads of a log that may grow between them could differ: the store keeps what
+        # was added (`digits data show ID`).
+        raise UsageError("feedback export: --out or --add, not both (the batch added is read "
+                         "from the log)")
+    folder, start = log_window(ctx, log_dir, since)
+    if add:
+        add_feedback(folder, start, name, store, reference_dir, registry)
+        return
     from digits.monitoring.feedback import export_feedback
 
-    folder, start = log_window(ctx, log_dir, since)
     typer.echo(export_feedback(folder, out, start, force).line())
+
+
+def add_feedback(folder: Path, start, name: str, store: Path | None,
+                 reference_dir: Path | None, registry: Path | None) -> None:
+    """The `add-feedback` flow on the log at `folder`: it reads the log itself, so the
+    batch's origin is proved by where it was read, not claimed by a file."""
+    from digits.environment import require_pipeline
+    from digits.errors import DataError
+
+    require_pipeline("feedback export --add")
+    if not folder.is_dir():  # exit 4 before Prefect starts
+        raise DataError(f"prediction log {folder} does not exist")
+    from flows.launch import run_flow
+
+    _, added = run_flow("flows.add:add_feedback", log_dir=folder.resolve(), since=start,
+                        name=name, store_dir=store, reference_dir=reference_dir,
+                        registry=registry)
+    typer.echo(added.line())

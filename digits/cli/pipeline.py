@@ -23,6 +23,7 @@ from digits.cli.app import (
     DataDirOption,
     LogDirOption,
     ModelOption,
+    ReferenceDirOption,
     RegistryOption,
     StoreOption,
     app,
@@ -221,13 +222,6 @@ def schedule(
     if registry:
         parameters["registry"] = registry.resolve()
     serve_retrain(name, cron or WEEKLY.cron, parameters)
-
-
-# The MNIST a batch or the served traffic is compared with (`add`, `drift`).
-ReferenceDirOption = Annotated[
-    Optional[Path],
-    typer.Option(show_default="npm's", help="Folder with the four MNIST IDX files to compare with."),
-]
 
 
 @app.command(rich_help_panel=FLOWS_PANEL)

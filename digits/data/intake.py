@@ -5,10 +5,12 @@ Bounded before anything is decoded (`BatchChecks.max_rows`, `max_image_pixels`):
 `0`..`9` name label folders, links are refused, and an .npz's shapes come from its
 members' headers.
 
-A batch says where it came from: an .npz may hold `origin` ("file" or "feedback", a 0-d
-string) and, for "feedback" (`digits feedback export`), `confirmed` (N,) bool: True where
-the person's label is the answer the service gave. Without `origin` a batch is a "file",
-and a folder always is. The checks judge the two differently (digits.checks.batch).
+What a user hands over is a "file" batch, always: a file cannot say where its labels came
+from, so an .npz holding `origin` or `confirmed` (what `digits feedback export` writes, and
+what earlier versions read as a claim to be feedback) is refused, naming the member. A
+"feedback" batch is built from the prediction log only (digits.monitoring.feedback), with
+the answer the service gave each image; the checks judge the two differently
+(digits.checks.batch).
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from digits.data.batches import batch_id
 from digits.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-FILE, FEEDBACK = "file", "feedback"  # a batch's origin
-ORIGINS = (FILE, FEEDBACK)
-MAX_ORIGIN_CHARS = 16  # the header of `origin` may claim no longer a string than this
+FILE, FEEDBACK = "file", "feedback"  # a batch's origin: set by the code that reads it
+CLAIMS = ("origin", "confirmed")  # .npz members that would say where its labels came from
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,15 @@ class Source:
     labels: np.ndarray  # (N,) int64 as given: the labels check decides if they are 0..9
     unreadable: list[str]  # "file: why" for each image that could not be read
     origin: str = FILE  # or FEEDBACK: labels people gave the service's answers
-    confirmed: np.ndarray | None = None  # (N,) bool for FEEDBACK: label == answer given
+    answers: np.ndarray | None = None  # (N,) int for FEEDBACK: the digit the service answered
 
     def confirmed_rows(self) -> np.ndarray:
-        """(N,) bool: the rows people confirmed (none for a file batch)."""
-        if self.confirmed is None:
+        """(N,) bool: the rows people confirmed (none for a file batch). A label is a
+        confirmation exactly when it is the answer given, as the service records it: so a
+        correction always disagrees with the answer it corrects, and nothing else decides."""
+        if self.answers is None:
             return np.zeros(len(self.labels), dtype=bool)
-        return np.asarray(self.confirmed, dtype=bool)
+        return np.asarray(self.labels) == np.asarray(self.answers)
 
 
 LABEL_FOLDERS = {str(digit): digit for digit in DIGITS}  # exactly "0".."9": not "007", "٣"
@@ -114,21 +117,29 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def read_npz(path: Path, max_rows: int) -> Source:
-    """An .npz's `images` and `labels` (and optional `origin` and `confirmed`), their shapes
-    and sizes checked from the members' headers first: a few MB of deflated zeros can claim
-    billions of images."""
+    """An .npz's `images` and `labels`, their shapes and sizes checked from the members'
+    headers first: a few MB of deflated zeros can claim billions of images. Other members
+    are not read, but for a claim of origin, which is refused."""
     try:
         with zipfile.ZipFile(path) as archive:
+            refuse_claims(path, archive)
             members = check_headers(path, archive, max_rows)
         with np.load(path, allow_pickle=False) as loaded:  # a pickle could run code
             arrays = {name: loaded[name] for name in members}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz ({error})") from None
-    origin = str(arrays["origin"][()]) if "origin" in arrays else FILE
-    confirmed = arrays.get("confirmed")
-    check_origin(path, origin, confirmed is not None)
-    return Source(str(path), arrays["images"], arrays["labels"].astype(np.int64), [],
-                  origin, confirmed)
+    return Source(str(path), arrays["images"], arrays["labels"].astype(np.int64), [])
+
+
+def refuse_claims(path: Path, archive: zipfile.ZipFile) -> None:
+    # Refused rather than ignored: judged as a file, an export's corrections would be
+    # quarantined, and for good (the id is the arrays' hash), so the same labels could not
+    # come in from the log either; a refusal says so before anything is stored.
+    for name in CLAIMS:
+        if f"{name}.npy" in archive.namelist():
+            raise DataError(f"{path}: holds {name!r}: a file cannot say where its labels came "
+                            "from (feedback is added from the prediction log: `digits feedback "
+                            f"export --add`); remove {name!r} to add it as a plain batch")
 
 
 def check_headers(path: Path, archive: zipfile.ZipFile, max_rows: int) -> list[str]:
@@ -147,40 +158,10 @@ def check_headers(path: Path, archive: zipfile.ZipFile, max_rows: int) -> list[s
     if labels.shape != (rows,) or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: labels must be ({rows},) integers, got "
                         f"{labels.shape} {labels.dtype}")
-    members = [images, labels, *optional_headers(path, archive, rows)]
+    members = [images, labels]
     for member in members:
         member.check_size(path)
     return [member.name.removesuffix(".npy") for member in members]
-
-
-def optional_headers(path: Path, archive: zipfile.ZipFile, rows: int) -> list[Member]:
-    """`origin` (a short 0-d string) and `confirmed` ((rows,) bool), where present."""
-    present = []
-    if "origin.npy" in archive.namelist():
-        origin = member_header(path, archive, "origin")
-        if origin.shape != () or origin.dtype.kind != "U" or (
-                origin.dtype.itemsize > 4 * MAX_ORIGIN_CHARS):
-            raise DataError(f"{path}: origin must be one short string (one of "
-                            f"{', '.join(ORIGINS)}), got {origin.shape} {origin.dtype}")
-        present.append(origin)
-    if "confirmed.npy" in archive.namelist():
-        confirmed = member_header(path, archive, "confirmed")
-        if confirmed.shape != (rows,) or confirmed.dtype != np.bool_:
-            raise DataError(f"{path}: confirmed must be ({rows},) bool, got "
-                            f"{confirmed.shape} {confirmed.dtype}")
-        present.append(confirmed)
-    return present
-
-
-def check_origin(path: Path, origin: str, has_confirmed: bool) -> None:
-    # `confirmed` decides which rows the label check measures: it means something only
-    # with origin feedback, and a feedback batch without it could not be judged.
-    if origin not in ORIGINS:
-        raise DataError(f"{path}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
-    if origin == FEEDBACK and not has_confirmed:
-        raise DataError(f"{path}: origin 'feedback' needs 'confirmed' ((N,) bool)")
-    if origin != FEEDBACK and has_confirmed:
-        raise DataError(f"{path}: 'confirmed' is only for origin 'feedback'")
 
 
 @dataclass(frozen=True)

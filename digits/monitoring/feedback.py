@@ -1,11 +1,16 @@
 """What people said about the service's answers (`digits feedback`): counts from the
-prediction log, and the batch of their labels that `digits add` takes.
+prediction log, and the batch of their labels.
 
 A logged prediction with a person's label is a correction (the label differs from the
-answer given) or a confirmation (it is the answer). `export_feedback` writes both as an
-.npz batch with `origin` "feedback" and `confirmed` (digits.data.intake reads it), so the
-checks can measure label agreement on the confirmed rows only: the corrections are the
-model's mistakes by construction (digits.checks.batch).
+answer given) or a confirmation (it is the answer). `feedback_source` reads both from the
+log as a feedback batch for the checks, with the answer each image was given, so they can
+measure label agreement on the confirmed rows only: the corrections are the model's
+mistakes by construction (digits.checks.batch). That is the only way a batch gets origin
+"feedback" (`digits feedback export --add`): the log proves it, a file cannot.
+`export_feedback` writes the same rows to an .npz to look at; its `origin` and `confirmed`
+members make `digits add` refuse it (digits.data.intake).
+
+Which labelled rows a batch takes is decided in one place, `feedback_rows`.
 
 numpy and the standard library only.
 """
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.config import DIGITS, MAX_INPUT_ROWS
-from digits.data.intake import FEEDBACK
+from digits.data.intake import FEEDBACK, Source
 from digits.errors import DataError, UsageError
 from digits.files import fsync_dir, named_errors, sha256_bytes
 from digits.monitoring.reader import read_log
@@ -106,9 +111,9 @@ class Exported:
 
 
 def feedback_rows(logged: Logged) -> tuple[np.ndarray, int]:
-    """Indices of the labelled rows, the first of each (image, label) only, and how many
-    repeats were dropped: the same image sent twice is one digit, not a duplicate that
-    the batch's duplicate check should hold against it."""
+    """Indices of the labelled rows a batch takes, the first of each (image, label) only,
+    and how many repeats were dropped: the same image sent twice is one digit, not a
+    duplicate that the batch's duplicate check should hold against it."""
     seen: dict[str, int] = {}
     for row in np.flatnonzero(logged.labels >= 0):
         key = sha256_bytes(logged.images[row].tobytes(), bytes([logged.labels[row]]))
@@ -117,33 +122,58 @@ def feedback_rows(logged: Logged) -> tuple[np.ndarray, int]:
     return kept, int(np.sum(logged.labels >= 0)) - len(kept)
 
 
-def export_feedback(log_dir: Path, out: Path, since: datetime | None = None,
-                    force: bool = False) -> Exported:
-    """Write the corrected and confirmed images of the log since `since` to `out` as a
-    feedback batch. UsageError for an `out` that is not an .npz or exists (unless `force`);
-    DataError for no log at `log_dir`, or no labelled image in it."""
-    out = Path(out)
-    check_out(out, force)
+@dataclass(frozen=True)
+class Labelled:
+    """The rows of the log a feedback batch is made of."""
+
+    images: np.ndarray  # (N, 28, 28) uint8, as the model saw them
+    labels: np.ndarray  # (N,) int64, the person's latest label
+    answers: np.ndarray  # (N,) int64, the digit the service answered
+    repeats: int  # rows dropped as byte-identical to an earlier one with the same label
+
+
+def read_labelled(log_dir: Path, since: datetime | None = None,
+                  max_rows: int = MAX_INPUT_ROWS) -> Labelled:
+    """The labelled rows of the log at `log_dir` since `since`. DataError for no log, no
+    labelled image in it, or more than `max_rows` (what `digits add` reads)."""
     logged = read_log(log_dir, since)
     rows, repeats = feedback_rows(logged)
     if not len(rows):
         window = f" since {since:%Y-%m-%dT%H:%M:%SZ}" if since else ""
         raise DataError(f"prediction log {log_dir}: no corrected or confirmed predictions"
                         f"{window} ({len(logged)} answered); nothing written")
-    if len(rows) > MAX_INPUT_ROWS:
+    if len(rows) > max_rows:
         raise DataError(f"prediction log {log_dir}: {len(rows)} labelled images, over the "
-                        f"limit of {MAX_INPUT_ROWS} that `digits add` reads; narrow --since")
-    labels = logged.labels[rows]
-    confirmed = labels == logged.digits[rows]
-    write_batch(out, logged.images[rows], labels, confirmed, force)
-    return Exported(out, int(np.sum(~confirmed)), int(np.sum(confirmed)), repeats)
+                        f"limit of {max_rows} that `digits add` reads; narrow --since")
+    return Labelled(logged.images[rows], logged.labels[rows], logged.digits[rows], repeats)
+
+
+def feedback_source(log_dir: Path, since: datetime | None = None,
+                    max_rows: int = MAX_INPUT_ROWS) -> Source:
+    """The labelled rows of the log as a feedback batch for the checks: origin "feedback"
+    because they were read from the log here, never because a file said so."""
+    rows = read_labelled(log_dir, since, max_rows)
+    return Source(str(log_dir), rows.images, rows.labels, [], FEEDBACK, rows.answers)
+
+
+def export_feedback(log_dir: Path, out: Path, since: datetime | None = None,
+                    force: bool = False) -> Exported:
+    """Write the corrected and confirmed images of the log since `since` to `out`, to look
+    at. UsageError for an `out` that is not an .npz or exists (unless `force`); DataError
+    as `read_labelled`."""
+    out = Path(out)
+    check_out(out, force)
+    rows = read_labelled(log_dir, since)
+    confirmed = rows.labels == rows.answers
+    write_batch(out, rows.images, rows.labels, confirmed, force)
+    return Exported(out, int(np.sum(~confirmed)), int(np.sum(confirmed)), rows.repeats)
 
 
 def check_out(out: Path, force: bool) -> None:
-    # `digits add` tells an .npz by its name; an existing file is someone's work (an earlier
-    # export, perhaps not yet added): only --force replaces it, and never a folder.
+    # An .npz, as numpy reads it; an existing file is someone's work (an earlier export,
+    # perhaps not yet read): only --force replaces it, and never a folder.
     if out.suffix.lower() != ".npz":
-        raise UsageError(f"--out {out}: must end in .npz (what `digits add` reads)")
+        raise UsageError(f"--out {out}: must end in .npz")
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder")
     if (out.exists() or out.is_symlink()) and not force:
@@ -153,7 +183,8 @@ def check_out(out: Path, force: bool) -> None:
 def write_batch(out: Path, images: np.ndarray, labels: np.ndarray, confirmed: np.ndarray,
                 force: bool) -> None:
     """Written beside `out` and moved into place whole, so a kill leaves no half batch;
-    without `force` the move refuses a file that appeared meanwhile."""
+    without `force` the move refuses a file that appeared meanwhile. `origin` and
+    `confirmed` say what the rows are to a reader, and make `digits add` refuse the file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     try:

@@ -164,3 +164,59 @@ def test_an_unreadable_batch_is_listed_and_adding_goes_on(cli, tmp_path):
     assert listed[broken.name]["reason"].startswith(f"{broken}: unreadable batch")
     code, out, _ = cli("data", "--store", str(tmp_path / "data"))
     assert code == 0 and f"unreadable   ?  reason: {broken}: unreadable batch" in out
+
+
+# --- feedback: from the prediction log only (issue 28) ----------------------------------
+
+
+def labelled_log(folder, corrected: int, confirmed: int):
+    """A log of the service's answers to 60 digits with people's labels: the first
+    `corrected` answered wrong and corrected, the next `confirmed` answered right and
+    confirmed, the rest unlabelled."""
+    from tests.helpers.feedback import give_labels, log_answers, one_hot_answers
+
+    images, truth = make_digits(60, 5, make_prototypes())
+    answers = truth.astype(np.int64).copy()
+    answers[:corrected] = (answers[:corrected] + 1) % 10
+    ids = log_answers(folder, images, one_hot_answers(answers))
+    labelled = corrected + confirmed
+    give_labels(folder, ids[:labelled], truth[:labelled])
+    return folder
+
+
+def test_feedback_export_add_stores_the_log_s_labels_as_a_feedback_batch(cli, tmp_path):
+    log = labelled_log(tmp_path / "log", corrected=20, confirmed=30)
+    code, out, err = cli("feedback", "export", "--add", "--log-dir", log, "--name", "fixes",
+                         *setup_dirs(tmp_path))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].endswith("(fixes): 50 images")
+    [stored] = accepted_batches(tmp_path / "data")
+    assert (stored.record["origin"], stored.record["source"]) == ("feedback", str(log))
+    assert stored.record["checks"]["confirmed-rows"]["observed"] == 30
+
+
+def test_feedback_without_confirmations_is_quarantined_naming_the_check(cli, tmp_path):
+    # Repro 1 of issue 28: corrections only (there, 200 runner-up digits, all wrong).
+    log = labelled_log(tmp_path / "log", corrected=40, confirmed=0)
+    code, _, err = cli("feedback", "export", "--add", "--log-dir", log, *setup_dirs(tmp_path))
+    assert code == 4, err
+    assert "quarantined: confirmed-rows: observed 0, bound >= 10" in err.strip().splitlines()[-1]
+    assert accepted_batches(tmp_path / "data") == []
+    [folder] = (tmp_path / "data" / "quarantine").iterdir()
+    assert json.loads((folder / "batch.json").read_text())["origin"] == "feedback"
+
+
+def test_add_refuses_a_file_that_claims_to_be_feedback(cli, tmp_path):
+    # Repro 2 of issue 28: half the labels wrong, and the claim that once let them in.
+    images, labels = make_digits(60, 5, make_prototypes())
+    labels[::2] = (labels[::2] + 1) % 10
+    path = tmp_path / "claims.npz"
+    np.savez(path, images=images, labels=labels, origin=np.array("feedback"),
+             confirmed=np.zeros(60, bool))
+    code, _, err = cli("add", path, *setup_dirs(tmp_path))
+    assert code == 4, err
+    assert err.strip().splitlines() == [(
+        f"error: {path}: holds 'origin': a file cannot say where its labels came from "
+        "(feedback is added from the prediction log: `digits feedback export --add`); "
+        "remove 'origin' to add it as a plain batch")]
+    assert not (tmp_path / "data").exists()

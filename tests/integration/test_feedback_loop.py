@@ -1,5 +1,5 @@
 """The production loop end to end on small generated data, every step through the real CLI
-and a real `digits serve --log-dir`: serve -> log -> correct -> export -> add -> retrain ->
+and a real `digits serve --log-dir`: serve -> log -> correct -> export --add -> retrain ->
 promote -> the service follows its alias and answers the corrected digits right.
 
 Production (v1) learns ten generated digits; people then send three of them drawn another
@@ -54,10 +54,10 @@ class Loop:
                     "DIGITS_DATA": str(root / "store"), "DIGITS_ARTIFACTS": str(root / "artifacts")}
         self.url = ""
 
-    def digits(self, *args: str | Path) -> subprocess.CompletedProcess:
+    def digits(self, *args: str | Path, code: int = 0) -> subprocess.CompletedProcess:
         result = subprocess.run([str(BIN / "digits"), *map(str, args)], cwd=REPO, env=self.env,
-                                capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"digits {args[0]}: {result.stdout}\n{result.stderr}"
+                                capture_output=True, text=True, timeout=900, check=False)
+        assert result.returncode == code, f"digits {args[0]}: {result.stdout}\n{result.stderr}"
         return result
 
     def retrain(self) -> str:
@@ -113,18 +113,23 @@ def test_corrected_answers_become_training_data_and_the_followed_alias_answers_t
         summary = loop.digits("feedback", "--log-dir", loop.logs).stdout
         assert f"corrected {wrong.sum()}" in summary, summary
 
-        # 3. Exported, the corrections are a batch `digits add` accepts.
+        # 3. Exported to a file, the labels are there to read, and `digits add` refuses the
+        #    file's claim of origin; added from the log, they are a batch the checks accept.
         batch = tmp_path / "corrections.npz"
         loop.digits("feedback", "export", "--log-dir", loop.logs, "--out", batch)
         with np.load(batch) as exported:
             assert str(exported["origin"]) == "feedback"
             assert (exported["labels"] == labels).all()
             assert (exported["confirmed"] == ~wrong).all()
-        added = loop.digits("add", batch, "--name", "corrections", "--reference-dir",
-                            loop.mnist, "--registry", loop.registry).stdout
+        refused = loop.digits("add", batch, "--reference-dir", loop.mnist, "--registry",
+                              loop.registry, code=4)
+        assert "holds 'origin': a file cannot say where its labels came from" in refused.stderr
+        added = loop.digits("feedback", "export", "--add", "--log-dir", loop.logs, "--name",
+                            "corrections", "--reference-dir", loop.mnist, "--registry",
+                            loop.registry).stdout
         assert "accepted batch" in added, added
         [stored] = accepted_batches(tmp_path / "store")
-        assert len(stored.images) == len(images)
+        assert len(stored.images) == len(images) and stored.record["origin"] == "feedback"
 
         # 4. The retrain on MNIST plus the batch is promoted; the service follows the alias.
         assert "promoted v2" in loop.retrain()

@@ -159,7 +159,7 @@ def test_large_images_shrink_before_normalising_and_read_the_same(tmp_path, fmt)
                for shift in [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]) < 1
 
 
-# --- origin and confirmed (feedback batches) ----------------------------------------------
+# --- provenance: a file cannot say it is feedback (issue 28) -----------------------------
 
 
 def write_members(path, **members: bytes):
@@ -169,71 +169,50 @@ def write_members(path, **members: bytes):
     return path
 
 
-def feedback_members(rows=3, **changes) -> dict[str, bytes]:
-    """The members of a valid 3-row feedback batch, each as .npy bytes; `changes` replace some."""
-    def saved(array):
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        return buffer.getvalue()
-
-    members = {"images": saved(np.zeros((rows, 28, 28), np.uint8)),
-               "labels": saved(np.arange(rows, dtype=np.int64)),
-               "origin": saved(np.array("feedback")),
-               "confirmed": saved(np.array([True] + [False] * (rows - 1)))}
-    return {**members, **changes}
+def saved(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
-def test_a_feedback_npz_reads_with_its_origin_and_confirmed_rows(tmp_path):
-    source = read_source(write_members(tmp_path / "fb.npz", **feedback_members()))
-    assert source.origin == "feedback"
-    assert source.confirmed.tolist() == [True, False, False]
-    assert source.confirmed_rows().tolist() == [True, False, False]
+def plain_members(rows=3) -> dict[str, bytes]:
+    return {"images": saved(np.zeros((rows, 28, 28), np.uint8)),
+            "labels": saved(np.arange(rows, dtype=np.int64))}
 
 
-def test_an_npz_without_origin_and_a_folder_are_files(tmp_path):
-    members = feedback_members()
-    del members["origin"], members["confirmed"]
-    source = read_source(write_members(tmp_path / "plain.npz", **members))
-    assert (source.origin, source.confirmed) == ("file", None)
+@pytest.mark.parametrize("claims", [
+    # Repro 2 of issue 28: the claim that once moved label agreement to the (zero)
+    # confirmed rows, and so let half the labels be wrong.
+    {"origin": saved(np.array("feedback")), "confirmed": saved(np.zeros(3, bool))},
+    {"origin": saved(np.array("file"))},
+    {"confirmed": saved(np.zeros(3, bool))},
+    # Refused by name, before its header is read: however it is shaped.
+    {"origin": npy_bytes((), "<U100000000")},
+])
+def test_an_npz_that_claims_an_origin_is_refused_naming_the_member(tmp_path, claims):
+    path = write_members(tmp_path / "fb.npz", **plain_members(), **claims)
+    first = next(iter(claims))
+    with pytest.raises(DataError, match=rf"fb\.npz: holds {first!r}: a file cannot say where "
+                                        r"its labels came from \(feedback is added from the "
+                                        r"prediction log: `digits feedback export --add`\); "
+                                        rf"remove {first!r} to add it as a plain batch"):
+        read_source(path)
+
+
+def test_an_npz_and_a_folder_are_file_batches(tmp_path):
+    source = read_source(write_members(tmp_path / "plain.npz", **plain_members(),
+                                       notes=saved(np.array("other members are not read"))))
+    assert (source.origin, source.answers) == ("file", None)
     assert not source.confirmed_rows().any()
     digit_png(tmp_path / "batch" / "1" / "a.png")
     assert read_source(tmp_path / "batch").origin == "file"
 
 
-def test_origin_does_not_change_a_batch_id(tmp_path):
-    # So a batch quarantined as a file is "already quarantined" when it comes back
-    # claiming to be feedback: the claim buys no second judgement.
-    from digits.data.intake import source_id
+def test_a_feedback_source_confirms_the_rows_whose_label_is_the_answer_given():
+    from digits.data.intake import FEEDBACK, Source
 
-    members = feedback_members()
-    feedback = read_source(write_members(tmp_path / "fb.npz", **members))
-    del members["origin"], members["confirmed"]
-    plain = read_source(write_members(tmp_path / "plain.npz", **members))
-    assert source_id(feedback) == source_id(plain)
-
-
-@pytest.mark.parametrize("changes, match", [
-    # A header claiming a string of 100 million characters: refused before it is inflated.
-    ({"origin": npy_bytes((), "<U100000000")}, r"origin must be one short string"),
-    ({"origin": npy_bytes((2,), "<U8", bytes(64))}, r"origin must be one short string"),
-    ({"origin": npy_bytes((), "|u1", bytes(1))}, r"origin must be one short string"),
-    ({"confirmed": npy_bytes((4,), "|b1", bytes(4))}, r"confirmed must be \(3,\) bool"),
-    ({"confirmed": npy_bytes((3,), "<i8", bytes(24))}, r"confirmed must be \(3,\) bool"),
-    ({"confirmed": npy_bytes((3,), "|b1", bytes(10**6))}, r"confirmed\.npy holds 1\d{6} bytes"),
-    ({"origin": npy_bytes((), "<U8", "mnist\0\0\0".encode("utf-32-le"))},
-     r"origin 'mnist' is not one of file, feedback"),
-])
-def test_bad_origin_or_confirmed_members_are_named(tmp_path, changes, match):
-    path = write_members(tmp_path / "bad.npz", **feedback_members(**changes))
-    with pytest.raises(DataError, match=rf"bad\.npz: {match}"):
-        read_source(path)
-
-
-def test_feedback_needs_confirmed_and_confirmed_needs_feedback(tmp_path):
-    members = feedback_members()
-    without = {k: v for k, v in members.items() if k != "confirmed"}
-    with pytest.raises(DataError, match=r"origin 'feedback' needs 'confirmed'"):
-        read_source(write_members(tmp_path / "a.npz", **without))
-    unclaimed = {k: v for k, v in members.items() if k != "origin"}
-    with pytest.raises(DataError, match=r"'confirmed' is only for origin 'feedback'"):
-        read_source(write_members(tmp_path / "b.npz", **unclaimed))
+    labels, answers = np.array([3, 5, 8, 9]), np.array([3, 3, 8, 4])
+    source = Source("log", np.zeros((4, 28, 28), np.uint8), labels, [], FEEDBACK, answers)
+    # A correction is a label other than the answer it corrects, a confirmation is the
+    # answer itself: nothing else can say which a row is.
+    assert source.confirmed_rows().tolist() == [True, False, True, False]

@@ -1,5 +1,6 @@
-"""`digits feedback`: the counts of a prediction log, `--since`, and the export of people's
-labels as a feedback batch that `digits add` reads and the checks judge fairly."""
+"""`digits feedback`: the counts of a prediction log, `--since`, and people's labels as a
+feedback batch: read from the log for the checks (`export --add`), which judge it fairly, or
+written to a file to look at, which `digits add` refuses as a claim of origin."""
 
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ import pytest
 from digits.checks.settings import BatchChecks
 from digits.data.intake import read_source
 from digits.errors import DataError, UsageError
-from digits.monitoring.feedback import export_feedback, feedback_summary
+from digits.monitoring.feedback import export_feedback, feedback_source, feedback_summary
 from tests.helpers.feedback import (
     confusing_model,
     correct_mistakes,
@@ -67,21 +68,32 @@ def test_since_counts_only_answers_given_from_then_on(tmp_path):
     assert (summary["answered"], summary["corrected"], summary["confirmed"]) == (2, 0, 2)
     exported = export_feedback(folder, tmp_path / "late.npz", cut)
     assert (exported.corrected, exported.confirmed) == (0, 2)
-    assert read_source(tmp_path / "late.npz").labels.tolist() == [2, 2]
+    assert feedback_source(folder, cut).labels.tolist() == [2, 2]
 
 
-def test_export_writes_a_feedback_batch_that_intake_reads(log_dir, tmp_path):
+def test_the_feedback_batch_is_read_from_the_log_with_the_answers_given(log_dir):
+    source = feedback_source(log_dir)
+    assert (source.origin, source.path) == ("feedback", str(log_dir))
+    # In the log's order: the 0s (confirmed), one 1 corrected to 7, three 3s corrected to 8.
+    assert source.labels.tolist() == [0, 0, 0, 7, 8, 8, 8]
+    assert source.answers.tolist() == [0, 0, 0, 1, 3, 3, 3]
+    assert source.confirmed_rows().tolist() == [True] * 3 + [False] * 4
+    assert source.images.dtype == np.uint8 and source.images.shape == (7, 28, 28)
+
+
+def test_an_exported_file_is_for_reading_and_digits_add_refuses_it(log_dir, tmp_path):
     exported = export_feedback(log_dir, tmp_path / "batch.npz")
     assert (exported.corrected, exported.confirmed, exported.repeats) == (4, 3, 0)
     with np.load(tmp_path / "batch.npz", allow_pickle=False) as batch:
         assert sorted(batch.files) == ["confirmed", "images", "labels", "origin"]
-        assert batch["images"].dtype == np.uint8 and batch["images"].shape == (7, 28, 28)
-        assert batch["labels"].dtype == np.int64 and str(batch["origin"]) == "feedback"
-    source = read_source(tmp_path / "batch.npz")
-    assert source.origin == "feedback"
-    # In the log's order: the 0s (confirmed), one 1 corrected to 7, three 3s corrected to 8.
-    assert source.labels.tolist() == [0, 0, 0, 7, 8, 8, 8]
-    assert source.confirmed.tolist() == [True] * 3 + [False] * 4
+        assert (batch["images"] == feedback_source(log_dir).images).all()
+        assert batch["labels"].tolist() == [0, 0, 0, 7, 8, 8, 8]
+        assert str(batch["origin"]) == "feedback"
+        assert batch["confirmed"].tolist() == [True] * 3 + [False] * 4
+    # Its origin is a claim: added as a file it would be judged as one (its corrections
+    # quarantined for good, by its id); `export --add` reads the log instead.
+    with pytest.raises(DataError, match=r"batch\.npz: holds 'origin': a file cannot say where"):
+        read_source(tmp_path / "batch.npz")
 
 
 def test_export_drops_the_same_image_sent_twice_with_the_same_label(tmp_path):
@@ -100,7 +112,8 @@ def test_export_refuses_an_existing_out_unless_forced(log_dir, tmp_path):
         export_feedback(log_dir, out)
     assert out.read_bytes() == b"someone's work"
     export_feedback(log_dir, out, force=True)
-    assert len(read_source(out).labels) == 7
+    with np.load(out) as batch:
+        assert len(batch["labels"]) == 7
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -155,7 +168,8 @@ def test_feedback_export_writes_the_batch(cli, log_dir, tmp_path):
     code, stdout, err = cli("feedback", "export", "--log-dir", log_dir, "--out", out)
     assert code == 0, err
     assert stdout == f"wrote {out}: 7 images (4 corrected, 3 confirmed)\n"
-    assert read_source(out).origin == "feedback"
+    with np.load(out) as batch:
+        assert len(batch["labels"]) == 7
     # The log folder given to `feedback` itself serves its subcommand too.
     code, _, err = cli("feedback", "--log-dir", log_dir, "export", "--out", out, "--force")
     assert code == 0, err
@@ -169,6 +183,10 @@ def test_feedback_export_writes_the_batch(cli, log_dir, tmp_path):
     (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/taken.npz"], 2, "exists"),
     (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/x.npz", "--since", "2999-01-01"],
      4, "no corrected or confirmed predictions since 2999-01-01T00:00:00Z"),
+    (["feedback", "export", "--log-dir", "{log}"], 2,
+     "feedback export: give --out FILE.npz (to read) or --add (into the batch store)"),
+    (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/x.npz", "--add"], 2,
+     "feedback export: --out or --add, not both (the batch added is read from the log)"),
 ])
 def test_feedback_errors_are_one_line_with_the_documented_code(
         cli, log_dir, tmp_path, monkeypatch, args, code, message):
@@ -202,8 +220,7 @@ def test_an_exported_correction_batch_is_accepted_where_file_rules_quarantine_it
     assert len(wrong) >= 40 and set(truth[wrong]) <= {3, 8}  # mistakes on confusable digits
     assert len(right) == 12
 
-    export_feedback(tmp_path / "log", tmp_path / "batch.npz")
-    source = read_source(tmp_path / "batch.npz", config)
+    source = feedback_source(tmp_path / "log")
     checks = check_batch(source, reference, model, config, tmp_path / "work")
     report = report_of(checks)
     assert report["status"] == "accepted", report["reason"]
@@ -214,7 +231,7 @@ def test_an_exported_correction_batch_is_accepted_where_file_rules_quarantine_it
 
     # The same images and labels as a plain file: production disagrees with the
     # corrections, and they cluster on two digits.
-    as_file = replace(source, origin="file", confirmed=None)
+    as_file = replace(source, origin="file", answers=None)
     failed = {check.name for check in check_batch(as_file, reference, model, config,
                                                   tmp_path / "work") if not check.passed}
     assert {"label-agreement", "class-shares"} <= failed
