@@ -45,8 +45,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect, SQLite)
 	$(BIN)/digits run $(ARGS)
 
+# A worker per core; a test file stays on one worker, so a module's server starts once.
 test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
-	$(WITH_DEFAULTS) $(BIN)/python -m pytest $(ARGS)
+	$(WITH_DEFAULTS) $(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)  ## the unit tests not marked slow: under a minute, after every edit
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest tests/unit -m "not slow" -n auto $(ARGS)

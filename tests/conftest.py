@@ -1,10 +1,26 @@
 import io
+import os
+import shutil
 import sys
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
 from digits.cli import main
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A Prefect home of this session's own, before anything imports Prefect: `make test`
+    runs a pytest worker per core, and two `digits run` subprocesses on one SQLite database
+    (the project's .prefect/, which the Makefile exports) would race its migrations. It also
+    keeps the tests' runs out of the runs `make ui` shows. A test that needs another home
+    sets its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    home = tempfile.mkdtemp(prefix=f"digits-tests-prefect-{worker}-")
+    os.environ["PREFECT_HOME"] = home
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:
