@@ -26,6 +26,7 @@ from digits.errors import DataError, UsageError
 from digits.files import fsync_dir, named_errors, sha256_bytes
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import Logged
+from digits.monitoring.rotation import release_labels
 
 # --- the summary ----------------------------------------------------------------------
 
@@ -136,6 +137,8 @@ def export_feedback(log_dir: Path, out: Path, since: datetime | None = None,
     labels = logged.labels[rows]
     confirmed = labels == logged.digits[rows]
     write_batch(out, logged.images[rows], labels, confirmed, force)
+    # Written: the labels may rotate out of the log from now on (the repeats are in the batch).
+    release_labels(Path(log_dir), logged.ids[logged.labels >= 0].tolist())
     return Exported(out, int(np.sum(~confirmed)), int(np.sum(confirmed)), repeats)
 
 
