@@ -3,8 +3,8 @@
 Parsing holds the interpreter (no other thread, the event loop included, runs meanwhile), so
 its cost must be bounded, not only moved off the event loop: a body may hold no more arrays
 and objects than `max_images` images need, counted in its bytes before it is parsed (2 MB of
-empty lists took ~0.2 s to parse, an image's 29 lists about 10 us), and orjson parses numbers
-5-6 times faster than the standard library (2 MB of fractions in ~30 ms instead of ~150 ms,
+empty lists take ~0.17 s to parse, by either parser), and orjson parses numbers 4-8 times
+faster than the standard library (2 MB of fractions in ~15 ms instead of ~120 ms,
 benchmarks/results.md). NaN and Infinity, which are not JSON, are refused by it.
 """
 
