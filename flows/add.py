@@ -20,7 +20,7 @@ from digits.errors import ValidationFailed
 from flows.events import batch_event, emit
 
 with muted_stderr():  # the check task loads Keras for the production model
-    from tasks.add import check, read, read_feedback, store
+    from tasks.add import check, read, read_feedback, release, store
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,13 @@ def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
                  registry: Path | None = None, config: BatchChecks | None = None):
     """People's labels in the prediction log at `log_dir` since `since`, as a feedback batch."""
     config = config or BatchChecks()
-    return check_and_store(read_feedback(log_dir, since, config), name, store_dir,
-                           reference_dir, registry, config)
+    source, ids = read_feedback(log_dir, since, config)
+    data = store_dir.resolve() if store_dir else default_data_dir()
+    try:
+        return check_and_store(source, name, data, reference_dir, registry, config)
+    finally:  # stored, accepted or quarantined, the rows are safe: the log may let them go
+        if find_batch(data, source_id(source)) is not None:
+            release(log_dir, ids)
 
 
 def check_and_store(source: Source, name: str, store_dir: Path | None,

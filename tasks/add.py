@@ -20,6 +20,7 @@ from digits.data.ingest import load_mnist
 from digits.data.intake import Source, read_source, source_id
 from digits.files import staging_folder
 from digits.monitoring.feedback import feedback_source
+from digits.monitoring.rotation import release_labels
 from digits.registry.load import load_production
 from digits.registry.manifest import utc_now
 from tasks import stage
@@ -31,8 +32,16 @@ def read(path: Path, config: BatchChecks) -> Source:
 
 
 @stage("read-feedback")
-def read_feedback(log_dir: Path, since: datetime | None, config: BatchChecks) -> Source:
+def read_feedback(log_dir: Path, since: datetime | None,
+                  config: BatchChecks) -> tuple[Source, list[str]]:
     return feedback_source(log_dir, since, config.max_rows)
+
+
+@stage("release-labels")
+def release(log_dir: Path, ids: list[str]) -> int:
+    """The store holds these labelled answers now (accepted or quarantined, it keeps the
+    rows either way): the log may let them rotate. How many label files were let go."""
+    return release_labels(log_dir, ids)
 
 
 @stage("check-batch")

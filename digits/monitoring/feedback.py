@@ -130,6 +130,7 @@ class Labelled:
     labels: np.ndarray  # (N,) int64, the person's latest label
     answers: np.ndarray  # (N,) int64, the digit the service answered
     repeats: int  # rows dropped as byte-identical to an earlier one with the same label
+    ids: list[str]  # every labelled answer read, repeats too: what a stored batch releases
 
 
 def read_labelled(log_dir: Path, since: datetime | None = None,
@@ -145,22 +146,26 @@ def read_labelled(log_dir: Path, since: datetime | None = None,
     if len(rows) > max_rows:
         raise DataError(f"prediction log {log_dir}: {len(rows)} labelled images, over the "
                         f"limit of {max_rows} that `digits add` reads; narrow --since")
-    return Labelled(logged.images[rows], logged.labels[rows], logged.digits[rows], repeats)
+    return Labelled(logged.images[rows], logged.labels[rows], logged.digits[rows], repeats,
+                    logged.ids[logged.labels >= 0].tolist())
 
 
 def feedback_source(log_dir: Path, since: datetime | None = None,
-                    max_rows: int = MAX_INPUT_ROWS) -> Source:
-    """The labelled rows of the log as a feedback batch for the checks: origin "feedback"
-    because they were read from the log here, never because a file said so."""
+                    max_rows: int = MAX_INPUT_ROWS) -> tuple[Source, list[str]]:
+    """The labelled rows of the log as a feedback batch for the checks (origin "feedback"
+    because they were read from the log here, never because a file said so), and the ids
+    of the labelled answers it holds, which the log may let go once the batch is stored."""
     rows = read_labelled(log_dir, since, max_rows)
-    return Source(str(log_dir), rows.images, rows.labels, [], FEEDBACK, rows.answers)
+    return Source(str(log_dir), rows.images, rows.labels, [], FEEDBACK, rows.answers), rows.ids
+
 
 
 def export_feedback(log_dir: Path, out: Path, since: datetime | None = None,
                     force: bool = False) -> Exported:
     """Write the corrected and confirmed images of the log since `since` to `out`, to look
-    at. UsageError for an `out` that is not an .npz or exists (unless `force`); DataError
-    as `read_labelled`."""
+    at. A file is no batch (`digits add` refuses it), so the log keeps the labels until
+    `export --add` stores them. UsageError for an `out` that is not an .npz or exists
+    (unless `force`); DataError as `read_labelled`."""
     out = Path(out)
     check_out(out, force)
     rows = read_labelled(log_dir, since)

@@ -1,33 +1,36 @@
 """The index behind `PredictionLog.correct`: which ids a log folder holds, caught up on
-the segments' new bytes when asked, so a correction finds ids another process wrote.
+the files' new bytes when asked, so a correction finds ids another process wrote.
 
 The standard library only.
 """
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 from digits.monitoring.records import (
     ANSWER_RE,
     HEAD_RE,
+    LABELS_RE,
     PREDICTION,
     Correction,
     UnknownPrediction,
     complete_lines,
+    log_files,
     parse_time,
-    segment_files,
 )
 
 
 class Index:
     """Which ids the folder holds (with the digit answered) and their latest labels, caught
-    up on the segments' new bytes when asked, so it sees other processes' records."""
+    up on the segments' and label files' new bytes when asked, so it sees other processes'
+    records. An id may be in two files: its segment, and a label file's copy."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._offsets: dict[str, int] = {}  # segment name -> bytes indexed
-        self._ids: dict[str, list[str]] = {}  # segment name -> prediction ids in it
+        self._offsets: dict[str, int] = {}  # file name -> bytes indexed
+        self._ids: dict[str, list[str]] = {}  # file name -> prediction ids in it
         self._digits: dict[str, int] = {}  # id -> the digit answered
         self._labels: dict[str, Correction] = {}  # id -> its latest correction
 
@@ -38,18 +41,46 @@ class Index:
             raise UnknownPrediction(id_)
         return self._digits[id_], self._labels.get(id_)
 
+    def prediction_line(self, id_: str) -> bytes:
+        """The prediction record of `id_`, as written (found by `find` just before);
+        UnknownPrediction if its files rotated away meanwhile. Reads one file."""
+        for name in sorted(self._ids, reverse=True):  # label files, the copies, go last
+            if id_ in self._ids[name]:
+                try:
+                    data = (self.folder / name).read_bytes()
+                except FileNotFoundError:
+                    continue
+                start = data.find(b'{"kind": "%s", "id": "%s"' % (PREDICTION.encode(),
+                                                                  id_.encode()))
+                if start >= 0:
+                    return data[start:data.index(b"\n", start) + 1]
+        raise UnknownPrediction(id_)
+
+    def label_bytes(self) -> int:
+        """The bytes of the label files, as of the last catch-up: labels awaiting export."""
+        return sum(size for name, size in self._offsets.items() if LABELS_RE.fullmatch(name))
+
     def remember(self, correction: Correction) -> None:
         self._labels[correction.id] = correction
 
     def catch_up(self) -> None:
-        names = {path.name for path in segment_files(self.folder)}
-        for gone in set(self._offsets) - names:  # rotated away: its ids are unknown now
-            for id_ in self._ids.pop(gone, []):
-                self._digits.pop(id_, None)
-                self._labels.pop(id_, None)
-            del self._offsets[gone]
+        names = {path.name for path in log_files(self.folder)}
         for name in sorted(names):
             self._read_new(name)
+        gone = set(self._offsets) - names
+        if gone:
+            self._forget(gone)
+
+    def _forget(self, gone: set[str]) -> None:
+        """Rotated away (or a label file renamed a segment, read again under its new name):
+        its ids are unknown now, unless another file holds them."""
+        dropped = set(chain.from_iterable(self._ids.pop(name, []) for name in gone))
+        for name in gone:
+            del self._offsets[name]
+        dropped -= set(chain.from_iterable(self._ids.values()))
+        for id_ in dropped:
+            self._digits.pop(id_, None)
+            self._labels.pop(id_, None)
 
     def _read_new(self, name: str) -> None:
         offset = self._offsets.setdefault(name, 0)
@@ -64,7 +95,7 @@ class Index:
         for line in lines:
             self._index_line(name, line)
 
-    def _index_line(self, segment: str, line: bytes) -> None:
+    def _index_line(self, name: str, line: bytes) -> None:
         head, answer = HEAD_RE.match(line), ANSWER_RE.search(line)
         if head is None or answer is None:
             return  # not a record of ours; read_log names it
@@ -72,6 +103,9 @@ class Index:
         value = int(answer.group(2))
         if kind == PREDICTION:
             self._digits[id_] = value
-            self._ids.setdefault(segment, []).append(id_)
+            self._ids.setdefault(name, []).append(id_)
         elif id_ in self._digits:
-            self._labels[id_] = Correction(id_, value, self._digits[id_], parse_time(stamp))
+            earlier = self._labels.get(id_)
+            moment = parse_time(stamp)
+            if earlier is None or moment >= earlier.time:  # a file read again may be older
+                self._labels[id_] = Correction(id_, value, self._digits[id_], moment)

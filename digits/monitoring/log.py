@@ -2,18 +2,19 @@
 and what people said it really was (the format: digits.monitoring.records).
 
 Crash safety: each `record` is one `os.write` of whole lines on an O_APPEND descriptor, so
-a killed process leaves at most a torn last line in its own segment, which readers skip.
+a killed process leaves at most a torn last line in its own file, which readers skip.
 No fsync per answer (that would cost more than the answer): a killed process loses only
 the request in flight; a machine crash may lose what the OS had not flushed yet.
 
-Bounds: a writer starts a new segment past `LogLimits.segment_bytes`; whenever one does, it
-deletes the oldest closed segments (of every process) while the folder holds more than
-`LogLimits.max_bytes`. A segment in use is locked (flock, released by the kernel when its
-process dies) and never deleted, so the folder holds at most `max_bytes` plus one open
-segment per writing process.
+Bounds (digits.monitoring.rotation): a writer starts a new segment past
+`LogLimits.segment_bytes`, and then deletes the oldest closed segments while they hold more
+than `LogLimits.max_bytes`. Labels are kept apart, in label files that rotate only once
+exported: the folder holds at most `max_bytes` of answers plus `label_bytes` of labels
+awaiting export, plus one open segment and label file per writing process.
 
 Corrections are records too: `correct` looks the id up in the folder's index
-(digits.monitoring.index), so it finds ids another process wrote.
+(digits.monitoring.index), so it finds ids another process wrote, and writes the answer's
+prediction line again beside the label, so that the label keeps its image whatever rotates.
 
 numpy and the standard library only.
 """
@@ -24,7 +25,6 @@ import fcntl
 import json
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -37,17 +37,21 @@ from digits.monitoring.index import Index
 from digits.monitoring.records import (
     FORMAT,
     ID_RE,
+    LABELS,
     MARKER,
+    SEGMENT,
     Correction,
+    LabelsFull,
     UnknownPrediction,
     check_rows,
     correction_line,
+    file_name,
     new_id,
     now,
     prediction_lines,
-    segment_files,
     stamp_now,
 )
+from digits.monitoring.rotation import prune
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,14 @@ class LogLimits:
 
     A logged image takes about 1.4 KB (the 28x28 pixels, ten probabilities, ids and time),
     so the defaults keep the last ~190,000 answers in at most 256 MiB plus one open segment
-    per writing process.
+    per writing process. A label takes about 1.5 KB (its answer's copy): `label_bytes` holds
+    ~45,000 awaiting export, more than people label between exports; past it a new label is
+    refused (LabelsFull), never an older one dropped.
     """
 
     segment_bytes: int = 8 * 2**20  # a writer starts a new segment file past this size
     max_bytes: int = 256 * 2**20  # closed segments beyond this total go, the oldest first
+    label_bytes: int = 64 * 2**20  # label files awaiting export hold at most this
 
     def __post_init__(self) -> None:
         if self.segment_bytes < 1:
@@ -69,6 +76,8 @@ class LogLimits:
             raise UsageError(
                 f"max_bytes {self.max_bytes} must be at least segment_bytes {self.segment_bytes}"
             )
+        if self.label_bytes < 1:
+            raise UsageError(f"label_bytes {self.label_bytes} must be at least 1")
 
 
 # --- writing ------------------------------------------------------------------------
@@ -78,18 +87,17 @@ class PredictionLog:
     """The writer: one per process; several processes (uvicorn workers) may share a folder.
 
     Thread-safe: the service records from its thread pool. A process forked after the log
-    was made writes to a segment of its own (the first record after the fork opens it).
+    was made writes to files of its own (the first record after the fork opens them).
     """
 
     def __init__(self, folder: Path, limits: LogLimits = LogLimits()) -> None:
         self.folder = Path(folder)
         self.limits = limits
         make_log_folder(self.folder)
-        self._lock = threading.Lock()  # the segment: held for an append, never for a read
+        self._lock = threading.Lock()  # the files: held for an append, never for a read
         self._index_lock = threading.Lock()  # the index: a correction's catch-up reads files
-        self._fd: int | None = None
-        self._pid = 0  # the process that opened self._fd
-        self._size = 0
+        self._segment = OwnFile(self.folder, SEGMENT)
+        self._labels = OwnFile(self.folder, LABELS)
         self._index = Index(self.folder)
 
     def record(
@@ -99,13 +107,18 @@ class PredictionLog:
         pixels 0..255 (stored rounded to uint8), `probabilities` (N, 10)."""
         pixels, scores = check_rows(images, probabilities)
         ids = [new_id() for _ in range(len(pixels))]
-        self._append(prediction_lines(ids, stamp_now(), version, ref, pixels, scores))
+        data = prediction_lines(ids, stamp_now(), version, ref, pixels, scores)
+        with self._lock:
+            if self._segment.append(data, self.limits.segment_bytes):
+                self._labels.close()  # closed, it can be released once exported
+                prune(self.folder, self.limits.max_bytes)
         return ids
 
     def correct(self, id: str, label: int) -> Correction:
         """Record that prediction `id` was really `label`. UnknownPrediction for an id the
         folder does not hold; a repeat of the latest (id, label) writes nothing and returns
-        the earlier Correction; a new label is recorded and the latest counts."""
+        the earlier Correction; a new label is recorded and the latest counts. LabelsFull
+        when the labels awaiting export fill `label_bytes`."""
         if type(label) is not int or not 0 <= label < NUM_CLASSES:  # bool is no label
             raise ValueError(f"label {label!r} must be an integer 0..{NUM_CLASSES - 1}")
         if not isinstance(id, str) or not ID_RE.fullmatch(id):
@@ -115,13 +128,18 @@ class PredictionLog:
             if earlier is not None and earlier.label == label:
                 return earlier
             correction = Correction(id, label, digit, now())
-            self._append(correction_line(correction).encode())
+            data = self._index.prediction_line(id) + correction_line(correction).encode()
+            if self._index.label_bytes() + len(data) > self.limits.label_bytes:
+                raise LabelsFull(self.limits.label_bytes)
+            with self._lock:
+                self._labels.append(data, self.limits.segment_bytes)
             self._index.remember(correction)
             return correction
 
     def close(self) -> None:
         with self._lock:
-            self._close_segment()
+            self._segment.close()
+            self._labels.close()
 
     def __enter__(self) -> Self:
         return self
@@ -129,42 +147,48 @@ class PredictionLog:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    # --- segments
 
-    def _append(self, data: bytes) -> None:
-        with self._lock:
-            self._append_locked(data)
+class OwnFile:
+    """The segment or label file this process appends to, locked while open (flock, shared)
+    so that no other process deletes or releases it; a new one past `limit` bytes."""
 
-    def _append_locked(self, data: bytes) -> None:
-        if self._fd is None or self._pid != os.getpid():
-            self._open_segment()
-        elif (os.fstat(self._fd).st_nlink == 0  # deleted by hand: bytes there would be lost
-              or self._size and self._size + len(data) > self.limits.segment_bytes):
-            self._close_segment()
-            self._open_segment()
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder = folder
+        self.prefix = prefix
+        self.fd: int | None = None
+        self.pid = 0  # the process that opened self.fd
+        self.size = 0
+
+    def append(self, data: bytes, limit: int) -> bool:
+        """Write `data` whole; True if it went to a new file."""
+        opened = False
+        if (self.fd is None or self.pid != os.getpid()
+                or os.fstat(self.fd).st_nlink == 0  # deleted by hand: bytes there would be lost
+                or self.size and self.size + len(data) > limit):
+            self.close()
+            self.open()
+            opened = True
         try:
-            written = os.write(self._fd, data)
+            written = os.write(self.fd, data)
         except OSError:
-            self._close_segment()  # a partial write may have torn a line: start afresh
+            self.close()  # a partial write may have torn a line: start afresh
             raise
-        self._size += written
+        self.size += written
         if written != len(data):
-            self._close_segment()
+            self.close()
             raise OSError(f"short write to the prediction log in {self.folder}")
+        return opened
 
-    def _open_segment(self) -> None:
-        """A new segment of this process's own, locked while in use; then prune the folder."""
-        self._fd, self._pid, self._size = None, os.getpid(), 0
-        name = f"segment-{time.time_ns():020d}-{self._pid}-{os.urandom(4).hex()}.jsonl"
-        fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+    def open(self) -> None:
+        path = self.folder / file_name(self.prefix)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_SH)
-        self._fd = fd
-        prune(self.folder, self.limits.max_bytes)
+        self.fd, self.pid, self.size = fd, os.getpid(), 0
 
-    def _close_segment(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)  # releases the flock: the segment may now be pruned
-        self._fd = None  # a forked child never closes its parent's descriptor's segment
+    def close(self) -> None:
+        if self.fd is not None and self.pid == os.getpid():
+            os.close(self.fd)  # releases the flock: the file may now be pruned or released
+        self.fd = None  # a forked child never closes its parent's descriptor's file
 
 
 def make_log_folder(folder: Path) -> None:
@@ -181,40 +205,3 @@ def make_log_folder(folder: Path) -> None:
     temporary = folder / f".{MARKER}.{os.getpid()}.{os.urandom(4).hex()}"
     temporary.write_text(json.dumps(FORMAT) + "\n")
     os.replace(temporary, folder / MARKER)  # two processes starting at once write the same
-
-
-def prune(folder: Path, max_bytes: int) -> None:
-    """Delete the oldest segments not in use while the folder holds more than `max_bytes`."""
-    segments = sorted(segment_files(folder))
-    sizes = {path: size_of(path) for path in segments}
-    total = sum(sizes.values())
-    for path in segments:
-        if total <= max_bytes:
-            return
-        if delete_unless_in_use(path):
-            total -= sizes[path]
-
-
-def delete_unless_in_use(path: Path) -> bool:
-    """Delete a segment unless its writer still holds it; True if it is gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return True  # another writer pruned it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    else:
-        path.unlink(missing_ok=True)
-        return True
-    finally:
-        os.close(fd)
-
-
-def size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-

@@ -1,5 +1,5 @@
 """Reading the prediction log (digits.monitoring.records) as arrays: every prediction,
-oldest first, with each one's latest label.
+oldest first, with each one's latest label, from the segments and the label files.
 
 numpy and the standard library only.
 """
@@ -24,6 +24,7 @@ from digits.monitoring.records import (
     Logged,
     complete_lines,
     format_time,
+    label_files,
     segment_files,
 )
 
@@ -43,11 +44,15 @@ def read_log(folder: Path, since: datetime | None = None) -> Logged:
         since if since.tzinfo else since.replace(tzinfo=UTC))
     predictions: list[tuple] = []
     corrections: list[dict] = []
-    for path in sorted(segment_files(folder)):
+    seen: set[str] = set()  # a labelled answer's prediction is in a label file too
+    # Segments first: an answer's own record keeps its place among those of its request
+    # (they share a time); a label file's copy stands in only for one rotated away.
+    for path in sorted(segment_files(folder)) + sorted(label_files(folder)):
         for record in read_segment(path):
             if record["kind"] == CORRECTION:
                 corrections.append(record)
-            elif record["time"] >= cut:  # ISO UTC to the millisecond sorts as text
+            elif record["time"] >= cut and record["id"] not in seen:  # ISO UTC sorts as text
+                seen.add(record["id"])
                 predictions.append(compact(record))
     return to_rows(predictions, latest_labels(corrections))
 

@@ -1,13 +1,19 @@
 """The prediction log's format: the folder, its segment files and their records (JSON
 Lines), and the types the writer and the reader share.
 
-Layout: a log folder holds `prediction-log.json` (the marker that makes it a log) and segment
-files `segment-<start ns>-<pid>-<hex>.jsonl`, each written by one process only (a uvicorn
-worker, a thread pool of the service). A segment is JSON Lines, one record a line:
+Layout: a log folder holds `prediction-log.json` (the marker that makes it a log), segment
+files `segment-<start ns>-<pid>-<hex>.jsonl` and label files `labels-<...>.jsonl` named
+alike, each written by one process only (a uvicorn worker, a thread pool of the service).
+Both are JSON Lines, one record a line:
 
     {"kind": "prediction", "id", "time", "version", "ref", "digit", "probabilities": [10],
      "image": base64 of the 28x28 uint8 pixels}
     {"kind": "correction", "id", "time", "label"}
+
+Segments hold the answers and rotate (digits.monitoring.rotation). A label file holds
+corrections, each after a copy of its answer's prediction line, and never rotates: once
+every label in it is exported, it is renamed a segment and rotates as one. Logs written
+before label files hold their corrections in the segments; readers take both.
 
 numpy and the standard library only: the service, the CLI and the flows all read it.
 """
@@ -30,7 +36,9 @@ from digits.config import IMAGE_SHAPE, NUM_CLASSES
 
 MARKER = "prediction-log.json"
 FORMAT = {"format": "digits prediction log", "version": 1}
+SEGMENT, LABELS = "segment", "labels"  # the files' name prefixes
 SEGMENT_RE = re.compile(r"segment-\d{20}-\d+-[0-9a-f]{8}\.jsonl")
+LABELS_RE = re.compile(r"labels-\d{20}-\d+-[0-9a-f]{8}\.jsonl")
 ID_RE = re.compile(r"[0-9a-f]{32}")
 PREDICTION, CORRECTION = "prediction", "correction"
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
@@ -51,6 +59,15 @@ class UnknownPrediction(KeyError):
         shown = repr(self.args[0])
         shown = shown if len(shown) <= 40 else f"{shown[:36]}...'"  # an echo, not a dump
         return f"no logged prediction has id {shown}"
+
+
+class LabelsFull(Exception):
+    """A label the log has no room for: those awaiting export fill LogLimits.label_bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the labels awaiting export fill their room in the prediction log ({limit} "
+            "bytes): run `digits feedback export --add` to store them, then labels are taken again")
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,21 @@ class Logged:
 
 def segment_files(folder: Path) -> list[Path]:
     return [entry for entry in folder.iterdir() if SEGMENT_RE.fullmatch(entry.name)]
+
+
+def label_files(folder: Path) -> list[Path]:
+    return [entry for entry in folder.iterdir() if LABELS_RE.fullmatch(entry.name)]
+
+
+def log_files(folder: Path) -> list[Path]:
+    """The segments and label files: every file that holds records."""
+    return [entry for entry in folder.iterdir()
+            if SEGMENT_RE.fullmatch(entry.name) or LABELS_RE.fullmatch(entry.name)]
+
+
+def file_name(prefix: str) -> str:
+    """A new segment's or label file's name: unique across processes, oldest first by name."""
+    return f"{prefix}-{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
 
 
 # --- records ------------------------------------------------------------------------

@@ -4,8 +4,9 @@ shares against MNIST train's class shares, and the answers' top-class confidence
 answering version's on MNIST test.
 
 numpy here; scikit-learn in `domain_auc`, Keras only when a model gives features, the
-model runtime when a version is measured. The flow (flows/drift.py) reads the log, loads the reference and the models, and
-publishes what `compare` makes, through digits.monitoring.traffic_report.
+model runtime when a version is measured. The flow (flows/drift.py) reads the log, loads
+the reference and the models, and publishes what `compare` makes, through
+digits.monitoring.traffic_report.
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from digits.config import PRODUCTION_ALIAS
 from digits.errors import RegistryError
@@ -45,7 +44,7 @@ from digits.registry.layout import CARD_FILE
 from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.feedback import add_feedback_route
-from digits.serving.guards import SameOrigin
+from digits.serving.guards import HostCheck, SameOrigin
 from digits.serving.holder import ModelHolder, hide_root, load_for_serving
 from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
 from digits.serving.metrics import (
@@ -127,10 +126,10 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsEndpoint, metrics=metrics)
     app.add_middleware(SameOrigin)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
+    app.add_middleware(HostCheck, allowed_hosts=hosts)
     app.add_middleware(RecordRequests, metrics=metrics, routes=app.router.routes)
     add_protocol_routes(app, scorer)
-    add_feedback_route(app, prediction_log)
+    add_feedback_route(app, prediction_log, scorer.slots)
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -2,9 +2,12 @@
 really was, recorded in the service's prediction log (digits.monitoring.log).
 
 200 with the correction recorded (a repeat of the same label too: it writes nothing), 404
-for an id the log does not hold, 422 for a bad label or body, 409 when the service keeps no
-log (`digits serve` without `--log-dir`), 503 when the log cannot be written (disk full). A write like /v1/predict: the same-origin guard,
-Host check and body limit apply (they are middleware around every route).
+for an id the log does not hold, 422 for a bad label or body, 413 for a body over
+FEEDBACK_MAX_BYTES, 409 when the service keeps no log (`digits serve` without `--log-dir`),
+507 when the labels awaiting `digits feedback export --add` fill their room in the log, 503 when
+the log cannot be written (disk full) or every decode slot is taken (the body is read and
+parsed within one, as a prediction's). A write like /v1/predict: the same-origin guard, Host
+check and body limit apply (they are middleware around every route).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from digits.config import NUM_CLASSES
 from digits.monitoring.log import PredictionLog
-from digits.monitoring.records import Correction, UnknownPrediction, format_time
-from digits.serving.inputs import ApiError
-from digits.serving.protocols import check_json, read_body, read_document
+from digits.monitoring.records import Correction, LabelsFull, UnknownPrediction, format_time
+from digits.serving.documents import parse_json
+from digits.serving.errors import ApiError
+from digits.serving.inputs import DecodeSlots
+from digits.serving.protocols import check_json, read_body
+from digits.serving.settings import FEEDBACK_MAX_BYTES
 
 FIELDS = ("id", "label")
 logger = logging.getLogger(__name__)
@@ -50,18 +56,31 @@ def answer(correction: Correction) -> dict:
             "confirmed": correction.confirmed, "time": format_time(correction.time)}
 
 
-def add_feedback_route(app: FastAPI, log: PredictionLog | None) -> None:
+async def read_feedback(request: Request, slots: DecodeSlots) -> tuple[str, int]:
+    """The (id, label) of the request, its body read and parsed within a decode slot: on the
+    event loop, as FEEDBACK_MAX_BYTES of JSON parse in microseconds."""
+    check_json(request)
+    async with slots:
+        body = await read_body(request)
+        if len(body) > FEEDBACK_MAX_BYTES:
+            raise ApiError(413, f"feedback body is over the limit of {FEEDBACK_MAX_BYTES} "
+                           'bytes: send {"id": "...", "label": 0..9}')
+        return parse_feedback(parse_json(body, slots.limits.max_images))
+
+
+def add_feedback_route(app: FastAPI, log: PredictionLog | None, slots: DecodeSlots) -> None:
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
         if log is None:
             raise ApiError(409, NO_LOG)
-        check_json(request)
-        id_, label = parse_feedback(read_document(await read_body(request)))
+        id_, label = await read_feedback(request, slots)
         try:
             # Off the event loop: finding an id may read the new bytes of every segment.
             correction = await run_in_threadpool(log.correct, id_, label)
         except UnknownPrediction as error:
             raise ApiError(404, str(error)) from None
+        except LabelsFull as error:  # kept until exported, so new ones wait for an export
+            raise ApiError(507, str(error)) from None
         except OSError as error:  # the disk's fault, not the request's; no server path shown
             logger.warning("prediction log: could not record a correction: %s", error)
             raise ApiError(503, f"the prediction log cannot be written now ({error.strerror})",

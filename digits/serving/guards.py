@@ -1,11 +1,14 @@
-"""Who may write to the service: a browser page of another site may not (a multipart POST
-needs no preflight, so the browser would send it to a loopback service unasked)."""
+"""Who may reach the service: a browser page of another site may not write (a multipart
+POST needs no preflight, so the browser would send it to a loopback service unasked), and a
+DNS-rebinding page, which reaches it under its own name, may not even read."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from digits.serving.inputs import ApiError, error_response
 
@@ -39,3 +42,32 @@ def cross_site(headers: Headers) -> str | None:
     if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
         return f"cross-site request refused (Origin {origin!r} is not this service, {host!r})"
     return None
+
+
+class HostCheck:
+    """ASGI middleware: Starlette's TrustedHostMiddleware decides which Host headers are
+    answered; its refusal is answered as every other one is, a JSON 400 (its own is text)."""
+
+    def __init__(self, app, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allowed_hosts = list(allowed_hosts)
+
+    async def __call__(self, scope, receive, send) -> None:
+        passed = False
+
+        async def allowed(scope, receive, send) -> None:
+            nonlocal passed
+            passed = True
+
+        check = TrustedHostMiddleware(allowed, self.allowed_hosts, www_redirect=False)
+        await check(scope, receive, discard)  # answers nothing itself when the host passes
+        if passed:
+            await self.app(scope, receive, send)
+            return
+        names = ", ".join(self.allowed_hosts)
+        refusal = ApiError(400, f"Invalid host header: this service answers to {names} only")
+        await error_response(refusal)(scope, receive, send)
+
+
+async def discard(message) -> None:
+    """Where Starlette's plain-text refusal goes: HostCheck answers in its place."""

@@ -1,4 +1,5 @@
-"""A prediction request's input: images or JSON instances, decoded within the limits.
+"""A prediction request's input: images or JSON instances (digits.serving.documents),
+read and decoded within the limits, a few requests at a time.
 
 Bad input is an `ApiError`, a 4xx `{"error": "..."}` naming the problem, never a 500.
 """
@@ -6,25 +7,25 @@ Bad input is an `ApiError`, a 4xx `{"error": "..."}` naming the problem, never a
 from __future__ import annotations
 
 import io
-import json
 from contextlib import ExitStack
 
 import anyio
 import numpy as np
 from fastapi import Request
-from fastapi.responses import JSONResponse
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
-from digits.config import IMAGE_SHAPE
 from digits.data.images import (
-    BATCH_SHAPE,
     IMAGE_FORMATS,
     SHRINK_MIN_SIDE,
     normalize_image,
     shrink,
     to_grayscale,
 )
+from digits.serving.documents import parse_instances
+from digits.serving.errors import ApiError, error_response
 from digits.serving.settings import RETRY_AFTER_S, Limits
 
 MAX_REQUEST_PIXELS_FACTOR = 4  # a request's images together: 4 at the per-image limit
@@ -34,20 +35,6 @@ MAX_REQUEST_PIXELS_FACTOR = 4  # a request's images together: 4 at the per-image
 # answering (/healthz, /metrics) while a photo is shrunk.
 INLINE_DECODE_PIXELS = 320 * 320
 INLINE_JSON_BYTES = 32_000  # a few images as JSON: parsed in well under a millisecond
-
-
-class ApiError(Exception):
-    """A request the service refuses: an HTTP status and a one-line reason."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
-
-
-def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
 # --- the body's content ---------------------------------------------------------------
@@ -133,40 +120,6 @@ def decode_all(images: list[tuple[Image.Image, str]]) -> np.ndarray:
     return np.stack([decode_image(image, label) for image, label in images])
 
 
-def parse_instances(body: bytes) -> np.ndarray:
-    """JSON {"instances": [28x28 rows of 0..255, ...]} -> (N, 28, 28) float32, used as is."""
-    try:
-        document = json.loads(body, parse_constant=refuse_constant)
-    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
-        raise ApiError(400, f"body is not valid JSON ({error})") from None
-    if not isinstance(document, dict) or "instances" not in document:
-        raise ApiError(422, 'JSON body must be an object with "instances"')
-    instances = document["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise ApiError(
-            422, '"instances" must be a non-empty list of '
-            f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} pixel arrays",
-        )
-    try:
-        batch = np.asarray(instances)
-    except (ValueError, TypeError):  # ragged nesting
-        raise ApiError(
-            422, f'"instances" must each be {IMAGE_SHAPE[0]} rows of {IMAGE_SHAPE[1]} pixels'
-        ) from None
-    if batch.dtype.kind not in "iuf":  # strings, null, booleans, objects, ragged lists
-        raise ApiError(422, '"instances" pixel values must be numbers 0..255')
-    if batch.ndim != 3 or batch.shape[1:] != IMAGE_SHAPE:
-        raise ApiError(422, f'"instances" must have shape {BATCH_SHAPE}, got {tuple(batch.shape)}')
-    if not np.isfinite(batch).all() or batch.min() < 0 or batch.max() > 255:
-        raise ApiError(422, '"instances" pixel values must lie in 0..255 (MNIST format)')
-    return batch.astype(np.float32)
-
-
-def refuse_constant(name: str) -> None:
-    # Python's json accepts NaN and Infinity, which are not JSON and not pixels.
-    raise ValueError(f"{name} is not a JSON number")
-
-
 async def read_batch(request: Request, limits: Limits) -> np.ndarray:
     """The request's images or instances as one (N, 28, 28) float32 batch."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -176,8 +129,8 @@ async def read_batch(request: Request, limits: Limits) -> np.ndarray:
                        'or JSON {"instances": [...]}')
     if content_type == "application/json":
         if len(body) <= INLINE_JSON_BYTES:
-            return parse_instances(body)
-        return await run_in_threadpool(parse_instances, body)
+            return parse_instances(body, limits.max_images)
+        return await run_in_threadpool(parse_instances, body, limits.max_images)
     if content_type == "multipart/form-data":
         uploads = await read_uploads(request, limits)
         return await decode_uploads_in_turn(uploads, limits.max_pixels)
@@ -189,7 +142,7 @@ async def read_batch(request: Request, limits: Limits) -> np.ndarray:
 
 
 async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
-    form = await request.form(max_files=limits.max_files, max_part_size=limits.max_body_bytes)
+    form = await read_form(request, limits)
     files = form.getlist("file")
     if not files:
         raise ApiError(422, "multipart body has no field 'file' (one or more PNG/JPEG images)")
@@ -200,6 +153,19 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, byte
         uploads.append((upload.filename or "", await upload.read()))
     await form.close()
     return uploads
+
+
+async def read_form(request: Request, limits: Limits) -> FormData:
+    """The multipart form, its file parts at most `max_images` (Starlette stops at one more)."""
+    try:
+        return await request.form(max_files=limits.max_images,
+                                  max_part_size=limits.max_body_bytes)
+    except HTTPException as error:  # Starlette's 400 for a malformed or too large form
+        if str(error.detail).startswith("Too many files"):
+            raise ApiError(413, f"more than {limits.max_images} images: over the limit of "
+                           f"{limits.max_images} images per request; send them in several "
+                           "requests") from None
+        raise
 
 
 # --- how many at once -----------------------------------------------------------------

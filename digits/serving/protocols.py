@@ -14,7 +14,6 @@ transport's refusals (403, 413, 415, 503) are the service's own.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -30,8 +29,10 @@ from starlette.concurrency import run_in_threadpool
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.data.images import BATCH_SHAPE
 from digits.monitoring.log import PredictionLog
+from digits.serving.documents import check_count, parse_json, pixel_array
+from digits.serving.errors import ApiError
 from digits.serving.holder import Loaded, ModelHolder
-from digits.serving.inputs import ApiError, DecodeSlots, refuse_constant
+from digits.serving.inputs import DecodeSlots
 from digits.serving.metrics import ServiceMetrics
 
 MODEL_NAME = "digits"  # the one model name OIP clients address
@@ -73,12 +74,14 @@ class Scorer:
             raise ApiError(503, f"no verified model loaded yet ({self.holder.public_problem()})")
         return loaded
 
-    async def read_json(self, request: Request, parse: Callable[[Any], T]) -> T:
-        """The JSON body, read and parsed by `parse` within a decode slot (as /v1/predict's)."""
+    async def read_json(self, request: Request, parse: Callable[[Any, int], T]) -> T:
+        """The JSON body, read and parsed by `parse` (with the images-per-request limit)
+        within a decode slot, as /v1/predict's, in the thread pool."""
         check_json(request)
+        max_images = self.slots.limits.max_images
         async with self.slots:
             body = await read_body(request)
-            return await run_in_threadpool(lambda: parse(read_document(body)))
+            return await run_in_threadpool(lambda: parse(parse_json(body, max_images), max_images))
 
     async def score(self, loaded: Loaded, batch: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities for `batch`, counted in the metrics and logged."""
@@ -128,28 +131,6 @@ async def read_body(request: Request) -> bytes:
     return body
 
 
-def read_document(body: bytes) -> Any:
-    try:
-        return json.loads(body, parse_constant=refuse_constant)
-    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
-        raise ApiError(400, f"body is not valid JSON ({error})") from None
-
-
-def as_pixels(value: Any, where: str, integers: bool = False) -> np.ndarray:
-    """A list of pixel values (flat or nested) as float32; 400 naming `where` otherwise."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError):  # ragged nesting
-        raise ApiError(400, f"{where} must be a flat or nested list of numbers") from None
-    if array.dtype.kind not in "iuf":  # strings, null, booleans, objects, ragged lists
-        raise ApiError(400, f"{where}: pixel values must be numbers 0..255")
-    if integers and array.dtype.kind == "f":
-        raise ApiError(400, f"{where}: UINT8 data must be integers 0..255")
-    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 255):
-        raise ApiError(400, f"{where}: pixel values must lie in 0..255 (MNIST format)")
-    return array.astype(np.float32)
-
-
 @dataclass(frozen=True)
 class InferRequest:
     batch: np.ndarray  # (N, 28, 28) float32
@@ -157,8 +138,9 @@ class InferRequest:
     id: str | None
 
 
-def parse_infer(document: Any) -> InferRequest:
-    """An OIP inference request: one tensor of shape [N, 28, 28], UINT8 or FP32 pixels."""
+def parse_infer(document: Any, max_images: int) -> InferRequest:
+    """An OIP inference request: one tensor of shape [N, 28, 28], UINT8 or FP32 pixels, N at
+    most `max_images`."""
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if not isinstance(inputs, list):
         raise ApiError(400, 'body must be an object with "inputs": [one tensor of images]')
@@ -180,7 +162,8 @@ def parse_infer(document: Any) -> InferRequest:
             and all(type(side) is int for side in shape) and shape[0] >= 1):
         raise ApiError(400, f'inputs[0] "shape" must be [N, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}] '
                        f"with N >= 1, got {shape!r}")
-    data = as_pixels(tensor["data"], 'inputs[0] "data"', integers=datatype == "UINT8")
+    check_count(shape[0], max_images)
+    data = pixel_array(tensor["data"], 'inputs[0] "data"', 400, integers=datatype == "UINT8")
     needed = math.prod(shape)
     if data.size != needed:
         raise ApiError(400, f'inputs[0] "data" holds {data.size} values; shape {shape} '
@@ -210,8 +193,9 @@ def parse_id(document: dict) -> str | None:
     return request_id
 
 
-def parse_invocation(document: Any) -> np.ndarray:
-    """MLflow's tensor input: {"instances": [...]} or {"inputs": [...]}, N x 28 x 28 pixels."""
+def parse_invocation(document: Any, max_images: int) -> np.ndarray:
+    """MLflow's tensor input: {"instances": [...]} or {"inputs": [...]}, N x 28 x 28 pixels,
+    N at most `max_images`."""
     if not (isinstance(document, dict) and len(document) == 1 and set(document) < set(MLFLOW_KEYS)):
         keys = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise ApiError(400, 'body must be an object with one of "instances" or "inputs" (a list '
@@ -220,7 +204,8 @@ def parse_invocation(document: Any) -> np.ndarray:
     if not isinstance(value, list) or not value:
         raise ApiError(400, f'"{key}" must be a non-empty list of '
                        f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} pixel arrays")
-    batch = as_pixels(value, f'"{key}"')
+    check_count(len(value), max_images)
+    batch = pixel_array(value, f'"{key}"', 400)
     if batch.ndim != 3 or batch.shape[1:] != IMAGE_SHAPE:
         raise ApiError(400, f'"{key}" must have shape {BATCH_SHAPE}, got {tuple(batch.shape)}')
     return batch

@@ -17,7 +17,13 @@ DEFAULT_MAX_BODY_BYTES = 2_000_000
 # up to 4 bytes a pixel. The model sees a 20x20 digit and the page sends 280x280; a 12 MP
 # phone photo is also over the 2 MB body limit as a JPEG, so it has to be shrunk anyway.
 DEFAULT_MAX_PIXELS = 2048 * 2048
-MAX_FILES = 1000
+# Images in one request, in any protocol (413 past it). Real batches fit: a 2 MB body holds
+# ~700-1,000 real digits as JSON, and multipart took at most 1,000 files before. It bounds
+# one request's work (~1.1 ms of model CPU an image, benchmarks/results.md) and its share of
+# the prediction log (~1.4 KB an image): the flood sent 1,230 blank images a request.
+DEFAULT_MAX_IMAGES = 1000
+# A feedback body is an answer's id and a label, ~60 bytes: more is refused unparsed.
+FEEDBACK_MAX_BYTES = 4096
 # Requests reading or decoding their input at once: decoding is CPU-bound, so more than a
 # few adds memory, not throughput. One image at the pixel limit peaks at ~40 MB (square) to
 # ~105 MB (an 8208x511 strip, too thin to shrink), measured, plus the body.
@@ -46,7 +52,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 class Limits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_files: int = MAX_FILES
+    max_images: int = DEFAULT_MAX_IMAGES
     max_decodes: int = DEFAULT_MAX_DECODES
     decode_wait_s: float = DEFAULT_DECODE_WAIT_S
 

@@ -14,6 +14,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from digits.data.batches import accepted_batches, held_out_mask
+from digits.monitoring.records import label_files
 from tests.helpers.processes import wait_for
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
@@ -193,6 +194,14 @@ def test_feedback_export_add_stores_the_log_s_labels_as_a_feedback_batch(cli, tm
     [stored] = accepted_batches(tmp_path / "data")
     assert (stored.record["origin"], stored.record["source"]) == ("feedback", str(log))
     assert stored.record["checks"]["confirmed-rows"]["observed"] == 30
+    assert label_files(log) == []  # stored: the log may let the labelled answers rotate
+
+
+def test_feedback_export_to_a_file_keeps_the_labels_in_the_log(cli, tmp_path):
+    log = labelled_log(tmp_path / "log", corrected=20, confirmed=30)
+    code, _, err = cli("feedback", "export", "--log-dir", log, "--out", tmp_path / "f.npz")
+    assert code == 0, err
+    assert len(label_files(log)) == 1  # a file is no batch: `digits add` refuses it
 
 
 def test_feedback_without_confirmations_is_quarantined_naming_the_check(cli, tmp_path):
@@ -203,6 +212,7 @@ def test_feedback_without_confirmations_is_quarantined_naming_the_check(cli, tmp
     assert "quarantined: confirmed-rows: observed 0, bound >= 10" in err.strip().splitlines()[-1]
     assert accepted_batches(tmp_path / "data") == []
     [folder] = (tmp_path / "data" / "quarantine").iterdir()
+    assert label_files(log) == []  # quarantined, the store still holds the rows
     assert json.loads((folder / "batch.json").read_text())["origin"] == "feedback"
 
 

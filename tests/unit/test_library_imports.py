@@ -56,6 +56,7 @@ ALLOWED = {
     "digits.monitoring.records": set(),  # numpy and the standard library only
     "digits.monitoring.log": set(),  # numpy and the standard library only
     "digits.monitoring.index": set(),  # the standard library only
+    "digits.monitoring.rotation": set(),  # the standard library only
     "digits.monitoring.reader": set(),  # numpy and the standard library only
     "digits.monitoring.feedback": set(),  # numpy and the standard library only
     "digits.monitoring.since": set(),  # the standard library only
@@ -65,6 +66,8 @@ ALLOWED = {
     "digits.serving.server": set(),  # uvicorn only when it runs
     "digits.serving.holder": set(),
     "digits.serving.inputs": set(),
+    "digits.serving.documents": set(),  # orjson and numpy
+    "digits.serving.errors": set(),
     "digits.serving.guards": set(),
     "digits.serving.feedback": set(),
     "digits.serving.metrics": set(),  # prometheus_client

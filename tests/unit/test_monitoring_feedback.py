@@ -68,12 +68,13 @@ def test_since_counts_only_answers_given_from_then_on(tmp_path):
     assert (summary["answered"], summary["corrected"], summary["confirmed"]) == (2, 0, 2)
     exported = export_feedback(folder, tmp_path / "late.npz", cut)
     assert (exported.corrected, exported.confirmed) == (0, 2)
-    assert feedback_source(folder, cut).labels.tolist() == [2, 2]
+    assert feedback_source(folder, cut)[0].labels.tolist() == [2, 2]
 
 
 def test_the_feedback_batch_is_read_from_the_log_with_the_answers_given(log_dir):
-    source = feedback_source(log_dir)
+    source, ids = feedback_source(log_dir)
     assert (source.origin, source.path) == ("feedback", str(log_dir))
+    assert len(ids) == 7  # the labelled answers the batch holds, for the log to release
     # In the log's order: the 0s (confirmed), one 1 corrected to 7, three 3s corrected to 8.
     assert source.labels.tolist() == [0, 0, 0, 7, 8, 8, 8]
     assert source.answers.tolist() == [0, 0, 0, 1, 3, 3, 3]
@@ -86,7 +87,7 @@ def test_an_exported_file_is_for_reading_and_digits_add_refuses_it(log_dir, tmp_
     assert (exported.corrected, exported.confirmed, exported.repeats) == (4, 3, 0)
     with np.load(tmp_path / "batch.npz", allow_pickle=False) as batch:
         assert sorted(batch.files) == ["confirmed", "images", "labels", "origin"]
-        assert (batch["images"] == feedback_source(log_dir).images).all()
+        assert (batch["images"] == feedback_source(log_dir)[0].images).all()
         assert batch["labels"].tolist() == [0, 0, 0, 7, 8, 8, 8]
         assert str(batch["origin"]) == "feedback"
         assert batch["confirmed"].tolist() == [True] * 3 + [False] * 4
@@ -220,7 +221,7 @@ def test_an_exported_correction_batch_is_accepted_where_file_rules_quarantine_it
     assert len(wrong) >= 40 and set(truth[wrong]) <= {3, 8}  # mistakes on confusable digits
     assert len(right) == 12
 
-    source = feedback_source(tmp_path / "log")
+    source, _ = feedback_source(tmp_path / "log")
     checks = check_batch(source, reference, model, config, tmp_path / "work")
     report = report_of(checks)
     assert report["status"] == "accepted", report["reason"]

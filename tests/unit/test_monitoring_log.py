@@ -14,9 +14,18 @@ import numpy as np
 import pytest
 
 from digits.errors import DataError, UsageError
+from digits.monitoring.feedback import export_feedback
 from digits.monitoring.log import LogLimits, PredictionLog
 from digits.monitoring.reader import read_log
-from digits.monitoring.records import MARKER, UnknownPrediction, segment_files
+from digits.monitoring.records import (
+    MARKER,
+    LabelsFull,
+    UnknownPrediction,
+    label_files,
+    log_files,
+    segment_files,
+)
+from digits.monitoring.rotation import release_labels
 from tests.helpers.log_writer import start_writer
 from tests.helpers.serving import mnist_like
 
@@ -26,7 +35,7 @@ def scores(n: int, seed: int = 0) -> np.ndarray:
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in segment_files(folder))
+    return sum(path.stat().st_size for path in log_files(folder))
 
 
 @pytest.fixture
@@ -192,7 +201,7 @@ def test_a_repeat_writes_nothing_and_the_latest_label_counts(folder):
     assert read_log(folder).labels.tolist() == [5]
     with PredictionLog(folder) as again:  # another writer sees the same history
         assert again.correct(id_, 5).time > first.time
-    kinds = [json.loads(line)["kind"] for path in segment_files(folder)
+    kinds = [json.loads(line)["kind"] for path in log_files(folder)
              for line in path.read_text().splitlines()]
     assert kinds.count("correction") == 3
 
@@ -218,3 +227,83 @@ def test_the_folder_is_marked_and_the_limits_are_checked(folder):
     assert os.listdir(folder) == [MARKER]  # no segment until something is recorded
     with pytest.raises(UsageError, match="max_bytes"):
         LogLimits(segment_bytes=10, max_bytes=5)
+
+
+# --- labelled answers are kept until exported --------------------------------------------
+
+
+def flood(log: PredictionLog, n: int) -> list[str]:
+    return [log.record("v1", "production", mnist_like(1, i), scores(1, i))[0] for i in range(n)]
+
+
+def test_a_labelled_answer_outlives_a_flood_until_a_batch_holds_it(folder, tmp_path):
+    """The issue: a flood of answers rotated the log, and the earlier labelled answer then
+    got a 404 for its feedback and was missing from `digits feedback export`."""
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)  # ~1.4 KB a record
+    with PredictionLog(folder, limits) as log:
+        (labelled, unlabelled) = log.record("v1", "production", mnist_like(2), scores(2))
+        log.correct(labelled, 7)
+        flood(log, 200)  # ~280 KB: the first segments rotate away many times over
+        logged = read_log(folder)
+        assert unlabelled not in logged.ids.tolist()  # rotated away, as before
+        assert logged.labels[logged.ids.tolist().index(labelled)] == 7
+        assert log.correct(labelled, 2).label == 2  # still known: a person may change their mind
+        assert folder_bytes(folder) <= limits.max_bytes + limits.segment_bytes + 10_000
+    exported = export_feedback(folder, tmp_path / "batch.npz")
+    assert exported.corrected + exported.confirmed == 1
+    assert np.load(tmp_path / "batch.npz")["labels"].tolist() == [2]
+
+    with PredictionLog(folder, limits) as log:  # a file to look at is no batch: still kept
+        flood(log, 100)
+    assert labelled in read_log(folder).ids.tolist()
+    assert release_labels(folder, [labelled]) and not label_files(folder)  # as `export --add`
+    with PredictionLog(folder, limits) as log:  # stored: it rotates like any other answer
+        flood(log, 100)
+    assert labelled not in read_log(folder).ids.tolist()
+
+
+def test_labels_are_released_only_once_exported_and_only_from_closed_files(folder):
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)
+    log = PredictionLog(folder, limits)
+    first, second = log.record("v1", "production", mnist_like(2), scores(2))
+    log.correct(first, 1)
+    assert release_labels(folder, {first}) == 0  # its writer still appends to that file
+    flood(log, 10)  # a new segment: the writer closes its label file too
+    log.correct(second, 3)
+    assert release_labels(folder, {first}) == 1
+    log.close()
+    assert release_labels(folder, {first}) == 0  # second's file holds an unexported label
+    with PredictionLog(folder, limits) as other:
+        flood(other, 200)
+    logged = read_log(folder)
+    assert first not in logged.ids.tolist()
+    assert logged.labels[logged.ids.tolist().index(second)] == 3
+
+
+def test_labels_awaiting_export_are_bounded_and_the_next_is_refused(folder):
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000, label_bytes=5_000)
+    with PredictionLog(folder, limits) as log:
+        ids = log.record("v1", "production", mnist_like(5), scores(5))
+        for id_ in ids[:3]:  # ~1.5 KB each: a prediction's copy and its label
+            log.correct(id_, 4)
+        with pytest.raises(LabelsFull, match="digits feedback export"):
+            log.correct(ids[3], 4)
+        assert log.correct(ids[0], 4).label == 4  # a repeat writes nothing: still answered
+    assert read_log(folder).labels.tolist() == [4, 4, 4, -1, -1]
+    release_labels(folder, set(ids[:3]))
+    with PredictionLog(folder, limits) as log:
+        assert log.correct(ids[3], 4).label == 4
+
+
+def test_another_process_finds_a_labelled_answer_after_its_segment_rotated(folder):
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)
+    with PredictionLog(folder, limits) as log:
+        (labelled,) = log.record("v1", "production", mnist_like(1), scores(1))
+        other = PredictionLog(folder, limits)
+        assert other.correct(labelled, 6).label == 6  # indexed while its segment exists
+        flood(log, 200)
+        assert other.correct(labelled, 8).digit == scores(1).argmax()  # from the copy
+        other.close()
+        assert log.correct(labelled, 6).label == 6
+    assert read_log(folder).labels.tolist()[read_log(folder).ids.tolist().index(labelled)] == 6
+    assert len(label_files(folder)) == 2

@@ -244,7 +244,7 @@ BAD_REQUESTS = {
     "a text body": (raw(b"7", "text/plain"), 415, "'text/plain'"),
     "broken multipart": (raw(b"--x\r\nnonsense", "multipart/form-data"), 400, ""),
     "not JSON": (raw(b"{nope"), 400, "not valid JSON"),
-    "NaN": (raw(b'{"instances": [NaN]}'), 400, "NaN is not a JSON number"),
+    "NaN": (raw(b'{"instances": [NaN]}'), 400, "not valid JSON"),  # NaN is no JSON number
     "no instances": ({"json": {"images": []}}, 422, '"instances"'),
     "a list body": ({"json": [1, 2]}, 422, '"instances"'),
     "empty instances": (instances([]), 422, "non-empty"),
@@ -254,9 +254,12 @@ BAD_REQUESTS = {
     "strings": (instances([[["0"] * 28] * 28]), 422, "numbers"),
     "nulls": (instances([[[None] * 28] * 28]), 422, "numbers"),
     "booleans": (instances([[[True] * 28] * 28]), 422, "numbers"),
+    # numpy reads true and false among numbers as 1 and 0: the issue's [true, 0, ...] -> 200
+    "a boolean among numbers": (instances([[[True] + [0] * 27] * 28]), 422, "true or false"),
+    "a boolean among fractions": (instances([[[0.5] * 27 + [False]] * 28]), 422, "true or false"),
     "a value over 255": (instances([[[256] * 28] * 28]), 422, "0..255"),
     "a negative value": (instances([[[-1] * 28] * 28]), 422, "0..255"),
-    "an infinite number": (raw(INFINITE), 422, "0..255"),
+    "an infinite number": (raw(INFINITE), 400, "number is infinity"),
 }
 
 
@@ -315,6 +318,34 @@ def test_default_pixel_limit_is_2048x2048(client):
     side = math.isqrt(DEFAULT_MAX_PIXELS)
     at_limit = client.post("/v1/predict", **upload("palette.png", palette_png(side)))
     assert at_limit.status_code == 200, at_limit.text
+
+
+def compact_instances(images: np.ndarray) -> bytes:
+    return json.dumps({"instances": images.tolist()}, separators=(",", ":")).encode()
+
+
+def test_images_per_request_are_capped_in_json_and_in_multipart(registry):
+    with serving(registry, limits=Limits(max_images=3)) as client:
+        answer = client.post("/v1/predict", **raw(compact_instances(mnist_like(4))))
+        assert answer.status_code == 413, answer.text
+        assert "4 images: over the limit of 3 images per request" in answer.json()["error"]
+        files = [("file", (f"{i}.png", digit_png(), "image/png")) for i in range(4)]
+        answer = client.post("/v1/predict", files=files)
+        assert answer.status_code == 413, answer.text
+        assert "over the limit of 3 images per request" in answer.json()["error"]
+        assert client.post("/v1/predict", files=files[:3]).status_code == 200
+        assert client.post("/v1/predict", **raw(compact_instances(mnist_like(3)))).status_code == 200
+
+
+def test_the_issues_flood_of_1230_blank_images_a_request_is_refused_by_default(client):
+    """The issue: 1,230 blank images in a body just under 2 MB, 175 times, rotated the log."""
+    body = compact_instances(np.zeros((1230, 28, 28), np.uint8))
+    assert len(body) < 2_000_000
+    answer = client.post("/v1/predict", **raw(body))
+    assert answer.status_code == 413, answer.text
+    assert "limit of 1000 images per request" in answer.json()["error"]
+    at_limit = compact_instances(np.zeros((1000, 28, 28), np.uint8))
+    assert client.post("/v1/predict", **raw(at_limit)).status_code == 200
 
 
 def jpeg_bytes(image: Image.Image, orientation: int | None = None) -> bytes:
@@ -465,10 +496,13 @@ def test_same_origin_and_non_browser_posts_are_answered(client, headers):
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io:8000"])
-def test_unknown_host_headers_are_refused(client, host):
-    """A DNS-rebinding page reaches the service under its own name: refused."""
+def test_unknown_host_headers_are_refused_as_json(client, host):
+    """A DNS-rebinding page reaches the service under its own name: refused, in the JSON
+    shape of every other refusal."""
     answer = client.get("/v1/models", headers={"host": host})
-    assert answer.status_code == 400 and "Invalid host header" in answer.text
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/json"
+    assert "Invalid host header" in answer.json()["error"]
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"])

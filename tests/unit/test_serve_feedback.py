@@ -4,6 +4,7 @@ in-process, with FastAPI's TestClient, on a tiny real Keras model in a temporary
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,10 @@ from fastapi.testclient import TestClient
 
 from digits.data.images import load_inputs
 from digits.errors import DataError
+from digits.monitoring.feedback import export_feedback
+from digits.monitoring.log import LogLimits
 from digits.monitoring.reader import read_log
-from digits.monitoring.records import segment_files
+from digits.monitoring.records import log_files, segment_files
 from digits.registry.store import Registry
 from digits.serving.app import create_app, read_assets
 from tests.helpers.processes import REPO
@@ -63,7 +66,7 @@ def predict(client: TestClient, images: np.ndarray) -> dict:
 
 
 def log_bytes(folder: Path) -> bytes:
-    return b"".join(path.read_bytes() for path in sorted(segment_files(folder)))
+    return b"".join(path.read_bytes() for path in sorted(log_files(folder)))
 
 
 # --- logging every answer ----------------------------------------------------------------
@@ -180,7 +183,7 @@ def test_a_correction_is_recorded_and_a_repeat_writes_nothing(client, logs):
 
 def test_an_unknown_id_is_a_404(client, logs):
     predict(client, mnist_like(1))
-    for id_ in ("0" * 32, "no-such-id", "x" * 5000):
+    for id_ in ("0" * 32, "no-such-id", "x" * 4000):
         answer = client.post("/v1/feedback", json={"id": id_, "label": 3})
         assert answer.status_code == 404, answer.text
         assert "no logged prediction" in answer.json()["error"]
@@ -211,6 +214,46 @@ def test_a_bad_body_is_refused_naming_the_problem(client, body, status, message)
     answer = client.post("/v1/feedback", json=body)
     assert answer.status_code == status, answer.text
     assert message in answer.json()["error"]
+
+
+def test_a_feedback_body_is_small_or_refused_unparsed(client):
+    """An id and a label take ~60 bytes: a bigger body is refused before it is parsed."""
+    (prediction,) = predict(client, mnist_like(1)).json()["predictions"]
+    body = {"id": prediction["id"], "label": 3}
+    padded = json.dumps(body).encode()[:-1] + b" " * 5000 + b"}"
+    answer = client.post("/v1/feedback", content=padded,
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "4096 bytes" in answer.json()["error"]
+    assert client.post("/v1/feedback", json=body).status_code == 200
+
+
+def test_a_flood_of_answers_leaves_a_labelled_one_to_feedback_and_export(
+        registry, logs, tmp_path):
+    """The issue's repro, small: answers enough to rotate the log many times over came after
+    a correction; the correction's answer still takes feedback and is exported."""
+    limits = LogLimits(segment_bytes=20_000, max_bytes=60_000)
+    with serving(registry, log_dir=logs, log_limits=limits) as client:
+        early, labelled = predict(client, mnist_like(2)).json()["predictions"]
+        assert client.post("/v1/feedback",
+                           json={"id": labelled["id"], "label": 4}).status_code == 200
+        for _ in range(20):  # 200 blank answers, ~280 KB of log
+            predict(client, np.zeros((10, 28, 28), np.uint8))
+        assert early["id"] not in read_log(logs).ids.tolist()  # the log did rotate
+        again = client.post("/v1/feedback", json={"id": labelled["id"], "label": 5})
+        assert again.status_code == 200, again.text
+    exported = export_feedback(logs, tmp_path / "batch.npz")
+    assert exported.corrected + exported.confirmed == 1
+
+
+def test_labels_awaiting_export_past_their_bound_are_a_507(registry, logs):
+    limits = LogLimits(label_bytes=2_000)  # room for one label
+    with serving(registry, log_dir=logs, log_limits=limits) as client:
+        first, second = predict(client, mnist_like(2)).json()["predictions"]
+        assert client.post("/v1/feedback", json={"id": first["id"], "label": 1}).status_code == 200
+        full = client.post("/v1/feedback", json={"id": second["id"], "label": 1})
+        assert full.status_code == 507, full.text
+        assert "digits feedback export" in full.json()["error"]
+        assert str(logs) not in full.text
 
 
 def test_feedback_must_be_json(client):

@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -159,7 +160,7 @@ def infinite_pixel() -> bytes:
 
 BAD_INFER = {
     "not JSON": (raw(b"{nope"), "not valid JSON"),
-    "NaN": (raw(NAN_BODY), "NaN is not a JSON number"),
+    "NaN": (raw(NAN_BODY), "not valid JSON"),  # NaN is no JSON number
     "a list body": ({"json": [1]}, '"inputs"'),
     "no inputs": ({"json": {"outputs": []}}, '"inputs"'),
     "two inputs": ({"json": {"inputs": [tensor(mnist_like(1))] * 2}}, "one tensor"),
@@ -175,10 +176,15 @@ BAD_INFER = {
     "strings": (with_tensor(data=["0"] * 784), "numbers"),
     "nulls": (with_tensor(data=[None] * 784), "numbers"),
     "booleans": (with_tensor(data=[True] * 784), "numbers"),
+    "a boolean among numbers": (with_tensor(data=[True] + [0] * 783), "true or false"),
+    "a boolean among FP32 data": (
+        with_tensor(datatype="FP32", data=[0.5] * 783 + [False]), "true or false"),
+    "nested booleans among numbers": (
+        with_tensor(data=[[[0] * 27 + [True]] * 28]), "true or false"),
     "fractions as UINT8": (with_tensor(data=[0.5] * 784), "UINT8 data must be integers"),
     "a value over 255": (with_tensor(data=[256] * 784), "0..255"),
     "a negative value": (with_tensor(data=[-1] * 784), "0..255"),
-    "an infinite number": (raw(infinite_pixel()), "0..255"),
+    "an infinite number": (raw(infinite_pixel()), "number is infinity"),
     "an unknown output": (
         {"json": {"inputs": [tensor(mnist_like(1))], "outputs": [{"name": "logits"}]}},
         "unknown output 'logits'",
@@ -215,7 +221,7 @@ def test_ping_when_ready(client):
 ONE = mnist_like(1).tolist()
 BAD_INVOCATIONS = {
     "not JSON": (raw(b"[1,"), "not valid JSON"),
-    "NaN": (raw(b'{"instances": [NaN]}'), "NaN is not a JSON number"),
+    "NaN": (raw(b'{"instances": [NaN]}'), "not valid JSON"),
     "a list body": ({"json": ONE}, '"instances" or "inputs"'),
     "neither key": ({"json": {"data": ONE}}, '"instances" or "inputs"'),
     "both keys": ({"json": {"instances": ONE, "inputs": ONE}}, '"instances" or "inputs"'),
@@ -227,6 +233,8 @@ BAD_INVOCATIONS = {
     "strings": ({"json": {"instances": [[["0"] * 28] * 28]}}, "numbers"),
     "a value over 255": ({"json": {"instances": [[[300] * 28] * 28]}}, "0..255"),
     "a negative value": ({"json": {"inputs": [[[-1] * 28] * 28]}}, "0..255"),
+    "a boolean among numbers": ({"json": {"instances": [[[True] + [0] * 27] * 28]}},
+                                "true or false"),
 }
 
 
@@ -255,7 +263,7 @@ def test_protocol_posts_keep_the_limits_of_v1_predict(registry, path):
         answer = client.post(path, json={}, headers={"origin": "http://evil.example"})
         assert answer.status_code == 403 and "cross-site" in answer.json()["error"]
         answer = client.post(path, json={}, headers={"host": "evil.example"})
-        assert answer.status_code == 400 and answer.text == "Invalid host header"
+        assert answer.status_code == 400 and "Invalid host header" in answer.json()["error"]
 
 
 @pytest.mark.parametrize("path", sorted(POSTS))
@@ -290,6 +298,71 @@ def test_protocol_posts_wait_for_the_same_decode_slots(registry, path):
     assert first.status_code == 200
     assert second.status_code == 503 and second.headers["retry-after"] == "1"
     assert "busy" in second.json()["error"]
+
+
+def test_protocol_posts_keep_the_cap_on_images_per_request(registry):
+    pixels = mnist_like(4)
+    with serving(registry, limits=Limits(max_images=3)) as client:
+        for path, body in [(INFER, {"inputs": [tensor(pixels)]}),
+                           (INFER, {"inputs": [tensor(pixels, flat=False)]}),
+                           ("/invocations", {"instances": pixels.tolist()}),
+                           ("/invocations", {"inputs": pixels.tolist()})]:
+            answer = client.post(path, json=body)
+            assert answer.status_code == 413, (path, answer.text)
+            assert "4 images: over the limit of 3 images per request" in answer.json()["error"]
+        assert client.post(INFER, json={"inputs": [tensor(pixels[:3])]}).status_code == 200
+
+
+# The issue's JSON flood: 2 MB of empty lists took /healthz from 4 ms to 0.7 s, ~0.3 s of
+# parsing each.
+EMPTY_LISTS = b'{"instances": [' + b"[], " * 499_990 + b"[]]}"
+JSON_POSTS = {
+    "/v1/predict": {"instances": ONE},
+    "/invocations": {"instances": ONE},
+    INFER: {"inputs": [tensor(mnist_like(1))]},
+    "/v1/feedback": {"id": "0" * 32, "label": 3},
+}
+
+
+def test_a_json_body_of_more_lists_than_the_images_need_is_refused_unparsed(
+        registry, tmp_path, monkeypatch):
+    from digits.serving import documents
+
+    def unparsed(body):
+        raise AssertionError("parsed")  # a 500, if any route parsed the body
+
+    monkeypatch.setattr(documents, "orjson", SimpleNamespace(loads=unparsed,
+                                                          JSONDecodeError=ValueError))
+    with serving(registry, log_dir=tmp_path / "log") as client:
+        for path in JSON_POSTS:
+            answer = client.post(path, **raw(EMPTY_LISTS))
+            assert answer.status_code == 413, (path, answer.text)
+            assert answer.json()["error"], path
+
+
+def test_every_json_route_parses_within_a_decode_slot(registry, tmp_path):
+    """With the only slot taken, each JSON route waits for it, then gets 503 + Retry-After;
+    once it is free they answer (the feedback's id is unknown: a 404, past its parse)."""
+    app = create_app(registry, limits=Limits(max_decodes=1, decode_wait_s=0.2),
+                     open_model=stand_in, log_dir=tmp_path / "log")
+    app.state.holder.refresh()  # ASGITransport runs no lifespan: load the model here
+    slots = app.state.scorer.slots
+
+    async def scenario() -> dict[str, tuple[int, int]]:
+        transport = httpx.ASGITransport(app)
+        statuses = {}
+        async with httpx.AsyncClient(transport=transport, base_url=LOCAL_URL) as client:
+            for path, body in JSON_POSTS.items():
+                await slots.semaphore.acquire()
+                busy = await client.post(path, json=body)
+                assert busy.headers.get("retry-after") == "1", (path, busy.text)
+                assert "busy" in busy.json()["error"], path
+                slots.semaphore.release()
+                statuses[path] = (busy.status_code, (await client.post(path, json=body)).status_code)
+        return statuses
+
+    statuses = asyncio.run(scenario())
+    assert statuses == {path: (503, 404 if path == "/v1/feedback" else 200) for path in JSON_POSTS}
 
 
 def test_not_ready_until_a_model_is_loaded(tmp_path):
