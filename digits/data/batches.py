@@ -131,7 +131,7 @@ def verified_batches(data_dir: Path) -> list[Batch]:
             refused.append(str(error))
     if refused:
         raise DataError(f"{root}: {len(refused)} batch folder(s) the checks did not accept as "
-                        f"they are: {'; '.join(refused)}; {READD} to have it judged")
+                        f"they are: {'; '.join(refused)}; {READD} to have it judged anew")
     return oldest_first(batches)
 
 
@@ -272,7 +272,9 @@ def remove_batch(data_dir: Path, folder: Path, out: Path | None = None) -> None:
 
     from digits.files import staging_folder
 
-    with FileLock(Path(data_dir) / BATCHES / STORE_LOCK):
+    lock_dir = Path(data_dir) / BATCHES
+    lock_dir.mkdir(exist_ok=True)  # a store with quarantined batches only has none yet
+    with FileLock(lock_dir / STORE_LOCK):
         if out is not None:
             write_npz(folder, out)
         # Renamed into a staging folder, removed with it: a kill leaves no half batch.

@@ -3,6 +3,7 @@ registers it, and the flow runs of a deployment read back."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from uuid import UUID
 
 from flows.schedule import WEEKLY
@@ -13,6 +14,7 @@ POOL = WEEKLY.pool
 def deploy_project(server) -> None:
     """`make deploy`: create the pool, deploy everything in prefect.yaml."""
     server.prefect("work-pool", "create", POOL, "--type", "process")
+    Path(server.env["DIGITS_DATA"]).mkdir(parents=True, exist_ok=True)  # as `make deploy`
     # Like `make deploy`: DIGITS_PROJECT_DIR unset, so the pull step resolves it on the worker.
     server.prefect("--no-prompt", "deploy", "--all", unset=("DIGITS_PROJECT_DIR",))
 

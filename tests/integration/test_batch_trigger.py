@@ -109,6 +109,8 @@ def test_batches_in_quick_succession_start_one_retraining(server, deployment, tm
     redeploy(server, deployment.id, **FAST, data_dir=str(mnist))
     with server.client() as client:
         [automation] = client.read_automations_by_name(ON_NEW_DATA.name)
+    # `make deploy` filled in the store the trigger listens to: this one, and no other.
+    assert automation.trigger.match.model_dump()["digits.store"] == str(store)
     theirs = foreign_store(tmp_path / "theirs")
     before = files_under(theirs)
     dirs = ["--reference-dir", str(mnist)]  # into $DIGITS_DATA, checked with $DIGITS_REGISTRY
@@ -140,6 +142,8 @@ def test_batches_in_quick_succession_start_one_retraining(server, deployment, tm
         runs = wait_for(runs_finished, RUN_SECONDS, "the triggered retrain run", 2, worker_log)
         print(f"\nadds {adds_s:.0f}s, adds to finished run {time.monotonic() - started:.0f}s")
 
+    forged = [event for event in batch_events(server) if event.payload["name"] == "forged"]
+    assert [event.resource["digits.store"] for event in forged] == [str(theirs), str(store)]
     events = [event for event in batch_events(server) if event.payload["name"] != "forged"]
     assert [event.event for event in events].count(ACCEPTED) == 2, events
     [quarantined] = [event for event in events if event.event == QUARANTINED]

@@ -114,6 +114,7 @@ def test_make_deploy_fills_in_the_folders_as_digits_resolves_them(tmp_path):
     makefile = (REPO / "Makefile").read_text()
     assert 'export DIGITS_DATA="$$($(BIN)/python -m flows.schedule store)"' in makefile
     assert 'DIGITS_REGISTRY="$$($(BIN)/python -m flows.schedule registry)"; \\' in makefile
+    assert 'mkdir -p "$$DIGITS_DATA"' in makefile  # a deployment's store must exist
 
 
 def flow_parameters(path: Path, name: str) -> set[str]:
