@@ -65,12 +65,18 @@ api-up: $(STAMP)
 	  2>/dev/null || { echo "no Prefect server at $(API_URL): start one with 'make ui'" \
 	  "(UI_PORT=N for another port), or set PREFECT_API_URL to the server's API" >&2; exit 2; }
 
+# Deploying fixes prefect.yaml's store and registry: $DIGITS_DATA and $DIGITS_REGISTRY, else
+# data/ and artifacts/registry here, absolute (flows/schedule.py, FOLDERS). The store must
+# exist where a run runs (a worker without it fails the run), so it is made here.
 deploy: api-up  ## register prefect.yaml (weekly retraining) on the server; creates the pool
 	@echo "Prefect API: $(API_URL)"
 	@$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 \
 	  || { $(BIN)/prefect work-pool create $(POOL) --type process >/dev/null \
 	       && echo "Created work pool $(POOL) (type process)."; }
-	@log=$$(mktemp); COLUMNS=120 $(WITH_DEFAULTS) $(BIN)/prefect --no-prompt deploy --all >$$log 2>&1; \
+	@export DIGITS_DATA="$$($(BIN)/python -m flows.schedule store)" \
+	  DIGITS_REGISTRY="$$($(BIN)/python -m flows.schedule registry)"; \
+	  mkdir -p "$$DIGITS_DATA" && echo "Store: $$DIGITS_DATA; registry: $$DIGITS_REGISTRY"; \
+	  log=$$(mktemp); COLUMNS=120 $(WITH_DEFAULTS) $(BIN)/prefect --no-prompt deploy --all >$$log 2>&1; \
 	  status=$$?; $(WORKER_HINT) $$log; rm -f $$log; exit $$status
 
 worker: api-up  ## run the pool's scheduled flow runs from this checkout, one at a time

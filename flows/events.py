@@ -3,11 +3,12 @@
 - `digits.retrain.promoted|rejected|skipped|failed`: how a run that trains a model ended
   (retrain and tune alike, so one automation watches every way a model reaches
   production); the resource is the registry (flows/outcome.py emits it).
-- `digits.batch.accepted|quarantined`: a batch the add flow stored. prefect.yaml's deployment
-  trigger starts a retraining on `accepted` (flows/schedule.py, ON_NEW_DATA), with the
-  batch's store and the registry its checks used as the run's parameters, so the run trains
-  on what was just added and promotes where the checks looked. Paths are absolute: the
-  worker runs from another folder.
+- `digits.batch.accepted|quarantined`: a batch the add flow stored, its store as the
+  resource's `digits.store` label (absolute, resolved). prefect.yaml's deployment trigger
+  starts a retraining on `accepted` in the deployment's own store (flows/schedule.py,
+  ON_NEW_DATA); the run takes nothing from the event, whose store and registry (where the
+  add stored it, what its checks used) are for people and automations to read: anyone who
+  reaches the Prefect API can emit one (flows/deployed.py).
 - `digits.serving.drift`: a verdict on the served traffic; the resource is the log folder.
 
 Prefect adds the emitting flow run (and its deployment and tags) as related resources. It
@@ -23,7 +24,7 @@ RETRAIN = f"{PREFIX}.retrain"  # + .promoted, .rejected, .skipped, .failed
 ACCEPTED = f"{PREFIX}.batch.accepted"
 QUARANTINED = f"{PREFIX}.batch.quarantined"
 DRIFT = f"{PREFIX}.serving.drift"
-# A resource label naming the batch store: the trigger debounces each store on its own.
+# A resource label naming the batch store: the trigger matches its deployment's store by it.
 STORE_LABEL = f"{PREFIX}.store"
 
 

@@ -18,8 +18,9 @@ from digits.config import (
 )
 from digits.data.snapshot import run_settings
 from digits.environment import muted_stderr
-from digits.errors import DataError
+from digits.errors import DataError, UsageError
 from digits.registry.gate import check_threshold
+from flows.deployed import check_deployment_run
 from flows.outcome import OUTCOME_HOOKS, run_namer, skipped
 from flows.stages import Gate, collect_data, evaluate_and_gate, prepare_data, validation_checks
 
@@ -51,7 +52,8 @@ def retrain(
     ends at once, "Skipped: no new data since vN", unless `force`. A run with no overrides
     also skips after a tuned production trained on this data (`digits tune` chose its
     settings for exactly this data). `store_dir` is the batch store (and MNIST cache),
-    `$DIGITS_DATA` or ./data by default; the new-data trigger passes the add's.
+    `$DIGITS_DATA` or ./data by default. A run of a deployment keeps the deployment's
+    folders and a gate no weaker than the defaults (flows/deployed.py).
     """
     check_threshold(threshold)
     config = train_config(model, **(train_overrides or {}))
@@ -59,7 +61,10 @@ def retrain(
     root, gate = registry_root(registry), Gate(threshold, regression_tolerance)
     store = Path(store_dir).resolve() if store_dir else default_data_dir()
     try:
-        if store_dir and not store.is_dir():  # e.g. a trigger's path from another machine
+        check_deployment_run({"data_dir": data_dir, "store_dir": store_dir, "registry": registry,
+                              "min_train_rows": min_train_rows,
+                              "regression_tolerance": regression_tolerance})
+        if store_dir and not store.is_dir():  # e.g. a deployment's folder this worker lacks
             raise DataError(f"{store}: no batch store on this machine")
         collected = collect_data(source, store)
         settings = run_settings(config, threshold, regression_tolerance)
@@ -68,7 +73,7 @@ def retrain(
         if same_as:  # before validation and training: a scheduled run with nothing new
             return skipped(same_as, threshold).state()
         prepared = prepare_data(collected, config, validation_checks(source, min_train_rows))
-    except DataError as error:
+    except (DataError, UsageError) as error:
         return Failed(message=str(error), data=error)
 
     trained = train(prepared.splits, config, progress=progress)

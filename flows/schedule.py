@@ -5,7 +5,8 @@ home of the schedule, tags and work pool that `digits run`, `digits schedule` an
 Makefile use: code, so an installed package has them wherever it runs, without a checkout;
 `DAILY_DRIFT` and `ON_NEW_DATA` are prefect.yaml's drift schedule and new-data trigger.
 `prefect deploy` reads the same from prefect.yaml, which tests/unit/test_settings.py holds
-equal to these. A schedule needs a Prefect server that outlives this process (an
+equal to these; `make deploy` fills in prefect.yaml's store and registry with `FOLDERS`.
+A schedule needs a Prefect server that outlives this process (an
 ephemeral API dies with it), so this refuses to start without PREFECT_API_URL. Prefect is
 imported inside functions.
 """
@@ -16,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from digits.config import default_data_dir, registry_root
 from digits.errors import UsageError
 from flows.events import ACCEPTED, STORE_LABEL
 
@@ -54,10 +56,14 @@ class TriggerSettings:
 
 
 # On `retrain/weekly`, so its concurrency limit covers both: a burst of accepted batches
-# (ten in a minute) starts one retraining, a minute after the last, on all of them.
+# (ten in a minute) starts one retraining, a minute after the last, on all of them. It
+# matches only its deployment's store, the one value of `for_each` it ever sees.
 ON_NEW_DATA = TriggerSettings(
     name="retrain-on-new-data", event=ACCEPTED, quiet_s=60, for_each=STORE_LABEL
 )
+# prefect.yaml's `{{ $DIGITS_DATA }}` and `{{ $DIGITS_REGISTRY }}`, as `make deploy` fills
+# them in: absolute and resolved as `digits add` resolves the store its events name.
+FOLDERS = {"store": default_data_dir, "registry": registry_root}
 
 
 def check_cron(cron: str) -> str:
@@ -104,5 +110,6 @@ def serve_retrain(name: str, cron: str, parameters: dict[str, Any]) -> None:
     )
 
 
-if __name__ == "__main__":  # `python -m flows.schedule pool`: how the Makefile reads it
-    print(getattr(WEEKLY, sys.argv[1]))
+if __name__ == "__main__":  # `python -m flows.schedule pool|store|registry`: for the Makefile
+    what = sys.argv[1]
+    print(FOLDERS[what]() if what in FOLDERS else getattr(WEEKLY, what))

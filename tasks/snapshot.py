@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from digits.config import PRODUCTION_ALIAS
-from digits.data.batches import Batch, accepted_batches
+from digits.data.batches import Batch, verified_batches
 from digits.data.ingest import Dataset
 from digits.data.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
 from digits.registry.store import Registry
@@ -17,8 +17,10 @@ from tasks import stage
 
 @stage("snapshot")
 def snapshot(data: Dataset, store: Path) -> tuple[list[Batch], dict]:
-    """The accepted batches in training order, and the snapshot naming all the run's data."""
-    batches = accepted_batches(store)
+    """The accepted batches in training order, and the snapshot naming all the run's data;
+    DataError naming every folder of `batches/` that its record does not say was accepted
+    as it is (digits.data.check_record)."""
+    batches = verified_batches(store)
     get_run_logger().info(
         "data: %s and %d accepted batch(es) %s",
         data.source,

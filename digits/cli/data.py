@@ -1,4 +1,5 @@
-"""`digits data` lists the sources; `digits data show ID` tells where a batch's page is."""
+"""`digits data` lists the sources; `digits data show ID` tells where a batch's page is;
+`digits data remove ID` takes a batch out of the store (to add it again: README, "New data")."""
 
 from __future__ import annotations
 
@@ -60,15 +61,14 @@ def source_line(source: dict) -> str:
     return line
 
 
-@data_app.command("show")
-def data_show(
-    ctx: typer.Context,
-    batch: Annotated[str, typer.Argument(help="A batch id, or its start as `digits data` "
-                                              "prints it.")],
-    store: StoreOption = None,
-) -> None:
-    """Print where a batch's page (report.html) is, with its status and reason."""
-    from digits.data.batches import PAGE, folders_matching, record_of
+BatchArgument = Annotated[
+    str, typer.Argument(help="A batch id, or its start as `digits data` prints it.")]
+
+
+def one_batch(ctx: typer.Context, batch: str, store: Path | None) -> tuple[Path, Path]:
+    """The data folder and the folder of the one stored batch whose id starts with `batch`;
+    UsageError (exit 2) when none or several match."""
+    from digits.data.batches import folders_matching
     from digits.errors import UsageError
 
     # This command's --store, else the one given to `data` (`digits data --store X show ID`).
@@ -78,9 +78,40 @@ def data_show(
         raise UsageError(f"{batch!r}: " + (f"matches {len(found)} batches; give more of the id"
                          if found else f"no batch with this id in {folder} (`digits data` "
                          "lists them)"))
-    record, page = record_of(found[0]), found[0] / PAGE
+    return folder, found[0]
+
+
+@data_app.command("show")
+def data_show(ctx: typer.Context, batch: BatchArgument, store: StoreOption = None) -> None:
+    """Print where a batch's page (report.html) is, with its status and reason."""
+    from digits.data.batches import PAGE, record_of
+
+    _, folder = one_batch(ctx, batch, store)
+    record, page = record_of(folder), folder / PAGE
     typer.echo(f"batch   {record['id']} ({record.get('name') or '?'})")
     typer.echo(f"status  {record['status']}" + (f": {record['reason']}"
                                                  if record.get("reason") else ""))
     typer.echo(f"page    {page}" if page.is_file() else
                f"page    none: {record.get('report_error') or 'stored before batches had one'}")
+
+
+@data_app.command("remove")
+def data_remove(
+    ctx: typer.Context,
+    batch: BatchArgument,
+    out: Annotated[Path | None, typer.Option(
+        help="First write its images and labels to this .npz, to `digits add` it again.")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Take a batch, accepted or quarantined, out of the store."""
+    from digits.data.batches import record_of, remove_batch
+    from digits.errors import UsageError
+
+    data_dir, folder = one_batch(ctx, batch, store)
+    if out is not None and (out.suffix.lower() != ".npz" or out.exists() or out.is_symlink()):
+        raise UsageError(f"--out {out}: must be a new file ending in .npz (what `digits add` "
+                         "reads)")
+    record = record_of(folder)
+    remove_batch(data_dir, folder, out)
+    kept = f"; its images and labels are in {out}" if out is not None else ""
+    typer.echo(f"removed batch {record['id'][:12]} ({record.get('name') or '?'}){kept}")

@@ -2,7 +2,8 @@
 
 Layout under the data folder (`DIGITS_DATA`, default `data/`):
 
-    batches/<id>/      images.npy (N, 28, 28) uint8, labels.npy (N,) uint8, batch.json,
+    batches/<id>/      images.npy (N, 28, 28) uint8, labels.npy (N,) uint8, batch.json
+                       (the verdict and the record of its checks: digits.data.check_record),
                        report.json (every check) and report.html (the batch's page)
     quarantine/<id>/   the same for a batch that failed a check; never trained on
 
@@ -10,8 +11,9 @@ A batch's id is the SHA-256 of its normalised arrays, so adding the same batch t
 a no-op. Each image goes to the train or the held-out part by a hash of its own pixels
 (`held_out_mask`), so it lands on the same side in every run and every reproduction.
 
-A batch folder that cannot be read is skipped with a warning naming it (and listed as
-"unreadable"), so one damaged folder does not stop every retrain and every add.
+A run trains only on what the checks accepted (`verified_batches`): a folder of `batches/`
+whose record does not say so, or that cannot be read, stops it, named. An add's checks
+compare with every readable accepted batch and skip an unreadable one with a warning.
 
 Reading what a user hands to `digits add` is digits.data.intake.
 """
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from digits.data.check_record import stamped, why_untrusted
 from digits.errors import DataError
 from digits.files import sha256_bytes
 
@@ -93,8 +96,9 @@ def batch_folders(root: Path) -> list[Path]:
 
 
 def accepted_batches(data_dir: Path, exclude: Collection[str] = ()) -> list[Batch]:
-    """Every readable accepted batch but those in `exclude` (ids), oldest first (by when it
-    was added, then id); each unreadable one is skipped with a warning naming it."""
+    """Every readable folder of `batches/` but those in `exclude` (ids), oldest first (by
+    when it was added, then id), for an add's checks to compare with (a run trains only on
+    `verified_batches`); each unreadable one is skipped with a warning naming it."""
     batches = []
     for folder in batch_folders(Path(data_dir) / BATCHES):
         if folder.name in exclude:
@@ -103,7 +107,40 @@ def accepted_batches(data_dir: Path, exclude: Collection[str] = ()) -> list[Batc
             batches.append(read_batch(folder))
         except DataError as error:
             log.warning("%s; skipped (`digits data` lists it)", error)
+    return oldest_first(batches)
+
+
+def oldest_first(batches: list[Batch]) -> list[Batch]:
     return sorted(batches, key=lambda b: (b.record.get("added_at", ""), b.id))
+
+
+# How to have a batch judged by the checks again (`digits data remove`, then `digits add`).
+READD = "take each out with `digits data remove ID --out FILE.npz` and `digits add FILE.npz`"
+
+
+def verified_batches(data_dir: Path) -> list[Batch]:
+    """Every batch of `batches/`, oldest first, each as the record of its checks says they
+    accepted it; DataError (exit 4) naming every folder that is not, so a run trains on
+    what the checks accepted or on nothing."""
+    root = Path(data_dir) / BATCHES
+    batches, refused = [], []
+    for folder in batch_folders(root):
+        try:
+            batches.append(verified(folder))
+        except DataError as error:
+            refused.append(str(error))
+    if refused:
+        raise DataError(f"{root}: {len(refused)} batch folder(s) the checks did not accept as "
+                        f"they are: {'; '.join(refused)}; {READD} to have it judged anew")
+    return oldest_first(batches)
+
+
+def verified(folder: Path) -> Batch:
+    batch = read_batch(folder)
+    reason = why_untrusted(folder, batch.record)
+    if reason:
+        raise DataError(f"{batch.id[:12]} ({batch.name}): {reason}")
+    return batch
 
 
 # --- Storing batches (`digits add`) and listing them (`digits data`) -----------------
@@ -175,6 +212,7 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
 
 def write_records(folder: Path, record: dict, report: dict,
                   render: Render | None = None) -> None:
+    record = stamped(folder, record)  # the arrays are in `folder` already
     if render is not None:
         record = write_page(folder, record, report, render)
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -208,12 +246,15 @@ def list_batches(data_dir: Path) -> list[dict]:
 
 
 def record_of(folder: Path) -> dict:
-    """A stored batch's record, or an "unreadable" one with the reason (warned about)."""
+    """A stored batch's record; "unreadable" (warned about) or, in `batches/`, "unverified"
+    (what a run refuses: digits.data.check_record) with the reason."""
     try:
-        return read_batch(folder).record
+        record = read_batch(folder).record
     except DataError as error:
         log.warning("%s", error)
         return {"id": folder.name, "name": None, "status": "unreadable", "reason": str(error)}
+    reason = why_untrusted(folder, record) if folder.parent.name == BATCHES else None
+    return {**record, "status": "unverified", "reason": reason} if reason else record
 
 
 def folders_matching(data_dir: Path, prefix: str) -> list[Path]:
@@ -222,3 +263,35 @@ def folders_matching(data_dir: Path, prefix: str) -> list[Path]:
     return [folder for store in (BATCHES, QUARANTINE)
             for folder in sorted(batch_folders(Path(data_dir) / store))
             if folder.name.startswith(prefix)]
+
+
+def remove_batch(data_dir: Path, folder: Path, out: Path | None = None) -> None:
+    """Take a stored batch out of the store, under the store's lock; with `out`, its images
+    and labels are first written there as an .npz, for `digits add` to judge it again."""
+    from filelock import FileLock
+
+    from digits.files import staging_folder
+
+    lock_dir = Path(data_dir) / BATCHES
+    lock_dir.mkdir(exist_ok=True)  # a store with quarantined batches only has none yet
+    with FileLock(lock_dir / STORE_LOCK):
+        if out is not None:
+            write_npz(folder, out)
+        # Renamed into a staging folder, removed with it: a kill leaves no half batch.
+        with staging_folder(folder.parent, STAGING_PREFIX) as staging:
+            folder.rename(staging / folder.name)
+
+
+def write_npz(folder: Path, out: Path) -> None:
+    """images and labels as `digits add` reads them; written beside `out`, then moved."""
+    import os
+    import uuid
+
+    batch = read_batch(folder)  # DataError for a folder that no longer reads back
+    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temporary.open("xb") as handle:
+            np.savez(handle, images=batch.images, labels=batch.labels)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)

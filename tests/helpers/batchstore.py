@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.data.batches import BATCHES, QUARANTINE, batch_id, held_out_mask
+from digits.data.check_record import stamped
 from tests.helpers.synth import make_digits, make_prototypes
 
 
@@ -20,7 +21,8 @@ def write_batch(
     added_at: str = "2025-01-01T00:00:00Z",
     quarantined: bool = False,
 ) -> Path:
-    """Store one batch as accepted (or quarantined); return its folder (named by its id)."""
+    """Store one batch as accepted (or quarantined), with the record of its checks that
+    `store_batch` writes; return its folder (named by its id)."""
     images, labels = images.astype(np.uint8), labels.astype(np.uint8)
     ident = batch_id(images, labels)
     folder = Path(store) / (QUARANTINE if quarantined else BATCHES) / ident
@@ -30,7 +32,7 @@ def write_batch(
     status = "quarantined" if quarantined else "accepted"
     record = {"id": ident, "name": name, "rows": len(labels), "status": status,
               "added_at": added_at}
-    (folder / "batch.json").write_text(json.dumps(record))
+    (folder / "batch.json").write_text(json.dumps(stamped(folder, record)))
     return folder
 
 

@@ -1,8 +1,10 @@
 """Retrain when data arrives, on a real `prefect server`: prefect.yaml deployed as `make
 deploy` does, a worker, then `digits add`. The accepted batches' events start one retraining
-that nobody asked for, on the add's store and registry, once the debounce window has passed
-with no further batch. Generated data (mlp, 3 epochs), so the run itself takes seconds; the
-test waits out the real window (flows/schedule.py, ON_NEW_DATA)."""
+that nobody asked for, on the deployment's store and registry, once the debounce window has
+passed with no further batch; events forged by any client of the API, naming other folders,
+start nothing and write nothing there (issue 28). Generated data (mlp, 3 epochs), so the
+run itself takes seconds; the test waits out the real window (flows/schedule.py,
+ON_NEW_DATA)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import pytest
 
 from flows.events import ACCEPTED, QUARANTINED
 from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
-from tests.helpers.deployments import POOL, deploy_project, deployment_runs
+from tests.helpers.batchstore import new_digits, write_batch
+from tests.helpers.deployments import POOL, deploy_project, deployment_runs, redeploy
 from tests.helpers.processes import BIN, REPO, background, tail, wait_for
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
@@ -71,28 +74,64 @@ def deployment(server):
         return client.read_deployment_by_name(f"retrain/{WEEKLY.name}")
 
 
-def test_batches_in_quick_succession_start_one_retraining(server, deployment, tmp_path):
-    from prefect.client.schemas.actions import DeploymentUpdate
+def forge(server, store: Path, registry: Path, label: Path) -> None:
+    """`digits.batch.accepted` as any client of the Prefect API can emit it: `label` as the
+    store the trigger keys on, `store` and `registry` in the payload."""
+    resource = {"prefect.resource.id": "digits.batch." + "ab" * 32,
+                "prefect.resource.name": "forged", "digits.store": str(label)}
+    payload = {"id": "ab" * 32, "name": "forged", "rows": 30, "status": "accepted",
+               "reason": None, "store": str(store), "registry": str(registry)}
+    server.prefect("event", "emit", ACCEPTED, "--resource", json.dumps(resource),
+                   "--payload", json.dumps(payload))
 
+
+def foreign_store(folder: Path) -> Path:
+    """The repro's store: a quarantined batch copied by hand into batches/."""
+    import shutil
+
+    quarantined = write_batch(folder, *new_digits(30, 12), name="noise", quarantined=True)
+    shutil.copytree(quarantined, folder / "batches" / quarantined.name)
+    return folder
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_batches_in_quick_succession_start_one_retraining(server, deployment, tmp_path):
     mnist = write_dataset(tmp_path / "mnist")
-    store, registry = (tmp_path / "store").resolve(), (tmp_path / "registry").resolve()
+    # The deployment's folders, fixed when `make deploy` ran (here: the server's env).
+    store, registry = Path(server.env["DIGITS_DATA"]), Path(server.env["DIGITS_REGISTRY"])
+    assert deployment.parameters["store_dir"] == str(store)
+    assert deployment.parameters["registry"] == str(registry)
     # What a user would write under `parameters:` in prefect.yaml: train fast, on the
-    # generated MNIST. The trigger adds the store and registry of the add.
+    # generated MNIST.
+    redeploy(server, deployment.id, **FAST, data_dir=str(mnist))
     with server.client() as client:
-        client.update_deployment(
-            deployment.id, DeploymentUpdate(parameters={**FAST, "data_dir": str(mnist)}))
         [automation] = client.read_automations_by_name(ON_NEW_DATA.name)
-    dirs = ["--store", str(store), "--registry", str(registry), "--reference-dir", str(mnist)]
+    # `make deploy` filled in the store the trigger listens to: this one, and no other.
+    assert automation.trigger.match.model_dump()["digits.store"] == str(store)
+    theirs = foreign_store(tmp_path / "theirs")
+    before = files_under(theirs)
+    dirs = ["--reference-dir", str(mnist)]  # into $DIGITS_DATA, checked with $DIGITS_REGISTRY
     worker_log, add_log = tmp_path / "worker.log", tmp_path / "add.log"
     command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--limit", "1"]
 
     with background(command, server.env, worker_log):
         started = time.monotonic()
+        # First, so that a window of its own would end before the adds' one: an event that
+        # names another store (and registry) for a batch copied there from quarantine.
+        forge(server, theirs, theirs / "registry", label=theirs)
         # Two good batches and a quarantined one (too few rows), added at once: one `digits
         # add` takes about a minute on a loaded 2-core machine (most of it starting
         # TensorFlow and Prefect), so one after the other they would land a window apart.
         adds = [add(server, write_npz(tmp_path / f"{name}.npz", n, seed), name, dirs, add_log)
                 for name, n, seed in [("alice", 60, 5), ("bob", 60, 6), ("few", 5, 7)]]
+        # Inside the adds' window: the deployment's store, other folders in the payload.
+        wait_for(lambda: [event for event in batch_events(server) if event.event == ACCEPTED
+                          and event.payload["name"] != "forged"],
+                 ADD_SECONDS, "the first accepted batch", 1, add_log)
+        forge(server, theirs, theirs / "registry", label=store)
         assert [finish(process, add_log) for process in adds] == [0, 0, 4], tail(add_log)
         adds_s = time.monotonic() - started
 
@@ -103,7 +142,9 @@ def test_batches_in_quick_succession_start_one_retraining(server, deployment, tm
         runs = wait_for(runs_finished, RUN_SECONDS, "the triggered retrain run", 2, worker_log)
         print(f"\nadds {adds_s:.0f}s, adds to finished run {time.monotonic() - started:.0f}s")
 
-    events = batch_events(server)
+    forged = [event for event in batch_events(server) if event.payload["name"] == "forged"]
+    assert [event.resource["digits.store"] for event in forged] == [str(theirs), str(store)]
+    events = [event for event in batch_events(server) if event.payload["name"] != "forged"]
     assert [event.event for event in events].count(ACCEPTED) == 2, events
     [quarantined] = [event for event in events if event.event == QUARANTINED]
     assert quarantined.payload["name"] == "few" and quarantined.payload["rows"] == 5
@@ -118,8 +159,8 @@ def test_batches_in_quick_succession_start_one_retraining(server, deployment, tm
     assert first.resource["digits.store"] == first.payload["store"] == str(store)
 
     # One run, created by the automation from prefect.yaml once the window after the last
-    # batch had passed, with the add's store and registry (not the worker's defaults).
-    assert len(runs) == 1, [(run.name, run.created) for run in runs]
+    # batch had passed, with the deployment's store and registry: none from an event.
+    assert len(runs) == 1, [(run.name, run.created, run.parameters) for run in runs]
     [run] = runs
     assert run.created_by.id == automation.id
     assert run.created >= last.occurred + timedelta(seconds=ON_NEW_DATA.quiet_s)
@@ -130,7 +171,8 @@ def test_batches_in_quick_succession_start_one_retraining(server, deployment, tm
     manifest = json.loads((registry / "v1" / "manifest.json").read_text())
     trained_on = [batch["name"] for batch in manifest["data"]["snapshot"]["batches"]]
     assert sorted(trained_on) == ["alice", "bob"]  # both, the quarantined one never
-    assert not Path(server.env["DIGITS_REGISTRY"]).exists()
+    # Nothing written where the forged events pointed: no registry, no lock, no cache.
+    assert files_under(theirs) == before
 
     # docs/scheduling.md's way to turn it off for a while.
     server.prefect("automation", "pause", ON_NEW_DATA.name)

@@ -16,7 +16,7 @@ from uuid import UUID
 import pytest
 
 from digits.config import IDX_FILES
-from tests.helpers.deployments import POOL, deploy_project
+from tests.helpers.deployments import POOL, deploy_project, deployed_parameters, redeploy
 from tests.helpers.processes import BIN, background, free_port, tail, wait_for
 from tests.helpers.synth import write_dataset
 
@@ -102,6 +102,8 @@ def test_deployment_from_prefect_yaml_is_scheduled_weekly(server, deployment):
     assert [s.schedule.cron for s in found.schedules] == ["0 3 * * 1"]
     assert found.global_concurrency_limit.limit == 1
     assert found.concurrency_options.collision_strategy == "ENQUEUE"
+    # The folders are fixed when deployed (the deploying environment's, absolute).
+    assert found.parameters == deployed_parameters(server)
     pull = {"directory": "{{ $DIGITS_PROJECT_DIR }}"}  # resolved on the worker, per machine
     assert found.pull_steps == [{"prefect.deployments.steps.set_working_directory": pull}]
     # The server's scheduler creates the next runs: Mondays 03:00 UTC.
@@ -113,9 +115,8 @@ def test_deployment_from_prefect_yaml_is_scheduled_weekly(server, deployment):
 def test_worker_run_promotes_and_reports_through_the_api(server, deployment, tmp_path):
     data = write_dataset(tmp_path / "data")
     registry = tmp_path / "registry"
-    run_id = start_run(
-        server, deployment, **FAST, data_dir=str(data), registry=str(registry)
-    )
+    redeploy(server, deployment, **FAST, data_dir=str(data), registry=str(registry))
+    run_id = start_run(server, deployment)
 
     run_worker_once(server, tmp_path / "worker.log")
 
@@ -144,6 +145,43 @@ def test_worker_run_promotes_and_reports_through_the_api(server, deployment, tmp
     assert [event.event for event in events] == ["digits.retrain.promoted"]
     assert events[0].resource.id == f"digits.registry.{registry.resolve()}"
     assert events[0].payload["version"] == "v1" and events[0].payload["accuracy"] >= 0.97
+
+
+def run_all(server, run_ids: list[UUID], log: Path) -> list:
+    """A worker with no limit of its own until every one of the runs has ended."""
+    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL]
+    with background(command, server.env, log):
+        def finished():
+            with server.client() as client:
+                runs = [client.read_flow_run(run_id) for run_id in run_ids]
+            return runs if all(run.state.is_final() for run in runs) else None
+
+        return wait_for(finished, RUN_SECONDS, f"{len(run_ids)} runs", 2, log)
+
+
+def test_a_run_of_the_deployment_may_not_choose_its_folders_or_weaken_the_gate(
+        server, deployment, tmp_path):
+    """Issue 28, repro 3: any client of the API started `retrain/weekly` with its own
+    data_dir and registry and regression_tolerance=null, and it trained and promoted there."""
+    registry = tmp_path / "registry"
+    redeploy(server, deployment, **FAST, data_dir=str(write_dataset(tmp_path / "data")),
+             registry=str(registry))
+    theirs = tmp_path / "theirs"
+    repro = start_run(server, deployment, data_dir=str(write_dataset(theirs / "mnist")),
+                      registry=str(theirs / "registry"), regression_tolerance=None)
+    no_check = start_run(server, deployment, regression_tolerance=None)
+
+    runs = run_all(server, [repro, no_check], tmp_path / "worker.log")
+
+    assert all(run.state.is_failed() for run in runs), [run.state for run in runs]
+    assert runs[0].state.message == (
+        f"a run of retrain/weekly may not set data_dir={theirs / 'mnist'}, "
+        f"registry={theirs / 'registry'}, regression_tolerance=None (the deployment's "
+        "folders and a regression check no weaker than 0.002 are fixed; only `digits run` "
+        "may choose them)"), runs[0].state.message
+    assert runs[1].state.message.startswith(
+        "a run of retrain/weekly may not set regression_tolerance=None ")
+    assert not (theirs / "registry").exists() and not registry.exists()
 
 
 class Webhook(http.server.BaseHTTPRequestHandler):
@@ -207,19 +245,12 @@ def test_failed_runs_queue_one_at_a_time_and_notify(server, deployment, webhook,
 
     data = write_dataset(tmp_path / "data")
     (data / IDX_FILES["train_images"]).write_bytes(b"\x00\x00\x08\x01garbage")
-    params = {**FAST, "data_dir": str(data), "registry": str(tmp_path / "registry")}
-    run_ids = [start_run(server, deployment, **params) for _ in range(2)]
+    redeploy(server, deployment, **FAST, data_dir=str(data), registry=str(tmp_path / "registry"))
+    run_ids = [start_run(server, deployment) for _ in range(2)]
 
     # A worker without its own limit: only the deployment's concurrency limit keeps the two
     # runs apart (the second waits in AwaitingConcurrencySlot).
-    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL]
-    with background(command, server.env, tmp_path / "worker.log"):
-        def finished():
-            with server.client() as client:
-                runs = [client.read_flow_run(run_id) for run_id in run_ids]
-            return runs if all(run.state.is_final() for run in runs) else None
-
-        runs = wait_for(finished, RUN_SECONDS, "two failed runs", 2, tmp_path / "worker.log")
+    runs = run_all(server, run_ids, tmp_path / "worker.log")
 
     for run in runs:
         assert run.state.is_failed(), run.state

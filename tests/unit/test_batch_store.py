@@ -128,3 +128,98 @@ def test_batches_accepted_during_the_checks_are_rechecked_under_the_lock(tmp_pat
     store_batch(tmp_path, third, record, {}, recheck, compared=[source_id(first)])
     assert len(seen) == 1
     assert find_batch(tmp_path, source_id(third))["status"] == "accepted"
+
+
+# --- A run trains only on what the checks accepted (issue 28, repro 3) -----------------
+
+
+def test_each_stored_batch_records_its_checks_and_a_run_verifies_it(tmp_path):
+    from digits.checks.version import CHECKS_VERSION
+    from digits.data.batches import verified_batches
+    from digits.files import sha256_file
+
+    folder, _ = store(tmp_path, source(1))
+    record = find_batch(tmp_path, folder.name)
+    assert record["checks_version"] == CHECKS_VERSION
+    assert record["files_sha256"] == {
+        name: sha256_file(folder / name) for name in ("images.npy", "labels.npy")}
+    assert [b.id for b in verified_batches(tmp_path)] == [folder.name]
+
+
+def test_a_folder_copied_from_quarantine_into_batches_stops_the_run(tmp_path):
+    """The repro: a quarantined folder copied by hand into batches/ (its id still matches)
+    was trained on; now the run names it and stops (exit 4), training on nothing."""
+    import shutil
+
+    import pytest
+
+    from digits.data.batches import verified_batches
+    from digits.errors import DataError
+
+    good, _ = store(tmp_path, source(1))
+    quarantined, _ = store(tmp_path, source(2), status="quarantined")
+    shutil.copytree(quarantined, tmp_path / "batches" / quarantined.name)
+    with pytest.raises(DataError) as refused:
+        verified_batches(tmp_path)
+    message = str(refused.value)
+    assert DataError.exit_code == 4 and "\n" not in message
+    assert quarantined.name[:12] in message and good.name[:12] not in message
+    assert "quarantined" in message and "digits data remove" in message
+
+
+def test_a_batch_changed_since_its_checks_or_stored_before_records_stops_the_run(tmp_path):
+    import json
+
+    import pytest
+
+    from digits.data.batches import verified_batches
+    from digits.errors import DataError
+
+    edited, _ = store(tmp_path, source(1))
+    # Same arrays to the id (it hashes them as uint8), other bytes than the checks saw.
+    np.save(edited / "labels.npy", np.load(edited / "labels.npy").astype(np.int64))
+    legacy, _ = store(tmp_path, source(2))
+    record = json.loads((legacy / "batch.json").read_text())
+    del record["checks_version"], record["files_sha256"]  # as stored before this record
+    (legacy / "batch.json").write_text(json.dumps(record))
+    with pytest.raises(DataError) as refused:
+        verified_batches(tmp_path)
+    message = str(refused.value)
+    assert f"{edited.name[:12]} (x): labels.npy differs from what the checks saw" in message
+    assert f"{legacy.name[:12]} (x): no record of its checks" in message
+    listed = {r["id"]: r for r in list_batches(tmp_path)}
+    assert {listed[f.name]["status"] for f in (edited, legacy)} == {"unverified"}
+
+
+def test_a_batch_checked_by_an_untrusted_version_of_the_checks_stops_the_run(
+        tmp_path, monkeypatch):
+    import pytest
+
+    from digits.data import check_record
+    from digits.data.batches import verified_batches
+    from digits.errors import DataError
+
+    folder, _ = store(tmp_path, source(1))
+    monkeypatch.setattr(check_record, "TRUSTED_SINCE", 2)
+    monkeypatch.setattr(check_record, "CHECKS_VERSION", 2)
+    with pytest.raises(DataError, match=f"{folder.name[:12]} .*checks version 1, runs"):
+        verified_batches(tmp_path)
+
+
+def test_digits_data_remove_takes_a_batch_out_to_be_added_again(tmp_path, cli):
+    batch = source(1)
+    folder, _ = store(tmp_path, batch)
+    out = tmp_path / "again.npz"
+    code, stdout, stderr = cli("data", "remove", folder.name[:12], "--out", out,
+                               "--store", tmp_path)
+    assert code == 0, stderr
+    assert not folder.exists() and find_batch(tmp_path, folder.name) is None
+    with np.load(out) as saved:
+        assert set(saved.files) == {"images", "labels"}
+        assert (saved["images"] == batch.images).all()
+        assert (saved["labels"] == batch.labels).all()
+    assert source_id(read_source(out)) == folder.name  # adds back under the same id
+    assert stdout.strip() == f"removed batch {folder.name[:12]} (x); its images and labels " \
+        f"are in {out}"
+    code, _, stderr = cli("data", "remove", folder.name[:12], "--store", tmp_path)
+    assert code == 2 and "no batch with this id" in stderr

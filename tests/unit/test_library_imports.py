@@ -48,6 +48,7 @@ ALLOWED = {
     "digits.registry.versions": set(),
     "digits.files": set(),
     "digits.data.batches": set(),
+    "digits.data.check_record": set(),  # the standard library only (and the checks' version)
     "digits.data.intake": set(),
     "digits.data.snapshot": set(),
     "digits.data.ingest": set(),
@@ -76,6 +77,7 @@ ALLOWED = {
     "digits.model.evaluate": set(),
     "digits.checks.suites": {"great_expectations"},
     "digits.checks.docs": {"great_expectations"},  # the GX context and its Data Docs site
+    "digits.checks.version": set(),  # two constants: the data layer reads them
     "digits.checks.settings": set(),  # BatchChecks: plain Python, data.intake reads its limits
     "digits.checks.policy": set(),
     "digits.checks.measure": {"great_expectations"},  # suites' digest; Keras once a model is there

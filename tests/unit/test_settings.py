@@ -69,7 +69,7 @@ def test_the_new_data_trigger_is_a_debounce_on_the_weekly_deployment(weekly):
     assert trigger["for_each"] == [ON_NEW_DATA.for_each]
 
 
-def test_the_trigger_matches_and_reads_what_the_add_flow_emits(weekly):
+def test_the_trigger_matches_what_the_add_flow_emits_for_the_deployments_store(weekly):
     from fnmatch import fnmatchcase
 
     [trigger] = weekly["triggers"]
@@ -78,14 +78,43 @@ def test_the_trigger_matches_and_reads_what_the_add_flow_emits(weekly):
     assert emitted["event"] == ON_NEW_DATA.event
     assert fnmatchcase(emitted["about"]["prefect.resource.id"],
                        trigger["match"]["prefect.resource.id"])
-    assert ON_NEW_DATA.for_each in emitted["about"]
-    # Each parameter is one payload field, as the flow's parameter of that name wants it.
-    templates = {"store_dir": "store", "registry": "registry"}
-    assert trigger["parameters"] == {
-        name: f"{{{{ event.payload.{key} }}}}" for name, key in templates.items()}
-    assert (emitted["payload"]["store"], emitted["payload"]["registry"]) == (
-        "/store", "/registry")
-    assert set(templates) <= flow_parameters(REPO / "flows/retrain.py", "retrain")
+    # Only the deployment's own store (issue 28): an event naming another folder opens
+    # no window and starts no run, however many folders it names.
+    assert trigger["match"][ON_NEW_DATA.for_each] == weekly["parameters"]["store_dir"]
+    assert emitted["about"][ON_NEW_DATA.for_each] == "/store"
+
+
+def test_deployments_fix_their_folders_when_deployed_and_events_choose_none(weekly):
+    # `prefect deploy` fills in `{{ $VAR }}` from its environment (`make deploy` sets both
+    # to the absolute folders `digits` would use there); the flow's defaults read the same.
+    assert weekly["parameters"]["store_dir"] == "{{ $DIGITS_DATA }}"
+    assert weekly["parameters"]["registry"] == "{{ $DIGITS_REGISTRY }}"
+    assert {"store_dir", "registry"} <= flow_parameters(REPO / "flows/retrain.py", "retrain")
+    [trigger] = weekly["triggers"]
+    assert "parameters" not in trigger  # a triggered run is a run of the deployment as is
+
+
+def test_make_deploy_fills_in_the_folders_as_digits_resolves_them(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # Absolute and through links, as the add's event names its store: the trigger matches
+    # the text, and a relative DIGITS_DATA means the checkout's folder.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    env = {**os.environ, "DIGITS_DATA": "link", "DIGITS_REGISTRY": "link/registry",
+           "PYTHONPATH": str(REPO)}
+
+    def folder(what: str) -> str:
+        return subprocess.run([sys.executable, "-m", "flows.schedule", what], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, check=True).stdout
+    assert folder("store") == f"{tmp_path / 'real'}\n"
+    assert folder("registry") == f"{tmp_path / 'real' / 'registry'}\n"
+    makefile = (REPO / "Makefile").read_text()
+    assert 'export DIGITS_DATA="$$($(BIN)/python -m flows.schedule store)"' in makefile
+    assert 'DIGITS_REGISTRY="$$($(BIN)/python -m flows.schedule registry)"; \\' in makefile
+    assert 'mkdir -p "$$DIGITS_DATA"' in makefile  # a deployment's store must exist
 
 
 def flow_parameters(path: Path, name: str) -> set[str]:
