@@ -1,6 +1,7 @@
 """The whole flow on small generated data under a real (temporary) Prefect API."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,11 +15,25 @@ from tests.helpers.flows import read_flow_run, read_task_runs, run_flow
 from tests.helpers.synth import snapshot_tree, write_dataset
 
 
-def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
-    registry = tmp_path / "registry"
-    good = write_dataset(tmp_path / "good")
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One promoted v1 from good data into an empty registry, which the tests below copy:
+    each flow run trains, validates and exports, so they share the first."""
+    root = tmp_path_factory.mktemp("first-run")
+    good = write_dataset(root / "good")
+    with pytest.MonkeyPatch.context() as env:  # as tests/flow/conftest.py does for a test
+        env.setenv("DIGITS_ARTIFACTS", str(root / "artifacts"))
+        env.setenv("DIGITS_DATA", str(root / "data-cache"))
+        state = run_flow(data_dir=str(good), registry=str(root / "registry"))
+    return state, root / "registry", good
 
-    state = run_flow(data_dir=str(good), registry=str(registry))
+
+def registry_copy(first_run, tmp_path):
+    return shutil.copytree(first_run[1], tmp_path / "registry", symlinks=True)
+
+
+def test_promotes_a_good_model_then_rejects_a_bad_one(first_run, tmp_path):
+    state, promoted_into, _ = first_run
 
     assert state.is_completed() and state.result().promoted, state.message
     outcome = state.result()
@@ -26,7 +41,7 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
     assert state.message.startswith(outcome.line() + ": accuracy ")
     assert "no production model yet" in state.message
     assert "promoted" in read_flow_run(state).tags  # outcome visible beside a plain Completed
-    manifest = json.loads((registry / "v1" / "manifest.json").read_text())
+    manifest = json.loads((promoted_into / "v1" / "manifest.json").read_text())
     assert manifest["metrics"]["accuracy"] == outcome.accuracy
     assert manifest["data"]["rows"] == {"train": 1200, "test": 300}
     assert manifest["flow_run_id"] == str(state.state_details.flow_run_id)
@@ -38,10 +53,11 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
         record = manifest["exports"][fmt]
         assert record["file"] == file and record["agree"] is True and record["rows"] == 300
         assert record["max_abs_diff"] <= 1e-4
-    assert Registry(registry).verify() == ["v1"]
-    assert load_predictor("production", registry).backend == "onnx"
+    assert Registry(promoted_into).verify() == ["v1"]
+    assert load_predictor("production", promoted_into).backend == "onnx"
 
     # Labels unrelated to the images: about 10% accuracy, so the gate must refuse it.
+    registry = registry_copy(first_run, tmp_path)
     bad = write_dataset(tmp_path / "bad", shuffle_test_labels=True)
     before = snapshot_tree(registry)
     state = run_flow(data_dir=str(bad), registry=str(registry))
@@ -54,10 +70,9 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(tmp_path):
     assert snapshot_tree(registry) == before
 
 
-def test_promotion_message_says_what_it_was_compared_with(tmp_path):
-    registry = tmp_path / "registry"
-    data = write_dataset(tmp_path / "good")
-    first = run_flow(data_dir=str(data), registry=str(registry))
+def test_promotion_message_says_what_it_was_compared_with(first_run, tmp_path):
+    first, _, data = first_run
+    registry = registry_copy(first_run, tmp_path)
     champion = first.result().accuracy
 
     with tags("digits", "mnist"):  # as the CLI and the deployment tag runs
