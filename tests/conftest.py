@@ -9,6 +9,10 @@ import pytest
 
 from digits.cli import main
 
+# Every test in these folders runs a flow, trains, reads real MNIST or starts a server: a
+# second or more each, so `slow` (`make test-fast`, `-m "not slow"`, leaves them out).
+COSTLY_FOLDERS = {"flow", "model", "data", "integration"}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """A Prefect home of this session's own, before anything imports Prefect: `make test`
@@ -21,6 +25,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = home
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in COSTLY_FOLDERS:
+            item.add_marker(pytest.mark.slow)
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:

@@ -16,7 +16,7 @@ from digits.data.ingest import load_mnist
 from digits.data.intake import Source
 from tests.helpers.synth import distort, noise_images
 
-pytestmark = [pytest.mark.data, pytest.mark.slow]
+pytestmark = pytest.mark.data
 CONFIG = BatchChecks()
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from digits.data.ingest import load_mnist
 
-pytestmark = [pytest.mark.data, pytest.mark.slow]
+pytestmark = pytest.mark.data
 
 DIGITS = str(Path(sys.executable).parent / "digits")
 

@@ -125,7 +125,6 @@ def test_a_batch_holding_held_out_images_of_one_stored_during_its_checks_is_quar
     assert [b.name for b in accepted_batches(tmp_path / "data")] == ["first"]
 
 
-@pytest.mark.slow
 @pytest.mark.integration  # the command starts its own local Prefect API on 127.0.0.1
 def test_sigterm_aborts_add_with_130_and_leaves_the_store_as_it_was(tmp_path):
     dirs = setup_dirs(tmp_path)

@@ -20,8 +20,6 @@ from tests.helpers.processes import wait_for
 from tests.helpers.serving import publish_model
 from tests.helpers.synth import make_digits, make_prototypes, noise_images, write_dataset
 
-pytestmark = pytest.mark.slow  # each run loads Keras and fits a domain classifier
-
 LIKE_MNIST = 200  # images answered: over DriftChecks.min_images (100)
 
 

@@ -32,7 +32,7 @@ from tests.helpers.processes import (
 )
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 FAST = ["--model", "mlp", "--epochs", "1", "--min-train-rows", "1000"]
 # What a user's shell would not set; PREFECT_HOME above all, whose default is under test.

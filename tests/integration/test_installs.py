@@ -34,7 +34,7 @@ from tests.helpers.processes import (
 )
 from tests.helpers.synth import make_digits, make_prototypes, write_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.index, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.index]
 
 # Packages only the pipeline extra brings (canonical names, as `pip list` shows them).
 PIPELINE_ONLY = {"tensorflow", "tensorflow-cpu", "keras", "prefect", "great-expectations",

@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 
 from tests.helpers.platforms import PLATFORMS, PYTHONS, pins, resolve
 
-pytestmark = [pytest.mark.index, pytest.mark.slow]
+pytestmark = pytest.mark.index
 
 PIPELINE = ("pipeline", "dev")  # what `make run` and `make test` install
 HEAVY = {"tensorflow", "tensorflow-cpu", "keras", "prefect", "great-expectations"}

@@ -95,7 +95,6 @@ def test_same_seed_same_model():
 
 
 @pytest.mark.data
-@pytest.mark.slow
 def test_cnn_predictions_stable_under_one_pixel_shifts():
     from digits.data.ingest import load_mnist
     from digits.data.splits import preprocess_data

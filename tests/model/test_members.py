@@ -12,8 +12,6 @@ from digits.model.train import fit_model
 from digits.registry.layout import MODEL_FILE
 from tests.model.test_training_levers import small_splits
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def pair():

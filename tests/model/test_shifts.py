@@ -55,7 +55,6 @@ def shifted():
     return splits, plain, averaged
 
 
-@pytest.mark.slow
 def test_a_trained_model_with_shifts_is_the_same_model_averaged(shifted):
     splits, plain, averaged = shifted
     (core,) = ensemble_members(averaged.model)
@@ -71,7 +70,6 @@ def test_a_trained_model_with_shifts_is_the_same_model_averaged(shifted):
     assert averaged.epochs_run == plain.epochs_run == 1
 
 
-@pytest.mark.slow
 def test_a_shifted_model_saves_loads_and_exports_with_parity(shifted, tmp_path):
     splits, _, averaged = shifted
     averaged.model.save(tmp_path / MODEL_FILE)
@@ -83,7 +81,6 @@ def test_a_shifted_model_saves_loads_and_exports_with_parity(shifted, tmp_path):
     assert not any("Random" in type(layer).__name__ for layer in flat(loaded))
 
 
-@pytest.mark.slow
 def test_drift_reads_the_unmoved_image_and_the_averaged_answer(shifted):
     splits, plain, averaged = shifted
     pixels = splits.x_test * 255
@@ -93,7 +90,6 @@ def test_drift_reads_the_unmoved_image_and_the_averaged_answer(shifted):
     np.testing.assert_allclose(probabilities, averaged.model.predict(pixels, verbose=0), atol=1e-5)
 
 
-@pytest.mark.slow
 def test_shifts_over_members_keep_the_members_for_drift():
     splits = small_splits()
     config = train_config("cnn", epochs=1, width=8, seed=3, stem="strided", members=2,

@@ -62,7 +62,6 @@ def test_refit_batchnorm_takes_the_mean_of_the_batch_statistics():
     assert norm.momentum == 0.9  # put back for later training
 
 
-@pytest.mark.slow
 def test_average_is_swapped_in_once_at_the_end():
     splits = small_splits()
     config = train_config("cnn", epochs=3, patience=3, ema=True, batch_size=64, width=8)
@@ -109,7 +108,6 @@ def test_the_time_left_counts_the_members_still_to_train():
     assert lines[0].endswith(", ~1m30s left)"), lines  # 1 + 8 epochs at 10 s
 
 
-@pytest.mark.slow
 def test_progress_bar_counts_every_planned_step(capsys):
     splits = small_splits(128)
     config = train_config("mlp", epochs=2, batch_size=32, patience=2)
