@@ -134,8 +134,10 @@ def lock_timeout() -> float:
     return env_number("DIGITS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S, minimum=0.0)
 
 
-def default_data_dir() -> Path:
-    """Where the verified MNIST download is cached."""
+def default_store_dir() -> Path:
+    """The batch store ($DIGITS_DATA, else ./data): batches/, quarantine/, and the cache of
+    the verified MNIST download. `store_dir` names it everywhere; `data_dir` is only ever
+    a folder of MNIST-format IDX files to train on instead of the download."""
     return Path(os.environ.get("DIGITS_DATA", "data")).resolve()
 
 

@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.states import Completed
 
 from digits.checks.settings import BatchChecks
-from digits.config import default_data_dir, registry_root
+from digits.config import default_store_dir, registry_root
 from digits.data.batches import find_batch
 from digits.data.intake import Source, source_id
 from digits.environment import muted_stderr
@@ -54,7 +54,7 @@ def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
     """People's labels in the prediction log at `log_dir` since `since`, as a feedback batch."""
     config = config or BatchChecks()
     source, ids = read_feedback(log_dir, since, config)
-    data = store_dir.resolve() if store_dir else default_data_dir()
+    data = store_dir.resolve() if store_dir else default_store_dir()
     try:
         return check_and_store(source, name, data, reference_dir, registry, config)
     finally:  # stored, accepted or quarantined, the rows are safe: the log may let them go
@@ -65,7 +65,7 @@ def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
 def check_and_store(source: Source, name: str, store_dir: Path | None,
                     reference_dir: Path | None, registry: Path | None, config: BatchChecks):
     """The steps both flows share, once the batch is read: its final state."""
-    data = store_dir.resolve() if store_dir else default_data_dir()
+    data = store_dir.resolve() if store_dir else default_store_dir()
     existing = find_batch(data, source_id(source))
     if existing is not None and existing["status"] != "accepted":
         raise ValidationFailed(f"batch {existing['id'][:12]} already quarantined: "

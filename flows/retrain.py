@@ -12,7 +12,7 @@ from digits.config import (
     DEFAULT_MODEL,
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
-    default_data_dir,
+    default_store_dir,
     registry_root,
     train_config,
 )
@@ -59,7 +59,7 @@ def retrain(
     config = train_config(model, **(train_overrides or {}))
     source = Path(data_dir).resolve() if data_dir else None
     root, gate = registry_root(registry), Gate(threshold, regression_tolerance)
-    store = Path(store_dir).resolve() if store_dir else default_data_dir()
+    store = Path(store_dir).resolve() if store_dir else default_store_dir()
     try:
         check_deployment_run({"data_dir": data_dir, "store_dir": store_dir, "registry": registry,
                               "min_train_rows": min_train_rows,

@@ -34,7 +34,7 @@ from digits.config import (
     DEFAULT_TUNE_WORKERS,
     ENV_DEFAULTS,
     default_artifacts_dir,
-    default_data_dir,
+    default_store_dir,
     registry_root,
     train_config,
 )
@@ -194,7 +194,7 @@ def tune(
     config = train_config(model, epochs=epochs)  # validation size and seed: as a retrain run
     source = Path(data_dir).resolve() if data_dir else None
     try:
-        collected = collect_data(source, default_data_dir())
+        collected = collect_data(source, default_store_dir())
         prepared = prepare_data(collected, config, validation_checks(source, min_train_rows))
     except DataError as error:
         return Failed(message=str(error), data=error)

@@ -45,17 +45,17 @@ def release(log_dir: Path, ids: list[str]) -> int:
 
 
 @stage("check-batch")
-def check(source: Source, data_dir: Path, reference_dir: Path | None, registry_root: Path,
+def check(source: Source, store_dir: Path, reference_dir: Path | None, registry_root: Path,
           config: BatchChecks) -> tuple[list[Check], frozenset[str], Render]:
     """Every check, the ids of the accepted batches they compared with (`store` rechecks
     against any accepted since), and the renderer of the batch's page (it keeps the
     reference and the model, to find the rows behind the checks)."""
-    mnist = load_mnist(reference_dir, data_dir)
-    batches = accepted_batches(data_dir)
+    mnist = load_mnist(reference_dir, store_dir)
+    batches = accepted_batches(store_dir)
     reference = reference_of(mnist.train_images, mnist.train_labels, mnist.test_images,
                              held_out_parts(batches), config)
     model = load_production(registry_root)
-    with staging_folder(data_dir, ".checks-") as work:
+    with staging_folder(store_dir, ".checks-") as work:
         checks = check_batch(source, reference, model, config, work)
     publish(checks)
     return checks, frozenset(batch.id for batch in batches), renderer(
@@ -75,7 +75,7 @@ def publish(checks: list[Check]) -> None:
 
 @stage("store-batch")
 def store(source: Source, name: str, checks: list[Check], compared: frozenset[str],
-          data_dir: Path, config: BatchChecks, render: Render | None = None
+          store_dir: Path, config: BatchChecks, render: Render | None = None
           ) -> tuple[dict, bool]:
     """Store the batch with its page; the record stored (this one, a rechecked one, or an
     equal batch's) and whether it was written here."""
@@ -84,8 +84,8 @@ def store(source: Source, name: str, checks: list[Check], compared: frozenset[st
         return records_of(source, name, recheck_leakage(source, checks, since, config))
 
     record, report = records_of(source, name, checks)
-    folder, written = store_batch(data_dir, source, record, report, recheck, compared, render)
-    record = find_batch(data_dir, record["id"])
+    folder, written = store_batch(store_dir, source, record, report, recheck, compared, render)
+    record = find_batch(store_dir, record["id"])
     create_markdown_artifact(
         key="batch-stored",
         markdown=f"# Batch {record['id'][:12]} {record['status']}\n\n"

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from digits.checks.drift import reference_sample
 from digits.checks.settings import BatchChecks
-from digits.config import default_data_dir
+from digits.config import default_store_dir
 from digits.data.ingest import Dataset, load_mnist
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import Logged
@@ -43,7 +43,7 @@ def read_traffic(folder: Path, since: datetime) -> Logged:
 @stage("load-reference")
 def load_reference(data_dir: Path | None) -> Dataset:
     """MNIST (the pinned download, verified) or the IDX files in `data_dir`."""
-    return load_mnist(data_dir, default_data_dir())
+    return load_mnist(data_dir, default_store_dir())
 
 
 @stage("measure-drift")

@@ -16,9 +16,9 @@ app.add_typer(data_app, name="data", rich_help_panel=LIBRARY_PANEL)
 
 
 def data_folder(store: Path | None) -> Path:
-    from digits.config import default_data_dir
+    from digits.config import default_store_dir
 
-    return store.resolve() if store else default_data_dir()
+    return store.resolve() if store else default_store_dir()
 
 
 @data_app.callback(invoke_without_command=True)

@@ -28,7 +28,7 @@ def reproduce(
     Uses the manifest's config, seed and data snapshot, then prints the recorded accuracy,
     the reproduced one and the difference.
     """
-    from digits.config import default_data_dir
+    from digits.config import default_store_dir
 
     require_pipeline("reproduce")
     root = registry_of(registry)
@@ -36,6 +36,6 @@ def reproduce(
     import_keras_quietly()
     from digits.model.reproduce import reproduce as retrain_version
 
-    result = retrain_version(root, ref, default_data_dir(), data_dir, log=typer.echo)
+    result = retrain_version(root, ref, default_store_dir(), data_dir, log=typer.echo)
     for line in result.lines():
         typer.echo(line)

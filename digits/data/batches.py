@@ -95,12 +95,12 @@ def batch_folders(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
-def accepted_batches(data_dir: Path, exclude: Collection[str] = ()) -> list[Batch]:
+def accepted_batches(store_dir: Path, exclude: Collection[str] = ()) -> list[Batch]:
     """Every readable folder of `batches/` but those in `exclude` (ids), oldest first (by
     when it was added, then id), for an add's checks to compare with (a run trains only on
     `verified_batches`); each unreadable one is skipped with a warning naming it."""
     batches = []
-    for folder in batch_folders(Path(data_dir) / BATCHES):
+    for folder in batch_folders(Path(store_dir) / BATCHES):
         if folder.name in exclude:
             continue
         try:
@@ -118,11 +118,11 @@ def oldest_first(batches: list[Batch]) -> list[Batch]:
 READD = "take each out with `digits data remove ID --out FILE.npz` and `digits add FILE.npz`"
 
 
-def verified_batches(data_dir: Path) -> list[Batch]:
+def verified_batches(store_dir: Path) -> list[Batch]:
     """Every batch of `batches/`, oldest first, each as the record of its checks says they
     accepted it; DataError (exit 4) naming every folder that is not, so a run trains on
     what the checks accepted or on nothing."""
-    root = Path(data_dir) / BATCHES
+    root = Path(store_dir) / BATCHES
     batches, refused = [], []
     for folder in batch_folders(root):
         try:
@@ -149,10 +149,10 @@ STAGING_PREFIX = ".staging-"  # a batch being written; its owner holds `<name>.l
 STORE_LOCK = ".lock"  # in batches/: held while a batch is renamed into either store
 
 
-def find_batch(data_dir: Path, id: str) -> dict | None:
+def find_batch(store_dir: Path, id: str) -> dict | None:
     """The record of a batch already accepted or quarantined under `id`, else None."""
     for store in (BATCHES, QUARANTINE):
-        record = Path(data_dir) / store / id / "batch.json"
+        record = Path(store_dir) / store / id / "batch.json"
         if record.is_file():
             return json.loads(record.read_text())
     return None
@@ -165,7 +165,7 @@ Render = Callable[[dict, dict], str]
 PAGE = "report.html"
 
 
-def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
+def store_batch(store_dir: Path, source: Source, record: dict, report: dict,
                 recheck: Recheck | None = None, compared: Collection[str] = (),
                 render: Render | None = None) -> tuple[Path, bool]:
     """Write the batch into `batches/` (accepted) or `quarantine/` (anything else), kill-safe:
@@ -185,8 +185,8 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
 
     from digits.files import staging_folder, sweep_staging
 
-    parent = Path(data_dir) / (BATCHES if record["status"] == "accepted" else QUARANTINE)
-    lock_dir = Path(data_dir) / BATCHES
+    parent = Path(store_dir) / (BATCHES if record["status"] == "accepted" else QUARANTINE)
+    lock_dir = Path(store_dir) / BATCHES
     lock_dir.mkdir(parents=True, exist_ok=True)
     parent.mkdir(parents=True, exist_ok=True)
     sweep_staging(parent, STAGING_PREFIX)  # what a killed `digits add` left
@@ -196,15 +196,15 @@ def store_batch(data_dir: Path, source: Source, record: dict, report: dict,
         np.save(staging / "labels.npy", labels, allow_pickle=False)
         write_records(staging, record, report, render)
         with FileLock(lock_dir / STORE_LOCK):
-            if find_batch(data_dir, record["id"]) is not None:
+            if find_batch(store_dir, record["id"]) is not None:
                 return parent / record["id"], False
             rechecked = recheck is not None and record["status"] == "accepted"
-            since = accepted_batches(data_dir, exclude=compared) if rechecked else []
+            since = accepted_batches(store_dir, exclude=compared) if rechecked else []
             if since:
                 record, report = recheck(since)
                 write_records(staging, record, report, render)
             if record["status"] != "accepted":
-                parent = Path(data_dir) / QUARANTINE
+                parent = Path(store_dir) / QUARANTINE
                 parent.mkdir(exist_ok=True)
             staging.rename(parent / record["id"])
     return parent / record["id"], True
@@ -236,12 +236,12 @@ def write_page(folder: Path, record: dict, report: dict, render: Render) -> dict
     return {key: value for key, value in record.items() if key != "report_error"}
 
 
-def list_batches(data_dir: Path) -> list[dict]:
+def list_batches(store_dir: Path) -> list[dict]:
     """The record of every stored batch, accepted and quarantined, oldest first; a folder
     that does not read back (as training would read it) is listed as status "unreadable"
     with the reason, and warned about."""
     records = [record_of(folder) for store in (BATCHES, QUARANTINE)
-               for folder in batch_folders(Path(data_dir) / store)]
+               for folder in batch_folders(Path(store_dir) / store)]
     return sorted(records, key=lambda r: (r.get("added_at") or "", r["id"]))
 
 
@@ -257,22 +257,22 @@ def record_of(folder: Path) -> dict:
     return {**record, "status": "unverified", "reason": reason} if reason else record
 
 
-def folders_matching(data_dir: Path, prefix: str) -> list[Path]:
+def folders_matching(store_dir: Path, prefix: str) -> list[Path]:
     """The folders of stored batches (accepted, then quarantined) whose id starts with
     `prefix`; names are compared, never joined to a path, so no prefix reaches outside."""
     return [folder for store in (BATCHES, QUARANTINE)
-            for folder in sorted(batch_folders(Path(data_dir) / store))
+            for folder in sorted(batch_folders(Path(store_dir) / store))
             if folder.name.startswith(prefix)]
 
 
-def remove_batch(data_dir: Path, folder: Path, out: Path | None = None) -> None:
+def remove_batch(store_dir: Path, folder: Path, out: Path | None = None) -> None:
     """Take a stored batch out of the store, under the store's lock; with `out`, its images
     and labels are first written there as an .npz, for `digits add` to judge it again."""
     from filelock import FileLock
 
     from digits.files import staging_folder
 
-    lock_dir = Path(data_dir) / BATCHES
+    lock_dir = Path(store_dir) / BATCHES
     lock_dir.mkdir(exist_ok=True)  # a store with quarantined batches only has none yet
     with FileLock(lock_dir / STORE_LOCK):
         if out is not None:

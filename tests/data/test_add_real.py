@@ -11,7 +11,7 @@ import pytest
 from digits.checks.batch import check_batch, report_of
 from digits.checks.measure import reference_of
 from digits.checks.settings import BatchChecks
-from digits.config import default_data_dir, train_config
+from digits.config import default_store_dir, train_config
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source
 from tests.helpers.synth import distort, noise_images
@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     from digits.registry.load import load_model
     from digits.registry.store import Registry
 
-    data = load_mnist(None, default_data_dir())
+    data = load_mnist(None, default_store_dir())
     config = train_config("mlp", epochs=2, validation_size=2000)
     trained = fit_model(preprocess_data(data, config.validation_size, config.seed), config,
                         log=lambda line: None)

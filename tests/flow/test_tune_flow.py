@@ -42,7 +42,9 @@ def artifact_keys(flow_run_id) -> set[str]:
 def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
     """Trials run on Dask and train on MNIST plus the batch, on retrain's split; the best is
     gated on the new data too; its manifest has the snapshot, so reproduce works and a
-    default run skips; the study resumes; the run is tagged as a retrain run is."""
+    default run skips; the run is tagged as a retrain run is. A study resuming, and a run that
+    only reports (no promotion), are tests/integration/test_tune_dask_postgres.py's, through
+    `digits tune` on a real server; the loop's resume is tests/unit/test_study_loop.py's."""
     store = Path(os.environ["DIGITS_DATA"])
     data, registry = write_dataset(tmp_path / "data"), tmp_path / "registry"
     batch = write_batch(store, *new_digits(100, 20), name="writers-t")
@@ -91,17 +93,6 @@ def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
     skipped = retrain(model="mlp", data_dir=data, registry=registry, min_train_rows=1000,
                       return_state=True)  # the model's defaults, nothing new: skipped
     assert skipped.result().skipped, skipped.message
-
-    # Same study: resumes with only the missing trial, and the new best is compared with
-    # production on the new data.
-    again = tune(**settings, trials=3, return_state=True)
-    assert [n.split()[0] for n in trial_task_runs(again.state_details.flow_run_id)] == ["trial-2"]
-    reason = again.result().reason
-    assert "new-data accuracy" in reason and f"production {outcome.version}" in reason, reason
-
-    report = tune(**settings, trials=3, promote_best=False, return_state=True)
-    assert report.is_completed() and report.message.startswith("best trial "), report.message
-    assert trial_task_runs(report.state_details.flow_run_id) == []  # complete: nothing ran
 
 
 def test_tune_and_retrain_carry_the_same_outcome_hooks():

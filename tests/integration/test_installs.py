@@ -57,7 +57,9 @@ def install(python: Path | str, root: Path, extras: str = "") -> Path:
     subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=300)
     target = f"{source}[{extras}]" if extras else str(source)
     done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+        # --no-compile: byte-compiling all of TensorFlow up front tests nothing and takes
+        # long; what runs is compiled as it is imported.
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile",
          "-c", str(REPO / "constraints.txt"), target],
         capture_output=True, text=True, timeout=1800,
         env={k: v for k, v in os.environ.items() if k not in UNSET},
