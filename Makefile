@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 # One Prefect home inside the project, so `make ui` shows the runs of `make run`: the one
 # `digits` itself defaults to (./.prefect where it runs); an exported PREFECT_HOME wins in both.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
-# Runs a command with the environment defaults of digits/config.py (ENV_DEFAULTS: no
+# Runs a command with the environment defaults of digits/environment.py (ENV_DEFAULTS: no
 # analytics, no TensorFlow C++ log lines, ...), their one home; the caller's values win.
 # `digits` applies them itself.
 WITH_DEFAULTS = $(BIN)/python -m digits.environment

@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
-from digits.config import ENV_DEFAULTS
+from digits.environment import ENV_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

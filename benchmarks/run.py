@@ -19,7 +19,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from digits.config import ENV_DEFAULTS
+from digits.environment import ENV_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -70,30 +70,6 @@ DEFAULT_TUNE_WORKERS = 2  # local Dask worker processes, so trials run at once
 
 Number = TypeVar("Number", int, float)
 
-# Seconds a Prefect API server may take to answer: its first start migrates the SQLite
-# database, which takes a minute on a slow machine.
-API_STARTUP_TIMEOUT_S = 90
-# Set wherever the pipeline runs, unless the caller's environment already sets them: the
-# `digits` command (digits.environment), the Makefile's targets, benchmarks/run.py.
-# prefect.yaml's worker env repeats the flow-run ones (tests/unit/test_settings.py).
-ENV_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(API_STARTUP_TIMEOUT_S),
-    "GX_ANALYTICS_ENABLED": "false",
-    # C++ log level 3 hides TensorFlow's INFO, WARNING and ERROR lines; Python errors still
-    # raise. ERROR too, because TF 2.21's tf.data logs its use_unbounded_threadpool mismatch
-    # at ERROR. TF_CPP_MIN_LOG_LEVEL=0 shows everything.
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or
-    # AMX. On a 2-core AMD EPYC with AVX2 a default cnn training step took 0.70 of its time
-    # without them (benchmarks/results.md); runs still repeat bit for bit. 0 turns them off.
-    "TF_ENABLE_ONEDNN_OPTS": "1",
-}
-# PREFECT_HOME when unset: under the current folder, like the registry and data defaults, so
-# `digits run`, `make run` and `make ui` in the project share one database.
-PREFECT_HOME_DIR = ".prefect"
-
-
 # The prediction log (`digits serve --log-dir`) that `feedback` and `drift` read by default.
 LOG_DIR_ENV = "DIGITS_LOG_DIR"
 

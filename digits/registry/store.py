@@ -2,10 +2,10 @@
 
 `Registry` is the entry point; beside it `layout` names every file, `versions` builds,
 reads and verifies a version folder, `aliases` holds refs, aliases.json and history.jsonl,
-`lock` the write lock, `manifest` the schema and the JSON, `card` each card.md, and
-`digits.files` the hashing and crash-safe writes. None needs Prefect; Keras is imported
-only inside `load_model`. The files are plain JSON, Markdown and SHA-256 sums checked
-against `manifest.schema.json`, so a registry can be read without this code as well.
+`lock` the write lock, `manifest` the schema and the JSON, `card` each card.md, `load`
+loads a verified version, and `digits.files` does the hashing and crash-safe writes. None
+needs Prefect. The files are plain JSON, Markdown and SHA-256 sums checked against
+`manifest.schema.json`, so a registry can be read without this code as well.
 Layout (docs/architecture.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from digits.config import ENV_DEFAULTS
+from digits.environment import ENV_DEFAULTS
 from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
 
 SERVER_STARTUP_SECONDS = 180  # the first start runs the SQLite migrations; CI machines are slow

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from digits.config import ENV_DEFAULTS
+from digits.environment import ENV_DEFAULTS
 from tests.helpers.processes import (
     BIN,
     REPO,

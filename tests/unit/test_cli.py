@@ -242,8 +242,7 @@ def test_commands_train_with_onednn_kernels_unless_the_caller_says_no(tmp_path):
 
 
 def test_environment_defaults_leave_the_callers_values(tmp_path, monkeypatch):
-    from digits.config import ENV_DEFAULTS
-    from digits.environment import default_environment
+    from digits.environment import ENV_DEFAULTS, default_environment
 
     monkeypatch.setattr(os, "environ", {"TF_CPP_MIN_LOG_LEVEL": "0"})
     monkeypatch.chdir(tmp_path)

@@ -9,13 +9,11 @@ import yaml
 
 from digits.cli import app
 from digits.config import (
-    API_STARTUP_TIMEOUT_S,
     DEFAULT_TUNE_EPOCHS,
     DEFAULT_TUNE_TRIALS,
     DEFAULT_TUNE_WORKERS,
-    ENV_DEFAULTS,
-    PREFECT_HOME_DIR,
 )
+from digits.environment import API_STARTUP_TIMEOUT_S, ENV_DEFAULTS, PREFECT_HOME_DIR
 from digits.serving.settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from flows.events import batch_event
 from flows.schedule import DAILY_DRIFT, ON_NEW_DATA, WEEKLY
