@@ -63,8 +63,14 @@ def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def write_synced(path: Path, data: bytes) -> None:
-    with named_errors(path), path.open("xb") as handle:
+def write_synced(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Create `path` (never an existing file) holding `data`, on disk before this returns;
+    `mode` as os.open's (the umask applies), e.g. 0o600 for a file only its owner reads."""
+
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags, mode)
+
+    with named_errors(path), open(path, "xb", opener=opener) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -51,7 +51,8 @@ def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Pat
 def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
                  store_dir: Path | None = None, reference_dir: Path | None = None,
                  registry: Path | None = None, config: BatchChecks | None = None):
-    """People's labels in the prediction log at `log_dir` since `since`, as a feedback batch."""
+    """The trusted labels in the prediction log at `log_dir` since `since` (never its
+    suggestions), as a feedback batch."""
     config = config or BatchChecks()
     source, ids = read_feedback(log_dir, since, config)
     data = store_dir.resolve() if store_dir else default_store_dir()

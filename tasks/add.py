@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from digits.checks.batch import Check, check_batch, failures, recheck_leakage, report_of
@@ -39,8 +40,9 @@ def read_feedback(log_dir: Path, since: datetime | None,
 
 @stage("release-labels")
 def release(log_dir: Path, ids: list[str]) -> int:
-    """The store holds these labelled answers now (accepted or quarantined, it keeps the
-    rows either way): the log may let them rotate. How many label files were let go."""
+    """The store holds these trusted answers now (accepted or quarantined, it keeps the
+    rows either way): the log may let them rotate, with whatever else is settled (dismissed
+    suggestions). How many label and suggestion files were let go."""
     return release_labels(log_dir, ids)
 
 
@@ -125,10 +127,11 @@ def records_of(source: Source, name: str, checks: list[Check]) -> tuple[dict, di
         "checks": {c.name: {"observed": c.observed, "bound": c.bound, "passed": c.passed}
                    for c in checks},
     }
+    if source.credentials is not None:  # who taught the batch: per row in credentials.npy
+        names, counts = np.unique(source.credentials.astype(str), return_counts=True)
+        record["credentials"] = {str(name): int(n) for name, n in zip(names, counts)}
     return record, report
 
 
 def _counts(labels):
-    import numpy as np
-
     return np.bincount(labels.astype(np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES]

@@ -19,7 +19,8 @@ from digits.cli import registry  # noqa: F401  models, fetch, verify, promote, r
 from digits.cli import serving  # noqa: F401  predict, serve
 from digits.cli import data  # noqa: F401  data, data show
 from digits.cli import reproduce  # noqa: F401
-from digits.cli import feedback  # noqa: F401  feedback, feedback export
+from digits.cli import feedback  # noqa: F401  feedback, feedback export, feedback review
+from digits.cli import tokens  # noqa: F401  feedback tokens add, list, revoke
 from digits.cli import pipeline  # noqa: F401  run, tune, schedule, add, drift
 # isort: on
 from digits.cli.app import app

@@ -4,7 +4,10 @@ Layout under the data folder (`DIGITS_DATA`, default `data/`):
 
     batches/<id>/      images.npy (N, 28, 28) uint8, labels.npy (N,) uint8, batch.json
                        (the verdict and the record of its checks: digits.data.check_record),
-                       report.json (every check) and report.html (the batch's page)
+                       report.json (every check) and report.html (the batch's page); a
+                       feedback batch also credentials.npy (N,) str: who gave each label
+                       (a token's name or "review:NAME"), counted in batch.json's
+                       `credentials`
     quarantine/<id>/   the same for a batch that failed a check; never trained on
 
 A batch's id is the SHA-256 of its normalised arrays, so adding the same batch twice is
@@ -163,6 +166,7 @@ Recheck = Callable[[list[Batch]], tuple[dict, dict]]
 # Given the record and report stored, the batch's page (digits.checks.render.renderer).
 Render = Callable[[dict, dict], str]
 PAGE = "report.html"
+CREDENTIALS = "credentials.npy"  # a feedback batch's audit record: who taught which image
 
 
 def store_batch(store_dir: Path, source: Source, record: dict, report: dict,
@@ -194,6 +198,8 @@ def store_batch(store_dir: Path, source: Source, record: dict, report: dict,
         labels = source.labels.astype(np.uint8 if record["status"] == "accepted" else np.int64)
         np.save(staging / "images.npy", source.images, allow_pickle=False)
         np.save(staging / "labels.npy", labels, allow_pickle=False)
+        if source.credentials is not None:
+            np.save(staging / CREDENTIALS, source.credentials.astype(str), allow_pickle=False)
         write_records(staging, record, report, render)
         with FileLock(lock_dir / STORE_LOCK):
             if find_batch(store_dir, record["id"]) is not None:

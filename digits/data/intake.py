@@ -6,11 +6,11 @@ Bounded before anything is decoded (`BatchChecks.max_rows`, `max_image_pixels`):
 members' headers.
 
 What a user hands over is a "file" batch, always: a file cannot say where its labels came
-from, so an .npz holding `origin` or `confirmed` (what `digits feedback export` writes, and
-what earlier versions read as a claim to be feedback) is refused, naming the member. A
-"feedback" batch is built from the prediction log only (digits.monitoring.feedback), with
-the answer the service gave each image; the checks judge the two differently
-(digits.checks.batch).
+from, so an .npz holding `origin`, `confirmed` or `credentials` (what `digits feedback
+export` writes, and what earlier versions read as a claim to be feedback) is refused, naming
+the member. A "feedback" batch is built from the prediction log's trusted labels only
+(digits.monitoring.feedback), with the answer the service gave each image and the credential
+that gave each label; the checks judge the two differently (digits.checks.batch).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from digits.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FILE, FEEDBACK = "file", "feedback"  # a batch's origin: set by the code that reads it
-CLAIMS = ("origin", "confirmed")  # .npz members that would say where its labels came from
+# .npz members that would say where its labels came from (`digits feedback export --out`)
+CLAIMS = ("origin", "confirmed", "credentials")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Source:
     unreadable: list[str]  # "file: why" for each image that could not be read
     origin: str = FILE  # or FEEDBACK: labels people gave the service's answers
     answers: np.ndarray | None = None  # (N,) int for FEEDBACK: the digit the service answered
+    credentials: np.ndarray | None = None  # (N,) str for FEEDBACK: who gave each label
 
     def confirmed_rows(self) -> np.ndarray:
         """(N,) bool: the rows people confirmed (none for a file batch). A label is a

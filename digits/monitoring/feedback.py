@@ -2,13 +2,16 @@
 prediction log, and the batch of their labels.
 
 A logged prediction with a person's label is a correction (the label differs from the
-answer given) or a confirmation (it is the answer). `feedback_source` reads both from the
-log as a feedback batch for the checks, with the answer each image was given, so they can
-measure label agreement on the confirmed rows only: the corrections are the model's
-mistakes by construction (digits.checks.batch). That is the only way a batch gets origin
-"feedback" (`digits feedback export --add`): the log proves it, a file cannot.
-`export_feedback` writes the same rows to an .npz to look at; its `origin` and `confirmed`
-members make `digits add` refuse it (digits.data.intake).
+answer given) or a confirmation (it is the answer). Only trusted labels make a batch: those
+sent with an operator's token or accepted in `digits feedback review`; a suggestion (the
+page, anonymous clients) waits for a reviewer (digits.monitoring.records). `feedback_source`
+reads the trusted labels from the log as a feedback batch for the checks, with the answer
+each image was given, so they can measure label agreement on the confirmed rows only: the
+corrections are the model's mistakes by construction (digits.checks.batch), and with the
+credential that gave each label, which the stored batch keeps. That is the only way a batch
+gets origin "feedback" (`digits feedback export --add`): the log proves it, a file cannot.
+`export_feedback` writes the same rows to an .npz to look at; its `origin`, `confirmed` and
+`credentials` members make `digits add` refuse it (digits.data.intake).
 
 Which labelled rows a batch takes is decided in one place, `feedback_rows`.
 
@@ -30,7 +33,7 @@ from digits.data.intake import FEEDBACK, Source
 from digits.errors import DataError, UsageError
 from digits.files import fsync_dir, named_errors, sha256_bytes
 from digits.monitoring.reader import read_log
-from digits.monitoring.records import Logged
+from digits.monitoring.records import DISMISSED, SUGGESTION, TRUSTED, Logged
 
 # --- the summary ----------------------------------------------------------------------
 
@@ -52,16 +55,22 @@ class DigitFeedback:
 
 @dataclass(frozen=True)
 class Summary:
+    """The answers, the trusted labels (corrected and confirmed: what an export takes), and
+    the suggestions pending review or dismissed."""
+
     answered: int
     corrected: int
     confirmed: int
-    digits: list[DigitFeedback]
+    pending: int
+    dismissed: int
+    digits: list[DigitFeedback]  # of the trusted labels
     since: datetime | None
 
     def as_dict(self) -> dict:
         digits = [{**asdict(d), "agreement": d.agreement} for d in self.digits]
         return {"answered": self.answered, "corrected": self.corrected,
                 "confirmed": self.confirmed, "labelled": self.corrected + self.confirmed,
+                "suggestions": {"pending": self.pending, "dismissed": self.dismissed},
                 "since": self.since.isoformat() if self.since else None, "digits": digits}
 
     def lines(self) -> list[str]:
@@ -69,7 +78,9 @@ class Summary:
         since = f" since {self.since:%Y-%m-%dT%H:%M:%SZ}" if self.since else ""
         counts = (f"answered {self.answered}, corrected {self.corrected}, "
                   f"confirmed {self.confirmed}{since}")
-        lines = [counts, "digit  answered  labelled  agreement"]
+        suggestions = (f"trusted labels {self.corrected + self.confirmed}, suggestions pending "
+                       f"review {self.pending}, dismissed {self.dismissed}")
+        lines = [counts, suggestions, "digit  answered  labelled  agreement"]
         for d in self.digits:
             agreement = "-" if d.agreement is None else f"{d.agreement:.2f}"
             lines.append(f"{d.digit:>5}  {d.answered:>8}  {d.labelled:>8}  {agreement:>9}")
@@ -77,14 +88,15 @@ class Summary:
 
 
 def summarize(logged: Logged, since: datetime | None = None) -> Summary:
-    labelled = logged.labels >= 0
+    labelled = logged.sources == TRUSTED
     agree = labelled & (logged.labels == logged.digits)
     per_digit = [DigitFeedback(digit, int(np.sum(logged.digits == digit)),
                                int(np.sum(labelled & (logged.digits == digit))),
                                int(np.sum(agree & (logged.digits == digit))))
                  for digit in DIGITS]
     return Summary(len(logged), int(np.sum(labelled & ~agree)), int(np.sum(agree)),
-                   per_digit, since)
+                   int(np.sum(logged.sources == SUGGESTION)),
+                   int(np.sum(logged.sources == DISMISSED)), per_digit, since)
 
 
 def feedback_summary(log_dir: Path, since: datetime | None = None) -> Summary:
@@ -111,15 +123,17 @@ class Exported:
 
 
 def feedback_rows(logged: Logged) -> tuple[np.ndarray, int]:
-    """Indices of the labelled rows a batch takes, the first of each (image, label) only,
-    and how many repeats were dropped: the same image sent twice is one digit, not a
-    duplicate that the batch's duplicate check should hold against it."""
+    """Indices of the rows a batch takes: those with a trusted label (never a suggestion),
+    the first of each (image, label) only, and how many repeats were dropped: the same image
+    sent twice is one digit, not a duplicate that the batch's duplicate check should hold
+    against it."""
+    trusted = np.flatnonzero(logged.sources == TRUSTED)
     seen: dict[str, int] = {}
-    for row in np.flatnonzero(logged.labels >= 0):
+    for row in trusted:
         key = sha256_bytes(logged.images[row].tobytes(), bytes([logged.labels[row]]))
         seen.setdefault(key, int(row))
     kept = np.array(sorted(seen.values()), dtype=np.int64)
-    return kept, int(np.sum(logged.labels >= 0)) - len(kept)
+    return kept, len(trusted) - len(kept)
 
 
 @dataclass(frozen=True)
@@ -127,50 +141,56 @@ class Labelled:
     """The rows of the log a feedback batch is made of."""
 
     images: np.ndarray  # (N, 28, 28) uint8, as the model saw them
-    labels: np.ndarray  # (N,) int64, the person's latest label
+    labels: np.ndarray  # (N,) int64, the latest trusted label
     answers: np.ndarray  # (N,) int64, the digit the service answered
+    credentials: np.ndarray  # (N,) str, who gave each label: a token's name, "review:NAME"
     repeats: int  # rows dropped as byte-identical to an earlier one with the same label
-    ids: list[str]  # every labelled answer read, repeats too: what a stored batch releases
+    ids: list[str]  # every trusted answer read, repeats too: what a stored batch releases
 
 
 def read_labelled(log_dir: Path, since: datetime | None = None,
                   max_rows: int = MAX_INPUT_ROWS) -> Labelled:
-    """The labelled rows of the log at `log_dir` since `since`. DataError for no log, no
-    labelled image in it, or more than `max_rows` (what `digits add` reads)."""
+    """The trusted rows of the log at `log_dir` since `since`. DataError for no log, no
+    trusted label in it, or more than `max_rows` (what `digits add` reads)."""
     logged = read_log(log_dir, since)
     rows, repeats = feedback_rows(logged)
     if not len(rows):
         window = f" since {since:%Y-%m-%dT%H:%M:%SZ}" if since else ""
-        raise DataError(f"prediction log {log_dir}: no corrected or confirmed predictions"
-                        f"{window} ({len(logged)} answered); nothing written")
+        pending = int(np.sum(logged.sources == SUGGESTION))
+        raise DataError(f"prediction log {log_dir}: no trusted corrections or confirmations"
+                        f"{window} ({len(logged)} answered, {pending} suggestions awaiting "
+                        "`digits feedback review`); nothing written")
     if len(rows) > max_rows:
         raise DataError(f"prediction log {log_dir}: {len(rows)} labelled images, over the "
                         f"limit of {max_rows} that `digits add` reads; narrow --since")
-    return Labelled(logged.images[rows], logged.labels[rows], logged.digits[rows], repeats,
-                    logged.ids[logged.labels >= 0].tolist())
+    return Labelled(logged.images[rows], logged.labels[rows], logged.digits[rows],
+                    logged.credentials[rows], repeats,
+                    logged.ids[logged.sources == TRUSTED].tolist())
 
 
 def feedback_source(log_dir: Path, since: datetime | None = None,
                     max_rows: int = MAX_INPUT_ROWS) -> tuple[Source, list[str]]:
-    """The labelled rows of the log as a feedback batch for the checks (origin "feedback"
-    because they were read from the log here, never because a file said so), and the ids
-    of the labelled answers it holds, which the log may let go once the batch is stored."""
+    """The trusted rows of the log as a feedback batch for the checks (origin "feedback"
+    because they were read from the log here, never because a file said so), with the
+    credential of each label, and the ids of the labelled answers it holds, which the log
+    may let go once the batch is stored."""
     rows = read_labelled(log_dir, since, max_rows)
-    return Source(str(log_dir), rows.images, rows.labels, [], FEEDBACK, rows.answers), rows.ids
+    return Source(str(log_dir), rows.images, rows.labels, [], FEEDBACK, rows.answers,
+                  rows.credentials), rows.ids
 
 
 
 def export_feedback(log_dir: Path, out: Path, since: datetime | None = None,
                     force: bool = False) -> Exported:
-    """Write the corrected and confirmed images of the log since `since` to `out`, to look
-    at. A file is no batch (`digits add` refuses it), so the log keeps the labels until
+    """Write the trusted corrected and confirmed images of the log since `since` to `out`,
+    to look at. A file is no batch (`digits add` refuses it), so the log keeps the labels until
     `export --add` stores them. UsageError for an `out` that is not an .npz or exists
     (unless `force`); DataError as `read_labelled`."""
     out = Path(out)
     check_out(out, force)
     rows = read_labelled(log_dir, since)
     confirmed = rows.labels == rows.answers
-    write_batch(out, rows.images, rows.labels, confirmed, force)
+    write_batch(out, rows, confirmed, force)
     return Exported(out, int(np.sum(~confirmed)), int(np.sum(confirmed)), rows.repeats)
 
 
@@ -185,18 +205,19 @@ def check_out(out: Path, force: bool) -> None:
         raise UsageError(f"--out {out}: exists (--force replaces it)")
 
 
-def write_batch(out: Path, images: np.ndarray, labels: np.ndarray, confirmed: np.ndarray,
-                force: bool) -> None:
+def write_batch(out: Path, rows: Labelled, confirmed: np.ndarray, force: bool) -> None:
     """Written beside `out` and moved into place whole, so a kill leaves no half batch;
-    without `force` the move refuses a file that appeared meanwhile. `origin` and
-    `confirmed` say what the rows are to a reader, and make `digits add` refuse the file."""
+    without `force` the move refuses a file that appeared meanwhile. `origin`, `confirmed`
+    and `credentials` say what the rows are to a reader, and make `digits add` refuse the
+    file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     try:
         with named_errors(temporary), temporary.open("xb") as handle:
-            np.savez_compressed(handle, images=images.astype(np.uint8),
-                                labels=labels.astype(np.int64), origin=np.array(FEEDBACK),
-                                confirmed=confirmed.astype(bool))
+            np.savez_compressed(handle, images=rows.images.astype(np.uint8),
+                                labels=rows.labels.astype(np.int64), origin=np.array(FEEDBACK),
+                                confirmed=confirmed.astype(bool),
+                                credentials=rows.credentials.astype(str))
             handle.flush()
             os.fsync(handle.fileno())
         if force:

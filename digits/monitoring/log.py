@@ -8,13 +8,18 @@ the request in flight; a machine crash may lose what the OS had not flushed yet.
 
 Bounds (digits.monitoring.rotation): a writer starts a new segment past
 `LogLimits.segment_bytes`, and then deletes the oldest closed segments while they hold more
-than `LogLimits.max_bytes`. Labels are kept apart, in label files that rotate only once
-exported: the folder holds at most `max_bytes` of answers plus `label_bytes` of labels
-awaiting export, plus one open segment and label file per writing process.
+than `LogLimits.max_bytes`. Labels are kept apart, trusted ones in label files and
+suggestions in suggestion files, which rotate only once nothing in them is awaited: the
+folder holds at most `max_bytes` of answers plus `label_bytes` of trusted labels awaiting
+export and `suggestion_bytes` of suggestions awaiting review (two rooms, so that anonymous
+clients cannot fill the trusted labellers'), plus one open file of each kind per writing
+process.
 
 Corrections are records too: `correct` looks the id up in the folder's index
 (digits.monitoring.index), so it finds ids another process wrote, and writes the answer's
 prediction line again beside the label, so that the label keeps its image whatever rotates.
+Who gave a label is its credential (a token's name, or "review:NAME"); a label without one
+is a suggestion (digits.monitoring.records).
 
 numpy and the standard library only.
 """
@@ -35,11 +40,17 @@ from digits.config import NUM_CLASSES
 from digits.errors import DataError, UsageError
 from digits.monitoring.index import Index
 from digits.monitoring.records import (
+    DISMISSED,
     FORMAT,
     ID_RE,
     LABELS,
+    LABELS_RE,
     MARKER,
     SEGMENT,
+    SUGGESTION,
+    SUGGESTIONS,
+    SUGGESTIONS_RE,
+    TRUSTED,
     Correction,
     LabelsFull,
     UnknownPrediction,
@@ -61,13 +72,16 @@ class LogLimits:
     A logged image takes about 1.4 KB (the 28x28 pixels, ten probabilities, ids and time),
     so the defaults keep the last ~190,000 answers in at most 256 MiB plus one open segment
     per writing process. A label takes about 1.5 KB (its answer's copy): `label_bytes` holds
-    ~45,000 awaiting export, more than people label between exports; past it a new label is
-    refused (LabelsFull), never an older one dropped.
+    ~45,000 trusted labels awaiting export, more than people label between exports, and
+    `suggestion_bytes` ~11,000 suggestions awaiting review, more than a person reviews at a
+    sitting; past either a new label of its kind is refused (LabelsFull), never an older one
+    dropped.
     """
 
     segment_bytes: int = 8 * 2**20  # a writer starts a new segment file past this size
     max_bytes: int = 256 * 2**20  # closed segments beyond this total go, the oldest first
     label_bytes: int = 64 * 2**20  # label files awaiting export hold at most this
+    suggestion_bytes: int = 16 * 2**20  # suggestion files awaiting review hold at most this
 
     def __post_init__(self) -> None:
         if self.segment_bytes < 1:
@@ -76,8 +90,9 @@ class LogLimits:
             raise UsageError(
                 f"max_bytes {self.max_bytes} must be at least segment_bytes {self.segment_bytes}"
             )
-        if self.label_bytes < 1:
-            raise UsageError(f"label_bytes {self.label_bytes} must be at least 1")
+        for name in ("label_bytes", "suggestion_bytes"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} {getattr(self, name)} must be at least 1")
 
 
 # --- writing ------------------------------------------------------------------------
@@ -98,6 +113,7 @@ class PredictionLog:
         self._index_lock = threading.Lock()  # the index: a correction's catch-up reads files
         self._segment = OwnFile(self.folder, SEGMENT)
         self._labels = OwnFile(self.folder, LABELS)
+        self._suggestions = OwnFile(self.folder, SUGGESTIONS)
         self._index = Index(self.folder)
 
     def record(
@@ -110,36 +126,64 @@ class PredictionLog:
         data = prediction_lines(ids, stamp_now(), version, ref, pixels, scores)
         with self._lock:
             if self._segment.append(data, self.limits.segment_bytes):
-                self._labels.close()  # closed, it can be released once exported
+                self._labels.close()  # closed, they can be released once settled
+                self._suggestions.close()
                 prune(self.folder, self.limits.max_bytes)
         return ids
 
-    def correct(self, id: str, label: int) -> Correction:
-        """Record that prediction `id` was really `label`. UnknownPrediction for an id the
-        folder does not hold; a repeat of the latest (id, label) writes nothing and returns
-        the earlier Correction; a new label is recorded and the latest counts. LabelsFull
-        when the labels awaiting export fill `label_bytes`."""
+    def correct(self, id: str, label: int, credential: str | None = None) -> Correction:
+        """Record that prediction `id` was really `label`: a trusted label given by
+        `credential` (a token's name, "review:NAME"), or without one a suggestion.
+        UnknownPrediction for an id the folder does not hold. A repeat writes nothing and
+        returns the earlier Correction: the same trusted label by the same credential, or a
+        suggestion of the label last suggested (dismissed, it stays dismissed); otherwise
+        the label is recorded and the latest counts. LabelsFull when the trusted labels
+        awaiting export fill `label_bytes`, or the suggestions awaiting review
+        `suggestion_bytes`."""
         if type(label) is not int or not 0 <= label < NUM_CLASSES:  # bool is no label
             raise ValueError(f"label {label!r} must be an integer 0..{NUM_CLASSES - 1}")
-        if not isinstance(id, str) or not ID_RE.fullmatch(id):
-            raise UnknownPrediction(id)
+        check_id(id)
+        if credential is not None and (not isinstance(credential, str) or not credential):
+            raise ValueError(f"credential {credential!r} must be a name")
         with self._index_lock:  # one correction at a time; answers go on being recorded
-            digit, earlier = self._index.find(id)
-            if earlier is not None and earlier.label == label:
+            digit, trusted, suggested = self._index.find(id)
+            earlier = suggested if credential is None else trusted
+            if (earlier is not None and earlier.label == label
+                    and (credential is None or earlier.credential == credential)):
                 return earlier
-            correction = Correction(id, label, digit, now())
+            source = SUGGESTION if credential is None else TRUSTED
+            correction = Correction(id, label, digit, now(), source, credential)
             data = self._index.prediction_line(id) + correction_line(correction).encode()
-            if self._index.label_bytes() + len(data) > self.limits.label_bytes:
-                raise LabelsFull(self.limits.label_bytes)
+            own, files, limit = ((self._labels, LABELS_RE, self.limits.label_bytes)
+                                 if credential is not None else
+                                 (self._suggestions, SUGGESTIONS_RE, self.limits.suggestion_bytes))
+            if self._index.bytes_of(files) + len(data) > limit:
+                raise LabelsFull(limit, suggestions=credential is None)
             with self._lock:
-                self._labels.append(data, self.limits.segment_bytes)
-            self._index.remember(correction)
+                own.append(data, self.limits.segment_bytes)
+            self._index.take(correction)
             return correction
+
+    def dismiss(self, id: str, label: int, credential: str) -> Correction:
+        """Record that `credential` (a reviewer) refused the suggestion that prediction `id`
+        was `label`; a later suggestion of another digit stays pending. UnknownPrediction for
+        an id the folder does not hold. No room is checked: a dismissal (~150 bytes, no copy
+        of the answer) lets its suggestion leave the log."""
+        check_id(id)
+        with self._index_lock:
+            digit, _, _ = self._index.find(id)
+            dismissal = Correction(id, label, digit, now(), DISMISSED, credential)
+            with self._lock:
+                self._suggestions.append(correction_line(dismissal).encode(),
+                                         self.limits.segment_bytes)
+            self._index.take(dismissal)
+            return dismissal
 
     def close(self) -> None:
         with self._lock:
             self._segment.close()
             self._labels.close()
+            self._suggestions.close()
 
     def __enter__(self) -> Self:
         return self
@@ -148,8 +192,13 @@ class PredictionLog:
         self.close()
 
 
+def check_id(id: str) -> None:
+    if not isinstance(id, str) or not ID_RE.fullmatch(id):
+        raise UnknownPrediction(id)
+
+
 class OwnFile:
-    """The segment or label file this process appends to, locked while open (flock, shared)
+    """The segment, label or suggestion file this process appends to, locked while open (flock, shared)
     so that no other process deletes or releases it; a new one past `limit` bytes."""
 
     def __init__(self, folder: Path, prefix: str) -> None:

@@ -1,5 +1,6 @@
 """Reading the prediction log (digits.monitoring.records) as arrays: every prediction,
-oldest first, with each one's latest label, from the segments and the label files.
+oldest first, with where its label stands (trusted, a suggestion, dismissed), from the
+segments and the label and suggestion files.
 
 numpy and the standard library only.
 """
@@ -21,11 +22,15 @@ from digits.monitoring.records import (
     MARKER,
     PIXELS,
     PREDICTION,
+    SOURCES,
+    TRUSTED,
     Logged,
     complete_lines,
     format_time,
     label_files,
+    label_states,
     segment_files,
+    source_of,
 )
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def read_log(folder: Path, since: datetime | None = None) -> Logged:
     """Every prediction in the log at `folder` (at or after `since`, UTC if naive), oldest
-    first, with each one's latest label. DataError if the folder does not exist or is not a
+    first, with where its label stands (`label_states`). DataError if the folder does not exist or is not a
     prediction log, or a record in it is corrupt; a torn last line is skipped."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -54,7 +59,7 @@ def read_log(folder: Path, since: datetime | None = None) -> Logged:
             elif record["time"] >= cut and record["id"] not in seen:  # ISO UTC sorts as text
                 seen.add(record["id"])
                 predictions.append(compact(record))
-    return to_rows(predictions, latest_labels(corrections))
+    return to_rows(predictions, label_states(corrections))
 
 
 def read_segment(path: Path) -> list[dict]:
@@ -74,7 +79,7 @@ def parse_record(line: bytes, path: Path, number: int) -> dict:
         if record["kind"] == PREDICTION:
             check_prediction(record)
         elif record["kind"] == CORRECTION:
-            int(record["label"]), str(record["id"]), str(record["time"])
+            check_correction(record)
         else:
             raise ValueError(f"unknown kind {record['kind']!r}")
         return record
@@ -89,10 +94,12 @@ def check_prediction(record: dict) -> None:
         raise ValueError(f"the image is not {PIXELS} pixels")
 
 
-def latest_labels(corrections: list[dict]) -> dict[str, int]:
-    """id -> its latest label (by time; a tie goes to the later segment)."""
-    ordered = sorted(corrections, key=lambda record: record["time"])  # ISO UTC sorts as text
-    return {record["id"]: int(record["label"]) for record in ordered}
+def check_correction(record: dict) -> None:
+    int(record["label"]), str(record["id"]), str(record["time"])
+    if source_of(record) not in SOURCES:
+        raise ValueError(f"unknown source {record['source']!r}")
+    if source_of(record) == TRUSTED and not isinstance(record.get("credential"), str):
+        raise ValueError("a trusted label without its credential")
 
 
 def compact(record: dict) -> tuple:
@@ -102,7 +109,7 @@ def compact(record: dict) -> tuple:
             record["probabilities"], base64.b64decode(record["image"]))
 
 
-def to_rows(predictions: list[tuple], labels: dict[str, int]) -> Logged:
+def to_rows(predictions: list[tuple], states: dict[str, dict]) -> Logged:
     predictions.sort(key=lambda row: row[0])  # by time; stable, so a process's order is kept
     n = len(predictions)
     times, ids, versions, refs, digits, scores, pixels = (
@@ -115,5 +122,10 @@ def to_rows(predictions: list[tuple], labels: dict[str, int]) -> Logged:
         digits=np.array(digits, dtype=np.int64),
         probabilities=np.array(scores, dtype=np.float32).reshape(n, NUM_CLASSES),
         images=np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape(n, *IMAGE_SHAPE).copy(),
-        labels=np.array([labels.get(id_, -1) for id_ in ids], dtype=np.int64),
+        labels=np.array([int(states[id_]["label"]) if id_ in states else -1 for id_ in ids],
+                        dtype=np.int64),
+        sources=np.array([source_of(states[id_]) if id_ in states else "" for id_ in ids],
+                         dtype=str).reshape(n),
+        credentials=np.array([states.get(id_, {}).get("credential") or "" for id_ in ids],
+                             dtype=str).reshape(n),
     )

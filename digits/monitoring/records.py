@@ -2,18 +2,27 @@
 Lines), and the types the writer and the reader share.
 
 Layout: a log folder holds `prediction-log.json` (the marker that makes it a log), segment
-files `segment-<start ns>-<pid>-<hex>.jsonl` and label files `labels-<...>.jsonl` named
-alike, each written by one process only (a uvicorn worker, a thread pool of the service).
-Both are JSON Lines, one record a line:
+files `segment-<start ns>-<pid>-<hex>.jsonl`, label files `labels-<...>.jsonl` and
+suggestion files `suggestions-<...>.jsonl` named alike, each written by one process only (a
+uvicorn worker, a thread pool of the service), and the operator's `tokens.json`
+(digits.monitoring.tokens). The record files are JSON Lines, one record a line:
 
     {"kind": "prediction", "id", "time", "version", "ref", "digit", "probabilities": [10],
      "image": base64 of the 28x28 uint8 pixels}
-    {"kind": "correction", "id", "time", "label"}
+    {"kind": "correction", "id", "time", "label", "source", "credential"}
 
-Segments hold the answers and rotate (digits.monitoring.rotation). A label file holds
-corrections, each after a copy of its answer's prediction line, and never rotates: once
-every label in it is exported, it is renamed a segment and rotates as one. Logs written
-before label files hold their corrections in the segments; readers take both.
+A correction is a person's label for an answer, and its `source` says how far it is trusted:
+"trusted" (sent with an operator's token, `credential` its name, or accepted in `digits
+feedback review`, `credential` "review:NAME"), "suggestion" (no credential: the page and
+anonymous clients; no `credential`), or "dismissed" (a reviewer, `credential` "review:NAME",
+refused the suggestion of that label). Records written before sources have none and read as
+suggestions: no label trains a model unless someone trusted gave or reviewed it.
+
+Segments hold the answers and rotate (digits.monitoring.rotation). Label files hold trusted
+labels and suggestion files suggestions and dismissals, each label after a copy of its
+answer's prediction line; neither rotates until nothing in it is awaited (exported or
+dismissed): then it is renamed a segment and rotates as one. Logs written before label files
+hold their corrections in the segments; readers take both.
 
 numpy and the standard library only: the service, the CLI and the flows all read it.
 """
@@ -26,6 +35,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,11 +46,14 @@ from digits.config import IMAGE_SHAPE, NUM_CLASSES
 
 MARKER = "prediction-log.json"
 FORMAT = {"format": "digits prediction log", "version": 1}
-SEGMENT, LABELS = "segment", "labels"  # the files' name prefixes
+SEGMENT, LABELS, SUGGESTIONS = "segment", "labels", "suggestions"  # the files' name prefixes
 SEGMENT_RE = re.compile(r"segment-\d{20}-\d+-[0-9a-f]{8}\.jsonl")
 LABELS_RE = re.compile(r"labels-\d{20}-\d+-[0-9a-f]{8}\.jsonl")
+SUGGESTIONS_RE = re.compile(r"suggestions-\d{20}-\d+-[0-9a-f]{8}\.jsonl")
 ID_RE = re.compile(r"[0-9a-f]{32}")
 PREDICTION, CORRECTION = "prediction", "correction"
+TRUSTED, SUGGESTION, DISMISSED = "trusted", "suggestion", "dismissed"  # a correction's source
+SOURCES = (TRUSTED, SUGGESTION, DISMISSED)
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 # What the index needs of a line, read without parsing its ~1.4 KB of JSON (records are
 # written with their keys in this order).
@@ -62,12 +75,20 @@ class UnknownPrediction(KeyError):
 
 
 class LabelsFull(Exception):
-    """A label the log has no room for: those awaiting export fill LogLimits.label_bytes."""
+    """A label the log has no room for: the trusted labels awaiting export fill
+    LogLimits.label_bytes, or the suggestions awaiting review `suggestion_bytes`."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"the labels awaiting export fill their room in the prediction log ({limit} "
-            "bytes): run `digits feedback export --add` to store them, then labels are taken again")
+    def __init__(self, limit: int, suggestions: bool = False) -> None:
+        if suggestions:
+            super().__init__(
+                f"the suggestions awaiting review fill their room in the prediction log ({limit} "
+                "bytes): run `digits feedback review` (and `digits feedback export --add` for "
+                "those accepted), then suggestions are taken again")
+        else:
+            super().__init__(
+                f"the labels awaiting export fill their room in the prediction log ({limit} "
+                "bytes): run `digits feedback export --add` to store them, then labels are "
+                "taken again")
 
 
 @dataclass(frozen=True)
@@ -78,11 +99,17 @@ class Correction:
     label: int  # what the digit really is, 0..9
     digit: int  # what the model answered
     time: datetime  # UTC, to the millisecond
+    source: str = SUGGESTION  # TRUSTED, SUGGESTION, or DISMISSED (the suggestion of `label`)
+    credential: str | None = None  # who: a token's name or "review:NAME"; None: a suggestion
 
     @property
     def confirmed(self) -> bool:
         """The person agreed with the model (a confirmation, not a correction)."""
         return self.label == self.digit
+
+    @property
+    def trusted(self) -> bool:
+        return self.source == TRUSTED
 
 
 @dataclass(frozen=True)
@@ -96,7 +123,9 @@ class Logged:
     digits: np.ndarray  # (N,) int64, the answer given
     probabilities: np.ndarray  # (N, 10) float32
     images: np.ndarray  # (N, 28, 28) uint8
-    labels: np.ndarray  # (N,) int64, the person's latest label, -1 where none
+    labels: np.ndarray  # (N,) int64, the label where it stands (label_states), -1 where none
+    sources: np.ndarray  # (N,) str: TRUSTED, SUGGESTION (pending review), DISMISSED or ""
+    credentials: np.ndarray  # (N,) str: who gave a trusted label (or dismissed), else ""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -107,13 +136,15 @@ def segment_files(folder: Path) -> list[Path]:
 
 
 def label_files(folder: Path) -> list[Path]:
-    return [entry for entry in folder.iterdir() if LABELS_RE.fullmatch(entry.name)]
+    """The label and suggestion files: those kept until nothing in them is awaited."""
+    return [entry for entry in folder.iterdir()
+            if LABELS_RE.fullmatch(entry.name) or SUGGESTIONS_RE.fullmatch(entry.name)]
 
 
 def log_files(folder: Path) -> list[Path]:
-    """The segments and label files: every file that holds records."""
-    return [entry for entry in folder.iterdir()
-            if SEGMENT_RE.fullmatch(entry.name) or LABELS_RE.fullmatch(entry.name)]
+    """The segments, label and suggestion files: every file that holds records."""
+    return [entry for entry in folder.iterdir() if SEGMENT_RE.fullmatch(entry.name)
+            or LABELS_RE.fullmatch(entry.name) or SUGGESTIONS_RE.fullmatch(entry.name)]
 
 
 def file_name(prefix: str) -> str:
@@ -160,10 +191,44 @@ def prediction_lines(
 
 
 def correction_line(correction: Correction) -> str:
-    return json.dumps({
-        "kind": CORRECTION, "id": correction.id, "time": format_time(correction.time),
-        "label": correction.label,
-    }) + "\n"
+    record = {"kind": CORRECTION, "id": correction.id, "time": format_time(correction.time),
+              "label": correction.label, "source": correction.source}
+    if correction.credential is not None:
+        record["credential"] = correction.credential
+    return json.dumps(record) + "\n"
+
+
+# --- where a labelled answer stands -----------------------------------------------------
+
+
+def source_of(record: dict) -> str:
+    return record.get("source", SUGGESTION)  # written before sources: a suggestion
+
+
+def replaces(current: tuple[str, int] | None, source: str, label: int) -> bool:
+    """Whether a suggestion or a dismissal (`source`, of `label`), later than the answer's
+    current suggestion or dismissal (`current`: its source and label, None if none), takes
+    its place: a suggestion always does; a dismissal only that of the suggestion it dismisses,
+    so a suggestion of another digit made meanwhile stays pending."""
+    return source == SUGGESTION or current == (SUGGESTION, label)
+
+
+def label_states(records: Iterable[dict]) -> dict[str, dict]:
+    """id -> the correction record that says where its answer stands, from correction
+    records in any order: its latest trusted label, else its latest suggestion or that
+    suggestion's dismissal (`replaces`). The records themselves, not copies."""
+    trusted: dict[str, dict] = {}
+    suggested: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r["time"]):  # ISO UTC sorts as text; stable
+        id_, source = record["id"], source_of(record)
+        if source == TRUSTED:
+            trusted[id_] = record
+            continue
+        current = suggested.get(id_)
+        now = None if current is None else (source_of(current), current["label"])
+        if replaces(now, source, record["label"]):
+            suggested[id_] = record
+    return suggested | trusted
 
 
 def now() -> datetime:

@@ -16,7 +16,8 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
   the same model (digits.serving.protocols); GET /metrics is Prometheus text
   (digits.serving.metrics).
 - With a log folder, every image answered is logged with an id (digits.monitoring),
-  and POST /v1/feedback takes a person's label for it (digits.serving.feedback).
+  and POST /v1/feedback takes a person's label for it (digits.serving.feedback): trusted
+  with an operator's bearer token (the folder's tokens.json), else a suggestion.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from digits.config import PRODUCTION_ALIAS
 from digits.errors import RegistryError
 from digits.files import sha256_bytes
 from digits.monitoring.log import LogLimits, PredictionLog
+from digits.monitoring.tokens import TokenCheck
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.load import Predictor
@@ -98,6 +100,7 @@ def create_app(
     holder = ModelHolder(registry, ref, open_model, on_swap=metrics.count_swap)
     metrics.watch(holder)
     prediction_log = PredictionLog(Path(log_dir), log_limits) if log_dir is not None else None
+    tokens = TokenCheck(Path(log_dir)) if log_dir is not None else None
     scorer = Scorer(holder, DecodeSlots(limits), metrics, prediction_log)
     assets = read_assets()
 
@@ -129,7 +132,7 @@ def create_app(
     app.add_middleware(HostCheck, allowed_hosts=hosts)
     app.add_middleware(RecordRequests, metrics=metrics, routes=app.router.routes)
     add_protocol_routes(app, scorer)
-    add_feedback_route(app, prediction_log, scorer.slots)
+    add_feedback_route(app, prediction_log, tokens, scorer.slots)
 
     @app.get("/healthz")
     def healthz() -> dict:

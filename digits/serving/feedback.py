@@ -1,13 +1,21 @@
 """`POST /v1/feedback {"id": ..., "label": 0..9}`: what a person says a logged answer's digit
 really was, recorded in the service's prediction log (digits.monitoring.log).
 
-200 with the correction recorded (a repeat of the same label too: it writes nothing), 404
-for an id the log does not hold, 422 for a bad label or body, 413 for a body over
-FEEDBACK_MAX_BYTES, 409 when the service keeps no log (`digits serve` without `--log-dir`),
-507 when the labels awaiting `digits feedback export --add` fill their room in the log, 503 when
-the log cannot be written (disk full) or every decode slot is taken (the body is read and
-parsed within one, as a prediction's). A write like /v1/predict: the same-origin guard, Host
-check and body limit apply (they are middleware around every route).
+Sent with `Authorization: Bearer <token>`, a token the operator made (digits.monitoring.
+tokens), the label is trusted and recorded with the token's name; without Authorization (the
+page, anonymous clients) it is a suggestion, which trains nothing until a person accepts it
+in `digits feedback review`. Any other Authorization (not Bearer, a token unknown or revoked)
+is a 401 with `WWW-Authenticate: Bearer`, never taken as a suggestion: a client that meant to
+be trusted learns that it is not.
+
+200 with the correction recorded (a repeat too: it writes nothing), 404 for an id the log
+does not hold, 422 for a bad label or body, 413 for a body over FEEDBACK_MAX_BYTES, 409 when
+the service keeps no log (`digits serve` without `--log-dir`), 507 when the trusted labels
+awaiting `digits feedback export --add`, or the suggestions awaiting review, fill their room in
+the log, 503 when the log or the tokens file cannot be read or written (disk full) or every
+decode slot is taken (the body is read and parsed within one, as a prediction's). A write
+like /v1/predict: the same-origin guard, Host check and body limit apply (they are middleware
+around every route).
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from digits.config import NUM_CLASSES
+from digits.errors import DataError
 from digits.monitoring.log import PredictionLog
 from digits.monitoring.records import Correction, LabelsFull, UnknownPrediction, format_time
+from digits.monitoring.tokens import TokenCheck
 from digits.serving.documents import parse_json
 from digits.serving.errors import ApiError
 from digits.serving.inputs import DecodeSlots
@@ -53,7 +64,33 @@ def parse_feedback(document: Any) -> tuple[str, int]:
 
 def answer(correction: Correction) -> dict:
     return {"id": correction.id, "label": correction.label, "digit": correction.digit,
-            "confirmed": correction.confirmed, "time": format_time(correction.time)}
+            "confirmed": correction.confirmed, "time": format_time(correction.time),
+            "source": correction.source, "credential": correction.credential}
+
+
+def credential_of(request: Request, tokens: TokenCheck) -> str | None:
+    """The name of the request's bearer token; None without Authorization (a suggestion);
+    401 for any other Authorization, 503 if the tokens file cannot be read."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, token = get_authorization_scheme_param(header)
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "Authorization must be `Bearer <token>` with a token of the "
+                       "operator's (`digits feedback tokens add`); send none to suggest a label",
+                       headers={"WWW-Authenticate": "Bearer"})
+    try:
+        name = tokens.name_of(token)
+    except DataError as error:  # fails closed; the path stays in the service's log
+        logger.warning("feedback tokens: %s", error)
+        raise ApiError(503, "the service cannot read its tokens now: no token is taken "
+                       "(`digits feedback tokens list` says why)",
+                       headers={"Retry-After": "60"}) from None
+    if name is None:
+        raise ApiError(401, "the bearer token is not valid (unknown or revoked): ask the "
+                       "operator for one, or send none to suggest a label",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return name
 
 
 async def read_feedback(request: Request, slots: DecodeSlots) -> tuple[str, int]:
@@ -68,18 +105,20 @@ async def read_feedback(request: Request, slots: DecodeSlots) -> tuple[str, int]
         return parse_feedback(parse_json(body, slots.limits.max_images))
 
 
-def add_feedback_route(app: FastAPI, log: PredictionLog | None, slots: DecodeSlots) -> None:
+def add_feedback_route(app: FastAPI, log: PredictionLog | None, tokens: TokenCheck | None,
+                       slots: DecodeSlots) -> None:
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
-        if log is None:
+        if log is None or tokens is None:
             raise ApiError(409, NO_LOG)
+        credential = credential_of(request, tokens)  # before the body: a refusal costs little
         id_, label = await read_feedback(request, slots)
         try:
             # Off the event loop: finding an id may read the new bytes of every segment.
-            correction = await run_in_threadpool(log.correct, id_, label)
+            correction = await run_in_threadpool(log.correct, id_, label, credential)
         except UnknownPrediction as error:
             raise ApiError(404, str(error)) from None
-        except LabelsFull as error:  # kept until exported, so new ones wait for an export
+        except LabelsFull as error:  # kept until settled, so new ones wait for that
             raise ApiError(507, str(error)) from None
         except OSError as error:  # the disk's fault, not the request's; no server path shown
             logger.warning("prediction log: could not record a correction: %s", error)

@@ -169,10 +169,10 @@ def test_an_unreadable_batch_is_listed_and_adding_goes_on(cli, tmp_path):
 # --- feedback: from the prediction log only (issue 28) ----------------------------------
 
 
-def labelled_log(folder, corrected: int, confirmed: int):
-    """A log of the service's answers to 60 digits with people's labels: the first
-    `corrected` answered wrong and corrected, the next `confirmed` answered right and
-    confirmed, the rest unlabelled."""
+def labelled_log(folder, corrected: int, confirmed: int, credential: str | None = "labeller"):
+    """A log of the service's answers to 60 digits with people's labels, given with
+    `credential` (None: suggestions): the first `corrected` answered wrong and corrected, the
+    next `confirmed` answered right and confirmed, the rest unlabelled."""
     from tests.helpers.feedback import give_labels, log_answers, one_hot_answers
 
     images, truth = make_digits(60, 5, make_prototypes())
@@ -180,7 +180,7 @@ def labelled_log(folder, corrected: int, confirmed: int):
     answers[:corrected] = (answers[:corrected] + 1) % 10
     ids = log_answers(folder, images, one_hot_answers(answers))
     labelled = corrected + confirmed
-    give_labels(folder, ids[:labelled], truth[:labelled])
+    give_labels(folder, ids[:labelled], truth[:labelled], credential)
     return folder
 
 
@@ -194,6 +194,48 @@ def test_feedback_export_add_stores_the_log_s_labels_as_a_feedback_batch(cli, tm
     assert (stored.record["origin"], stored.record["source"]) == ("feedback", str(log))
     assert stored.record["checks"]["confirmed-rows"]["observed"] == 30
     assert label_files(log) == []  # stored: the log may let the labelled answers rotate
+
+
+def test_the_batch_records_which_credential_taught_which_image(cli, tmp_path):
+    """Only trusted labels are exported; the store keeps who gave each, and the log lets go
+    of what was exported or dismissed, keeping the suggestions still pending review."""
+    from digits.monitoring.log import PredictionLog
+    from digits.monitoring.reader import read_log
+
+    log = labelled_log(tmp_path / "log", corrected=20, confirmed=30)
+    logged = read_log(log)
+    rest, answers = logged.ids[50:].tolist(), logged.digits[50:].tolist()
+    with PredictionLog(log) as service:  # the page's suggestions, all wrong
+        for id_, answer in zip(rest[:5], answers[:5]):
+            service.correct(id_, (answer + 1) % 10)
+    with PredictionLog(log) as reviewer:
+        reviewer.dismiss(rest[0], (answers[0] + 1) % 10, "review:bob")
+        reviewer.correct(rest[5], answers[5], "review:bob")  # a confirmation, reviewed
+    code, out, err = cli("feedback", "export", "--add", "--log-dir", log, *setup_dirs(tmp_path))
+    assert code == 0, err
+    [stored] = accepted_batches(tmp_path / "data")
+    assert stored.record["rows"] == 51  # no suggestion among them
+    assert stored.record["credentials"] == {"labeller": 50, "review:bob": 1}
+    folder = tmp_path / "data" / "batches" / stored.id
+    credentials = np.load(folder / "credentials.npy", allow_pickle=False)
+    assert credentials.tolist() == ["labeller"] * 50 + ["review:bob"]
+    assert stored.labels[-1] == answers[5]
+    # Exported labels left; the dismissal waits with the suggestions it sits beside.
+    assert sorted(path.name.split("-")[0] for path in label_files(log)) == ["suggestions"] * 2
+    code, out, err = cli("feedback", "--log-dir", log)
+    assert code == 0 and out.splitlines()[1] == (
+        "trusted labels 51, suggestions pending review 4, dismissed 1"), err
+
+
+def test_suggestions_alone_are_no_batch(cli, tmp_path):
+    # Repro 1 of issue 28: an anonymous client's labels (there, 200 runner-up digits).
+    log = labelled_log(tmp_path / "log", corrected=20, confirmed=30, credential=None)
+    code, _, err = cli("feedback", "export", "--add", "--log-dir", log, *setup_dirs(tmp_path))
+    assert code == 4, err
+    assert ("no trusted corrections or confirmations (60 answered, 50 suggestions awaiting "
+            "`digits feedback review`)") in err.strip().splitlines()[-1]
+    assert not (tmp_path / "data" / "batches").exists() or accepted_batches(
+        tmp_path / "data") == []
 
 
 def test_feedback_export_to_a_file_keeps_the_labels_in_the_log(cli, tmp_path):

@@ -46,11 +46,15 @@ def log_answers(folder: Path, images: np.ndarray, probabilities: np.ndarray,
         return log.record(version, "production", images, probabilities)
 
 
-def give_labels(folder: Path, ids: list[str], labels) -> None:
-    """People's labels for the logged `ids` (through the log's public API, as the service)."""
+LABELLER = "labeller"  # the name of the token the tests' trusted labels come with
+
+
+def give_labels(folder: Path, ids: list[str], labels, credential: str | None = LABELLER) -> None:
+    """People's labels for the logged `ids` (through the log's public API, as the service):
+    trusted, given with `credential`, or with None suggestions."""
     with PredictionLog(folder) as log:
         for id_, label in zip(ids, labels):
-            log.correct(id_, int(label))
+            log.correct(id_, int(label), credential)
 
 
 def correct_mistakes(folder: Path, ids: list[str], answers: np.ndarray, truth: np.ndarray,

@@ -3,7 +3,9 @@ and a real `digits serve --log-dir`: serve -> log -> correct -> export --add -> 
 promote -> the service follows its alias and answers the corrected digits right.
 
 Production (v1) learns ten generated digits; people then send three of them drawn another
-way, which it often gets wrong, correct those answers and confirm the rest.
+way, which it often gets wrong, correct those answers and confirm the rest, with a token the
+operator made (`digits feedback tokens add`); an anonymous client's label is a suggestion,
+which no batch takes.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ class Loop:
                             timeout=10)
         return answer.json()["model"]["version"]
 
-    def correct(self, id: str, label: int) -> None:
+    def correct(self, id: str, label: int, token: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         answer = httpx.post(f"{self.url}/v1/feedback", json={"id": id, "label": label},
-                            timeout=10)
+                            headers=headers, timeout=10)
         assert answer.status_code == 200, answer.text
+        return answer.json()
 
 
 def test_corrected_answers_become_training_data_and_the_followed_alias_answers_them_right(
@@ -105,13 +109,21 @@ def test_corrected_answers_become_training_data_and_the_followed_alias_answers_t
         assert wrong[np.isin(labels, NEW_STYLE)].mean() > 0.3, "v1 should miss the new style"
         assert wrong[~np.isin(labels, NEW_STYLE)].mean() < 0.1
 
-        # 2. People correct the wrong answers and confirm the right ones; a repeat is harmless.
+        # 2. People correct the wrong answers and confirm the right ones, with the token the
+        #    operator gave them; a repeat is harmless. Without one, a label is a suggestion.
+        token = loop.digits("feedback", "tokens", "add", "labellers", "--log-dir",
+                            loop.logs).stdout.strip()
         for prediction, label in zip(answered, labels):
-            loop.correct(prediction["id"], int(label))
-        loop.correct(answered[0]["id"], int(labels[0]))
-        assert (read_log(loop.logs).labels == labels).all()
+            loop.correct(prediction["id"], int(label), token)
+        assert loop.correct(answered[0]["id"], int(labels[0]), token)["credential"] == "labellers"
+        (extra,) = loop.predict(images[:1])
+        suggested = loop.correct(extra["id"], (extra["digit"] + 1) % 10)
+        assert suggested["source"] == "suggestion"
+        logged = read_log(loop.logs)
+        assert (logged.labels[:-1] == labels).all() and set(logged.sources[:-1]) == {"trusted"}
         summary = loop.digits("feedback", "--log-dir", loop.logs).stdout
         assert f"corrected {wrong.sum()}" in summary, summary
+        assert "suggestions pending review 1" in summary, summary
 
         # 3. Exported to a file, the labels are there to read, and `digits add` refuses the
         #    file's claim of origin; added from the log, they are a batch the checks accept.
@@ -130,6 +142,7 @@ def test_corrected_answers_become_training_data_and_the_followed_alias_answers_t
         assert "accepted batch" in added, added
         [stored] = accepted_batches(tmp_path / "store")
         assert len(stored.images) == len(images) and stored.record["origin"] == "feedback"
+        assert stored.record["credentials"] == {"labellers": len(images)}  # not the suggestion
 
         # 4. The retrain on MNIST plus the batch is promoted; the service follows the alias.
         assert "promoted v2" in loop.retrain()

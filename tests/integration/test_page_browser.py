@@ -1,6 +1,7 @@
 """The drawing page in real headless Chromium (Selenium and the Debian chromium-driver),
 against a real `digits serve --log-dir`: a digit drawn with the mouse is answered, and a
-correction sent from the page's "Wrong? It's" buttons lands in the prediction log.
+correction sent from the page's "Wrong? It's" buttons lands in the prediction log, as a
+suggestion (the page holds no token: a person reviews it before any model learns it).
 
 Without Chromium the test is skipped with the reason, unless DIGITS_REQUIRE_BROWSER=1 (as
 .ci/run sets, after installing it), where a missing browser fails the test instead.
@@ -98,12 +99,14 @@ def test_a_digit_drawn_with_the_mouse_is_answered_and_its_correction_is_logged(
     correction = (answer + 1) % 10  # the tiny model's weights are random: any other digit
     wait.until(shown.element_to_be_clickable((By.ID, f"feedback-{correction}"))).click()
     wait.until(lambda s: str(correction) in s.find_element(By.ID, "feedback-status").text)
+    assert "suggested" in chromium.find_element(By.ID, "feedback-status").text
 
     logged = read_log(logs)
     assert len(logged.ids) >= 1, "the drawn digit was not logged"
     corrected = logged.labels != -1
     assert corrected.sum() == 1, f"one correction expected, log labels {logged.labels}"
     assert logged.labels[corrected][0] == correction
+    assert logged.sources[corrected][0] == "suggestion"
     assert logged.digits[corrected][0] == answer  # the answer the page showed
     assert logged.versions[corrected][0] == "v1"
     image = logged.images[corrected][0]

@@ -34,6 +34,7 @@ ALLOWED = {
     "digits.cli.data": set(),
     "digits.cli.reproduce": set(),
     "digits.cli.feedback": set(),
+    "digits.cli.tokens": set(),
     "digits.cli.pipeline": set(),
     "digits.errors": set(),
     "digits.registry.card": set(),
@@ -57,9 +58,11 @@ ALLOWED = {
     "digits.monitoring.records": set(),  # numpy and the standard library only
     "digits.monitoring.log": set(),  # numpy and the standard library only
     "digits.monitoring.index": set(),  # the standard library only
-    "digits.monitoring.rotation": set(),  # the standard library only
+    "digits.monitoring.rotation": set(),  # the standard library and the format's helpers
     "digits.monitoring.reader": set(),  # numpy and the standard library only
     "digits.monitoring.feedback": set(),  # numpy and the standard library only
+    "digits.monitoring.tokens": set(),  # the standard library (filelock when writing)
+    "digits.monitoring.review": set(),  # numpy and the standard library only
     "digits.monitoring.since": set(),  # the standard library only
     "digits.monitoring.traffic": set(),  # scikit-learn; Keras once a model gives features
     "digits.monitoring.traffic_report": set(),  # matplotlib

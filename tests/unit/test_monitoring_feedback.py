@@ -1,6 +1,7 @@
-"""`digits feedback`: the counts of a prediction log, `--since`, and people's labels as a
-feedback batch: read from the log for the checks (`export --add`), which judge it fairly, or
-written to a file to look at, which `digits add` refuses as a claim of origin."""
+"""`digits feedback`: the counts of a prediction log, `--since`, and people's trusted labels
+as a feedback batch: read from the log for the checks (`export --add`), which judge it
+fairly, or written to a file to look at, which `digits add` refuses as a claim of origin.
+Suggestions (labels without a credential) are counted, never exported."""
 
 import time
 from dataclasses import replace
@@ -13,7 +14,9 @@ from digits.checks.settings import BatchChecks
 from digits.data.intake import read_source
 from digits.errors import DataError, UsageError
 from digits.monitoring.feedback import export_feedback, feedback_source, feedback_summary
+from digits.monitoring.log import PredictionLog
 from tests.helpers.feedback import (
+    LABELLER,
     confusing_model,
     correct_mistakes,
     give_labels,
@@ -78,6 +81,7 @@ def test_the_feedback_batch_is_read_from_the_log_with_the_answers_given(log_dir)
     # In the log's order: the 0s (confirmed), one 1 corrected to 7, three 3s corrected to 8.
     assert source.labels.tolist() == [0, 0, 0, 7, 8, 8, 8]
     assert source.answers.tolist() == [0, 0, 0, 1, 3, 3, 3]
+    assert source.credentials.tolist() == [LABELLER] * 7
     assert source.confirmed_rows().tolist() == [True] * 3 + [False] * 4
     assert source.images.dtype == np.uint8 and source.images.shape == (7, 28, 28)
 
@@ -86,7 +90,8 @@ def test_an_exported_file_is_for_reading_and_digits_add_refuses_it(log_dir, tmp_
     exported = export_feedback(log_dir, tmp_path / "batch.npz")
     assert (exported.corrected, exported.confirmed, exported.repeats) == (4, 3, 0)
     with np.load(tmp_path / "batch.npz", allow_pickle=False) as batch:
-        assert sorted(batch.files) == ["confirmed", "images", "labels", "origin"]
+        assert sorted(batch.files) == ["confirmed", "credentials", "images", "labels", "origin"]
+        assert batch["credentials"].tolist() == [LABELLER] * 7
         assert (batch["images"] == feedback_source(log_dir)[0].images).all()
         assert batch["labels"].tolist() == [0, 0, 0, 7, 8, 8, 8]
         assert str(batch["origin"]) == "feedback"
@@ -127,8 +132,9 @@ def test_export_needs_an_npz_name(log_dir, tmp_path, name):
 def test_an_export_with_no_labels_is_a_data_error_and_writes_nothing(tmp_path):
     images, _ = make_digits(3, 3, make_prototypes())
     log_answers(tmp_path / "log", images, one_hot_answers(np.array([1, 2, 3])))
-    with pytest.raises(DataError, match=r"no corrected or confirmed predictions \(3 "
-                                        r"answered\); nothing written"):
+    with pytest.raises(DataError, match=r"no trusted corrections or confirmations \(3 "
+                                        r"answered, 0 suggestions awaiting `digits feedback "
+                                        r"review`\); nothing written"):
         export_feedback(tmp_path / "log", tmp_path / "b.npz")
     assert not (tmp_path / "b.npz").exists()
 
@@ -140,6 +146,49 @@ def test_a_missing_log_is_a_data_error(tmp_path):
         export_feedback(tmp_path / "none", tmp_path / "b.npz")
 
 
+# --- only trusted labels are exported (issue 28) --------------------------------------------
+
+
+def suggest_and_dismiss(folder) -> list[str]:
+    """Four more answers on the log at `folder`, each answered 5 and suggested 6 without a
+    credential (the page, anonymous clients): two left pending, one dismissed, one that a
+    reviewer relabels 5; their ids."""
+    images, _ = make_digits(4, 19, make_prototypes())
+    ids = log_answers(folder, images, one_hot_answers(np.array([5, 5, 5, 5])))
+    give_labels(folder, ids, [6, 6, 6, 6], credential=None)
+    with PredictionLog(folder) as reviewer:
+        reviewer.dismiss(ids[2], 6, "review:bob")
+        reviewer.correct(ids[3], 5, "review:bob")
+    return ids
+
+
+def test_suggestions_are_counted_and_never_exported(log_dir, tmp_path):
+    suggest_and_dismiss(log_dir)
+    summary = feedback_summary(log_dir).as_dict()
+    assert (summary["answered"], summary["corrected"], summary["confirmed"]) == (16, 4, 4)
+    assert summary["suggestions"] == {"pending": 2, "dismissed": 1}
+    source, ids = feedback_source(log_dir)
+    assert len(source.labels) == len(ids) == 8  # the 7 given with a token, 1 reviewed
+    assert source.labels.tolist() == [0, 0, 0, 7, 8, 8, 8, 5]  # no 6: none was trusted
+    assert source.credentials.tolist() == [LABELLER] * 7 + ["review:bob"]
+    exported = export_feedback(log_dir, tmp_path / "b.npz")
+    assert (exported.corrected, exported.confirmed) == (4, 4)
+
+
+def test_a_log_of_suggestions_only_exports_nothing(tmp_path):
+    """Repro 1 of issue 28, small: an anonymous client's labels, all wrong, are no batch."""
+    images, _ = make_digits(3, 3, make_prototypes())
+    folder = tmp_path / "log"
+    ids = log_answers(folder, images, one_hot_answers(np.array([1, 2, 3])))
+    give_labels(folder, ids, [2, 3, 4], credential=None)
+    message = (r"no trusted corrections or confirmations \(3 answered, 3 suggestions awaiting "
+               r"`digits feedback review`\)")
+    with pytest.raises(DataError, match=message):
+        feedback_source(folder)
+    with pytest.raises(DataError, match=message):
+        export_feedback(folder, tmp_path / "b.npz")
+
+
 # --- the command line -------------------------------------------------------------------
 
 
@@ -148,9 +197,10 @@ def test_feedback_prints_the_counts_and_a_table_per_digit(cli, log_dir):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "answered 12, corrected 4, confirmed 3"
-    assert lines[1].split() == ["digit", "answered", "labelled", "agreement"]
-    assert lines[2].split() == ["0", "3", "3", "1.00"]
-    assert lines[4].split() == ["2", "3", "0", "-"]
+    assert lines[1] == "trusted labels 7, suggestions pending review 0, dismissed 0"
+    assert lines[2].split() == ["digit", "answered", "labelled", "agreement"]
+    assert lines[3].split() == ["0", "3", "3", "1.00"]
+    assert lines[5].split() == ["2", "3", "0", "-"]
 
 
 def test_feedback_json_and_the_log_dir_from_the_environment(cli, log_dir, monkeypatch):
@@ -183,7 +233,7 @@ def test_feedback_export_writes_the_batch(cli, log_dir, tmp_path):
     (["feedback", "--log-dir", "{tmp}"], 4, "is not a prediction log"),
     (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/taken.npz"], 2, "exists"),
     (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/x.npz", "--since", "2999-01-01"],
-     4, "no corrected or confirmed predictions since 2999-01-01T00:00:00Z"),
+     4, "no trusted corrections or confirmations since 2999-01-01T00:00:00Z"),
     (["feedback", "export", "--log-dir", "{log}"], 2,
      "feedback export: give --out FILE.npz (to read) or --add (into the batch store)"),
     (["feedback", "export", "--log-dir", "{log}", "--out", "{tmp}/x.npz", "--add"], 2,

@@ -242,12 +242,12 @@ def test_a_labelled_answer_outlives_a_flood_until_a_batch_holds_it(folder, tmp_p
     limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)  # ~1.4 KB a record
     with PredictionLog(folder, limits) as log:
         (labelled, unlabelled) = log.record("v1", "production", mnist_like(2), scores(2))
-        log.correct(labelled, 7)
+        log.correct(labelled, 7, "alice")
         flood(log, 200)  # ~280 KB: the first segments rotate away many times over
         logged = read_log(folder)
         assert unlabelled not in logged.ids.tolist()  # rotated away, as before
         assert logged.labels[logged.ids.tolist().index(labelled)] == 7
-        assert log.correct(labelled, 2).label == 2  # still known: a person may change their mind
+        assert log.correct(labelled, 2, "alice").label == 2  # a person may change their mind
         assert folder_bytes(folder) <= limits.max_bytes + limits.segment_bytes + 10_000
     exported = export_feedback(folder, tmp_path / "batch.npz")
     assert exported.corrected + exported.confirmed == 1
@@ -266,10 +266,10 @@ def test_labels_are_released_only_once_exported_and_only_from_closed_files(folde
     limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)
     log = PredictionLog(folder, limits)
     first, second = log.record("v1", "production", mnist_like(2), scores(2))
-    log.correct(first, 1)
+    log.correct(first, 1, "alice")
     assert release_labels(folder, {first}) == 0  # its writer still appends to that file
     flood(log, 10)  # a new segment: the writer closes its label file too
-    log.correct(second, 3)
+    log.correct(second, 3, "alice")
     assert release_labels(folder, {first}) == 1
     log.close()
     assert release_labels(folder, {first}) == 0  # second's file holds an unexported label
@@ -285,14 +285,14 @@ def test_labels_awaiting_export_are_bounded_and_the_next_is_refused(folder):
     with PredictionLog(folder, limits) as log:
         ids = log.record("v1", "production", mnist_like(5), scores(5))
         for id_ in ids[:3]:  # ~1.5 KB each: a prediction's copy and its label
-            log.correct(id_, 4)
+            log.correct(id_, 4, "alice")
         with pytest.raises(LabelsFull, match="digits feedback export"):
-            log.correct(ids[3], 4)
-        assert log.correct(ids[0], 4).label == 4  # a repeat writes nothing: still answered
+            log.correct(ids[3], 4, "alice")
+        assert log.correct(ids[0], 4, "alice").label == 4  # a repeat writes nothing
     assert read_log(folder).labels.tolist() == [4, 4, 4, -1, -1]
     release_labels(folder, set(ids[:3]))
     with PredictionLog(folder, limits) as log:
-        assert log.correct(ids[3], 4).label == 4
+        assert log.correct(ids[3], 4, "alice").label == 4
 
 
 def test_another_process_finds_a_labelled_answer_after_its_segment_rotated(folder):
@@ -307,3 +307,163 @@ def test_another_process_finds_a_labelled_answer_after_its_segment_rotated(folde
         assert log.correct(labelled, 6).label == 6
     assert read_log(folder).labels.tolist()[read_log(folder).ids.tolist().index(labelled)] == 6
     assert len(label_files(folder)) == 2
+
+
+# --- sources of labels: trusted, suggested, dismissed (issue 28) ---------------------------
+
+
+def correction_records(folder: Path, prefix: str) -> list[dict]:
+    return [record for path in sorted(label_files(folder)) if path.name.startswith(prefix)
+            for record in map(json.loads, path.read_text().splitlines())
+            if record["kind"] == "correction"]
+
+
+def test_a_label_records_its_source_and_credential(folder):
+    with PredictionLog(folder) as log:
+        ids = log.record("v1", "production", mnist_like(3), scores(3))
+        trusted = log.correct(ids[0], 4, "alice")
+        suggested = log.correct(ids[1], 5)
+        log.correct(ids[2], 6)
+        dismissed = log.dismiss(ids[2], 6, "review:bob")
+    assert (trusted.source, trusted.credential, trusted.trusted) == ("trusted", "alice", True)
+    assert (suggested.source, suggested.credential, suggested.trusted) == (
+        "suggestion", None, False)
+    assert (dismissed.source, dismissed.credential) == ("dismissed", "review:bob")
+    logged = read_log(folder)
+    assert logged.labels.tolist() == [4, 5, 6]
+    assert logged.sources.tolist() == ["trusted", "suggestion", "dismissed"]
+    assert logged.credentials.tolist() == ["alice", "", "review:bob"]
+    # Trusted labels and suggestions are kept apart, each in files of their own.
+    [label] = correction_records(folder, "labels-")
+    assert (label["label"], label["source"], label["credential"]) == (4, "trusted", "alice")
+    suggestions = correction_records(folder, "suggestions-")
+    assert [(r["label"], r["source"], r.get("credential")) for r in suggestions] == [
+        (5, "suggestion", None), (6, "suggestion", None), (6, "dismissed", "review:bob")]
+    assert "credential" not in suggestions[0]
+
+
+def test_a_label_written_before_sources_reads_as_a_suggestion(folder):
+    """Old logs stay readable, and what they hold trains nothing until someone reviews it."""
+    with PredictionLog(folder) as log:
+        (id_,) = log.record("v1", "production", mnist_like(1), scores(1))
+    [segment] = segment_files(folder)
+    with segment.open("a") as handle:  # as the log wrote corrections before sources
+        handle.write(json.dumps({"kind": "correction", "id": id_,
+                                 "time": "2999-01-01T00:00:00.000Z", "label": 3}) + "\n")
+    logged = read_log(folder)
+    assert (logged.labels.tolist(), logged.sources.tolist()) == ([3], ["suggestion"])
+    with PredictionLog(folder) as log:
+        assert log.correct(id_, 3).time.year == 2999  # the same suggestion: nothing written
+    with pytest.raises(DataError, match="no trusted corrections or confirmations"):
+        export_feedback(folder, folder.parent / "b.npz")
+
+
+def test_a_trusted_label_stands_whatever_is_suggested_after_it(folder):
+    with PredictionLog(folder) as log:
+        (id_,) = log.record("v1", "production", mnist_like(1), scores(1))
+        log.correct(id_, 4, "alice")
+        time.sleep(0.002)
+        assert log.correct(id_, 7).source == "suggestion"  # recorded, not taken
+    logged = read_log(folder)
+    assert (logged.labels.tolist(), logged.sources.tolist()) == ([4], ["trusted"])
+
+
+def test_repeats_write_nothing_and_a_dismissed_suggestion_stays_dismissed(folder):
+    with PredictionLog(folder) as log:
+        first, second, third = log.record("v1", "production", mnist_like(3), scores(3))
+        alice = log.correct(first, 4, "alice")
+        assert log.correct(first, 4, "alice") == alice
+        time.sleep(0.002)
+        assert log.correct(first, 4, "bob").credential == "bob"  # who taught it changes
+        suggested = log.correct(second, 5)
+        assert log.correct(second, 5) == suggested
+        size = folder_bytes(folder)
+        time.sleep(0.002)
+        dismissed = log.dismiss(second, 5, "review:carol")
+        assert folder_bytes(folder) - size < 300  # no copy of the answer: it leaves the log
+        assert log.correct(second, 5) == dismissed  # the same claim again: still dismissed
+        log.correct(third, 1)
+        time.sleep(0.002)
+        log.correct(third, 2)
+        time.sleep(0.002)
+        log.dismiss(third, 1, "review:carol")  # dismisses 1, which 2 replaced: 2 is pending
+    with PredictionLog(folder) as other:  # another writer's index sees the same
+        assert other.correct(second, 5) == dismissed
+        time.sleep(0.002)
+        assert other.correct(second, 6).source == "suggestion"  # another digit: pending
+    logged = read_log(folder)
+    assert logged.sources.tolist() == ["trusted", "suggestion", "suggestion"]
+    assert logged.labels.tolist() == [4, 6, 2]
+    assert logged.credentials.tolist() == ["bob", "", ""]
+
+
+def test_suggestions_have_a_room_of_their_own(folder):
+    """Anonymous clients can fill the suggestions' room, never the trusted labels'."""
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000, label_bytes=5_000,
+                       suggestion_bytes=5_000)
+    with PredictionLog(folder, limits) as log:
+        ids = log.record("v1", "production", mnist_like(8), scores(8))
+        for id_ in ids[:3]:
+            log.correct(id_, 4)
+        with pytest.raises(LabelsFull, match="digits feedback review"):
+            log.correct(ids[3], 4)
+        for id_ in ids[4:7]:
+            log.correct(id_, 4, "alice")
+        with pytest.raises(LabelsFull, match="digits feedback export --add"):
+            log.correct(ids[7], 4, "alice")
+        log.dismiss(ids[0], 4, "review:bob")  # a dismissal takes no room: it makes room
+    assert release_labels(folder) == 0  # the other suggestions still await review
+    assert read_log(folder).sources.tolist() == (
+        ["dismissed", "suggestion", "suggestion", ""] + ["trusted"] * 3 + [""])
+
+
+def test_decided_suggestions_and_exported_labels_leave_the_log(folder):
+    """Dismissed and accepted suggestions, and exported labels, are released: otherwise they
+    would fill their rooms and /v1/feedback would answer 507 for good."""
+    with PredictionLog(folder) as service:
+        ids = service.record("v1", "production", mnist_like(3), scores(3))
+        service.correct(ids[0], 1)  # to be dismissed
+        service.correct(ids[1], 2)  # to be accepted
+        service.correct(ids[2], 3, "alice")  # to be exported
+    with PredictionLog(folder) as reviewer:
+        reviewer.dismiss(ids[0], 1, "review:bob")
+        reviewer.correct(ids[1], 2, "review:bob")
+    assert release_labels(folder) == 2  # the suggestions, the dismissal with them
+    assert [path.name.split("-")[0] for path in sorted(label_files(folder))] == ["labels"] * 2
+    logged = read_log(folder)  # released files are segments now, read until they rotate
+    assert logged.sources.tolist() == ["dismissed", "trusted", "trusted"]
+    assert logged.credentials.tolist() == ["review:bob", "review:bob", "alice"]
+    assert release_labels(folder, {ids[1], ids[2]}) == 2  # as `export --add` once stored
+    assert label_files(folder) == []
+
+
+def test_a_dismissal_stays_while_the_suggestion_it_dismissed_does(folder):
+    """Released alone, the dismissal would rotate away and the suggestion await review again."""
+    with PredictionLog(folder) as service:
+        first, second = service.record("v1", "production", mnist_like(2), scores(2))
+        service.correct(first, 1)
+        service.correct(second, 2)  # the same file: it waits for review
+    with PredictionLog(folder) as reviewer:
+        reviewer.dismiss(first, 1, "review:bob")
+    assert release_labels(folder) == 0
+    assert read_log(folder).sources.tolist() == ["dismissed", "suggestion"]
+    with PredictionLog(folder) as reviewer:
+        reviewer.dismiss(second, 2, "review:bob")
+    assert release_labels(folder) == 3
+    assert label_files(folder) == []
+
+
+def test_an_exported_answer_s_earlier_label_is_not_brought_back(folder):
+    """Released alone, the latest label would rotate away and the earlier one, in a file kept
+    for another answer's sake, would be exported as if it were the latest."""
+    limits = LogLimits(segment_bytes=8_000, max_bytes=30_000)
+    log = PredictionLog(folder, limits)
+    first, second = log.record("v1", "production", mnist_like(2), scores(2))
+    log.correct(first, 1, "alice")
+    log.correct(second, 3, "alice")
+    flood(log, 10)  # a new segment: the writer closes its label file
+    log.correct(first, 2, "alice")
+    log.close()
+    assert release_labels(folder, {first}) == 0  # `second` keeps the first file
+    assert read_log(folder).labels.tolist()[:2] == [2, 3]
+    assert release_labels(folder, {first, second}) == 2

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 
 from digits.data.images import load_inputs
 from digits.errors import DataError
-from digits.monitoring.feedback import export_feedback
+from digits.monitoring.feedback import export_feedback, feedback_source
 from digits.monitoring.log import LogLimits
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import log_files, segment_files
+from digits.monitoring.tokens import add_token, revoke_token
 from digits.registry.store import Registry
 from digits.serving.app import create_app, read_assets
 from tests.helpers.processes import REPO
@@ -233,27 +234,35 @@ def test_a_flood_of_answers_leaves_a_labelled_one_to_feedback_and_export(
     a correction; the correction's answer still takes feedback and is exported."""
     limits = LogLimits(segment_bytes=20_000, max_bytes=60_000)
     with serving(registry, log_dir=logs, log_limits=limits) as client:
+        trusted = bearer(add_token(logs, "alice"))
         early, labelled = predict(client, mnist_like(2)).json()["predictions"]
-        assert client.post("/v1/feedback",
-                           json={"id": labelled["id"], "label": 4}).status_code == 200
+        assert client.post("/v1/feedback", json={"id": labelled["id"], "label": 4},
+                           headers=trusted).status_code == 200
         for _ in range(20):  # 200 blank answers, ~280 KB of log
             predict(client, np.zeros((10, 28, 28), np.uint8))
         assert early["id"] not in read_log(logs).ids.tolist()  # the log did rotate
-        again = client.post("/v1/feedback", json={"id": labelled["id"], "label": 5})
+        again = client.post("/v1/feedback", json={"id": labelled["id"], "label": 5},
+                            headers=trusted)
         assert again.status_code == 200, again.text
     exported = export_feedback(logs, tmp_path / "batch.npz")
     assert exported.corrected + exported.confirmed == 1
 
 
-def test_labels_awaiting_export_past_their_bound_are_a_507(registry, logs):
-    limits = LogLimits(label_bytes=2_000)  # room for one label
+def test_labels_awaiting_export_or_review_past_their_bound_are_a_507(registry, logs):
+    limits = LogLimits(label_bytes=2_000, suggestion_bytes=2_000)  # room for one label each
     with serving(registry, log_dir=logs, log_limits=limits) as client:
+        trusted = bearer(add_token(logs, "alice"))
         first, second = predict(client, mnist_like(2)).json()["predictions"]
-        assert client.post("/v1/feedback", json={"id": first["id"], "label": 1}).status_code == 200
-        full = client.post("/v1/feedback", json={"id": second["id"], "label": 1})
-        assert full.status_code == 507, full.text
-        assert "digits feedback export" in full.json()["error"]
-        assert str(logs) not in full.text
+        for headers, next_step in (({}, "digits feedback review"),
+                                   (trusted, "digits feedback export --add")):
+            sent = client.post("/v1/feedback", json={"id": first["id"], "label": 1},
+                               headers=headers)
+            assert sent.status_code == 200, sent.text
+            full = client.post("/v1/feedback", json={"id": second["id"], "label": 1},
+                               headers=headers)
+            assert full.status_code == 507, full.text
+            assert next_step in full.json()["error"]
+            assert str(logs) not in full.text
 
 
 def test_feedback_must_be_json(client):
@@ -291,6 +300,90 @@ def test_a_worker_takes_corrections_for_another_workers_answers(registry, logs):
     assert logged.labels.tolist() == [8, 8, -1]
 
 
+# --- who may teach the model: trusted labels and suggestions (issue 28) -----------------
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_label_sent_with_an_operators_token_is_trusted_under_its_name(client, logs):
+    token = add_token(logs, "alice")
+    add_token(logs, "bob")  # several tokens at once
+    (prediction,) = predict(client, mnist_like(1)).json()["predictions"]
+    label = (prediction["digit"] + 1) % 10
+    sent = client.post("/v1/feedback", json={"id": prediction["id"], "label": label},
+                       headers=bearer(token))
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["source"], sent.json()["credential"]) == ("trusted", "alice")
+    logged = read_log(logs)
+    assert (logged.sources.tolist(), logged.credentials.tolist()) == (["trusted"], ["alice"])
+    assert token.encode() not in log_bytes(logs) + (logs / "tokens.json").read_bytes()
+    source, _ = feedback_source(logs)  # what `digits feedback export --add` takes
+    assert (source.labels.tolist(), source.credentials.tolist()) == ([label], ["alice"])
+
+
+def test_a_label_sent_without_a_token_is_a_suggestion_that_trains_nothing(client, logs):
+    """Repro 1 of issue 28, small: an anonymous client's labels reach no batch."""
+    add_token(logs, "alice")
+    (prediction,) = predict(client, mnist_like(1)).json()["predictions"]
+    label = (prediction["digit"] + 1) % 10
+    sent = client.post("/v1/feedback", json={"id": prediction["id"], "label": label})
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["source"], sent.json()["credential"]) == ("suggestion", None)
+    assert read_log(logs).sources.tolist() == ["suggestion"]
+    with pytest.raises(DataError, match="no trusted corrections or confirmations"):
+        feedback_source(logs)
+
+
+@pytest.mark.parametrize("authorization, challenge", [
+    ("Bearer " + "A" * 43, 'Bearer error="invalid_token"'),  # no such token
+    ("bearer " + "A" * 43, 'Bearer error="invalid_token"'),  # the scheme in any case
+    ("Basic YWxpY2U6c2VjcmV0", "Bearer"),  # not a bearer token
+    ("Bearer ", "Bearer"),  # no token
+    ("", "Bearer"),
+])
+def test_a_credential_that_is_not_valid_is_a_401_never_a_suggestion(
+        client, logs, authorization, challenge):
+    add_token(logs, "alice")
+    (prediction,) = predict(client, mnist_like(1)).json()["predictions"]
+    refused = client.post("/v1/feedback", json={"id": prediction["id"], "label": 3},
+                          headers={"Authorization": authorization})
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["WWW-Authenticate"] == challenge
+    assert "token" in refused.json()["error"] and "A" * 43 not in refused.text
+    assert read_log(logs).labels.tolist() == [-1]
+
+
+def test_a_revoked_token_is_refused_from_the_next_request_without_a_restart(client, logs):
+    token = add_token(logs, "alice")
+    first, second = predict(client, mnist_like(2)).json()["predictions"]
+    sent = client.post("/v1/feedback", json={"id": first["id"], "label": 1},
+                       headers=bearer(token))
+    assert sent.status_code == 200, sent.text
+    revoke_token(logs, "alice")
+    refused = client.post("/v1/feedback", json={"id": second["id"], "label": 1},
+                          headers=bearer(token))
+    assert refused.status_code == 401, refused.text
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    carol = add_token(logs, "carol")  # a token made while the service runs counts at once
+    assert client.post("/v1/feedback", json={"id": second["id"], "label": 1},
+                       headers=bearer(carol)).status_code == 200
+    assert read_log(logs).credentials.tolist() == ["alice", "carol"]
+
+
+def test_a_tokens_file_that_does_not_read_refuses_every_token_and_no_suggestion(client, logs):
+    token = add_token(logs, "alice")
+    (logs / "tokens.json").write_text("{broken")
+    (prediction,) = predict(client, mnist_like(1)).json()["predictions"]
+    refused = client.post("/v1/feedback", json={"id": prediction["id"], "label": 1},
+                          headers=bearer(token))
+    assert refused.status_code == 503 and "tokens" in refused.json()["error"]
+    assert str(logs) not in refused.text
+    assert client.post("/v1/feedback",
+                       json={"id": prediction["id"], "label": 1}).status_code == 200
+
+
 # --- the page ------------------------------------------------------------------------
 
 
@@ -301,3 +394,4 @@ def test_the_page_offers_ten_labelled_correction_buttons():
     # The buttons are made by the script, one per digit, each with a label and a stable id.
     assert "`feedback-${digit}`" in script and "aria-label" in script
     assert '"/v1/feedback"' in script
+    assert "Thanks: suggested" in script and "Authorization" not in script  # no token

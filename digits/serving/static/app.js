@@ -1,7 +1,7 @@
 // The page: draw on a canvas, send it as PNG to /v1/predict while drawing (debounced),
 // show the answer; list the registry's versions with their card and plots. When the
 // service keeps a prediction log, an answer carries an id, and "Wrong? It's [0]..[9]"
-// sends a person's label for it to /v1/feedback.
+// sends a person's label for it to /v1/feedback, as a suggestion (the page holds no token).
 // No framework and nothing loaded from elsewhere: the page works offline.
 "use strict";
 
@@ -187,7 +187,9 @@ function sendFeedback(label) {
     .then(([ok, body]) => {
       if (id !== answerId) return; // a newer answer is shown: this one's news is old
       setFeedbackEnabled(true);
-      if (ok) setFeedbackStatus(`Thanks: recorded as ${body.label}`, "small ok");
+      // The page holds no token: its labels are suggestions, which a person reviews.
+      const note = "a reviewer checks it before the model learns from it";
+      if (ok) setFeedbackStatus(`Thanks: suggested ${body.label}; ${note}`, "small ok");
       else setFeedbackStatus(body.error || "the service refused the label", "small error");
     })
     .catch((error) => {
