@@ -120,6 +120,7 @@ def test_a_leak_is_shown_beside_its_mnist_match(reference, tmp_path):
         assert f"row {row} · nearest gap 0.0000" in figure
 
 
+@pytest.mark.slow  # trains a Keras model
 def test_wrong_labels_show_a_grid_with_the_models_digit(reference, model, tmp_path):
     images, labels = good(40)
     wrong = labels.copy()
@@ -175,6 +176,7 @@ def test_the_templates_are_package_data_found_through_importlib_resources():
     assert all(any(fnmatch(f"templates/{name}", glob) for glob in shipped) for name in names)
 
 
+@pytest.mark.slow  # renders the page
 def test_the_artifact_is_the_page_as_one_html_block(reference, tmp_path):
     page, _ = page_of(reference, *faulty(), tmp_path)
     markdown = markdown_of(page)
@@ -203,6 +205,7 @@ def test_the_page_lands_in_the_batch_folder_with_it(reference, tmp_path):
     assert "report_error" not in json.loads((folder / "batch.json").read_text())
 
 
+@pytest.mark.slow  # renders the page twice
 def test_a_recheck_renders_the_page_again_with_its_verdict(reference, tmp_path):
     first, _ = stored(tmp_path, reference, *good(seed=6))
     images, labels = good()

@@ -224,6 +224,7 @@ def test_help_lists_every_command_without_prefect(module, tmp_path):
     assert "DIGITS_ARTIFACTS" in result.stdout  # the environment the commands read
 
 
+@pytest.mark.slow  # two interpreters import TensorFlow
 def test_commands_train_with_onednn_kernels_unless_the_caller_says_no(tmp_path):
     # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads; on AVX2-only CPUs it
     # would leave the faster kernels off.

@@ -57,6 +57,7 @@ def test_a_deployment_whose_folders_were_not_filled_in_is_refused():
     assert "{{ $DIGITS_DATA }}" in refused and "make deploy" in refused
 
 
+@pytest.mark.slow  # runs a flow
 def test_outside_a_deployment_run_the_caller_chooses():
     # `digits run --no-regression-check --registry X`: a person at this machine.
     check_deployment_run({**RUN, "regression_tolerance": None, "registry": Path("/tmp/r")})

@@ -458,6 +458,7 @@ def test_a_torn_history_line_is_ignored_then_dropped(registry, source):
 # --- loading with plain Keras --------------------------------------------------------
 
 
+@pytest.mark.slow  # builds and loads a Keras model
 def test_load_model_verifies_then_loads_a_real_keras_model(tmp_path, monkeypatch):
     import keras
     import numpy as np

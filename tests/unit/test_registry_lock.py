@@ -35,6 +35,7 @@ def held(tmp_path, source):
         holder.wait(timeout=10)
 
 
+@pytest.mark.slow  # waits out a lock
 def test_waiting_names_the_holder_then_gives_up_with_registry_busy(held, caplog):
     registry, holder = held
     before = snapshot_tree(registry.root / "v1")
