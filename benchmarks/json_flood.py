@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
-from serve_load import ROOT, build_registry, cpu_model, free_port, uptime, wait_ready
+from serve_load import ROOT, build_registry, cpu_model, free_port, stop, uptime, wait_ready
 
 EMPTY_LISTS = b'{"instances": [' + b"[], " * 499_990 + b"[]]}"  # 1,999,979 bytes, as the issue's
 FRACTIONS = b'{"instances": [' + b"0.5, " * 399_990 + b"0.5]}"  # 1,999,970 bytes
@@ -142,12 +142,7 @@ def measure(source: Path, registry: Path, seconds: float, work: Path) -> dict[st
         for name, (path, body) in FLOODS.items():
             results[name] = under_flood(url, path, body, seconds)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop(process)
     return results
 
 

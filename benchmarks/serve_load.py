@@ -191,6 +191,16 @@ def wait_ready(url: str, process: subprocess.Popen, workers: int, log: Path) -> 
     sys.exit(f"digits serve not ready in {STARTUP_S} s:\n{log.read_text()[-3000:]}")
 
 
+def stop(process: subprocess.Popen) -> None:
+    """The service and its workers: SIGTERM, then the whole group killed after 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system time of `pid` and its children (uvicorn's workers), alive or reaped."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -236,12 +246,7 @@ def measure(setup: Setup, registry: Path, script: Path, args, work: Path) -> Run
         result = load(url, script, args.seconds, args.connections)
         used = cpu_seconds(process.pid) - before
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop(process)
     requests = result["requests"]
     return Run(requests / (result["duration_us"] / 1e6), result["p50_us"] / 1000,
                result["p99_us"] / 1000, used / requests * 1000)
