@@ -45,10 +45,11 @@ from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.load import Predictor
 from digits.registry.store import Registry
+from digits.serving.errors import ApiError, error_response
 from digits.serving.feedback import add_feedback_route
 from digits.serving.guards import HostCheck, SameOrigin
 from digits.serving.holder import ModelHolder, hide_root, load_for_serving
-from digits.serving.inputs import ApiError, BodyLimit, DecodeSlots, error_response, read_batch
+from digits.serving.inputs import BodyLimit, DecodeSlots, read_batch
 from digits.serving.metrics import (
     MetricsEndpoint,
     RecordRequests,

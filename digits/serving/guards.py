@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from digits.serving.inputs import ApiError, error_response
+from digits.serving.errors import ApiError, error_response
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # read-only: another site's page may send these
 SAME_SITE_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page's own fetch, a typed URL

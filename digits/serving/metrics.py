@@ -31,8 +31,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.routing import BaseRoute, Match, Route
 
 from digits.config import NUM_CLASSES
+from digits.serving.errors import ApiError, error_response
 from digits.serving.holder import SWAP_FAILURE, SWAP_SUCCESS, ModelHolder
-from digits.serving.inputs import ApiError, error_response
 
 METRICS_PATH = "/metrics"
 DIGIT_LABELS = [str(digit) for digit in range(NUM_CLASSES)]
