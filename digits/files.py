@@ -76,6 +76,28 @@ def write_synced(path: Path, data: bytes, mode: int = 0o666) -> None:
         os.fsync(handle.fileno())
 
 
+def write_npz(out: Path, arrays: dict, *, compressed: bool, replace: bool) -> None:
+    """`arrays` as an .npz at `out`, written beside it and moved into place whole, so a kill
+    leaves no half file; without `replace` the move refuses a file that appeared meanwhile
+    (FileExistsError)."""
+    import numpy as np
+
+    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    save = np.savez_compressed if compressed else np.savez
+    try:
+        with named_errors(temporary), temporary.open("xb") as handle:
+            save(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(temporary, out)
+        else:  # a hard link fails where `out` exists, where a rename would replace it
+            os.link(temporary, out)
+        fsync_dir(out.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or new entry in `folder` durable, not just the files' bytes."""
     fd = os.open(folder, os.O_RDONLY)

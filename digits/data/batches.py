@@ -276,28 +276,16 @@ def remove_batch(store_dir: Path, folder: Path, out: Path | None = None) -> None
     and labels are first written there as an .npz, for `digits add` to judge it again."""
     from filelock import FileLock
 
-    from digits.files import staging_folder
+    from digits.files import staging_folder, write_npz
 
     lock_dir = Path(store_dir) / BATCHES
     lock_dir.mkdir(exist_ok=True)  # a store with quarantined batches only has none yet
     with FileLock(lock_dir / STORE_LOCK):
-        if out is not None:
-            write_npz(folder, out)
+        if out is not None:  # images and labels as `digits add` reads them
+            batch = read_batch(folder)  # DataError for a folder that no longer reads back
+            write_npz(out, {"images": batch.images, "labels": batch.labels},
+                      compressed=False, replace=True)
         # Renamed into a staging folder, removed with it: a kill leaves no half batch.
         with staging_folder(folder.parent, STAGING_PREFIX) as staging:
             folder.rename(staging / folder.name)
 
-
-def write_npz(folder: Path, out: Path) -> None:
-    """images and labels as `digits add` reads them; written beside `out`, then moved."""
-    import os
-    import uuid
-
-    batch = read_batch(folder)  # DataError for a folder that no longer reads back
-    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temporary.open("xb") as handle:
-            np.savez(handle, images=batch.images, labels=batch.labels)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -20,8 +20,6 @@ numpy and the standard library only.
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +29,7 @@ import numpy as np
 from digits.config import DIGITS, MAX_INPUT_ROWS
 from digits.data.intake import FEEDBACK, Source
 from digits.errors import DataError, UsageError
-from digits.files import fsync_dir, named_errors, sha256_bytes
+from digits.files import sha256_bytes, write_npz
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import DISMISSED, SUGGESTION, TRUSTED, Logged
 
@@ -211,27 +209,10 @@ def write_batch(out: Path, rows: Labelled, confirmed: np.ndarray, force: bool) -
     and `credentials` say what the rows are to a reader, and make `digits add` refuse the
     file."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    arrays = {"images": rows.images.astype(np.uint8), "labels": rows.labels.astype(np.int64),
+              "origin": np.array(FEEDBACK), "confirmed": confirmed.astype(bool),
+              "credentials": rows.credentials.astype(str)}
     try:
-        with named_errors(temporary), temporary.open("xb") as handle:
-            np.savez_compressed(handle, images=rows.images.astype(np.uint8),
-                                labels=rows.labels.astype(np.int64), origin=np.array(FEEDBACK),
-                                confirmed=confirmed.astype(bool),
-                                credentials=rows.credentials.astype(str))
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(temporary, out)
-        else:
-            publish_new(temporary, out)
-        fsync_dir(out.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def publish_new(temporary: Path, out: Path) -> None:
-    # A hard link fails if `out` exists, where a rename would replace it.
-    try:
-        os.link(temporary, out)
+        write_npz(out, arrays, compressed=True, replace=force)
     except FileExistsError:
         raise UsageError(f"--out {out}: exists (--force replaces it)") from None
