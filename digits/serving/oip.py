@@ -104,12 +104,13 @@ def model_config(loaded: Loaded, max_images: int) -> dict:
     }
 
 
-def read_infer(scorer: Scorer, request: Request):
-    """The inference request in a body of JSON (any or no Content-Type of JSON) or of
-    JSON and binary tensor data."""
+async def read_infer(scorer: Scorer, request: Request) -> InferRequest:
+    """The inference request in a body of JSON (with a JSON Content-Type or none) or of JSON
+    and binary tensor data."""
     check_media_type(request, (JSON_TYPE, BINARY_TYPE))
     json_length = header_length(request.headers.get(HEADER_LENGTH))
-    return scorer.read(request, lambda body, limit: parse_infer_body(body, json_length, limit))
+    return await scorer.read(request,
+                             lambda body, limit: parse_infer_body(body, json_length, limit))
 
 
 def add_oip_routes(app: FastAPI, scorer: Scorer) -> None:

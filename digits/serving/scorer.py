@@ -76,10 +76,6 @@ class Scorer:
             body = await read_body(request)
             return await run_in_threadpool(parse, body, max_images)
 
-    async def score(self, loaded: Loaded, batch: np.ndarray) -> np.ndarray:
-        """(N, 10) float32 probabilities for `batch`, counted in the metrics and logged."""
-        return (await self.answer(loaded, batch)).probabilities
-
     async def answer(self, loaded: Loaded, batch: np.ndarray) -> Answer:
         """The probabilities for `batch` and the log's ids, counted in the metrics (~5 us an
         image) and logged (~50 us an image): on the event loop for a few images (~1 ms each
