@@ -104,7 +104,7 @@ def check_shape(shape: Any, max_images: int) -> list[int]:
 def read_tensor(tensor: dict, binary: bytes, shape: list[int]) -> np.ndarray:
     """The tensor's pixels as float32, from its "data" or from the binary part."""
     datatype = tensor["datatype"]
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ApiError(400, f'inputs[0] "datatype" must be a numeric one ({", ".join(DATATYPES)}'
                        f"), got {datatype!r}")
     size = binary_size(tensor)

@@ -169,6 +169,7 @@ BAD_INFER = {
     "no data": (with_tensor(data=None), 'no "data"'),
     "a name that is not a string": (with_tensor(name=3), '"name" must be a string'),
     "a datatype that is no number": (with_tensor(datatype="BYTES"), "numeric one"),
+    "a datatype that is a list": (with_tensor(datatype=["FP32"]), "numeric one"),
     "a wrong shape": (with_tensor(shape=[1, 28, 27]), "[N, 28, 28]"),
     "a shape of strings": (with_tensor(shape=["1", 28, 28]), "[N, 28, 28]"),
     "no images": (with_tensor(shape=[0, 28, 28], data=[]), "N >= 1"),
