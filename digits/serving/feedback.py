@@ -35,7 +35,7 @@ from digits.monitoring.tokens import TokenCheck
 from digits.serving.documents import parse_json
 from digits.serving.errors import ApiError
 from digits.serving.inputs import DecodeSlots
-from digits.serving.protocols import check_json, read_body
+from digits.serving.scorer import check_json, read_body
 from digits.serving.settings import FEEDBACK_MAX_BYTES
 
 FIELDS = ("id", "label")
