@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from digits.config import DEFAULT_LOCK_TIMEOUT_S, LOG_DIR_ENV, registry_root
+from digits.config import DEFAULT_LOCK_TIMEOUT_S, LOG_DIR_ENV
 from digits.environment import PREFECT_HOME_DIR
 
 app = typer.Typer(
@@ -36,11 +36,11 @@ LIBRARY_PANEL = "Models, data and serving (no Prefect)"
 FLOWS_PANEL = "Training and new data (Prefect flows; the pipeline extra)"
 
 # Options several commands share, declared once.
+# A string, not a Path: Path would fold s3://BUCKET/PREFIX into s3:/BUCKET/PREFIX.
 RegistryOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        envvar="DIGITS_REGISTRY", show_default="./artifacts/registry", help="Registry root."
-    ),
+    Optional[str],
+    typer.Option(envvar="DIGITS_REGISTRY", show_default="./artifacts/registry",
+                 help="Registry folder, or s3://BUCKET/PREFIX (AWS_* settings)."),
 ]
 ModelOption = Annotated[str, typer.Option(help=(
     "Preset to start from: mlp (the original script), cnn (the default) or best (two"
@@ -68,10 +68,11 @@ LogDirOption = Annotated[
 ]
 
 
-def registry_of(path: Path | None):
-    from digits.registry.store import Registry
+def registry_of(location: str | None):
+    """The registry `--registry` or `$DIGITS_REGISTRY` names: a folder or s3://BUCKET/PREFIX."""
+    from digits.registry.location import open_registry
 
-    return Registry(registry_root(path))
+    return open_registry(location)
 
 
 @app.callback()
