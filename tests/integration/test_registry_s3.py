@@ -211,6 +211,29 @@ def test_a_publisher_killed_half_way_leaves_only_complete_versions(store, tmp_pa
     assert registry.names() == ["v1", "v3"]
 
 
+def test_the_gate_decides_again_when_production_moved_before_its_append(store, tmp_path):
+    """No lock: a run that decided on v1 while another run promoted a better v2 is judged
+    again on v2 when it appends, so it cannot replace a production it never compared with."""
+    url = store.url()
+    first, other = open_registry(url), open_registry(url)
+    publish(first, tmp_path, 1, accuracy=0.95)
+
+    def promote_better_meanwhile(step: str) -> None:
+        if step == "renamed":  # committed, not yet promoted
+            rule = GateRule(0.99, threshold=0.9, regression_tolerance=0.01)
+            other.promote_if(version_source(tmp_path / "better", 7), make_manifest(0.99), rule)
+
+    first._on_step = promote_better_meanwhile
+    rule = GateRule(0.96, threshold=0.9, regression_tolerance=0.01)
+    decision, version = first.promote_if(
+        version_source(tmp_path / "slow", 8), make_manifest(0.96), rule)
+
+    assert (decision.promote, version, decision.production_version) == (False, None, "v3")
+    assert first.aliases() == {"production": "v3"}
+    assert [(e["event"], e.get("to") or e["version"]) for e in first.history()] == [
+        ("promote", "v1"), ("promote", "v3"), ("publish", "v2")]
+
+
 def digits(store: Store, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "digits"), *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, **store.env, **(env or {})})
