@@ -74,7 +74,7 @@ def measure(location, work: Path, repeat: int, megabytes: int) -> dict[str, list
 
 def row(name: str, backend: str, seconds: list[float]) -> str:
     median, worst = statistics.median(seconds), max(seconds)
-    return f"| {name} | {backend} | {median * 1000:.2f} | {worst * 1000:.1f} | {len(seconds)} |"
+    return f"| {name} | {backend} | {median * 1000:.2f} | {worst * 1000:.2f} | {len(seconds)} |"
 
 
 def main(argv: list[str] | None = None) -> None:

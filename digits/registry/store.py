@@ -5,7 +5,8 @@ reads and verifies a version folder, `aliases` holds refs, aliases.json and hist
 `lock` the write lock, `manifest` the schema and the JSON, `card` each card.md, `load`
 loads a verified version, and `digits.files` does the hashing and crash-safe writes. None
 needs Prefect. The files are plain JSON, Markdown and SHA-256 sums checked against
-`manifest.schema.json`, so a registry can be read without this code as well.
+`manifest.schema.json`, so a registry can be read without this code as well. The same
+registry on S3-compatible storage is `remote.ObjectRegistry` (`location.open_registry`).
 Layout (docs/architecture.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
