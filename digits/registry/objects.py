@@ -36,7 +36,8 @@ class StoreUnavailable(EnvironmentFault):
 
 
 class ObjectStore(Protocol):
-    url: str
+    url: str  # s3://BUCKET/PREFIX
+    endpoint: str  # where it is reached (the local cache is kept per endpoint)
 
     def read(self, key: str, unless_etag: str | None = None) -> Stored | None | str: ...
 
@@ -68,6 +69,7 @@ class S3Objects:
         config = Config(connect_timeout=5, read_timeout=60,
                         retries={"max_attempts": 3, "mode": "standard"})
         self.client = boto3.session.Session().client("s3", config=config)
+        self.endpoint = self.client.meta.endpoint_url  # AWS's own when none is configured
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

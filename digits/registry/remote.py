@@ -53,11 +53,15 @@ from digits.registry.objects import (
 )
 from digits.registry.versions import list_source_files, parse_manifest, verify_version
 
+MANIFEST = f"/{MANIFEST_FILE}"
 
-def cache_root(url: str) -> Path:
-    """Where verified copies of a store's versions are kept on this machine."""
+
+def cache_root(url: str, endpoint: str = "") -> Path:
+    """Where verified copies of a store's versions are kept on this machine: per endpoint
+    too, so two stores with the same bucket and prefix never share a copy."""
     base = os.environ.get("DIGITS_REGISTRY_CACHE") or Path.home() / ".cache/digits/registry"
-    return Path(base).expanduser().resolve() / url.removeprefix("s3://").strip("/")
+    host = endpoint.split("://")[-1].strip("/").replace("/", "_").replace(":", "_") or "default"
+    return Path(base).expanduser().resolve() / host / url.removeprefix("s3://").strip("/")
 
 
 class ObjectRegistry:
@@ -67,7 +71,7 @@ class ObjectRegistry:
     def __init__(self, url: str, objects: ObjectStore | None = None) -> None:
         self.objects = objects or S3Objects(url)
         self.root = self.objects.url  # what messages name, as the folder registry's path
-        self.cache = cache_root(self.root)
+        self.cache = cache_root(self.root, self.objects.endpoint)
         self._on_step: Callable[[str], None] = lambda step: None
         self._aliases_seen: tuple[str, dict[str, str]] | None = None
         self._committed: set[str] = set()
@@ -77,8 +81,8 @@ class ObjectRegistry:
 
     def names(self) -> list[str]:
         keys = self.objects.list("v")
-        names = {k.split("/")[0] for k in keys if k.endswith(f"/{MANIFEST_FILE}")}
-        names = [n for n in names if VERSION_RE.fullmatch(n) and f"{n}/{MANIFEST_FILE}" in keys]
+        names = [k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith(MANIFEST)]
+        names = [name for name in names if VERSION_RE.fullmatch(name)]
         self._committed.update(names)
         return sorted(names, key=lambda name: int(name[1:]))
 
@@ -180,14 +184,18 @@ class ObjectRegistry:
 
     def verified_folder(self, version: str) -> Path:
         """This machine's copy of `version`, downloaded once from checked bytes and checked
-        again here on every call (a damaged copy is downloaded anew)."""
+        again on every call, with its manifest compared to the store's (a damaged or other
+        copy is downloaded anew)."""
         folder = self.cache / version
         if folder.is_dir():
             try:
                 verify_version(self.cache, version)
-                return folder
+                # One small GET: the copy must be of the manifest the store holds now.
+                if (folder / MANIFEST_FILE).read_bytes() == self._read_manifest(version)[0]:
+                    return folder
             except RegistryError:
-                shutil.rmtree(folder)
+                pass
+            shutil.rmtree(folder)
         try:
             self.fetch(version, folder)
         except (OSError, UsageError):  # another process of this machine placed it first
@@ -212,9 +220,8 @@ class ObjectRegistry:
 
     def set_alias(self, alias: str, ref: str, event: str = "promote") -> str:
         check_alias_name(alias)
-        version = self.resolve(ref)
+        version = self._verified_target(ref)
         manifest = self._manifest(version)
-        self.verify(version)
         self._check_writable()
         append_entry(self.objects, lambda history: move_entry(alias, version, event, manifest,
                                                               history), self._on_step)
@@ -230,7 +237,7 @@ class ObjectRegistry:
 
     def _verified_target(self, ref: str) -> str:
         version = self.resolve(ref)
-        self.verify(version)  # never roll production onto a damaged version
+        self.verify(version)  # never point an alias at a damaged version
         return version
 
     def _exists(self, version: str) -> bool:

@@ -10,6 +10,7 @@ within seconds and answering from its cached version while the store does not an
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -232,6 +233,24 @@ def test_the_gate_decides_again_when_production_moved_before_its_append(store, t
     assert first.aliases() == {"production": "v3"}
     assert [(e["event"], e.get("to") or e["version"]) for e in first.history()] == [
         ("promote", "v1"), ("promote", "v3"), ("publish", "v2")]
+
+
+def test_a_cached_copy_is_used_only_while_it_is_the_store_s_version(store, tmp_path):
+    """The local copy is checked on every load, and against the store's manifest: a copy
+    of another registry's v1 (intact in itself) is replaced by this one's."""
+    mine, other = open_registry(store.url()), open_registry(store.url())
+    publish(mine, tmp_path, 1)
+    publish(other, tmp_path, 2)
+    cached = mine.verified_folder("v1")
+    assert (cached / "model.onnx").read_bytes() == mine.read_file("v1", "model.onnx")
+    shutil.rmtree(cached)
+    shutil.copytree(other.verified_folder("v1"), cached)
+
+    assert mine.verified_folder("v1") == cached
+    assert (cached / "model.onnx").read_bytes() == mine.read_file("v1", "model.onnx")
+    (cached / "card.md").write_text("# edited on this machine")
+    assert load_predictor("v1", mine).version == "v1"  # downloaded anew, then loaded
+    assert (cached / "card.md").read_bytes() == mine.read_file("v1", "card.md")
 
 
 def digits(store: Store, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

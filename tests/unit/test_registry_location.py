@@ -34,7 +34,7 @@ def test_open_registry_picks_the_backend_and_passes_a_registry_through(tmp_path,
     remote = open_registry("s3://models/team/digits/")
     assert isinstance(remote, ObjectRegistry) and remote.root == "s3://models/team/digits"
     assert (remote.objects.bucket, remote.objects.prefix) == ("models", "team/digits")
-    assert remote.cache == tmp_path / "cache" / "models" / "team" / "digits"
+    assert remote.cache == tmp_path / "cache" / "127.0.0.1_9" / "models" / "team" / "digits"
     assert open_registry(remote) is remote
     folder = open_registry(tmp_path / "reg")
     assert isinstance(folder, Registry) and open_registry(folder) is folder
@@ -45,7 +45,8 @@ def test_open_registry_picks_the_backend_and_passes_a_registry_through(tmp_path,
 def test_the_cache_defaults_under_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("DIGITS_REGISTRY_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert cache_root("s3://b/p") == tmp_path / ".cache/digits/registry/b/p"
+    assert cache_root("s3://b/p", "https://s3.eu-west-1.amazonaws.com") == (
+        tmp_path / ".cache/digits/registry/s3.eu-west-1.amazonaws.com/b/p")
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])
