@@ -141,6 +141,9 @@ class _Answers:
                                                     "SignatureDoesNotMatch", "NoSuchBucket"):
                 raise StoreUnavailable(f"{self.where}: {code or status} (check the AWS "
                                        "credentials, AWS_ENDPOINT_URL and the bucket)") from error
+            if status.startswith("5"):  # the store's trouble, not the registry's content
+                raise StoreUnavailable(f"{self.where}: the store answered {code or status}"
+                                       ) from error
             raise RegistryError(f"{self.where}: the store answered {code or status}") from error
         if isinstance(error, BotoCoreError):
             raise StoreUnavailable(f"{self.where}: {error}") from error

@@ -91,7 +91,10 @@ def seaweed(folder: Path) -> Iterator[Store]:
         make_bucket(env, "registry", process, log)
         yield Store(endpoint, "registry", env)
     finally:
-        stop(process, grace=2)  # its data is thrown away: no need to wait for a clean stop
+        stop(process, grace=0.5)  # its data is thrown away: no need to wait for a clean stop
+        # weed also serves gRPC on Unix sockets at fixed /tmp paths, named by port.
+        for kind, port in (("master", master_grpc), ("volume", volume_grpc), ("s3", s3_grpc)):
+            Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def make_bucket(env: dict[str, str], bucket: str, process: subprocess.Popen, log: Path) -> None:
