@@ -12,11 +12,12 @@ from prefect import flow
 from prefect.states import Completed
 
 from digits.checks.settings import BatchChecks
-from digits.config import default_store_dir, registry_root
+from digits.config import default_store_dir
 from digits.data.batches import find_batch
 from digits.data.intake import Source, source_id
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
+from digits.registry.location import registry_location
 from flows.events import batch_event, emit
 
 with muted_stderr():  # the check task loads Keras for the production model
@@ -42,7 +43,7 @@ class Added:
 
 @flow(name="add", flow_run_name="add-{name}", validate_parameters=False)
 def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Path | None = None,
-        registry: Path | None = None, config: BatchChecks | None = None):
+        registry: str | Path | None = None, config: BatchChecks | None = None):
     config = config or BatchChecks()
     return check_and_store(read(path, config), name, store_dir, reference_dir, registry, config)
 
@@ -50,7 +51,7 @@ def add(path: Path, name: str, store_dir: Path | None = None, reference_dir: Pat
 @flow(name="add-feedback", flow_run_name="add-feedback-{name}", validate_parameters=False)
 def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
                  store_dir: Path | None = None, reference_dir: Path | None = None,
-                 registry: Path | None = None, config: BatchChecks | None = None):
+                 registry: str | Path | None = None, config: BatchChecks | None = None):
     """The trusted labels in the prediction log at `log_dir` since `since` (never its
     suggestions), as a feedback batch."""
     config = config or BatchChecks()
@@ -64,7 +65,7 @@ def add_feedback(log_dir: Path, name: str, since: datetime | None = None,
 
 
 def check_and_store(source: Source, name: str, store_dir: Path | None,
-                    reference_dir: Path | None, registry: Path | None, config: BatchChecks):
+                    reference_dir: Path | None, registry: str | Path | None, config: BatchChecks):
     """The steps both flows share, once the batch is read: its final state."""
     data = store_dir.resolve() if store_dir else default_store_dir()
     existing = find_batch(data, source_id(source))
@@ -75,7 +76,7 @@ def check_and_store(source: Source, name: str, store_dir: Path | None,
         added = Added(existing["id"], existing["name"], existing["rows"], existing["status"],
                       new=False, reason=existing.get("reason"))
         return Completed(message=added.line(), data=added)
-    root = registry_root(registry)
+    root = registry_location(registry)
     checks, compared, render = check(source, data, reference_dir, root, config)
     record, new = store(source, name, checks, compared, data, config, render)
     if new:  # an equal batch stored meanwhile by another add was announced by that add

@@ -16,12 +16,12 @@ from prefect import flow
 from prefect.states import Completed, Failed, State
 
 from digits.checks.settings import BatchChecks
-from digits.config import log_dir_of, registry_root
+from digits.config import log_dir_of
 from digits.environment import muted_stderr
 from digits.errors import ValidationFailed
 from digits.monitoring.since import DEFAULT_DRIFT_SINCE, parse_since
 from digits.monitoring.traffic import DriftChecks, TrafficDrift, answers_by_version, too_few
-from digits.registry.store import Registry
+from digits.registry.location import open_registry
 from flows.events import drift_event, emit
 
 with muted_stderr():  # the measure task loads Keras for the production model
@@ -38,7 +38,7 @@ def name_run() -> str:
 
 @flow(name="drift", flow_run_name=name_run, validate_parameters=False)
 def drift(log_dir: Path | None = None, since: str = DEFAULT_DRIFT_SINCE,
-          registry: Path | None = None, data_dir: Path | None = None,
+          registry: str | Path | None = None, data_dir: Path | None = None,
           fail_on_drift: bool = False, config: DriftChecks | None = None) -> State:
     """Compare the images answered since `since` (a duration back from now, or an ISO date)
     with MNIST train, their answers with MNIST's class shares and the answering version's
@@ -51,7 +51,7 @@ def drift(log_dir: Path | None = None, since: str = DEFAULT_DRIFT_SINCE,
         report = too_few(len(logged), start, answers_by_version(logged.versions), config)
     else:
         mnist = load_reference(Path(data_dir) if data_dir else None)
-        report, traffic = measure(logged, mnist, Registry(registry_root(registry)), start,
+        report, traffic = measure(logged, mnist, open_registry(registry), start,
                                   BatchChecks(), config)
     publish(report, traffic, folder)
     announce(report, folder)

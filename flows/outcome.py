@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from prefect import runtime
 from prefect.states import Completed, State
 
-from digits.config import registry_root
+from digits.registry.location import registry_location
 from flows.events import emit, retrain_event
 
 OUTCOME_TAGS = ("promoted", "rejected", "skipped")  # the UI shows tags on every run view
@@ -73,7 +73,7 @@ def run_namer(prefix: str):
 
 def announce(kind: str, flow, flow_run, state: State, outcome: Outcome | None = None) -> None:
     """Emit `digits.retrain.<kind>` about the run's registry (flows/events.py)."""
-    registry = registry_root(flow_run.parameters.get("registry"))
+    registry = registry_location(flow_run.parameters.get("registry"))
     emit(**retrain_event(kind, registry, {
         "flow": flow.name,
         "model": flow_run.parameters.get("model"),

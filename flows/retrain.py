@@ -13,13 +13,13 @@ from digits.config import (
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
     default_store_dir,
-    registry_root,
     train_config,
 )
 from digits.data.snapshot import run_settings
 from digits.environment import muted_stderr
 from digits.errors import DataError, UsageError
 from digits.registry.gate import check_threshold
+from digits.registry.location import registry_location
 from flows.deployed import check_deployment_run
 from flows.outcome import OUTCOME_HOOKS, run_namer, skipped
 from flows.stages import Gate, collect_data, evaluate_and_gate, prepare_data, validation_checks
@@ -38,7 +38,7 @@ def retrain(
     threshold: float = DEFAULT_THRESHOLD,
     regression_tolerance: float | None = DEFAULT_REGRESSION_TOLERANCE,
     data_dir: Path | None = None,
-    registry: Path | None = None,
+    registry: str | Path | None = None,
     min_train_rows: int | None = None,
     progress: bool = False,
     force: bool = False,
@@ -58,7 +58,7 @@ def retrain(
     check_threshold(threshold)
     config = train_config(model, **(train_overrides or {}))
     source = Path(data_dir).resolve() if data_dir else None
-    root, gate = registry_root(registry), Gate(threshold, regression_tolerance)
+    root, gate = registry_location(registry), Gate(threshold, regression_tolerance)
     store = Path(store_dir).resolve() if store_dir else default_store_dir()
     try:
         check_deployment_run({"data_dir": data_dir, "store_dir": store_dir, "registry": registry,

@@ -17,8 +17,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from digits.config import default_store_dir, registry_root
+from digits.config import default_store_dir
 from digits.errors import UsageError
+from digits.registry.location import registry_location
 from flows.events import ACCEPTED, STORE_LABEL
 
 NO_SERVER = (
@@ -63,7 +64,7 @@ ON_NEW_DATA = TriggerSettings(
 )
 # prefect.yaml's `{{ $DIGITS_DATA }}` and `{{ $DIGITS_REGISTRY }}`, as `make deploy` fills
 # them in: absolute and resolved as `digits add` resolves the store its events name.
-FOLDERS = {"store": default_store_dir, "registry": registry_root}
+FOLDERS = {"store": default_store_dir, "registry": registry_location}
 
 
 def check_cron(cron: str) -> str:

@@ -34,7 +34,6 @@ from digits.config import (
     DEFAULT_TUNE_WORKERS,
     default_artifacts_dir,
     default_store_dir,
-    registry_root,
     train_config,
 )
 from digits.environment import ENV_DEFAULTS, muted_stderr
@@ -51,6 +50,7 @@ from digits.model.tuning import (
     write_splits,
 )
 from digits.registry.gate import check_threshold
+from digits.registry.location import registry_location
 from flows.outcome import OUTCOME_HOOKS, run_namer
 from flows.stages import Gate, collect_data, evaluate_and_gate, prepare_data, validation_checks
 
@@ -182,7 +182,7 @@ def tune(
     threshold: float = DEFAULT_THRESHOLD,
     regression_tolerance: float | None = DEFAULT_REGRESSION_TOLERANCE,
     data_dir: Path | None = None,
-    registry: Path | None = None,
+    registry: str | Path | None = None,
     min_train_rows: int | None = None,
 ) -> State:
     """Tune `model` with `trials` trials of `epochs` epochs on Dask; gate the best one."""
@@ -214,7 +214,7 @@ def tune(
     best_config = trial_config(model, best.params, epochs)
     gate = Gate(threshold, regression_tolerance)
     extra = {"study": study_summary(study, storage)}
-    root = registry_root(registry)
+    root = registry_location(registry)
     return evaluate_and_gate(trained, prepared, best_config, gate, root, extra).state()
 
 

@@ -56,7 +56,7 @@ def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
                                  batch.reference_rows)
     traffic = traffic_of(logged.images, logged.digits, logged.probabilities, logged.versions,
                          images, mnist.train_labels, confidences)
-    features, on = features_of(load_production(registry.root))
+    features, on = features_of(load_production(registry))
     served = logged.images[sample_rows(len(logged), config.sample_rows)]
     report = compare(traffic, features(served), features(images), on, batch, config, since,
                      versions)

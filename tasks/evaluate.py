@@ -21,6 +21,7 @@ from digits.model.evaluate import (
 )
 from digits.model.train import TrainedModel
 from digits.registry.load import load_predictor
+from digits.registry.location import open_registry
 from digits.registry.store import Registry
 from tasks import stage
 
@@ -65,7 +66,7 @@ def evaluate_new_data(
     if not new.rows:
         return None
     evaluation, probs = evaluate_model(trained.model, new.images, new.labels)
-    version, accuracy = rescore_production(Registry(registry), new)
+    version, accuracy = rescore_production(open_registry(registry), new)
     logger = get_run_logger()
     logger.info("new-data accuracy %.4f on %d held-out batch images", evaluation.accuracy, new.rows)
     if version:

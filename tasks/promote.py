@@ -12,8 +12,8 @@ from digits.model.evaluate import Evaluation, NewDataScore
 from digits.model.train import TrainedModel
 from digits.registry.gate import Decision, GateRule
 from digits.registry.layout import MODEL_FILE
+from digits.registry.location import open_registry
 from digits.registry.manifest import describe
-from digits.registry.store import Registry
 from tasks import stage
 
 
@@ -43,7 +43,7 @@ def promote(
     registry: Path, build_dir: Path, manifest: dict, rule: GateRule
 ) -> tuple[Decision, str | None]:
     """The only task that writes to the registry, and only if the gate passes under its lock."""
-    decision, version = Registry(registry).promote_if(build_dir, manifest, rule)
+    decision, version = open_registry(registry).promote_if(build_dir, manifest, rule)
     logger = get_run_logger()
     if version:
         logger.info("promote %s to production: %s", version, decision.reason)

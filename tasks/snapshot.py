@@ -11,7 +11,7 @@ from digits.config import PRODUCTION_ALIAS
 from digits.data.batches import Batch, verified_batches
 from digits.data.ingest import Dataset
 from digits.data.snapshot import NewData, combine, data_rows, is_unchanged, take_snapshot
-from digits.registry.store import Registry
+from digits.registry.location import open_registry
 from tasks import stage
 
 
@@ -39,7 +39,7 @@ def unchanged_since(
 
     Read without the lock: a skip only avoids work, it writes nothing.
     """
-    root = Registry(registry)
+    root = open_registry(registry)
     if PRODUCTION_ALIAS not in root.aliases():
         return None
     production = root.manifest(PRODUCTION_ALIAS)

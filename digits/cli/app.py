@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from digits.config import DEFAULT_LOCK_TIMEOUT_S, LOG_DIR_ENV, registry_root
+from digits.config import DEFAULT_LOCK_TIMEOUT_S, LOG_DIR_ENV
 from digits.environment import PREFECT_HOME_DIR
 
 app = typer.Typer(
@@ -21,6 +21,9 @@ app = typer.Typer(
         "DIGITS_ARTIFACTS (GX Data Docs and tuning studies; default ./artifacts), "
         "DIGITS_LOCK_TIMEOUT (seconds a registry writer waits; "
         f"default {DEFAULT_LOCK_TIMEOUT_S:g}), "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE "
+        "(a registry at s3://BUCKET/PREFIX), DIGITS_REGISTRY_CACHE (its verified local "
+        "copies; default ~/.cache/digits/registry), "
         f"PREFECT_HOME (default ./{PREFECT_HOME_DIR}), PREFECT_API_URL (a Prefect server to "
         "report to instead of a temporary one), TF_ENABLE_ONEDNN_OPTS (default 1: "
         "TensorFlow's faster oneDNN kernels on every CPU; 0 turns them off)."
@@ -36,11 +39,11 @@ LIBRARY_PANEL = "Models, data and serving (no Prefect)"
 FLOWS_PANEL = "Training and new data (Prefect flows; the pipeline extra)"
 
 # Options several commands share, declared once.
+# A string, not a Path: Path would fold s3://BUCKET/PREFIX into s3:/BUCKET/PREFIX.
 RegistryOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        envvar="DIGITS_REGISTRY", show_default="./artifacts/registry", help="Registry root."
-    ),
+    Optional[str],
+    typer.Option(envvar="DIGITS_REGISTRY", show_default="./artifacts/registry",
+                 help="Registry folder, or s3://BUCKET/PREFIX (AWS_* settings)."),
 ]
 ModelOption = Annotated[str, typer.Option(help=(
     "Preset to start from: mlp (the original script), cnn (the default) or best (two"
@@ -68,10 +71,11 @@ LogDirOption = Annotated[
 ]
 
 
-def registry_of(path: Path | None):
-    from digits.registry.store import Registry
+def registry_of(location: str | None):
+    """The registry `--registry` or `$DIGITS_REGISTRY` names: a folder or s3://BUCKET/PREFIX."""
+    from digits.registry.location import open_registry
 
-    return Registry(registry_root(path))
+    return open_registry(location)
 
 
 @app.callback()

@@ -42,6 +42,7 @@ from digits.config import (
 from digits.environment import require_pipeline
 from digits.errors import EXIT_REJECTED
 from digits.monitoring.since import DEFAULT_DRIFT_SINCE
+from digits.registry.location import registry_location
 
 ThresholdOption = Annotated[
     float, typer.Option(help="Test accuracy a model needs to be promoted (never below 0.97).")
@@ -220,7 +221,7 @@ def schedule(
     if data_dir:
         parameters["data_dir"] = data_dir.resolve()  # the deployment runs from another folder
     if registry:
-        parameters["registry"] = registry.resolve()
+        parameters["registry"] = registry_location(registry)
     serve_retrain(name, cron or WEEKLY.cron, parameters)
 
 

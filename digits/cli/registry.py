@@ -59,6 +59,8 @@ def verify(
     checked = root.verify(ref)
     if ref is None:
         root.check_pending()
+        for leftover in root.leftovers():  # invisible to readers, so a note, not a failure
+            typer.echo(f"note: {leftover}", err=True)
     typer.echo(f"ok: {', '.join(checked) or 'empty registry'}")
 
 

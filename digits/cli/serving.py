@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from digits.cli.app import LIBRARY_PANEL, RegistryOption, app, registry_of
-from digits.config import LOG_DIR_ENV, PRODUCTION_ALIAS, registry_root
+from digits.config import LOG_DIR_ENV, PRODUCTION_ALIAS
 from digits.environment import muted_stderr
+from digits.registry.location import registry_location
 from digits.serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -67,6 +68,6 @@ def serve(
     """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
     from digits.serving.server import serve as run_server
 
-    run_server(registry_root(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes),
+    run_server(registry_location(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes),
                log_dir=log_dir.resolve() if log_dir else None, workers=workers,
                access_log=access_log)

@@ -20,8 +20,7 @@ import numpy as np
 from digits.checks import drift
 from digits.checks.settings import BatchChecks
 from digits.errors import UsageError
-from digits.registry.store import Registry
-from digits.registry.versions import version_names
+from digits.registry.location import AnyRegistry
 
 DRIFT, NO_DRIFT, TOO_FEW = "drift", "no drift", "not enough traffic"
 
@@ -208,14 +207,14 @@ def sample_rows(n: int, rows: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:rows])
 
 
-def version_confidences(registry: Registry, versions: list[str],
+def version_confidences(registry: AnyRegistry, versions: list[str],
                      test_images: np.ndarray) -> dict[str, np.ndarray]:
     """Version -> its top-class probability on each MNIST test image, for the answering
     versions still in `registry` (verified; ONNX when exported, as the service runs them).
     The manifest does not record it, so it is measured here, the same way for every one."""
     from digits.registry.load import load_predictor
 
-    present = set(version_names(registry.root))
+    present = set(registry.names())
     return {version: load_predictor(version, registry).predict(test_images).max(axis=1)
             for version in versions if version in present}
 

@@ -65,29 +65,35 @@ def check_alias_name(alias: object) -> None:
 
 def read_aliases(root: Path) -> dict[str, str]:
     path = root / ALIASES_FILE
-    if not path.exists():
-        return {}
-    aliases = parse_json(path.read_bytes(), path)
+    return parse_aliases(path.read_bytes(), path) if path.exists() else {}
+
+
+def parse_aliases(raw: bytes, where: object) -> dict[str, str]:
+    """aliases.json's bytes (a file, or an object in a store) as alias -> vN."""
+    aliases = parse_json(raw, where)
     if not isinstance(aliases, dict) or not all(
         isinstance(k, str) and is_alias_name(k) and isinstance(v, str) and VERSION_RE.fullmatch(v)
         for k, v in aliases.items()
     ):
-        raise RegistryError(f"{path}: expected an object of alias name -> vN")
+        raise RegistryError(f"{where}: expected an object of alias name -> vN")
     return aliases
 
 
 def read_history(root: Path) -> list[dict]:
     path = root / HISTORY_FILE
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
+    return parse_history(path.read_bytes(), path) if path.exists() else []
+
+
+def parse_history(raw: bytes, where: object) -> list[dict]:
+    """history.jsonl's bytes as its entries."""
+    lines = raw.split(b"\n")
     # A writer killed mid-append can leave a torn last line (no newline): not an event.
     entries = []
     for number, line in enumerate(lines[:-1], start=1):
         try:
             entries.append(json.loads(line))
         except ValueError as error:
-            raise RegistryError(f"{path}:{number}: not a JSON line ({error})") from error
+            raise RegistryError(f"{where}:{number}: not a JSON line ({error})") from error
     return entries
 
 

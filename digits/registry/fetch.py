@@ -1,13 +1,49 @@
-"""Where `digits fetch` may write: a new or empty folder, filled by one rename."""
+"""`digits fetch` from a folder registry, and where it may write: a new or empty folder,
+filled by one rename."""
 
 from __future__ import annotations
 
 import errno
 import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from digits.errors import UsageError
-from digits.files import fsync_dir
+from digits.errors import RegistryError, UsageError
+from digits.files import copy_hashed, fsync_dir, owned_folder, sha256_bytes, sweep_abandoned
+from digits.registry.layout import FETCH_PREFIX, FETCH_RE, MANIFEST_FILE, MODEL_FILE
+from digits.registry.manifest import dump_json
+
+
+def fetch_version(
+    folder: Path, manifest: dict, dest: Path, on_step: Callable[[str], None]
+) -> Path:
+    """Copy a verified version `folder` into `dest` (checked new or empty); `dest/model.keras`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Copy into a staging folder beside dest and check every checksum again while
+    # copying, so dest never receives a byte that did not match the manifest.
+    raw_manifest = dump_json(manifest)
+    expected = {MANIFEST_FILE: (sha256_bytes(raw_manifest), len(raw_manifest))}
+    expected |= {name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()}
+    with staged_beside(dest) as staging:
+        for name, digest_size in expected.items():
+            if copy_hashed(folder / name, staging / name) != digest_size:
+                raise RegistryError(f"{folder / name}: changed while being fetched")
+        on_step("fetch-staged")
+        place(staging, dest)
+    return dest / MODEL_FILE
+
+
+@contextmanager
+def staged_beside(dest: Path) -> Iterator[Path]:
+    """A new staging folder beside `dest`, owned (its `.lock` held) until the block ends and
+    removed unless renamed; a killed fetch's staging is swept by the next one there."""
+    sweep_abandoned(dest.parent, FETCH_RE, locked_only=True)
+    staging = dest.parent / f"{FETCH_PREFIX}{uuid.uuid4().hex}"
+    with owned_folder(staging):
+        staging.mkdir()
+        yield staging
 
 
 def check_dest(dest: Path) -> None:

@@ -17,14 +17,14 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from digits.config import IMAGE_SHAPE, PRODUCTION_ALIAS, registry_root
+from digits.config import IMAGE_SHAPE, PRODUCTION_ALIAS
 from digits.data.images import load_inputs
 from digits.environment import PIPELINE_HINT
 from digits.errors import RegistryError, UsageError
 from digits.files import sha256_bytes
 from digits.registry.layout import MODEL_FILE, ONNX_FILE
-from digits.registry.store import Registry
-from digits.registry.versions import read_manifest, verify_version
+from digits.registry.location import AnyRegistry, open_registry
+from digits.registry.versions import read_manifest
 
 LATEST = "latest"  # the newest version, unless an alias of that name exists
 
@@ -60,21 +60,19 @@ PREDICT_CHUNK = 1024  # images per model call: bounds the activations' memory
 
 def load_predictor(
     ref: str = PRODUCTION_ALIAS,
-    registry: Registry | Path | str | None = None,
+    registry: AnyRegistry | Path | str | None = None,
     threads: int | None = None,
 ) -> Predictor:
     """Verify `ref`'s version, then load its ONNX export if it has one, else its Keras model.
 
-    `registry`: a Registry, or its root (None: $DIGITS_REGISTRY or the default). The same
+    `registry`: a registry, its folder or s3:// URL (None: $DIGITS_REGISTRY or the default). The same
     argument order as every loader: `digits.load`, `digits.registry.load.load_model`.
     `threads`: onnxruntime's threads for one call (None: one per core).
     """
-    if not isinstance(registry, Registry):
-        registry = Registry(registry_root(registry))
+    registry = open_registry(registry)
     version = registry.resolve(ref)
-    registry.verify(version)
-    manifest = registry.manifest(version)
-    folder = registry.root / version
+    folder = registry.verified_folder(version)  # a store's: its local copy, checked
+    manifest = read_manifest(folder.parent, version)
     if ONNX_FILE in manifest["files"]:
         run = onnx_runner(folder / ONNX_FILE, manifest["files"][ONNX_FILE]["sha256"], threads)
         return Predictor(version, ref, "onnx", run, manifest)
@@ -84,7 +82,7 @@ def load_predictor(
 def load(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None) -> Predictor:
     """`digits.load`: `ref` may also be "latest", the newest version (unless an alias of that
     name exists)."""
-    store = Registry(registry_root(registry))
+    store = open_registry(registry)
     if ref == LATEST and LATEST not in store.aliases():
         versions = store.versions()
         ref = versions[-1]["version"] if versions else ref  # an empty registry: unknown alias
@@ -146,21 +144,21 @@ def load_keras(path: Path, sha256: str):
         return keras.saving.load_model(copy, safe_mode=True)
 
 
-def load_model(ref: str = PRODUCTION_ALIAS, registry: Path | str | None = None):
+def load_model(ref: str = PRODUCTION_ALIAS, registry: AnyRegistry | Path | str | None = None):
     """Verify a registry version, then load the model.keras bytes verified, with plain Keras."""
-    reg = Registry(registry_root(registry))
-    version = reg.resolve(ref)
-    manifest = verify_version(reg.root, version)
-    return load_keras(reg.root / version / MODEL_FILE, manifest["files"][MODEL_FILE]["sha256"])
+    reg = open_registry(registry)
+    folder = reg.verified_folder(reg.resolve(ref))
+    manifest = read_manifest(folder.parent, folder.name)
+    return load_keras(folder / MODEL_FILE, manifest["files"][MODEL_FILE]["sha256"])
 
 
-def load_production(registry: Path | str | None = None):
+def load_production(registry: AnyRegistry | Path | str | None = None):
     """The production Keras model (verified), or None while the registry has none: what the
     batch checks and the drift of served traffic compare with."""
-    reg = Registry(registry_root(registry))
+    reg = open_registry(registry)
     if PRODUCTION_ALIAS not in reg.aliases():
         return None
-    return load_model(PRODUCTION_ALIAS, reg.root)
+    return load_model(PRODUCTION_ALIAS, reg)
 
 
 def predict_files(model: Predictor, paths: list[Path]) -> list[tuple[str, int, float]]:

@@ -77,11 +77,16 @@ def acquire(
 
 def write_holder(path: Path) -> None:
     """Record who holds the registry lock (pid, host, command, since) for waiters to show."""
-    command = " ".join(sys.argv).replace("\n", " ")[:200]
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
     temp = path.with_name(f"{path.name}.tmp")  # only ever written under the lock
-    temp.write_bytes(dump_json({**record, "since": utc_now()}))
+    temp.write_bytes(dump_json(holder_record()))
     os.replace(temp, path)
+
+
+def holder_record() -> dict:
+    """This process as a writer names itself: pid, host, command, since."""
+    command = " ".join(sys.argv).replace("\n", " ")[:200]
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+            "since": utc_now()}
 
 
 def describe_holder(path: Path) -> str:

@@ -5,7 +5,8 @@ reads and verifies a version folder, `aliases` holds refs, aliases.json and hist
 `lock` the write lock, `manifest` the schema and the JSON, `card` each card.md, `load`
 loads a verified version, and `digits.files` does the hashing and crash-safe writes. None
 needs Prefect. The files are plain JSON, Markdown and SHA-256 sums checked against
-`manifest.schema.json`, so a registry can be read without this code as well.
+`manifest.schema.json`, so a registry can be read without this code as well. The same
+registry on S3-compatible storage is `remote.ObjectRegistry` (`location.open_registry`).
 Layout (docs/architecture.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
@@ -43,7 +44,7 @@ from typing import Protocol
 
 from digits.config import PRODUCTION_ALIAS, lock_timeout
 from digits.errors import RegistryError
-from digits.files import copy_hashed, owned_folder, sha256_bytes, sweep_abandoned
+from digits.files import copy_hashed, owned_folder, sweep_abandoned
 from digits.registry.aliases import (
     VERSION_RE,
     alias_targets,
@@ -57,17 +58,13 @@ from digits.registry.aliases import (
     read_history,
     repair_aliases,
 )
-from digits.registry.fetch import check_dest, place
+from digits.registry.fetch import check_dest, fetch_version
 from digits.registry.layout import (
     ALIAS_TEMP_PREFIX,
     ALIASES_FILE,
     BUILD_PREFIX,
     BUILD_RE,
-    FETCH_PREFIX,
-    FETCH_RE,
     HISTORY_FILE,
-    MANIFEST_FILE,
-    MODEL_FILE,
 )
 from digits.registry.lock import hold_lock
 from digits.registry.manifest import check_manifest, dump_json
@@ -175,27 +172,29 @@ class Registry:
             raise RegistryError(f"{dest}: fetch destination is inside the registry {self.root}")
         check_dest(dest)
         manifest = verify_version(self.root, version)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # Copy into a staging folder beside dest and check every checksum again while
-        # copying, so dest never receives a byte that did not match the manifest.
-        raw_manifest = dump_json(manifest)
-        expected = {MANIFEST_FILE: (sha256_bytes(raw_manifest), len(raw_manifest))}
-        expected |= {
-            name: (meta["sha256"], meta["size"]) for name, meta in manifest["files"].items()
-        }
-        # A killed fetch leaves its staging folder behind: sweep those of dead processes.
-        sweep_abandoned(dest.parent, FETCH_RE, locked_only=True)
-        staging = dest.parent / f"{FETCH_PREFIX}{uuid.uuid4().hex}"
-        with owned_folder(staging):
-            staging.mkdir()
-            for name, digest_size in expected.items():
-                if copy_hashed(self.root / version / name, staging / name) != digest_size:
-                    raise RegistryError(
-                        f"{self.root / version / name}: changed while being fetched"
-                    )
-            self._on_step("fetch-staged")
-            place(staging, dest)
-        return dest / MODEL_FILE
+        return fetch_version(self.root / version, manifest, dest, self._on_step)
+
+    def verified_folder(self, version: str) -> Path:
+        """The folder of `version`, checked file by file: what loaders read."""
+        verify_version(self.root, version)
+        return self.root / version
+
+    def read_file(self, version: str, name: str) -> bytes:
+        """One file of a version as it is now (b"" if missing or a symlink): the caller
+        checks it against the manifest."""
+        path = self.root / version / name
+        try:
+            return b"" if path.is_symlink() else path.read_bytes()
+        except OSError:
+            return b""
+
+    def names(self) -> list[str]:
+        """The versions, oldest first, without reading their manifests."""
+        return version_names(self.root)
+
+    def leftovers(self) -> list[str]:
+        """What stopped writers left: none to name here, the next writer sweeps it."""
+        return []
 
     # --- writing ---------------------------------------------------------------
 

@@ -66,7 +66,12 @@ def read_manifest(root: Path, version: str) -> dict:
             raise RegistryError(f"{link}: {SYMLINK_REFUSED}")
     if not path.is_file():
         raise RegistryError(f"{path}: missing manifest")
-    raw = path.read_bytes()
+    return parse_manifest(path.read_bytes(), path, version)
+
+
+def parse_manifest(raw: bytes, path: object, version: str) -> dict:
+    """A manifest's bytes (a file, or an object in a store), checked against its own
+    digest, the schema and the version it is stored as."""
     manifest = parse_json(raw, path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get(DIGEST_KEY), str):
         raise RegistryError(f"{path}: not a registry manifest (no {DIGEST_KEY})")
@@ -111,15 +116,8 @@ def finish_build(
     """Under the lock: number the build, write card and manifest, rename it into place."""
     names = [p.name for p in root.iterdir() if VERSION_RE.fullmatch(p.name)]
     version = f"v{max((int(n[1:]) for n in names), default=0) + 1}"
-    manifest = {**fields, "version": version, "created_at": utc_now()}
-    manifest["files"] = {name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())}
-    # The card reads the manifest as JSON records it (numpy values as plain numbers).
-    card = render_card(json.loads(dump_json(manifest))).encode()
+    manifest, card = seal(fields, version, files, build / MANIFEST_FILE)
     write_synced(build / CARD_FILE, card)
-    manifest["files"][CARD_FILE] = {"sha256": sha256_bytes(card), "size": len(card)}
-    manifest.pop(DIGEST_KEY, None)
-    manifest[DIGEST_KEY] = sha256_bytes(dump_json(manifest))
-    check_manifest(json.loads(dump_json(manifest)), build / MANIFEST_FILE)
     write_synced(build / MANIFEST_FILE, dump_json(manifest))
     for folder in {(build / name).parent for name in manifest["files"]}:
         fsync_dir(folder)
@@ -128,3 +126,19 @@ def finish_build(
     fsync_dir(root)
     on_step("renamed")
     return version
+
+
+def seal(
+    fields: dict, version: str, files: dict[str, tuple[str, int]], where: object
+) -> tuple[dict, bytes]:
+    """`version`'s manifest (with its card listed and its own digest) and the card's bytes:
+    what every backend writes for a new version, checked against the schema."""
+    manifest = {**fields, "version": version, "created_at": utc_now()}
+    manifest["files"] = {name: {"sha256": d, "size": s} for name, (d, s) in sorted(files.items())}
+    # The card reads the manifest as JSON records it (numpy values as plain numbers).
+    card = render_card(json.loads(dump_json(manifest))).encode()
+    manifest["files"][CARD_FILE] = {"sha256": sha256_bytes(card), "size": len(card)}
+    manifest.pop(DIGEST_KEY, None)
+    manifest[DIGEST_KEY] = sha256_bytes(dump_json(manifest))
+    check_manifest(json.loads(dump_json(manifest)), where)
+    return manifest, card

@@ -44,7 +44,8 @@ from digits.monitoring.tokens import TokenCheck
 from digits.registry.aliases import check_ref
 from digits.registry.layout import CARD_FILE
 from digits.registry.load import Predictor
-from digits.registry.store import Registry
+from digits.registry.location import AnyRegistry, open_registry
+from digits.registry.objects import StoreUnavailable
 from digits.serving.errors import ApiError, error_response
 from digits.serving.feedback import add_feedback_route
 from digits.serving.guards import HostCheck, SameOrigin
@@ -84,11 +85,11 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    registry: Registry | Path | str,
+    registry: AnyRegistry | Path | str,
     ref: str = PRODUCTION_ALIAS,
     limits: Limits = Limits(),
     poll_s: float = DEFAULT_POLL_S,
-    open_model: Callable[[str, Registry], Predictor] = load_for_serving,
+    open_model: Callable[[str, AnyRegistry], Predictor] = load_for_serving,
     hosts: Sequence[str] = LOOPBACK_HOSTS,
     log_dir: Path | str | None = None,
     log_limits: LogLimits = LogLimits(),
@@ -97,7 +98,7 @@ def create_app(
     alias follower runs while the app does. With `log_dir`, every image answered is logged
     there (a DataError at once if it is a folder of something else)."""
     check_ref(ref)
-    registry = registry if isinstance(registry, Registry) else Registry(registry)
+    registry = open_registry(registry)
     metrics = ServiceMetrics()
     holder = ModelHolder(registry, ref, open_model, on_swap=metrics.count_swap)
     metrics.watch(holder)
@@ -212,7 +213,7 @@ def hide_paths(value: Any) -> Any:
     return value
 
 
-def find_version(registry: Registry, ref: str) -> str:
+def find_version(registry: AnyRegistry, ref: str) -> str:
     """The version a request's ref names: malformed -> 400, unknown -> 404."""
     try:
         check_ref(ref)
@@ -225,16 +226,16 @@ def find_version(registry: Registry, ref: str) -> str:
 
 
 @contextmanager
-def registry_errors(registry: Registry) -> Iterator[None]:
+def registry_errors(registry: AnyRegistry) -> Iterator[None]:
     """A broken registry on disk is a 503, not the request's fault; the log names the file."""
     try:
         yield
-    except RegistryError as error:
+    except (RegistryError, StoreUnavailable) as error:  # damaged, or the store not answering
         log.warning("registry error: %s", error)
         raise ApiError(503, f"registry error: {hide_root(str(error), registry.root)}") from None
 
 
-def read_version_file(registry: Registry, version: str, name: str) -> Response:
+def read_version_file(registry: AnyRegistry, version: str, name: str) -> Response:
     """The card or a plot of a version: only names its manifest lists, checked byte for byte."""
     if not SERVED_FILE_RE.match(name):
         raise ApiError(404, f"{name!r}: only {CARD_FILE} and plots/*.png are served")
@@ -243,11 +244,8 @@ def read_version_file(registry: Registry, version: str, name: str) -> Response:
     expected = manifest["files"].get(name)
     if expected is None:
         raise ApiError(404, f"{version} has no file {name!r}")
-    path = registry.root / version / name
-    try:
-        data = b"" if path.is_symlink() else path.read_bytes()
-    except OSError:
-        data = b""
+    with registry_errors(registry):
+        data = registry.read_file(version, name)
     if sha256_bytes(data) != expected["sha256"]:
         raise ApiError(503, f"{version}/{name} does not match its manifest checksum")
     media_type = "text/markdown; charset=utf-8" if name == CARD_FILE else "image/png"

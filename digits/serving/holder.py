@@ -20,11 +20,12 @@ import numpy as np
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.errors import RegistryError
 from digits.registry.load import Predictor, load_predictor
-from digits.registry.store import Registry
+from digits.registry.location import AnyRegistry
+from digits.registry.objects import StoreUnavailable
 from digits.serving.settings import MODEL_THREADS
 
 
-def load_for_serving(ref: str, registry: Registry) -> Predictor:
+def load_for_serving(ref: str, registry: AnyRegistry) -> Predictor:
     """A version as the HTTP service runs it: onnxruntime on MODEL_THREADS threads."""
     return load_predictor(ref, registry, threads=MODEL_THREADS)
 
@@ -49,9 +50,9 @@ class ModelHolder:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: AnyRegistry,
         ref: str,
-        open_model: Callable[[str, Registry], Predictor] = load_for_serving,
+        open_model: Callable[[str, AnyRegistry], Predictor] = load_for_serving,
         retry_failed_s: float = RETRY_FAILED_S,
         on_swap: Callable[[str], None] = lambda outcome: None,
     ) -> None:
@@ -74,7 +75,7 @@ class ModelHolder:
         """Load the ref's current target if it changed; keep the old model when it fails."""
         try:
             target = self.registry.resolve(self.ref)
-        except RegistryError as error:
+        except (RegistryError, StoreUnavailable) as error:  # the store may be unreachable
             self._report(f"cannot resolve {self.ref!r}: {error}")
             return
         if self.loaded and self.loaded.predictor.version == target:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from digits.registry.gate import GateRule
-from digits.registry.store import Registry
+from digits.registry.location import open_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def pause_at(step: str, signal_file: Path, go_file: Path | None):
 
 
 def run(args: argparse.Namespace) -> str:
-    registry = Registry(args.root)
+    registry = open_registry(args.root)  # a folder or s3://BUCKET/PREFIX
     if args.pause:
         step, signal_file, *go_file = args.pause
         registry._on_step = pause_at(step, Path(signal_file), Path(go_file[0]) if go_file else None)

@@ -47,6 +47,11 @@ ALLOWED = {
     "digits.registry.layout": set(),
     "digits.registry.lock": set(),
     "digits.registry.versions": set(),
+    # The object-store registry: boto3 only inside S3Objects, when a store is named.
+    "digits.registry.location": set(),
+    "digits.registry.objects": set(),
+    "digits.registry.remote": set(),
+    "digits.registry.commits": set(),
     "digits.files": set(),
     "digits.data.batches": set(),
     "digits.data.check_record": set(),  # the standard library only (and the checks' version)

@@ -515,8 +515,8 @@ def test_the_keras_loaders_load_the_bytes_they_verified(tmp_path, monkeypatch):
         model.write_bytes((tmp_path / "other.keras").read_bytes())
         return manifest
 
-    monkeypatch.setattr(store, "verify_version", verify_then_swap)  # load_predictor's check
-    monkeypatch.setattr("digits.registry.load.verify_version", verify_then_swap)  # load_model's
+    # Both loaders verify through Registry.verified_folder, which checks with store's import.
+    monkeypatch.setattr(store, "verify_version", verify_then_swap)
     with pytest.raises(RegistryError, match=f"{model}: changed since it was verified"):
         load_model("v1", registry=registry.root)
     model.write_bytes(original)
