@@ -24,6 +24,19 @@ def pytest_configure(config: pytest.Config) -> None:
     home = tempfile.mkdtemp(prefix=f"digits-tests-prefect-{worker}-")
     os.environ["PREFECT_HOME"] = home
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+    share_the_cores()
+
+
+def share_the_cores() -> None:
+    """TensorFlow sizes its thread pools to every core, in each pytest worker and in each
+    process a test starts: with a worker per core they spin against each other. So each
+    worker's TensorFlow gets its share of the cores, as `digits tune` gives each Dask worker
+    (one model-test file took 8% fewer CPU-seconds this way); a caller's setting wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(share))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
