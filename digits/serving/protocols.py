@@ -34,6 +34,7 @@ from digits.serving.errors import ApiError
 from digits.serving.holder import Loaded, ModelHolder
 from digits.serving.inputs import DecodeSlots
 from digits.serving.metrics import ServiceMetrics
+from digits.serving.openapi import INFER_BODY, INVOCATIONS_BODY, errors, json_body
 
 MODEL_NAME = "digits"  # the one model name OIP clients address
 DATATYPES = ("UINT8", "FP32")  # the input datatypes infer accepts
@@ -259,23 +260,24 @@ def add_protocol_routes(app: FastAPI, scorer: Scorer) -> None:
     def live() -> dict:
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", responses=errors(503))
     def ready() -> dict:
         scorer.loaded()
         return {"ready": True}
 
-    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}", responses=errors(404, 503))
     def metadata(name: str) -> dict:
         check_model(name)
         return model_metadata(scorer.loaded())
 
-    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/ready", responses=errors(404, 503))
     def model_ready(name: str) -> dict:
         check_model(name)
         scorer.loaded()
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", responses=errors(400, 404, 413, 415, 503),
+              openapi_extra=json_body(INFER_BODY))
     async def infer(name: str, request: Request) -> JSONResponse:
         check_model(name)
         loaded = scorer.loaded()
@@ -284,7 +286,8 @@ def add_protocol_routes(app: FastAPI, scorer: Scorer) -> None:
         return JSONResponse(infer_answer(loaded.predictor.version, answer.probabilities,
                                          inference), headers=answer.headers())
 
-    @app.post("/invocations")
+    @app.post("/invocations", responses=errors(400, 413, 415, 503),
+              openapi_extra=json_body(INVOCATIONS_BODY))
     async def invocations(request: Request) -> JSONResponse:
         loaded = scorer.loaded()
         batch = await scorer.read_json(request, parse_invocation)
@@ -292,7 +295,7 @@ def add_protocol_routes(app: FastAPI, scorer: Scorer) -> None:
         return JSONResponse({"predictions": answer.probabilities.tolist()},
                             headers=answer.headers())
 
-    @app.get("/ping")
+    @app.get("/ping", responses=errors(503))
     def ping() -> dict:
         scorer.loaded()
         return {"status": "ok"}

@@ -1,0 +1,209 @@
+"""The service's OpenAPI document (GET /openapi.json), true to what each route answers.
+
+The routes read their bodies themselves, bounded and within a decode slot (digits.serving.
+inputs and documents), so FastAPI sees no body to describe: a route declares its body with
+`body(...)` (its `openapi_extra`) and the refusals it answers with `errors(...)` (its
+`responses`), each in the one shape of every refusal, {"error": "..."} (digits.serving.
+errors). `describe` adds what middleware answers around the routes: a foreign Host (400),
+a cross-site write (403), a body over the limit (413), FastAPI's own parameter check (422,
+answered in that shape too), and GET /metrics. tests/integration/test_serve.py runs
+schemathesis on the document of a real `digits serve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from digits.config import IMAGE_SHAPE
+from digits.serving.settings import DEFAULT_MAX_IMAGES
+
+JSON = "application/json"
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+WRITES = ("post", "put", "patch", "delete")
+# What each refusal means, in every route's document; a route names the ones it answers.
+REASONS = {
+    400: "bad request: content that is not what the route reads (the error names it)",
+    401: "the Authorization header is not a valid bearer token",
+    403: "a write from another site's page",
+    404: "no such model, version, file or answer",
+    409: "the service keeps no prediction log",
+    413: f"over a limit: the body's bytes, {DEFAULT_MAX_IMAGES} images a request, an "
+         "image's pixels",
+    415: "a Content-Type the route does not read",
+    422: "the content is well formed but not valid (the error names the field)",
+    503: "no verified model in service yet, every decode slot busy (Retry-After), or the "
+         "registry or log unreadable",
+    507: "the log's room for labels awaiting export or review is full",
+}
+# A ref in a path: a version vN, or an alias name that is not v and digits
+# (digits.registry.aliases.check_ref), without lookahead, which Hypothesis' regex
+# strategies (schemathesis) cannot generate from.
+REF_PATTERN = r"^(v[1-9][0-9]*|v|[a-uw-z][a-z0-9_-]*|v[0-9]*[a-z_-][a-z0-9_-]*)$"
+# Path parameters' schemas by name: the routes take them as plain strings and answer a
+# malformed one with their own 400.
+PATH_PARAMETERS = {"ref": {"type": "string", "pattern": REF_PATTERN,
+                           "description": "a version (v3) or an alias (production)"}}
+PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
+ROWS, COLUMNS = IMAGE_SHAPE
+# Schemas the routes' bodies refer to, added to the document's components.
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object", "required": ["error"], "additionalProperties": False,
+        "properties": {"error": {"type": "string", "description": "one line naming the problem"}},
+    },
+    "Image": {
+        "description": f"{ROWS} rows of {COLUMNS} pixels, 0 (background) to 255 (ink), as MNIST",
+        "type": "array", "minItems": ROWS, "maxItems": ROWS,
+        "items": {"type": "array", "minItems": COLUMNS, "maxItems": COLUMNS, "items": PIXEL},
+    },
+    "Pixels": {
+        "description": "pixel values 0..255, flat or nested to any depth",
+        "type": "array",
+        "items": {"anyOf": [PIXEL, {"$ref": "#/components/schemas/Pixels"}]},
+    },
+}
+
+
+def images(description: str) -> dict[str, Any]:
+    """A non-empty list of 28x28 images (at most DEFAULT_MAX_IMAGES: 413 beyond)."""
+    return {"type": "array", "minItems": 1, "description": description,
+            "items": {"$ref": "#/components/schemas/Image"}}
+
+
+# --- the routes' bodies ----------------------------------------------------------------
+
+PREDICT_BODY = {
+    JSON: {"type": "object", "required": ["instances"],
+           "properties": {"instances": images("the images, as pixel arrays")}},
+    "multipart/form-data": {
+        "schema": {"type": "object", "required": ["file"], "properties": {"file": {
+            "type": "array", "minItems": 1, "description": "PNG or JPEG images, any size up "
+            "to the pixel limit, either polarity", "items": {"type": "string", "format": "binary"},
+        }}},
+        "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
+    },
+}
+TENSOR = {
+    "type": "object", "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "minItems": 3, "items": False,
+                  "prefixItems": [{"type": "integer", "minimum": 1, "maximum": DEFAULT_MAX_IMAGES},
+                                  {"const": ROWS}, {"const": COLUMNS}]},
+        "datatype": {"enum": ["UINT8", "FP32"]},
+        "data": {"$ref": "#/components/schemas/Pixels",
+                 "description": "shape[0] x 784 values, row-major; integers for UINT8"},
+    },
+}
+INFER_BODY = {
+    "type": "object", "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string", "description": "echoed in the answer"},
+        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": TENSOR},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"enum": ["probabilities", "digit"]}}}},
+    },
+}
+INVOCATIONS_BODY = {"oneOf": [
+    {"type": "object", "required": [key], "additionalProperties": False,
+     "properties": {key: images("MLflow's tensor input: the images")}}
+    for key in ("instances", "inputs")
+]}
+FEEDBACK_BODY = {
+    "type": "object", "required": ["id", "label"], "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "description": "an answer's id (X-Request-ID, or each "
+               "prediction's \"id\" from /v1/predict)"},
+        "label": {"type": "integer", "minimum": 0, "maximum": 9},
+    },
+}
+
+
+# --- declaring them -------------------------------------------------------------------
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: each status it may refuse with, as {"error": "..."}."""
+    return {status: {"description": REASONS[status], "content": {JSON: {"schema": ERROR_REF}}}
+            for status in statuses}
+
+
+def texts(*kinds: str, png: str | None = None) -> dict[str, Any]:
+    """A response's content: text in each of `kinds` (parameters such as charset dropped),
+    and a binary image of type `png`."""
+    content: dict[str, Any] = {kind.split(";")[0]: {"schema": {"type": "string"}} for kind in kinds}
+    if png:
+        content[png] = {"schema": {"type": "string", "format": "binary"}}
+    return content
+
+
+def body(content: dict[str, dict[str, Any]], description: str = "") -> dict[str, Any]:
+    """A route's `openapi_extra`: the body it reads itself, by media type -> schema (or a
+    media type object, with "encoding")."""
+    media = {kind: value if "schema" in value else {"schema": value}
+             for kind, value in content.items()}
+    request = {"required": True, "content": media}
+    return {"requestBody": {**request, "description": description} if description else request}
+
+
+def json_body(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return body({JSON: schema}, description)
+
+
+def describe(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The app's `openapi`: FastAPI's document of the routes, completed once and kept."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                   routes=app.routes)
+            app.openapi_schema = complete(document)
+        return app.openapi_schema
+
+    return openapi
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with the middleware's answers on every operation, FastAPI's 422 in the
+    service's error shape, the path parameters' and bodies' schemas and GET /metrics."""
+    for operations in document["paths"].values():
+        for method, operation in operations.items():
+            add_middleware_refusals(method, operation["responses"])
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETERS:
+                    parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)  # answered as Error by the app's handler
+    components.update(COMPONENTS)
+    document["paths"]["/metrics"] = {"get": METRICS_OPERATION}
+    return document
+
+
+def add_middleware_refusals(method: str, responses: dict[str, Any]) -> None:
+    """What HostCheck, SameOrigin and BodyLimit answer before a route runs; FastAPI's own
+    422 (a parameter it could not convert) is answered as Error by the app's handler."""
+    refusals = (400, 403, 413) if method in WRITES else (400,)
+    for status, response in errors(*refusals).items():
+        responses.setdefault(str(status), response)
+    validation = responses.get("422", {}).get("content", {}).get(JSON, {})
+    if validation.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+        responses["422"] = errors(422)[422]
+
+
+METRICS_OPERATION = {
+    "summary": "Metrics",
+    "description": "Prometheus' text format: requests, latency, predictions, confidence, the "
+                   "model in service, alias swaps (docs/architecture.md, monitoring/)",
+    "operationId": "metrics",
+    "responses": {
+        "200": {"description": "the service's metrics",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **{str(status): response for status, response in errors(400).items()},
+    },
+}
