@@ -20,10 +20,9 @@ import numpy as np
 from digits.checks import drift
 from digits.checks.settings import BatchChecks
 from digits.errors import UsageError
+from digits.monitoring.verdict import DRIFT, NO_DRIFT, TOO_FEW
 from digits.registry.store import Registry
 from digits.registry.versions import version_names
-
-DRIFT, NO_DRIFT, TOO_FEW = "drift", "no drift", "not enough traffic"
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def create_app(
     a folder of something else)."""
     check_ref(ref)
     registry = registry if isinstance(registry, Registry) else Registry(registry)
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(Path(log_dir) if log_dir is not None else None)
     holder = ModelHolder(registry, ref, open_model, on_swap=metrics.count_swap)
     metrics.watch(holder)
     prediction_log = PredictionLog(Path(log_dir), log_limits) if log_dir is not None else None
