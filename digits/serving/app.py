@@ -58,7 +58,7 @@ from digits.serving.metrics import (
     RecordRequests,
     ServiceMetrics,
 )
-from digits.serving.openapi import PREDICT_BODY, body, describe, errors, texts
+from digits.serving.openapi import PREDICT_BODY, READY_RESPONSES, body, describe, errors, texts
 from digits.serving.protocols import Scorer, add_protocol_routes
 from digits.serving.settings import (
     CORS_MAX_AGE_S,
@@ -150,8 +150,7 @@ def create_app(
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"description": "no verified model in service yet: "
-                                          "the same body, \"ready\": false"}})
+    @app.get("/readyz", responses=READY_RESPONSES)
     def readyz() -> JSONResponse:
         status = holder.status()
         # "log": whether answers carry ids that /v1/feedback takes (the page's buttons).

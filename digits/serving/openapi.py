@@ -26,7 +26,8 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 WRITES = ("post", "put", "patch", "delete")
 # What each refusal means, in every route's document; a route names the ones it answers.
 REASONS = {
-    400: "bad request: content that is not what the route reads (the error names it)",
+    400: "bad request: a Host this service does not answer to, or content that is not what "
+         "the route reads (the error names it)",
     401: "the Authorization header is not a valid bearer token",
     403: "a write from another site's page",
     404: "no such model, version, file or answer",
@@ -69,8 +70,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
 
 
 def images(description: str) -> dict[str, Any]:
-    """A non-empty list of 28x28 images (at most DEFAULT_MAX_IMAGES: 413 beyond)."""
-    return {"type": "array", "minItems": 1, "description": description,
+    """A non-empty list of 28x28 images. The limit is said, not declared as maxItems: 1,000
+    images of JSON are over the body's byte limit already, so a list at maxItems would be
+    valid to the schema and refused (413)."""
+    return {"type": "array", "minItems": 1,
+            "description": f"{description} (at most {DEFAULT_MAX_IMAGES}: 413 beyond)",
             "items": {"$ref": "#/components/schemas/Image"}}
 
 
@@ -123,6 +127,23 @@ FEEDBACK_BODY = {
     },
 }
 
+# GET /readyz answers its status with 200 or 503 alike (holder.status() and "log").
+READY = {
+    "type": "object", "required": ["ready", "model", "problem", "log"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "model": {"type": ["object", "null"], "description": "version, ref, backend, loaded_at"},
+        "problem": {"type": ["string", "null"], "description": "why the alias's target is not "
+                    "served (the old model may still be)"},
+        "log": {"type": "boolean", "description": "whether answers carry ids for /v1/feedback"},
+    },
+}
+READY_RESPONSES = {
+    status: {"description": description, "content": {JSON: {"schema": READY}}}
+    for status, description in ((200, "a verified model is in service"),
+                                (503, "no verified model in service yet: `problem` says why"))
+}
+
 
 # --- declaring them -------------------------------------------------------------------
 
@@ -161,7 +182,8 @@ def describe(app: FastAPI) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                                   routes=app.routes)
+                                   description=app.description, routes=app.routes,
+                                   openapi_version=app.openapi_version)
             app.openapi_schema = complete(document)
         return app.openapi_schema
 
@@ -199,7 +221,8 @@ def add_middleware_refusals(method: str, responses: dict[str, Any]) -> None:
 METRICS_OPERATION = {
     "summary": "Metrics",
     "description": "Prometheus' text format: requests, latency, predictions, confidence, the "
-                   "model in service, alias swaps (docs/architecture.md, monitoring/)",
+                   "model in service, alias swaps, the last drift verdict (README, "
+                   "\"Monitoring\")",
     "operationId": "metrics",
     "responses": {
         "200": {"description": "the service's metrics",

@@ -108,3 +108,11 @@ def test_the_documented_ref_pattern_is_the_registry_s_check(ref):
     except RegistryError:
         valid = False
     assert bool(re.fullmatch(REF_PATTERN, ref)) == valid
+
+
+def test_readiness_is_declared_with_its_status_body_under_either_code(document):
+    responses = document["paths"]["/readyz"]["get"]["responses"]
+    schemas = [responses[status]["content"]["application/json"]["schema"]
+               for status in ("200", "503")]
+    assert schemas[0] == schemas[1] and schemas[0]["required"] == ["ready", "model", "problem",
+                                                                     "log"]
