@@ -15,9 +15,9 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
   Sec-Fetch-Site, a DNS-rebinding one by Host.
 - GET /openapi.json declares every body and every status a route answers
   (digits.serving.openapi).
-- Beside /v1/predict, the Open Inference Protocol v2 and MLflow's scoring shape answer with
-  the same model (digits.serving.protocols); GET /metrics is Prometheus text
-  (digits.serving.metrics).
+- Beside /v1/predict, the Open Inference Protocol v2, MLflow's scoring protocol and TF
+  Serving's REST API answer with the same model (digits.serving.protocols); GET /metrics is
+  Prometheus text (digits.serving.metrics).
 - With a log folder, every image answered is logged with an id (digits.monitoring),
   and POST /v1/feedback takes a person's label for it (digits.serving.feedback): trusted
   with an operator's bearer token (the folder's tokens.json), else a suggestion.
@@ -59,7 +59,8 @@ from digits.serving.metrics import (
     ServiceMetrics,
 )
 from digits.serving.openapi import PREDICT_BODY, READY_RESPONSES, body, describe, errors, texts
-from digits.serving.protocols import Scorer, add_protocol_routes
+from digits.serving.protocols import add_protocol_routes
+from digits.serving.scorer import Scorer
 from digits.serving.settings import (
     CORS_MAX_AGE_S,
     DEFAULT_POLL_S,
@@ -170,10 +171,8 @@ def create_app(
             "predictions": classify(answer.probabilities, answer.ids),
         }
 
-    # The registry's metadata, under /v1/registry: /v1/models/{name} is where TF Serving and
-    # KServe clients look for a model's status. The old paths stay, answered the same.
+    # The registry's metadata, under /v1/registry: /v1/models/{name} is TF Serving's.
     @app.get("/v1/registry/versions", responses=errors(503))
-    @app.get("/v1/models", include_in_schema=False)
     def models() -> list:
         # What `digits models --json` prints, but where each version lies on the server.
         with registry_errors(registry):
@@ -181,7 +180,6 @@ def create_app(
         return [hide_paths({k: v for k, v in entry.items() if k != "path"}) for entry in listed]
 
     @app.get("/v1/registry/versions/{ref}", responses=errors(400, 404, 503))
-    @app.get("/v1/models/{ref}", include_in_schema=False)
     def model(ref: str) -> dict:
         version = find_version(registry, ref)
         with registry_errors(registry):
@@ -190,7 +188,6 @@ def create_app(
     @app.get("/v1/registry/versions/{ref}/files/{name:path}", response_class=Response,
              responses={200: {"content": texts("text/markdown", png="image/png")},
                         **errors(400, 404, 503)})
-    @app.get("/v1/models/{ref}/files/{name:path}", include_in_schema=False)
     def model_file(ref: str, name: str) -> Response:
         return read_version_file(registry, find_version(registry, ref), name)
 

@@ -21,9 +21,10 @@ from digits.data.images import BATCH_SHAPE
 from digits.serving.errors import ApiError
 
 IMAGE_SHAPE_TEXT = f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}"
-# Lists per image as nested JSON (its rows and itself), and room for the rest of a body: its
-# object, OIP's "inputs" list, tensor, "shape", "outputs" and "parameters".
-CONTAINERS_PER_IMAGE = IMAGE_SHAPE[0] + 1
+# Lists per image as nested JSON (its rows and itself, and the row or object that holds it in
+# a data frame or TF Serving's named instances), and room for the rest of a body: its object,
+# OIP's "inputs" list, tensor, "shape", "outputs" and "parameters".
+CONTAINERS_PER_IMAGE = IMAGE_SHAPE[0] + 2
 SPARE_CONTAINERS = 64
 
 
@@ -62,7 +63,12 @@ def pixel_array(value: Any, where: str, status: int, integers: bool = False,
     if holds_booleans(value, array.ndim):
         raise ApiError(status, f"{where}: pixel values must be numbers 0..255, not true or false")
     if integers and array.dtype.kind == "f":
-        raise ApiError(status, f"{where}: UINT8 data must be integers 0..255")
+        raise ApiError(status, f"{where}: integer data must be integers 0..255")
+    return check_pixels(array, where, status)
+
+
+def check_pixels(array: np.ndarray, where: str, status: int) -> np.ndarray:
+    """Numeric pixels as float32, once they are all finite and within 0..255."""
     if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 255):
         raise ApiError(status, f"{where}: pixel values must lie in 0..255 (MNIST format)")
     return array.astype(np.float32)

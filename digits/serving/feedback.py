@@ -36,7 +36,7 @@ from digits.serving.documents import parse_json
 from digits.serving.errors import ApiError
 from digits.serving.inputs import DecodeSlots
 from digits.serving.openapi import FEEDBACK_BODY, errors, json_body
-from digits.serving.protocols import check_json, read_body
+from digits.serving.scorer import check_json, read_body
 from digits.serving.settings import FEEDBACK_MAX_BYTES
 
 FIELDS = ("id", "label")

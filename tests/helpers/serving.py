@@ -30,6 +30,41 @@ def save_tiny_model(path: Path, seed: int) -> Path:
     return path
 
 
+def save_tiny_onnx(folder: Path, seed: int) -> Path:
+    """`folder` to publish, holding the same kind of model as save_tiny_model's (x / 255,
+    dense, softmax), with weights from numpy, as model.onnx. The service loads a version's
+    ONNX export first, so neither it nor the test imports TensorFlow (~20 s of a test's
+    start); model.keras, which the registry requires, is a stand-in that is never loaded."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    initializers = [
+        numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (784, 10)).astype(np.float32), "kernel"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+        helper.make_node("Mul", ["flat", "scale"], ["scaled"]),
+        helper.make_node("MatMul", ["scaled", "kernel"], ["logits_raw"]),
+        helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
+        initializers,
+    )
+    folder.mkdir(parents=True)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, folder / "model.onnx")
+    (folder / "model.keras").write_bytes(b"a stand-in: the ONNX export is served")
+    return folder
+
+
 def plot_png(colour: str) -> bytes:
     return png_bytes(Image.new("RGB", (64, 48), colour))
 

@@ -98,8 +98,9 @@ def test_a_digit_drawn_with_the_mouse_is_answered_and_its_correction_is_logged(
 
     correction = (answer + 1) % 10  # the tiny model's weights are random: any other digit
     wait.until(shown.element_to_be_clickable((By.ID, f"feedback-{correction}"))).click()
-    wait.until(lambda s: str(correction) in s.find_element(By.ID, "feedback-status").text)
-    assert "suggested" in chromium.find_element(By.ID, "feedback-status").text
+    # "sending N…" names the digit too: wait for the service's answer to replace it.
+    wait.until(lambda s: "sending" not in s.find_element(By.ID, "feedback-status").text)
+    assert f"suggested {correction}" in chromium.find_element(By.ID, "feedback-status").text
 
     logged = read_log(logs)
     assert len(logged.ids) >= 1, "the drawn digit was not logged"

@@ -78,6 +78,12 @@ ALLOWED = {
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
     "digits.serving.openapi": set(),  # FastAPI's document builder
+    "digits.serving.scorer": set(),
+    "digits.serving.oip": set(),
+    "digits.serving.oip_request": set(),
+    "digits.serving.versions": set(),
+    "digits.serving.mlflow_protocol": set(),
+    "digits.serving.tfserving": set(),
     "digits.serving.settings": set(),
     "digits.model.evaluate": set(),
     "digits.checks.suites": {"great_expectations"},

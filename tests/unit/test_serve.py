@@ -139,9 +139,9 @@ def test_json_instances_are_used_as_is(client, keras_model):
 def test_models_lists_what_digits_models_json_prints_but_the_path(client, registry, models):
     publish_model(registry, models["b"], accuracy=0.99, alias=None)
     listed = [{k: v for k, v in entry.items() if k != "path"} for entry in registry.versions()]
-    assert client.get("/v1/models").json() == json.loads(json.dumps(listed))
-    assert client.get("/v1/models/production").json() == registry.manifest("v1")
-    assert client.get("/v1/models/v2").json()["version"] == "v2"
+    assert client.get("/v1/registry/versions").json() == json.loads(json.dumps(listed))
+    assert client.get("/v1/registry/versions/production").json() == registry.manifest("v1")
+    assert client.get("/v1/registry/versions/v2").json()["version"] == "v2"
 
 
 def test_a_manifest_is_served_without_the_server_paths_it_records(client, registry, tmp_path):
@@ -153,7 +153,7 @@ def test_a_manifest_is_served_without_the_server_paths_it_records(client, regist
     manifest["data"] = {**manifest["data"], "source": str(tmp_path / "idx-folder")}
     version = registry.publish(source, manifest, alias=None)
 
-    for url in ("/v1/models", f"/v1/models/{version}"):
+    for url in ("/v1/registry/versions", f"/v1/registry/versions/{version}"):
         text = client.get(url).text
         assert str(tmp_path) not in text and "idx-folder" in text, url
     assert registry.manifest(version)["data"]["source"] == str(tmp_path / "idx-folder")
@@ -170,14 +170,14 @@ def test_a_manifest_is_served_without_the_server_paths_it_records(client, regist
     ],
 )
 def test_unknown_or_malformed_ref(client, ref, status, message):
-    answer = client.get(f"/v1/models/{ref}")
+    answer = client.get(f"/v1/registry/versions/{ref}")
     assert answer.status_code == status and message in answer.json()["error"]
 
 
 def test_card_and_plots_are_served_from_the_manifest(client, registry):
-    card = client.get("/v1/models/production/files/card.md")
+    card = client.get("/v1/registry/versions/production/files/card.md")
     assert card.status_code == 200 and card.text.startswith("# digits model v1")
-    plot = client.get("/v1/models/v1/files/plots/confusion.png")
+    plot = client.get("/v1/registry/versions/v1/files/plots/confusion.png")
     assert plot.headers["content-type"] == "image/png"
     assert plot.content == (registry.root / "v1" / "plots" / "confusion.png").read_bytes()
 
@@ -187,13 +187,13 @@ def test_card_and_plots_are_served_from_the_manifest(client, registry):
              "plots/%2E%2E/model.keras", "plots"],
 )
 def test_no_other_file_is_served(client, name):
-    answer = client.get(f"/v1/models/v1/files/{name}")
+    answer = client.get(f"/v1/registry/versions/v1/files/{name}")
     assert answer.status_code == 404 and answer.json()["error"]
 
 
 def test_a_tampered_plot_is_refused(client, registry):
     (registry.root / "v1" / "plots" / "curves.png").write_bytes(b"not the plot")
-    answer = client.get("/v1/models/v1/files/plots/curves.png")
+    answer = client.get("/v1/registry/versions/v1/files/plots/curves.png")
     assert answer.status_code == 503 and "checksum" in answer.json()["error"]
 
 
@@ -499,7 +499,7 @@ def test_same_origin_and_non_browser_posts_are_answered(client, headers):
 def test_unknown_host_headers_are_refused_as_json(client, host):
     """A DNS-rebinding page reaches the service under its own name: refused, in the JSON
     shape of every other refusal."""
-    answer = client.get("/v1/models", headers={"host": host})
+    answer = client.get("/v1/registry/versions", headers={"host": host})
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/json"
     assert "Invalid host header" in answer.json()["error"]
@@ -507,7 +507,7 @@ def test_unknown_host_headers_are_refused_as_json(client, host):
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST"])
 def test_loopback_host_names_are_answered(client, host):
-    assert client.get("/v1/models", headers={"host": host}).status_code == 200
+    assert client.get("/v1/registry/versions", headers={"host": host}).status_code == 200
 
 
 def test_a_loopback_bind_allows_loopback_names_and_any_other_bind_any_host():
@@ -518,8 +518,8 @@ def test_a_loopback_bind_allows_loopback_names_and_any_other_bind_any_host():
 
 def test_responses_name_no_server_path(client, registry, models):
     root = str(registry.root)
-    answers = [client.get("/v1/models"), client.get("/v1/models/v9"),
-               client.get("/v1/models/staging")]
+    answers = [client.get("/v1/registry/versions"), client.get("/v1/registry/versions/v9"),
+               client.get("/v1/registry/versions/staging")]
     assert all("path" not in entry for entry in answers[0].json())
     publish_model(registry, models["b"], alias=None)
     with (registry.root / "v2" / "model.keras").open("ab") as model:
@@ -552,7 +552,8 @@ def test_unknown_routes_and_methods_are_json(client):
 
 
 def test_read_only(client):
-    for path in ("/v1/models/production", "/v1/models/v1/promote", "/v1/rollback"):
+    for path in ("/v1/registry/versions/production", "/v1/registry/versions/v1/promote",
+                 "/v1/rollback"):
         assert client.post(path).status_code in (404, 405)
 
 
@@ -646,7 +647,7 @@ def test_not_ready_until_a_model_is_promoted(tmp_path, models):
         assert "unknown alias 'production'" in ready.json()["problem"]
         answer = client.post("/v1/predict", json={"instances": mnist_like(1).tolist()})
         assert answer.status_code == 503 and "no verified model" in answer.json()["error"]
-        assert client.get("/v1/models").json() == []
+        assert client.get("/v1/registry/versions").json() == []
         publish_model(registry, models["a"])
         wait_until(lambda: client.get("/readyz").status_code == 200, "the first promotion")
 

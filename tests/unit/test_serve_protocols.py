@@ -1,6 +1,6 @@
 """The standard protocols beside /v1/predict (docs/architecture.md, "The HTTP service"): the
 Open Inference Protocol v2 and MLflow's scoring shape, answered by the model the service
-holds; and the registry's metadata under /v1/registry, with the old /v1/models paths kept.
+holds; and the registry's metadata under /v1/registry (/v1/models is TF Serving's now).
 
 The stand-in model is a fixed function of the pixels (numpy only), so every protocol's
 answer can be compared with /v1/predict's for the same images."""
@@ -89,7 +89,8 @@ def test_oip_health_and_server_metadata(client):
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
     server = client.get("/v2").json()
-    assert server["name"] == "digits" and server["version"] and server["extensions"] == []
+    assert server["name"] == "digits" and server["version"]
+    assert server["extensions"] == ["binary_tensor_data", "model_configuration"]
 
 
 def test_oip_model_metadata(client):
@@ -167,7 +168,8 @@ BAD_INFER = {
     "a tensor that is not an object": ({"json": {"inputs": [ZEROS]}}, "an object"),
     "no data": (with_tensor(data=None), 'no "data"'),
     "a name that is not a string": (with_tensor(name=3), '"name" must be a string'),
-    "another datatype": (with_tensor(datatype="INT32"), "UINT8 or FP32, got 'INT32'"),
+    "a datatype that is no number": (with_tensor(datatype="BYTES"), "numeric one"),
+    "a datatype that is a list": (with_tensor(datatype=["FP32"]), "numeric one"),
     "a wrong shape": (with_tensor(shape=[1, 28, 27]), "[N, 28, 28]"),
     "a shape of strings": (with_tensor(shape=["1", 28, 28]), "[N, 28, 28]"),
     "no images": (with_tensor(shape=[0, 28, 28], data=[]), "N >= 1"),
@@ -181,7 +183,8 @@ BAD_INFER = {
         with_tensor(datatype="FP32", data=[0.5] * 783 + [False]), "true or false"),
     "nested booleans among numbers": (
         with_tensor(data=[[[0] * 27 + [True]] * 28]), "true or false"),
-    "fractions as UINT8": (with_tensor(data=[0.5] * 784), "UINT8 data must be integers"),
+    "fractions as UINT8": (with_tensor(data=[0.5] * 784), "must be integers"),
+    "fractions as INT64": (with_tensor(datatype="INT64", data=[0.5] * 784), "must be integers"),
     "a value over 255": (with_tensor(data=[256] * 784), "0..255"),
     "a negative value": (with_tensor(data=[-1] * 784), "0..255"),
     "an infinite number": (raw(infinite_pixel()), "number is infinity"),
@@ -222,14 +225,17 @@ ONE = mnist_like(1).tolist()
 BAD_INVOCATIONS = {
     "not JSON": (raw(b"[1,"), "not valid JSON"),
     "NaN": (raw(b'{"instances": [NaN]}'), "not valid JSON"),
-    "a list body": ({"json": ONE}, '"instances" or "inputs"'),
-    "neither key": ({"json": {"data": ONE}}, '"instances" or "inputs"'),
-    "both keys": ({"json": {"instances": ONE, "inputs": ONE}}, '"instances" or "inputs"'),
-    "a data frame": ({"json": {"dataframe_split": {"data": []}}}, '"instances" or "inputs"'),
-    "named tensors": ({"json": {"inputs": {"images": ONE}}}, "non-empty list"),
+    "a list body": ({"json": ONE}, "an object with one of"),
+    "neither key": ({"json": {"data": ONE}}, "exactly one of"),
+    "both keys": ({"json": {"instances": ONE, "inputs": ONE}}, "exactly one of"),
+    "params alone": ({"json": {"params": {}}}, "exactly one of"),
+    "params not an object": ({"json": {"inputs": ONE, "params": [1]}}, '"params" must be'),
+    "a data frame of no rows": ({"json": {"dataframe_split": {"data": []}}}, "no rows"),
+    "two named tensors": ({"json": {"inputs": {"a": ONE, "b": ONE}}}, "must name one input"),
     "empty": ({"json": {"instances": []}}, "non-empty list"),
-    "one image, not a list": ({"json": {"inputs": ONE[0]}}, "(N, 28, 28)"),
-    "a wrong shape": ({"json": {"inputs": np.zeros((1, 28, 27)).tolist()}}, "got (1, 28, 27)"),
+    "one image, not a list": ({"json": {"inputs": ONE[0]}}, "got shape (28, 28)"),
+    "a wrong shape": ({"json": {"inputs": np.zeros((1, 28, 27)).tolist()}},
+                      "got shape (1, 28, 27)"),
     "strings": ({"json": {"instances": [[["0"] * 28] * 28]}}, "numbers"),
     "a value over 255": ({"json": {"instances": [[[300] * 28] * 28]}}, "0..255"),
     "a negative value": ({"json": {"inputs": [[[-1] * 28] * 28]}}, "0..255"),
@@ -248,7 +254,9 @@ def test_invocations_bad_input_is_a_400_naming_it(client, case):
 
 # --- what every prediction route shares -----------------------------------------------------
 
-POSTS = {INFER: {"inputs": [tensor(mnist_like(1))]}, "/invocations": {"instances": ONE}}
+PREDICT = "/v1/models/digits:predict"
+POSTS = {INFER: {"inputs": [tensor(mnist_like(1))]}, "/invocations": {"instances": ONE},
+         PREDICT: {"instances": ONE}}
 
 
 @pytest.mark.parametrize("path", sorted(POSTS))
@@ -320,6 +328,7 @@ JSON_POSTS = {
     "/v1/predict": {"instances": ONE},
     "/invocations": {"instances": ONE},
     INFER: {"inputs": [tensor(mnist_like(1))]},
+    PREDICT: {"instances": ONE},
     "/v1/feedback": {"id": "0" * 32, "label": 3},
 }
 
@@ -370,8 +379,11 @@ def test_not_ready_until_a_model_is_loaded(tmp_path):
         assert client.get("/v2/health/live").status_code == 200
         for method, path, body in [
             ("GET", "/v2/health/ready", None), ("GET", "/v2/models/digits/ready", None),
-            ("GET", "/v2/models/digits", None), ("GET", "/ping", None),
+            ("GET", "/v2/models/digits", None), ("GET", "/ping", None), ("GET", "/health", None),
+            ("GET", "/v2/models/digits/versions/v1/ready", None),
+            ("GET", "/v1/models/digits", None), ("GET", "/v1/models/digits/metadata", None),
             ("POST", INFER, POSTS[INFER]), ("POST", "/invocations", POSTS["/invocations"]),
+            ("POST", PREDICT, POSTS[PREDICT]),
         ]:
             answer = client.request(method, path, json=body)
             assert answer.status_code == 503, (path, answer.text)
@@ -380,20 +392,17 @@ def test_not_ready_until_a_model_is_loaded(tmp_path):
 
 # --- the registry's metadata -------------------------------------------------------------
 
-MOVED = [
-    ("/v1/registry/versions", "/v1/models"),
-    ("/v1/registry/versions/production", "/v1/models/production"),
-    ("/v1/registry/versions/v1", "/v1/models/v1"),
-    ("/v1/registry/versions/v1/files/card.md", "/v1/models/v1/files/card.md"),
-    ("/v1/registry/versions/v9", "/v1/models/v9"),
-    ("/v1/registry/versions/Prod", "/v1/models/Prod"),
-]
+OLD_PATHS = ["/v1/models", "/v1/models/production", "/v1/models/v1",
+             "/v1/models/v1/files/card.md", "/v1/models/v9"]
 
 
-@pytest.mark.parametrize("new, old", MOVED)
-def test_registry_metadata_moved_to_v1_registry_and_the_old_paths_still_answer(client, new, old):
-    moved, kept = client.get(new), client.get(old)
-    assert (moved.status_code, moved.content) == (kept.status_code, kept.content)
+@pytest.mark.parametrize("old", OLD_PATHS)
+def test_the_old_registry_paths_are_gone_and_say_where_it_went(client, old):
+    """A contract change (issue 29): /v1/models/{name} is TF Serving's model status now."""
+    answer = client.get(old)
+    assert answer.status_code == 404, answer.text
+    if old != "/v1/models" and "/files/" not in old:
+        assert "/v1/registry/versions" in answer.json()["error"]
 
 
 def test_registry_versions_are_the_manifests(client, registry):
