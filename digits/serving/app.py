@@ -58,8 +58,9 @@ from digits.serving.metrics import (
     RecordRequests,
     ServiceMetrics,
 )
-from digits.serving.openapi import PREDICT_BODY, READY_RESPONSES, body, describe, errors, texts
+from digits.serving.openapi import body, describe, errors, texts
 from digits.serving.protocols import add_protocol_routes
+from digits.serving.schemas import PREDICT_BODY, READY_RESPONSES
 from digits.serving.scorer import Scorer
 from digits.serving.settings import (
     CORS_MAX_AGE_S,

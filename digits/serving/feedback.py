@@ -35,7 +35,8 @@ from digits.monitoring.tokens import TokenCheck
 from digits.serving.documents import parse_json
 from digits.serving.errors import ApiError
 from digits.serving.inputs import DecodeSlots
-from digits.serving.openapi import FEEDBACK_BODY, errors, json_body
+from digits.serving.openapi import errors, json_body
+from digits.serving.schemas import FEEDBACK_BODY
 from digits.serving.scorer import check_json, read_body
 from digits.serving.settings import FEEDBACK_MAX_BYTES
 

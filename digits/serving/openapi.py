@@ -2,12 +2,12 @@
 
 The routes read their bodies themselves, bounded and within a decode slot (digits.serving.
 inputs and documents), so FastAPI sees no body to describe: a route declares its body with
-`body(...)` (its `openapi_extra`) and the refusals it answers with `errors(...)` (its
-`responses`), each in the one shape of every refusal, {"error": "..."} (digits.serving.
-errors). `describe` adds what middleware answers around the routes: a foreign Host (400),
-a cross-site write (403), a body over the limit (413), FastAPI's own parameter check (422,
-answered in that shape too), and GET /metrics. tests/integration/test_serve.py runs
-schemathesis on the document of a real `digits serve`.
+`body(...)` (its `openapi_extra`, a schema of digits.serving.schemas) and the refusals it
+answers with `errors(...)` (its `responses`), each in the one shape of every refusal,
+{"error": "..."} (digits.serving.errors). `describe` adds what middleware answers around the
+routes: a foreign Host (400), a cross-site write (403), a body over the limit (413),
+FastAPI's own parameter check (422, answered in that shape too), and GET /metrics.
+tests/integration/test_serve.py runs schemathesis on the document of a real `digits serve`.
 """
 
 from __future__ import annotations
@@ -18,23 +18,27 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from digits.config import IMAGE_SHAPE
+from digits.serving.schemas import COMPONENTS, JSON
 from digits.serving.settings import DEFAULT_MAX_IMAGES
 
-JSON = "application/json"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR = {
+    "type": "object", "required": ["error"], "additionalProperties": False,
+    "properties": {"error": {"type": "string", "description": "one line naming the problem"}},
+}
 WRITES = ("post", "put", "patch", "delete")
 # What each refusal means, in every route's document; a route names the ones it answers.
 REASONS = {
-    400: "bad request: a Host this service does not answer to, or content that is not what "
-         "the route reads (the error names it)",
+    400: "bad request: a Host this service does not answer to, content that is not what the "
+         "route reads, or a version of the registry that is not the one served (the error "
+         "names it)",
     401: "the Authorization header is not a valid bearer token",
     403: "a write from another site's page",
     404: "no such model, version, file or answer",
     409: "the service keeps no prediction log",
     413: f"over a limit: the body's bytes, {DEFAULT_MAX_IMAGES} images a request, an "
          "image's pixels",
-    415: "a Content-Type the route does not read",
+    415: "a Content-Type or Content-Encoding the route does not read",
     422: "the content is well formed but not valid (the error names the field)",
     503: "no verified model in service yet, every decode slot busy (Retry-After), or the "
          "registry or log unreadable",
@@ -46,105 +50,14 @@ REASONS = {
 REF_PATTERN = r"^(v[1-9][0-9]*|v|[a-uw-z][a-z0-9_-]*|v[0-9]*[a-z_-][a-z0-9_-]*)$"
 # Path parameters' schemas by name: the routes take them as plain strings and answer a
 # malformed one with their own 400.
-PATH_PARAMETERS = {"ref": {"type": "string", "pattern": REF_PATTERN,
-                           "description": "a version (v3) or an alias (production)"}}
-PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
-ROWS, COLUMNS = IMAGE_SHAPE
-# Schemas the routes' bodies refer to, added to the document's components.
-COMPONENTS: dict[str, dict[str, Any]] = {
-    "Error": {
-        "type": "object", "required": ["error"], "additionalProperties": False,
-        "properties": {"error": {"type": "string", "description": "one line naming the problem"}},
-    },
-    "Image": {
-        "description": f"{ROWS} rows of {COLUMNS} pixels, 0 (background) to 255 (ink), as MNIST",
-        "type": "array", "minItems": ROWS, "maxItems": ROWS,
-        "items": {"type": "array", "minItems": COLUMNS, "maxItems": COLUMNS, "items": PIXEL},
-    },
-    "Pixels": {
-        "description": "pixel values 0..255, flat or nested to any depth",
-        "type": "array",
-        "items": {"anyOf": [PIXEL, {"$ref": "#/components/schemas/Pixels"}]},
-    },
+PATH_PARAMETERS = {
+    "ref": {"type": "string", "pattern": REF_PATTERN,
+            "description": "a version (v3) or an alias (production)"},
+    # digits.serving.versions: anything else is a 404 "versions are vN or N".
+    "version": {"type": "string", "pattern": r"^v?[1-9][0-9]{0,8}$",
+                "description": "the served version, as vN or N: another one is a 400 (in the "
+                               "registry) or a 404"},
 }
-
-
-def images(description: str) -> dict[str, Any]:
-    """A non-empty list of 28x28 images. The limit is said, not declared as maxItems: 1,000
-    images of JSON are over the body's byte limit already, so a list at maxItems would be
-    valid to the schema and refused (413)."""
-    return {"type": "array", "minItems": 1,
-            "description": f"{description} (at most {DEFAULT_MAX_IMAGES}: 413 beyond)",
-            "items": {"$ref": "#/components/schemas/Image"}}
-
-
-# --- the routes' bodies ----------------------------------------------------------------
-
-PREDICT_BODY = {
-    JSON: {"type": "object", "required": ["instances"],
-           "properties": {"instances": images("the images, as pixel arrays")}},
-    "multipart/form-data": {
-        "schema": {"type": "object", "required": ["file"], "properties": {"file": {
-            "type": "array", "minItems": 1, "description": "PNG or JPEG images, any size up "
-            "to the pixel limit, either polarity", "items": {"type": "string", "format": "binary"},
-        }}},
-        "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
-    },
-}
-TENSOR = {
-    "type": "object", "required": ["name", "shape", "datatype", "data"],
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "minItems": 3, "items": False,
-                  "prefixItems": [{"type": "integer", "minimum": 1, "maximum": DEFAULT_MAX_IMAGES},
-                                  {"const": ROWS}, {"const": COLUMNS}]},
-        "datatype": {"enum": ["UINT8", "FP32"]},
-        "data": {"$ref": "#/components/schemas/Pixels",
-                 "description": "shape[0] x 784 values, row-major; integers for UINT8"},
-    },
-}
-INFER_BODY = {
-    "type": "object", "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string", "description": "echoed in the answer"},
-        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": TENSOR},
-        "outputs": {"type": "array", "items": {
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"enum": ["probabilities", "digit"]}}}},
-    },
-}
-INVOCATIONS_BODY = {"oneOf": [
-    {"type": "object", "required": [key], "additionalProperties": False,
-     "properties": {key: images("MLflow's tensor input: the images")}}
-    for key in ("instances", "inputs")
-]}
-FEEDBACK_BODY = {
-    "type": "object", "required": ["id", "label"], "additionalProperties": False,
-    "properties": {
-        "id": {"type": "string", "description": "an answer's id (X-Request-ID, or each "
-               "prediction's \"id\" from /v1/predict)"},
-        "label": {"type": "integer", "minimum": 0, "maximum": 9},
-    },
-}
-
-# GET /readyz answers its status with 200 or 503 alike (holder.status() and "log").
-READY = {
-    "type": "object", "required": ["ready", "model", "problem", "log"],
-    "properties": {
-        "ready": {"type": "boolean"},
-        "model": {"type": ["object", "null"], "description": "version, ref, backend, loaded_at"},
-        "problem": {"type": ["string", "null"], "description": "why the alias's target is not "
-                    "served (the old model may still be)"},
-        "log": {"type": "boolean", "description": "whether answers carry ids for /v1/feedback"},
-    },
-}
-READY_RESPONSES = {
-    status: {"description": description, "content": {JSON: {"schema": READY}}}
-    for status, description in ((200, "a verified model is in service"),
-                                (503, "no verified model in service yet: `problem` says why"))
-}
-
-
 # --- declaring them -------------------------------------------------------------------
 
 
@@ -163,13 +76,19 @@ def texts(*kinds: str, png: str | None = None) -> dict[str, Any]:
     return content
 
 
-def body(content: dict[str, dict[str, Any]], description: str = "") -> dict[str, Any]:
+def body(content: dict[str, dict[str, Any]], description: str = "",
+         headers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A route's `openapi_extra`: the body it reads itself, by media type -> schema (or a
-    media type object, with "encoding")."""
+    media type object, with "encoding"), and the optional `headers` that say how to read it,
+    by name -> parameter object (schema, description)."""
     media = {kind: value if "schema" in value else {"schema": value}
              for kind, value in content.items()}
     request = {"required": True, "content": media}
-    return {"requestBody": {**request, "description": description} if description else request}
+    extra = {"requestBody": {**request, "description": description} if description else request}
+    if headers:  # FastAPI adds these to the operation's own parameters
+        extra["parameters"] = [{"name": name, "in": "header", "required": False, **parameter}
+                               for name, parameter in headers.items()]
+    return extra
 
 
 def json_body(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -202,7 +121,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     components = document.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)  # answered as Error by the app's handler
-    components.update(COMPONENTS)
+    components.update({"Error": ERROR, **COMPONENTS})
     document["paths"]["/metrics"] = {"get": METRICS_OPERATION}
     return document
 

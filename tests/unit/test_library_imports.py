@@ -78,6 +78,7 @@ ALLOWED = {
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
     "digits.serving.openapi": set(),  # FastAPI's document builder
+    "digits.serving.schemas": set(),
     "digits.serving.scorer": set(),
     "digits.serving.oip": set(),
     "digits.serving.oip_request": set(),

@@ -5,6 +5,7 @@ without the option nothing changes."""
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 
@@ -77,6 +78,37 @@ def test_an_allowed_origin_reads_the_refusals_too(allowing):
     answer = allowing.post("/v1/predict", content=b"[", headers={
         "Origin": APP, "Content-Type": "application/json"})
     assert answer.status_code == 400 and answer.headers["access-control-allow-origin"] == APP
+
+
+def binary_infer(client: TestClient, headers: dict[str, str]):
+    """An OIP request in the binary tensor data extension, outputs in binary, as
+    tritonclient sends it by default: no Content-Type, no Origin."""
+    pixels = mnist_like(2).astype(np.uint8).tobytes()
+    header = json.dumps({"inputs": [{"name": "images", "shape": [2, 28, 28], "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": len(pixels)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return client.post("/v2/models/digits/infer", content=header + pixels,
+                       headers={"Inference-Header-Content-Length": str(len(header)), **headers})
+
+
+def test_oip_binary_tensors_pass_the_guards_from_a_client_and_an_allowed_page(allowing):
+    preflight = allowing.options("/v2/models/digits/infer", headers={
+        "Origin": APP, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, inference-header-content-length"})
+    client = binary_infer(allowing, {})
+    page = binary_infer(allowing, {"Origin": APP, "Sec-Fetch-Site": "cross-site",
+                                   "Content-Type": "application/octet-stream"})
+    other = binary_infer(allowing, {"Origin": OTHER, "Sec-Fetch-Site": "cross-site"})
+
+    assert preflight.status_code == 200, preflight.text
+    for answer in (client, page):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/octet-stream"
+        length = int(answer.headers["inference-header-content-length"])
+        assert len(answer.content) == length + 2 * 10 * 4 + 2 * 8  # FP32 [2, 10], INT64 [2]
+    assert "access-control-allow-origin" not in client.headers
+    assert "Inference-Header-Content-Length" in page.headers["access-control-expose-headers"]
+    assert other.status_code == 403
 
 
 def test_another_origin_is_refused_its_preflight_as_json_and_its_write(allowing):
