@@ -26,6 +26,7 @@ from digits.monitoring.traffic import (
     version_confidences,
 )
 from digits.monitoring.traffic_report import plot_traffic, render_markdown
+from digits.monitoring.verdict import write_verdict
 from digits.registry.load import load_production
 from digits.registry.store import Registry
 from tasks import stage
@@ -66,7 +67,12 @@ def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
 
 @stage("publish-drift")
 def publish(report: TrafficDrift, traffic: Traffic | None, folder: Path) -> None:
-    """The `serving-drift` markdown artifact: verdict, table, histograms."""
+    """The `serving-drift` markdown artifact: verdict, table, histograms; and the verdict
+    in the log's folder, where the service's /metrics shows it."""
     png = plot_traffic(traffic) if traffic is not None else None
     create_markdown_artifact(key=ARTIFACT_KEY, markdown=render_markdown(report, str(folder), png),
                              description=report.line())
+    try:
+        write_verdict(folder, report.payload())
+    except OSError as error:  # a log folder this worker may only read: the artifact says it all
+        get_run_logger().warning("could not keep the verdict in %s: %s", folder, error)

@@ -17,6 +17,7 @@ from digits.serving.settings import (
     DEFAULT_PORT,
     DEFAULT_WORKERS,
     Limits,
+    check_origin,
 )
 
 
@@ -34,6 +35,14 @@ def predict(
         predictor = load_predictor(ref, registry_of(registry))
     for name, digit, probability in predict_files(predictor, files):
         typer.echo(f"{name}\t{digit}\t{probability:.4f}")
+
+
+def check_origins(origins: Optional[list[str]]) -> list[str]:
+    """Each --cors-origin as a browser sends it in Origin; a usage error (exit 2) otherwise."""
+    try:
+        return [check_origin(origin) for origin in origins or ()]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @app.command(rich_help_panel=LIBRARY_PANEL)
@@ -63,6 +72,13 @@ def serve(
         bool, typer.Option(help="A line per request on stderr (uvicorn's; /metrics counts "
                            "them either way).")
     ] = True,
+    cors_origin: Annotated[
+        Optional[list[str]],
+        typer.Option(callback=check_origins, show_default="none: only its own page",
+                     help="A web app's origin (scheme://host[:port]) whose pages may call the "
+                     "service from a browser: preflights answered, Access-Control-* headers, "
+                     "writes allowed. Repeat for more."),
+    ] = None,
     registry: RegistryOption = None,
 ) -> None:
     """Serve predictions, the registry (read-only) and a drawing page over HTTP."""
@@ -70,4 +86,5 @@ def serve(
 
     run_server(registry_location(registry), ref, host, port, Limits(max_body_bytes=max_body_bytes),
                log_dir=log_dir.resolve() if log_dir else None, workers=workers,
-               access_log=access_log)
+               access_log=access_log, cors_origins=tuple(cors_origin or ()))
+

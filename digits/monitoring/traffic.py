@@ -20,9 +20,8 @@ import numpy as np
 from digits.checks import drift
 from digits.checks.settings import BatchChecks
 from digits.errors import UsageError
+from digits.monitoring.verdict import DRIFT, NO_DRIFT, TOO_FEW
 from digits.registry.location import AnyRegistry
-
-DRIFT, NO_DRIFT, TOO_FEW = "drift", "no drift", "not enough traffic"
 
 
 @dataclass(frozen=True)

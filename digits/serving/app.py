@@ -10,8 +10,11 @@ runtime (Keras or onnxruntime) loads only when a model does. Contract (docs/arch
   decodes it, a few requests at a time). Request paths and parameters never name a file:
   refs go through the registry's ref check, and the only version files served are the card
   and plots that the version's manifest lists. Answers never name the server's files either.
-- Only the service's own page and non-browser clients may write: another site's page in the
-  operator's browser is refused by Origin / Sec-Fetch-Site, a DNS-rebinding one by Host.
+- Only the service's own page, the origins the operator allowed (CORS) and non-browser
+  clients may write: another site's page in the operator's browser is refused by Origin /
+  Sec-Fetch-Site, a DNS-rebinding one by Host.
+- GET /openapi.json declares every body and every status a route answers
+  (digits.serving.openapi).
 - Beside /v1/predict, the Open Inference Protocol v2, MLflow's scoring protocol and TF
   Serving's REST API answer with the same model (digits.serving.protocols); GET /metrics is
   Prometheus text (digits.serving.metrics).
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from digits.config import PRODUCTION_ALIAS
@@ -48,7 +51,7 @@ from digits.registry.location import AnyRegistry, open_registry
 from digits.registry.objects import StoreUnavailable
 from digits.serving.errors import ApiError, error_response
 from digits.serving.feedback import add_feedback_route
-from digits.serving.guards import HostCheck, SameOrigin
+from digits.serving.guards import Cors, HostCheck, SameOrigin
 from digits.serving.holder import ModelHolder, hide_root, load_for_serving
 from digits.serving.inputs import BodyLimit, DecodeSlots, read_batch
 from digits.serving.metrics import (
@@ -56,9 +59,12 @@ from digits.serving.metrics import (
     RecordRequests,
     ServiceMetrics,
 )
+from digits.serving.openapi import body, describe, errors, texts
 from digits.serving.protocols import add_protocol_routes
+from digits.serving.schemas import PREDICT_BODY, READY_RESPONSES
 from digits.serving.scorer import Scorer
 from digits.serving.settings import (
+    CORS_MAX_AGE_S,
     DEFAULT_POLL_S,
     LOOPBACK_HOSTS,
     Limits,
@@ -93,13 +99,15 @@ def create_app(
     hosts: Sequence[str] = LOOPBACK_HOSTS,
     log_dir: Path | str | None = None,
     log_limits: LogLimits = LogLimits(),
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """The service for `ref` in `registry`, answering Host headers `hosts` ("*": any); the
-    alias follower runs while the app does. With `log_dir`, every image answered is logged
-    there (a DataError at once if it is a folder of something else)."""
+    """The service for `ref` in `registry`, answering Host headers `hosts` ("*": any), and
+    browser pages of `cors_origins` besides its own; the alias follower runs while the app
+    does. With `log_dir`, every image answered is logged there (a DataError at once if it is
+    a folder of something else)."""
     check_ref(ref)
     registry = open_registry(registry)
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(Path(log_dir) if log_dir is not None else None)
     holder = ModelHolder(registry, ref, open_model, on_swap=metrics.count_swap)
     metrics.watch(holder)
     prediction_log = PredictionLog(Path(log_dir), log_limits) if log_dir is not None else None
@@ -124,14 +132,18 @@ def create_app(
         docs_url=None,  # FastAPI's docs page loads Swagger UI from a CDN: not offline
         redoc_url=None,
     )
+    app.openapi = describe(app)
     app.state.holder = holder
     app.state.scorer = scorer  # the benchmarks time its work alone
     add_error_handlers(app)
-    # The last added runs first: the metrics' count, Host, the origin of a write, a scrape
-    # of /metrics, then the body's size.
+    # The last added runs first: the metrics' count, Host, CORS (preflights answered, allowed
+    # origins named in every answer, refusals too), the origin of a write, a scrape of
+    # /metrics, then the body's size.
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsEndpoint, metrics=metrics)
-    app.add_middleware(SameOrigin)
+    app.add_middleware(SameOrigin, allowed_origins=cors_origins)
+    if cors_origins:
+        app.add_middleware(Cors, allowed_origins=cors_origins, max_age=CORS_MAX_AGE_S)
     app.add_middleware(HostCheck, allowed_hosts=hosts)
     app.add_middleware(RecordRequests, metrics=metrics, routes=app.router.routes)
     add_protocol_routes(app, scorer)
@@ -141,14 +153,15 @@ def create_app(
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=READY_RESPONSES)
     def readyz() -> JSONResponse:
         status = holder.status()
         # "log": whether answers carry ids that /v1/feedback takes (the page's buttons).
         return JSONResponse({**status, "log": prediction_log is not None},
                             status_code=200 if status["ready"] else 503)
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", responses=errors(400, 413, 415, 422, 503),
+              openapi_extra=body(PREDICT_BODY, "images as files, or pixel arrays as JSON"))
     async def predict(request: Request, response: Response) -> dict:
         loaded = scorer.loaded()
         async with scorer.slots:
@@ -161,28 +174,31 @@ def create_app(
         }
 
     # The registry's metadata, under /v1/registry: /v1/models/{name} is TF Serving's.
-    @app.get("/v1/registry/versions")
+    @app.get("/v1/registry/versions", responses=errors(503))
     def models() -> list:
         # What `digits models --json` prints, but where each version lies on the server.
         with registry_errors(registry):
             listed = registry.versions()
         return [hide_paths({k: v for k, v in entry.items() if k != "path"}) for entry in listed]
 
-    @app.get("/v1/registry/versions/{ref}")
+    @app.get("/v1/registry/versions/{ref}", responses=errors(400, 404, 503))
     def model(ref: str) -> dict:
         version = find_version(registry, ref)
         with registry_errors(registry):
             return hide_paths(registry.manifest(version))
 
-    @app.get("/v1/registry/versions/{ref}/files/{name:path}")
+    @app.get("/v1/registry/versions/{ref}/files/{name:path}", response_class=Response,
+             responses={200: {"content": texts("text/markdown", png="image/png")},
+                        **errors(400, 404, 503)})
     def model_file(ref: str, name: str) -> Response:
         return read_version_file(registry, find_version(registry, ref), name)
 
-    @app.get("/")
+    @app.get("/", response_class=HTMLResponse)
     def page() -> Response:
         return asset_response(assets, "index.html")
 
-    @app.get("/static/{name}")
+    @app.get("/static/{name}", response_class=Response,
+             responses={200: {"content": texts(*ASSETS.values())}, **errors(404)})
     def static(name: str) -> Response:
         return asset_response(assets, name)
 

@@ -35,6 +35,8 @@ from digits.monitoring.tokens import TokenCheck
 from digits.serving.documents import parse_json
 from digits.serving.errors import ApiError
 from digits.serving.inputs import DecodeSlots
+from digits.serving.openapi import errors, json_body
+from digits.serving.schemas import FEEDBACK_BODY
 from digits.serving.scorer import check_json, read_body
 from digits.serving.settings import FEEDBACK_MAX_BYTES
 
@@ -107,7 +109,8 @@ async def read_feedback(request: Request, slots: DecodeSlots) -> tuple[str, int]
 
 def add_feedback_route(app: FastAPI, log: PredictionLog | None, tokens: TokenCheck | None,
                        slots: DecodeSlots) -> None:
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", responses=errors(400, 401, 404, 409, 413, 415, 422, 503, 507),
+              openapi_extra=json_body(FEEDBACK_BODY))
     async def feedback(request: Request) -> dict:
         if log is None or tokens is None:
             raise ApiError(409, NO_LOG)

@@ -5,7 +5,8 @@ Each app has a registry of its own (never prometheus_client's global one), so tw
 one process count apart. Every label is bounded: routes are templates ("/v1/registry/
 versions/{ref}", "unmatched" for a path no route knows), never the path a client sent;
 digits are 0..9; versions are those this process served. The model in service and
-readiness are read from the holder at scrape time, so they are never stale.
+readiness are read from the holder at scrape time, so they are never stale, as is the last
+verdict of `digits drift` on the service's prediction log (digits.monitoring.verdict).
 
 Under `digits serve --workers N` each worker is a process of its own: prometheus_client's
 multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `digits serve` before the workers start)
@@ -31,6 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.routing import BaseRoute, Match, Route
 
 from digits.config import NUM_CLASSES
+from digits.monitoring.verdict import VERDICTS, read_verdict
 from digits.serving.errors import ApiError, error_response
 from digits.serving.holder import SWAP_FAILURE, SWAP_SUCCESS, ModelHolder
 
@@ -47,10 +49,13 @@ INFO_HELP = "The model in service: 1, labelled with its version"
 
 
 class ServiceMetrics:
-    """One app's counters and histograms, in its own registry."""
+    """One app's counters and histograms, in its own registry; `log_dir`: the service's
+    prediction log, whose drift verdict it shows."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.drift = DriftCollector(log_dir)
+        self.registry.register(self.drift)
         self.requests = Counter(
             "digits_http_requests", "HTTP requests answered, by route template and status",
             ("route", "status"), registry=self.registry,
@@ -118,6 +123,7 @@ class ServiceMetrics:
             return self.registry
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=str(self.folder))
+        merged.register(self.drift)  # read from the log's folder, as in one process
         return merged
 
     def close(self) -> None:
@@ -150,6 +156,29 @@ class ModelCollector:
             predictor = loaded.predictor
             info.add_metric([predictor.version, self.holder.ref, predictor.backend], 1)
         yield info
+
+
+class DriftCollector:
+    """The last verdict of `digits drift` on the prediction log in `folder`, read when
+    scraped: the metrics' families without samples when there is no log or no verdict yet."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterator[Metric]:
+        verdict = read_verdict(self.folder) if self.folder is not None else None
+        state = GaugeMetricFamily("digits_drift_verdict", "The last verdict of `digits drift` "
+                                  "on the prediction log: 1 for it, 0 for the others",
+                                  labels=("verdict",))
+        judged = GaugeMetricFamily("digits_drift_judged_timestamp_seconds",
+                                   "When `digits drift` last judged the logged traffic")
+        images = GaugeMetricFamily("digits_drift_images", "Images its last verdict judged")
+        if verdict is not None:
+            for name in VERDICTS:
+                state.add_metric([name], int(name == verdict.verdict))
+            judged.add_metric([], verdict.judged_at.timestamp())
+            images.add_metric([], verdict.images)
+        yield from (state, judged, images)
 
 
 class RecordRequests:

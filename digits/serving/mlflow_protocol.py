@@ -25,6 +25,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from digits.config import IMAGE_SHAPE
 from digits.serving.documents import check_count, pixel_array
 from digits.serving.errors import ApiError
+from digits.serving.openapi import errors, json_body
+from digits.serving.schemas import INVOCATIONS_BODY
 from digits.serving.scorer import Scorer
 from digits.serving.tfserving import IMAGE_TEXT, parse_tensor_input
 
@@ -96,7 +98,9 @@ def add_mlflow_routes(app: FastAPI, scorer: Scorer) -> None:
     """MLflow's scoring server routes, answered by `scorer`'s model."""
     service_version = package_version("digits")
 
-    @app.post("/invocations")
+    @app.post("/invocations", responses=errors(400, 413, 415, 503),
+              openapi_extra=json_body(INVOCATIONS_BODY, "JSON (application/json, or no "
+                                      "Content-Type)"))
     async def invocations(request: Request) -> JSONResponse:
         loaded = scorer.loaded()
         batch = await scorer.read_json(request, parse_invocation)
@@ -104,12 +108,12 @@ def add_mlflow_routes(app: FastAPI, scorer: Scorer) -> None:
         return JSONResponse({"predictions": answer.probabilities.tolist()},
                             headers=answer.headers())
 
-    @app.get("/ping")
-    @app.get("/health")
+    @app.get("/ping", responses=errors(503))
+    @app.get("/health", responses=errors(503))
     def ping() -> dict:
         scorer.loaded()
         return {"status": "ok"}
 
-    @app.get("/version")
+    @app.get("/version", response_class=PlainTextResponse)
     def version() -> PlainTextResponse:
         return PlainTextResponse(service_version)

@@ -29,13 +29,29 @@ from digits.serving.oip_request import (
     header_length,
     parse_infer_body,
 )
+from digits.serving.openapi import body, errors
+from digits.serving.schemas import (
+    BINARY,
+    INFER_ANSWER,
+    INFER_ANSWER_HEADERS,
+    INFER_BODY,
+    INFER_HEADERS,
+)
 from digits.serving.scorer import JSON_TYPE, Scorer, check_media_type
 from digits.serving.versions import MODEL_NAME, served
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "keras": "keras"}  # OIP's platform, per backend
 BACKENDS = {"onnx": "onnxruntime", "keras": "keras"}  # Triton's backend, per backend
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]  # what this service supports
-BINARY_TYPE = "application/octet-stream"
+# What each route answers besides 200, in the OpenAPI document (digits.serving.openapi).
+MODEL_ERRORS = errors(404, 503)  # no such model; none in service yet
+VERSION_ERRORS = errors(400, 404, 503)  # and another version than the served one
+INFER_ERRORS = errors(400, 404, 413, 415, 503)
+INFER_OK = {"description": "the outputs, in JSON or (asked for in binary) JSON and their bytes",
+            "content": INFER_ANSWER, "headers": INFER_ANSWER_HEADERS}
+INFER_EXTRA = body(INFER_BODY, "JSON (application/json, or no Content-Type as Triton's and "
+                   "KServe's clients send it) or the binary tensor data extension",
+                   INFER_HEADERS)
 NOT_OFFERED = {
     "statistics": "model statistics are not offered: GET /metrics has the service's counts "
                   "and latencies (Prometheus text)",
@@ -70,7 +86,7 @@ def infer_response(version: str, probabilities: np.ndarray, request: InferReques
                            "outputs": described})
     if not raw:
         return Response(header, media_type=JSON_TYPE, headers=headers)
-    return Response(b"".join([header, *raw]), media_type=BINARY_TYPE,
+    return Response(b"".join([header, *raw]), media_type=BINARY,
                     headers={**headers, HEADER_LENGTH: str(len(header))})
 
 
@@ -107,7 +123,7 @@ def model_config(loaded: Loaded, max_images: int) -> dict:
 async def read_infer(scorer: Scorer, request: Request) -> InferRequest:
     """The inference request in a body of JSON (with a JSON Content-Type or none) or of JSON
     and binary tensor data."""
-    check_media_type(request, (JSON_TYPE, BINARY_TYPE))
+    check_media_type(request, (JSON_TYPE, BINARY))
     json_length = header_length(request.headers.get(HEADER_LENGTH))
     return await scorer.read(request,
                              lambda body, limit: parse_infer_body(body, json_length, limit))
@@ -127,41 +143,43 @@ def add_oip_routes(app: FastAPI, scorer: Scorer) -> None:
     def live() -> dict:
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", responses=errors(503))
     def ready() -> dict:
         scorer.loaded()
         return {"ready": True}
 
-    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}", responses=MODEL_ERRORS)
     def metadata(name: str) -> dict:
         return version_metadata(name, "")
 
-    @app.get("/v2/models/{name}/versions/{version}")
+    @app.get("/v2/models/{name}/versions/{version}", responses=VERSION_ERRORS)
     def version_metadata(name: str, version: str) -> dict:
         return model_metadata(served(scorer, name, version))
 
-    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/ready", responses=MODEL_ERRORS)
     def model_ready(name: str) -> dict:
         return version_ready(name, "")
 
-    @app.get("/v2/models/{name}/versions/{version}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready", responses=VERSION_ERRORS)
     def version_ready(name: str, version: str) -> dict:
         served(scorer, name, version)
         return {"name": name, "ready": True}
 
-    @app.get("/v2/models/{name}/config")
+    @app.get("/v2/models/{name}/config", responses=MODEL_ERRORS)
     def config(name: str) -> dict:
         return version_config(name, "")
 
-    @app.get("/v2/models/{name}/versions/{version}/config")
+    @app.get("/v2/models/{name}/versions/{version}/config", responses=VERSION_ERRORS)
     def version_config(name: str, version: str) -> dict:
         return model_config(served(scorer, name, version), scorer.slots.limits.max_images)
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", responses={200: INFER_OK, **INFER_ERRORS},
+              openapi_extra=INFER_EXTRA)
     async def infer(name: str, request: Request) -> Response:
         return await version_infer(name, "", request)
 
-    @app.post("/v2/models/{name}/versions/{version}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer",
+              responses={200: INFER_OK, **INFER_ERRORS}, openapi_extra=INFER_EXTRA)
     async def version_infer(name: str, version: str, request: Request) -> Response:
         loaded = served(scorer, name, version)
         inference = await read_infer(scorer, request)

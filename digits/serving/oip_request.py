@@ -129,9 +129,7 @@ def read_tensor(tensor: dict, binary: bytes, shape: list[int]) -> np.ndarray:
 
 def binary_size(tensor: dict) -> int | None:
     """The tensor's `binary_data_size` parameter: its bytes after the JSON; None if inline."""
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ApiError(400, 'inputs[0] "parameters" must be an object')
+    parameters = parameters_of(tensor, 'inputs[0] "parameters"')
     size = parameters.get("binary_data_size")
     if size is not None and (type(size) is not int or size < 0):
         raise ApiError(400, f'inputs[0] "binary_data_size" must be a number of bytes, got {size!r}')
@@ -166,7 +164,7 @@ def parse_outputs(document: dict) -> tuple[Output, ...]:
             raise ApiError(400, f"unknown output {name!r}: the model answers "
                            "'probabilities' and 'digit'")
         own = parameter(output, "binary_data", f'outputs[{index}] "parameters"')
-        parameters = output.get("parameters") or {}
+        parameters = parameters_of(output, f'outputs[{index}] "parameters"')
         if parameters.get("classification"):
             raise ApiError(400, "the classification extension is not supported: ask for "
                            "'digit' and 'probabilities'")
@@ -176,13 +174,22 @@ def parse_outputs(document: dict) -> tuple[Output, ...]:
 
 def parameter(holder: dict, name: str, where: str) -> bool:
     """A boolean parameter of a request or output; False when absent."""
-    parameters = holder.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ApiError(400, f"{where} must be an object")
+    parameters = parameters_of(holder, where)
     value = parameters.get(name, False)
     if not isinstance(value, bool):
         raise ApiError(400, f'{where} "{name}" must be true or false, got {value!r}')
     return value
+
+
+def parameters_of(holder: dict, where: str) -> dict:
+    """The "parameters" object of a request, tensor or output: none if absent or null (as
+    KServe's client may send it), a 400 if it is anything else but an object."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ApiError(400, f"{where} must be an object")
+    return parameters
 
 
 def parse_id(document: dict) -> str | None:

@@ -8,7 +8,7 @@ import copy
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,16 +41,18 @@ def serve(
     log_dir: Path | None = None,
     workers: int = DEFAULT_WORKERS,
     access_log: bool = True,
+    cors_origins: Sequence[str] = (),
 ) -> None:
     """Run the service with uvicorn until interrupted: in this process, or in `workers`
     processes sharing the port, each loading and following the model on its own.
     `access_log`: uvicorn's line per request (~10% of a one-image request's CPU here,
-    benchmarks/results.md)."""
+    benchmarks/results.md). `cors_origins`: the origins whose pages may call it."""
     import uvicorn
 
     # Built here whatever the workers: a bad ref or log folder is one error before any
     # worker starts, not one in each of them.
-    app = create_app(registry, ref, limits, hosts=allowed_hosts(host), log_dir=log_dir)
+    app = create_app(registry, ref, limits, hosts=allowed_hosts(host), log_dir=log_dir,
+                     cors_origins=cors_origins)
     if host not in LOOPBACK_BINDS:
         log.warning("listening on %s: the service has no authentication", host)
     options: dict[str, Any] = {"host": host, "port": port, "log_config": log_config(),
@@ -58,7 +60,8 @@ def serve(
     if workers == 1:
         uvicorn.run(app, **options)
         return
-    settings = ServeSettings(str(registry), ref, host, limits, str(log_dir) if log_dir else None)
+    settings = ServeSettings(str(registry), ref, host, limits, str(log_dir) if log_dir else None,
+                             tuple(cors_origins))
     with worker_environment(settings):
         uvicorn.run(f"{__name__}:{app_from_env.__name__}", factory=True, workers=workers,
                     **options)
@@ -90,7 +93,8 @@ def app_from_env() -> FastAPI:
     if folder is not None:
         forget_dead_workers(folder)  # this worker may be the replacement of one that died
     return create_app(settings.registry, settings.ref, settings.limits,
-                      hosts=allowed_hosts(settings.host), log_dir=settings.log_dir)
+                      hosts=allowed_hosts(settings.host), log_dir=settings.log_dir,
+                      cors_origins=settings.cors_origins)
 
 
 def log_config() -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -46,6 +47,11 @@ DEFAULT_POLL_S = 1.0  # how often aliases.json is re-read: well inside the 5 s p
 # page's. Bound to anything else, the operator chose to expose it, under whatever name.
 LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+# The origins whose pages may call the service from a browser (`digits serve --cors-origin`):
+# none by default, so only the service's own page may write. An origin, never "*": a
+# wildcard would let every site's page in the operator's browser predict and send labels.
+DEFAULT_CORS_ORIGINS: tuple[str, ...] = ()
+CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,21 @@ def allowed_hosts(bind: str) -> tuple[str, ...]:
     return LOOPBACK_HOSTS if bind in LOOPBACK_BINDS else ("*",)
 
 
+def check_origin(text: str) -> str:
+    """`text` as a browser sends it in Origin (scheme://host[:port], lower case); ValueError
+    for anything else: a path, a trailing slash, "*", another scheme."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number 0..65535
+    except ValueError:
+        raise ValueError(f"{text!r} is not an origin: http(s)://host[:port]") from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+            or parts.query or parts.fragment or parts.username or parts.password):
+        raise ValueError(f"{text!r} is not an origin: http(s)://host[:port], without a path "
+                         "or trailing slash")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """What one worker of `digits serve --workers N` serves: the command's options."""
@@ -71,6 +92,7 @@ class ServeSettings:
     host: str
     limits: Limits = Limits()
     log_dir: str | None = None
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -78,4 +100,5 @@ class ServeSettings:
     @classmethod
     def from_json(cls, text: str) -> ServeSettings:
         fields = json.loads(text)
-        return cls(**{**fields, "limits": Limits(**fields["limits"])})
+        return cls(**{**fields, "limits": Limits(**fields["limits"]),
+                      "cors_origins": tuple(fields["cors_origins"])})

@@ -23,16 +23,24 @@ from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.serving.documents import check_count, pixel_array
 from digits.serving.errors import ApiError
 from digits.serving.holder import Loaded
+from digits.serving.openapi import errors, json_body
+from digits.serving.schemas import PREDICT_TF_BODY, TF_SIGNATURE
 from digits.serving.scorer import Scorer
 from digits.serving.versions import MODEL_NAME, served
 
 IMAGE_SIZE = math.prod(IMAGE_SHAPE)
 IMAGE_TEXT = f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} or {IMAGE_SIZE} pixels 0..255"
-SIGNATURE = "serving_default"
+SIGNATURE = TF_SIGNATURE
 # The registry's listing moved from these paths to /v1/registry/versions (issue 29).
 MOVED = " (the registry's versions are under /v1/registry/versions)"
 # curl -d, as in TF Serving's own examples, sends a form type; TF Serving reads JSON anyway.
 FORM_TYPE = "application/x-www-form-urlencoded"
+# What each route answers besides 200, in the OpenAPI document (digits.serving.openapi).
+MODEL_ERRORS = errors(404, 503)  # no such model; none in service yet
+VERSION_ERRORS = errors(400, 404, 503)  # and another version than the served one
+PREDICT_ERRORS = errors(400, 404, 413, 415, 503)
+PREDICT_EXTRA = json_body(PREDICT_TF_BODY, f"JSON (application/json, none, or {FORM_TYPE} as "
+                          "curl -d sends it)")
 
 
 def parse_tensor_input(key: str, value: Any, max_images: int) -> np.ndarray:
@@ -111,11 +119,13 @@ def add_tfserving_routes(app: FastAPI, scorer: Scorer) -> None:
     def model(name: str, version: str) -> Loaded:
         return served(scorer, name, version, MOVED)
 
-    @app.post("/v1/models/{name}:predict")
+    @app.post("/v1/models/{name}:predict", responses=PREDICT_ERRORS,
+              openapi_extra=PREDICT_EXTRA)
     async def predict(name: str, request: Request) -> JSONResponse:
         return await version_predict(name, "", request)
 
-    @app.post("/v1/models/{name}/versions/{version}:predict")
+    @app.post("/v1/models/{name}/versions/{version}:predict", responses=PREDICT_ERRORS,
+              openapi_extra=PREDICT_EXTRA)
     async def version_predict(name: str, version: str, request: Request) -> JSONResponse:
         loaded = model(name, version)
         key, batch = await scorer.read_json(request, parse_predict, also=(FORM_TYPE,))
@@ -123,18 +133,25 @@ def add_tfserving_routes(app: FastAPI, scorer: Scorer) -> None:
         field = "predictions" if key == "instances" else "outputs"
         return JSONResponse({field: answer.probabilities.tolist()}, headers=answer.headers())
 
-    @app.get("/v1/models/{name}")
+    # GET .../digits:predict would reach the status routes below as a model or version
+    # named "digits:predict" (a 404): it is the predict route's, asked with the wrong method.
+    @app.get("/v1/models/{name}:predict", include_in_schema=False)
+    @app.get("/v1/models/{name}/versions/{version}:predict", include_in_schema=False)
+    def predict_by_get() -> None:
+        raise ApiError(405, "Method Not Allowed: :predict takes POST", {"Allow": "POST"})
+
+    @app.get("/v1/models/{name}", responses=MODEL_ERRORS)
     def status(name: str) -> dict:
         return model_status(model(name, ""))
 
-    @app.get("/v1/models/{name}/versions/{version}")
+    @app.get("/v1/models/{name}/versions/{version}", responses=VERSION_ERRORS)
     def version_status(name: str, version: str) -> dict:
         return model_status(model(name, version))
 
-    @app.get("/v1/models/{name}/metadata")
+    @app.get("/v1/models/{name}/metadata", responses=MODEL_ERRORS)
     def metadata(name: str) -> dict:
         return model_metadata(model(name, ""))
 
-    @app.get("/v1/models/{name}/versions/{version}/metadata")
+    @app.get("/v1/models/{name}/versions/{version}/metadata", responses=VERSION_ERRORS)
     def version_metadata(name: str, version: str) -> dict:
         return model_metadata(model(name, version))

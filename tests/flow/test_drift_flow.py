@@ -13,6 +13,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 
 from digits.checks.drift import STATS
 from digits.monitoring.log import PredictionLog
+from digits.monitoring.verdict import read_verdict
 from digits.registry.load import load_predictor
 from digits.registry.store import Registry
 from flows.drift import drift  # Prefect sets up its logging here, before Keras (see `service`)
@@ -115,6 +116,7 @@ def test_inverted_traffic_drifts_with_artifact_and_event(service):
     assert event.payload["checks"]["ink"]["passed"] is False
     flow_run = f"prefect.flow-run.{state.state_details.flow_run_id}"
     assert flow_run in {related.id for related in event.related}
+    assert read_verdict(folder).verdict == "drift"  # what the service's /metrics shows
 
 
 def test_noise_with_fail_on_drift_exits_4_with_the_verdict(cli, service):

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -27,6 +28,13 @@ from digits.data.images import load_inputs
 from digits.registry.store import Registry
 from digits.serving.settings import DEFAULT_MAX_DECODES, DEFAULT_MAX_PIXELS
 from tests.helpers.manifests import make_manifest
+from tests.helpers.monitoring import (
+    dashboard_exprs,
+    exposed_names,
+    metric_names,
+    rule_exprs,
+    run_promtool,
+)
 from tests.helpers.processes import (
     BIN,
     REPO,
@@ -48,6 +56,8 @@ from tests.helpers.serving import (
 
 pytestmark = pytest.mark.integration
 
+WEB_APP = "https://app.example"  # a web app allowed to call the service from its pages
+SCHEMATHESIS_CONFIG = REPO / "tests" / "integration" / "schemathesis.toml"
 STARTUP_SECONDS = 120  # imports TensorFlow to load the first model: slow on a busy machine
 FOLLOW_SECONDS = 5.0  # the promise after promote/rollback
 
@@ -81,7 +91,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
     registry.set_alias("production", "v1")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     port = free_port()
-    command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry", str(registry.root)]
+    command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry", str(registry.root),
+               "--cors-origin", WEB_APP]
     log = root / "serve.log"
     url = f"http://127.0.0.1:{port}"
     with background(command, env, log) as process:
@@ -198,6 +209,45 @@ def test_decompression_bomb_is_refused(service):
     bomb = {"file": ("bomb.png", claimed_size_png(8000, 8000), "image/png")}
     answer = httpx.post(f"{service.url}/v1/predict", files=bomb, timeout=10)
     assert answer.status_code == 413 and "over the limit" in answer.json()["error"]
+
+
+def test_schemathesis_finds_every_answer_as_the_openapi_document_says(service, tmp_path):
+    """schemathesis, as its users run it, with every check and a few examples an operation
+    (a few seconds): statuses, content types, bodies and headers as documented, schema-valid
+    requests taken and invalid ones refused (tests/integration/schemathesis.toml: what a
+    schema cannot say)."""
+    command = [str(BIN / "schemathesis"), "--config-file", str(SCHEMATHESIS_CONFIG), "run",
+               f"{service.url}/openapi.json", "--checks", "all", "--max-examples", "3",
+               "--no-color"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    summary = result.stdout[result.stdout.find("=== SUMMARY"):]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    selected, total = re.search(r"Selected: (\d+)/(\d+)", summary).groups()
+    tested = re.search(r"Tested: (\d+)", summary).group(1)
+    assert selected == total == tested and int(total) >= 31, summary  # every operation
+
+
+def test_promtool_takes_the_scrape_and_the_monitoring_reads_only_metrics_it_holds(service):
+    """`promtool check metrics` on a real scrape (Prometheus' lint), and every metric the
+    Grafana dashboard and the alerting rules query (monitoring/) is one the service exposes."""
+    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    run_promtool("check", "metrics", stdin=text)
+    exposed = exposed_names(text)
+    for expr in dashboard_exprs() + rule_exprs():
+        assert metric_names(expr) <= exposed, f"{expr}: {metric_names(expr) - exposed}"
+    assert {"digits_drift_verdict", "digits_model_info"} <= exposed
+
+
+def test_an_allowed_web_app_is_answered_and_another_is_not(service):
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+    allowed = httpx.options(f"{service.url}/v1/predict", timeout=5,
+                            headers={"Origin": WEB_APP, **preflight})
+    other = httpx.options(f"{service.url}/v1/predict", timeout=5,
+                          headers={"Origin": "https://evil.example", **preflight})
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.headers["access-control-allow-origin"] == WEB_APP
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
 
 
 def follow(service: Service, version: str) -> float:

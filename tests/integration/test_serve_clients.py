@@ -3,7 +3,9 @@
 server metadata and config), MLflow's (`ScoringServerClient`: a numpy array, a pandas
 DataFrame, a dict of one tensor, params, /version) and a TF Serving REST request (TF Serving
 ships no Python REST client). Every answer is compared with /v1/predict's for the same
-images. One service for the file: v1 served, v2 in the registry but not served."""
+images. One service for the file: v1 served, v2 in the registry but not served, a web app's
+origin allowed (`--cors-origin`), so the clients, which send no Origin, pass the CORS and
+same-origin guards as they will in a service that allows one."""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
     registry.publish(save_tiny_onnx(root / "b", 2), make_manifest(), alias=None)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry", str(registry.root)]
+    command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry", str(registry.root),
+               "--cors-origin", "https://app.example"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = root / "serve.log"
     with background(command, env, log) as process:

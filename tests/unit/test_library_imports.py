@@ -71,6 +71,7 @@ ALLOWED = {
     "digits.monitoring.since": set(),  # the standard library only
     "digits.monitoring.traffic": set(),  # scikit-learn; Keras once a model gives features
     "digits.monitoring.traffic_report": set(),  # matplotlib
+    "digits.monitoring.verdict": set(),  # the standard library and the format's helpers
     "digits.serving.app": set(),  # FastAPI only: the model runtime loads with a model
     "digits.serving.server": set(),  # uvicorn only when it runs
     "digits.serving.holder": set(),
@@ -81,6 +82,8 @@ ALLOWED = {
     "digits.serving.feedback": set(),
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
+    "digits.serving.openapi": set(),  # FastAPI's document builder
+    "digits.serving.schemas": set(),
     "digits.serving.scorer": set(),
     "digits.serving.oip": set(),
     "digits.serving.oip_request": set(),

@@ -177,3 +177,12 @@ def test_tf_serving_status_metadata_and_errors(client):
     bad = client.post(PREDICT, json={"instances": [[1, 2]]})
     assert bad.status_code == 400 and list(bad.json()) == ["error"]
     assert client.post("/v1/models/mnist:predict", json={}).status_code == 404
+
+
+@pytest.mark.parametrize("path", [PREDICT, "/v1/models/digits/versions/1:predict"])
+def test_tf_serving_predict_by_get_is_the_wrong_method_not_an_unknown_model(client, path):
+    """Without its own route, GET .../digits:predict reached the status routes as a model
+    (or version) named "digits:predict", a 404 (schemathesis: an undeclared method is 405)."""
+    answer = client.get(path)
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    assert list(answer.json()) == ["error"]
