@@ -140,6 +140,11 @@ def replace_file(path: Path, text: str) -> None:
 FOLLOW_S = 5.0  # the promise: answers come from a new target within 5 s
 
 
+# The first load of a service: a Keras model imports TensorFlow, seconds on a busy machine;
+# the 5 s promise is for following a new target once serving.
+FIRST_LOAD_S = 60.0
+
+
 def wait_until(check, what: str, timeout: float = FOLLOW_S):
     """Poll `check` until it returns something true (and return it), or fail the test."""
     deadline = time.monotonic() + timeout

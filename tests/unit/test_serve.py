@@ -29,6 +29,7 @@ from digits.serving.settings import DEFAULT_MAX_PIXELS, allowed_hosts
 from tests.helpers.manifests import make_manifest
 from tests.helpers.processes import REPO
 from tests.helpers.serving import (
+    FIRST_LOAD_S,
     claimed_size_png,
     digit_png,
     mnist_like,
@@ -70,7 +71,8 @@ def registry(tmp_path, models) -> Registry:
 def serving(registry: Registry, ready: bool = True, **kwargs):
     with TestClient(create_app(registry, poll_s=POLL_S, **kwargs), base_url=LOCAL_URL) as client:
         if ready:
-            wait_until(lambda: client.get("/readyz").status_code == 200, "the first model")
+            wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
+                   FIRST_LOAD_S)
         yield client
 
 

@@ -25,7 +25,14 @@ from digits.monitoring.tokens import add_token, revoke_token
 from digits.registry.store import Registry
 from digits.serving.app import create_app, read_assets
 from tests.helpers.processes import REPO
-from tests.helpers.serving import digit_png, mnist_like, publish_model, save_tiny_model, wait_until
+from tests.helpers.serving import (
+    FIRST_LOAD_S,
+    digit_png,
+    mnist_like,
+    publish_model,
+    save_tiny_model,
+    wait_until,
+)
 
 LOCAL_URL = "http://127.0.0.1:8000"  # the service's own origin, as the page sends it
 
@@ -45,7 +52,8 @@ def registry(tmp_path, model) -> Registry:
 @contextmanager
 def serving(registry: Registry, **kwargs):
     with TestClient(create_app(registry, poll_s=0.05, **kwargs), base_url=LOCAL_URL) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model")
+        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
+                   FIRST_LOAD_S)
         yield client
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -22,7 +21,7 @@ from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.app import Limits, create_app
 from tests.helpers.manifests import make_manifest
-from tests.helpers.serving import mnist_like
+from tests.helpers.serving import FIRST_LOAD_S, mnist_like, wait_until
 
 LOCAL_URL = "http://127.0.0.1:8000"
 POLL_S = 0.05
@@ -51,10 +50,9 @@ def registry(tmp_path, source) -> Registry:
 def serving(registry: Registry, ready: bool = True, **kwargs):
     app = create_app(registry, poll_s=POLL_S, open_model=stand_in, **kwargs)
     with TestClient(app, base_url=LOCAL_URL) as client:
-        deadline = time.monotonic() + 5
-        while ready and client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "no model within 5 s"
-            time.sleep(0.02)
+        if ready:
+            wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
+                       FIRST_LOAD_S)
         yield client
 
 
