@@ -88,7 +88,7 @@ def test_per_class_and_confusion(mixed):
 
 def test_metrics_are_json(mixed):
     metrics = mixed[0].metrics()
-    assert set(metrics) == {"accuracy", "loss", "per_class", "confusion"}
+    assert set(metrics) == {"accuracy", "loss", "ece", "per_class", "confusion"}
     assert json.loads(json.dumps(metrics)) == metrics
 
 
@@ -99,8 +99,8 @@ def plots(mixed, tmp_path_factory):
     return out_dir, ev.save_plots(evaluation, HISTORY, images, labels, probs, out_dir)
 
 
-def assert_pngs(paths, out_dir):
-    names = {"confusion_matrix.png", "training_curves.png", "worst_misclassified.png"}
+def assert_pngs(paths, out_dir, extra=()):
+    names = {"confusion_matrix.png", "training_curves.png", "worst_misclassified.png", *extra}
     assert {path.name for path in paths} == names
     for path in paths:
         assert path.parent == out_dir
@@ -124,6 +124,14 @@ def test_save_plots_without_mistakes_or_validation(model, tmp_path):
 def test_save_plots_without_history(mixed, tmp_path):
     evaluation, probs, images, labels = mixed
     assert_pngs(ev.save_plots(evaluation, {}, images, labels, probs, tmp_path), tmp_path)
+
+
+def test_save_plots_draws_the_reliability_diagram_given_the_uncalibrated(mixed, tmp_path):
+    evaluation, probs, images, labels = mixed
+    sharper = probs**3 / (probs**3).sum(axis=1, keepdims=True)
+    paths = ev.save_plots(evaluation, HISTORY, images, labels, probs, tmp_path,
+                          uncalibrated=sharper)
+    assert_pngs(paths, tmp_path, extra=["reliability.png"])
 
 
 def test_summary_embeds_plots(mixed, plots):
