@@ -163,7 +163,7 @@ def plot_reliability(
         accuracy, confidence = calibration_curve(right, rows.max(axis=1), n_bins=ECE_BINS)
         ece = expected_calibration_error(labels, rows)
         ax.plot(confidence, accuracy, marker="o", label=f"{name} (ECE {ece:.4f})")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right")
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="probability of the top answer",
            ylabel="share right", title="Reliability (test split)")
     fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
