@@ -122,6 +122,7 @@ def evaluate_and_gate(
         manifest = export(build, {**manifest, **(extra or {})}, mnist.test_images)
         terms = () if scored is None else (
             scored.evaluation.accuracy, scored.production_version, scored.production_accuracy)
-        rule = GateRule(evaluation.accuracy, gate.threshold, gate.regression_tolerance, *terms)
+        rule = GateRule(evaluation.accuracy, gate.threshold, gate.regression_tolerance, *terms,
+                        ece=evaluation.ece)
         decision, version = promote(registry, build, manifest, rule)
     return Outcome(decision.promote, evaluation.accuracy, gate.threshold, version, decision.reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from digits.config import PRODUCTION_ALIAS
 from digits.data.snapshot import NewData
+from digits.model.calibration import uncalibrated
 from digits.model.evaluate import (
     Evaluation,
     NewDataScore,
@@ -49,10 +51,20 @@ def publish_evaluation(
 def evaluate(
     trained: TrainedModel, images: np.ndarray, labels: np.ndarray, plots_dir: Path
 ) -> Evaluation:
-    """Score on the test split, write the plots into `plots_dir`, publish the artifacts."""
+    """Score on the test split, write the plots into `plots_dir`, publish the artifacts.
+    A calibrated model is also scored without its temperature, for the ECE it had before."""
     evaluation, probs = evaluate_model(trained.model, images, labels)
-    get_run_logger().info("test accuracy %.4f, loss %.4f", evaluation.accuracy, evaluation.loss)
-    plot_paths = save_plots(evaluation, trained.history, images, labels, probs, plots_dir)
+    logger = get_run_logger()
+    logger.info("test accuracy %.4f, loss %.4f, ECE %.4f", evaluation.accuracy, evaluation.loss,
+                evaluation.ece)
+    raw = uncalibrated(trained.model)
+    raw_probs = None
+    if raw is not trained.model:
+        before, raw_probs = evaluate_model(raw, images, labels)
+        evaluation = replace(evaluation, ece_uncalibrated=before.ece)
+        logger.info("before calibration: loss %.4f, ECE %.4f", before.loss, before.ece)
+    plot_paths = save_plots(evaluation, trained.history, images, labels, probs, plots_dir,
+                            uncalibrated=raw_probs)
     publish_evaluation(evaluation, plot_paths)
     return evaluation
 

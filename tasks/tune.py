@@ -91,7 +91,7 @@ def reuse_best(result: dict[str, Any]):
     (same validation size and seed) that a retrain run would use, so no retraining."""
     import keras
 
-    from digits.model.train import TrainedModel
+    from digits.model.train import TrainedModel  # also registers the Temperature layer
 
     get_run_logger().info("reusing trial %d's model %s", result["number"], result["model_path"])
     return TrainedModel(
@@ -99,4 +99,5 @@ def reuse_best(result: dict[str, Any]):
         history=result["history"],
         best_epoch=result["best_epoch"],
         seconds=result["seconds"],
+        calibration=result.get("calibration"),
     )

@@ -177,8 +177,12 @@ def average_shifts(model: keras.Model, shifts: str) -> keras.Model:
 
 
 def averages_shifts(model: keras.Model) -> bool:
-    """Whether `model` is an `average_shifts` wrapper (its moves are Cropping2D layers)."""
-    return any(isinstance(layer, layers.Cropping2D) for layer in getattr(model, "layers", []))
+    """Whether `model` is an `average_shifts` wrapper (its moves are Cropping2D layers),
+    or wraps one (the calibrated model that training returns)."""
+    inner = getattr(model, "layers", [])
+    return any(isinstance(layer, layers.Cropping2D) for layer in inner) or any(
+        isinstance(layer, keras.Model) and averages_shifts(layer) for layer in inner
+    )
 
 
 def ensemble_members(model: keras.Model) -> list[keras.Model]:

@@ -1,4 +1,5 @@
-"""Evaluate: accuracy, loss, per-class precision/recall/F1, confusion matrix and plots."""
+"""Evaluate: accuracy, loss, calibration error, per-class precision/recall/F1, confusion
+matrix and plots."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from digits.config import DIGITS, IMAGE_SHAPE
@@ -16,18 +18,21 @@ from digits.config import DIGITS, IMAGE_SHAPE
 PLOT_DPI = 80  # small PNGs: they are embedded base64 in the summary artifact
 MAX_WORST = 25  # a 5x5 grid of the most confidently wrong test digits
 LOG_EPSILON = 1e-7  # Keras clips probabilities the same way in its cross-entropy
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017) report ECE
 
 
 @dataclass(frozen=True)
 class Evaluation:
     accuracy: float
     loss: float  # mean sparse categorical cross-entropy
+    ece: float  # expected calibration error of the top answer (expected_calibration_error)
     per_class: list[dict]  # {"digit", "precision", "recall", "f1", "support"}
     confusion: list[list[int]]  # rows: true digit, columns: predicted digit
+    ece_uncalibrated: float | None = None  # the same model's ECE without its temperature
 
     def metrics(self) -> dict:
         """JSON-able metrics for the manifest and the gate."""
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,20 @@ class NewDataScore:
             "production_version": self.production_version,
             "production_accuracy": self.production_accuracy,
         }
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """How far the top answer's probability is from how often it is right: per
+    equal-width bin of that probability, |accuracy - mean probability|, weighted by the
+    bin's share of the rows. Bins hold (low, high], as calibration_curve draws them."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    which = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], confidence)
+    # per bin, rows x |accuracy - confidence| is |right answers - summed confidence|
+    gaps = np.bincount(which, correct, bins) - np.bincount(which, confidence, bins)
+    return float(np.abs(gaps).sum() / len(labels))
 
 
 def score(labels: np.ndarray, probs: np.ndarray) -> Evaluation:
@@ -71,6 +90,7 @@ def score(labels: np.ndarray, probs: np.ndarray) -> Evaluation:
     return Evaluation(
         accuracy=float((preds == labels).mean()),
         loss=float(loss),
+        ece=expected_calibration_error(labels, probs),
         per_class=per_class,
         confusion=confusion_matrix(labels, preds, labels=DIGITS).tolist(),
     )
@@ -130,6 +150,26 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
     return path
 
 
+def plot_reliability(
+    labels: np.ndarray, uncalibrated: np.ndarray, probs: np.ndarray, path: Path
+) -> Path:
+    """The reliability diagram: how often the top answer is right against its probability,
+    per ECE bin, before and after calibration; a calibrated model follows the diagonal."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="calibrated")
+    for name, rows in (("before", uncalibrated), ("after", probs)):
+        right = rows.argmax(axis=1) == labels
+        accuracy, confidence = calibration_curve(right, rows.max(axis=1), n_bins=ECE_BINS)
+        ece = expected_calibration_error(labels, rows)
+        ax.plot(confidence, accuracy, marker="o", label=f"{name} (ECE {ece:.4f})")
+    ax.legend(loc="lower right")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="probability of the top answer",
+           ylabel="share right", title="Reliability (test split)")
+    fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
+    return path
+
+
 def worst_mistakes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Rows of the most confidently wrong predictions, most confident first."""
     preds = probs.argmax(axis=1)
@@ -172,14 +212,19 @@ def save_plots(
     labels: np.ndarray,
     probs: np.ndarray,
     out_dir: Path,
+    uncalibrated: np.ndarray | None = None,
 ) -> list[Path]:
-    """Write the confusion matrix, training curves and worst mistakes as PNGs in `out_dir`."""
+    """Write the confusion matrix, training curves and worst mistakes as PNGs in `out_dir`,
+    and the reliability diagram when given the probabilities before calibration."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         plot_confusion(evaluation, out_dir / "confusion_matrix.png"),
         plot_history(history, out_dir / "training_curves.png"),
         plot_worst(images, labels, probs, out_dir / "worst_misclassified.png"),
     ]
+    if uncalibrated is not None:
+        paths.append(plot_reliability(labels, uncalibrated, probs, out_dir / "reliability.png"))
+    return paths
 
 
 def save_new_data_plots(
@@ -204,6 +249,7 @@ def render_summary(
         "",
         f"- accuracy: **{evaluation.accuracy:.4f}**",
         f"- loss: {evaluation.loss:.4f}",
+        f"- expected calibration error: {evaluation.ece:.4f}",
         "",
     ]
     for path in plot_paths:

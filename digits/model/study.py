@@ -90,7 +90,8 @@ def record(
         study.tell(trial, state=TrialState.FAIL)
         return
     replay(study, trial, result["val_accuracies"])
-    for key in ("model_path", "history", "best_epoch", "seconds", "val_accuracies"):
+    for key in ("model_path", "history", "best_epoch", "seconds", "val_accuracies",
+                "calibration"):
         trial.set_user_attr(key, result[key])
     if result["pruned"]:
         study.tell(trial, state=TrialState.PRUNED)

@@ -10,13 +10,14 @@ from dataclasses import dataclass, replace
 import keras
 
 from digits.config import TrainConfig
-from digits.data.splits import Splits
+from digits.data.splits import PIXEL_SCALE, Splits
 from digits.model.architectures import (
     average_models,
     average_shifts,
     build_model,
     export_model,
 )
+from digits.model.calibration import calibrate
 from digits.model.export import inference_model
 
 ONECYCLE_WARMUP = 0.3  # share of a onecycle run spent warming up
@@ -31,6 +32,7 @@ class TrainedModel:
     history: dict[str, list[float]]
     best_epoch: int  # 1-based epoch whose weights were kept
     seconds: float
+    calibration: dict | None = None  # the temperature's fit (digits.model.calibration)
 
     @property
     def epochs_run(self) -> int:
@@ -171,19 +173,23 @@ def fit_model(
     With `members` > 1 the members train one after another (seeds seed, seed+1, ...) and
     the model returned averages their probabilities; the history is theirs end to end, and
     best_epoch the first member's. With `test_shifts` the model returned also averages over
-    moved copies of each image.
+    moved copies of each image. Last, a temperature fitted on the validation split calibrates
+    what the whole model answers.
     """
     trained = (
         fit_one(splits, config, log, progress, callbacks)
         if config.members == 1
         else fit_members(splits, config, log, progress, callbacks)
     )
-    if config.test_shifts == "none":
-        return trained
-    # Augmentation out first: its random ops would export, and the shifted copies only predict.
-    return replace(
-        trained, model=average_shifts(inference_model(trained.model), config.test_shifts)
-    )
+    if config.test_shifts != "none":
+        # Augmentation out first: its random ops would export, and shifted copies only predict.
+        trained = replace(
+            trained, model=average_shifts(inference_model(trained.model), config.test_shifts)
+        )
+    model, record = calibrate(trained.model, splits.x_val / PIXEL_SCALE, splits.y_val)
+    log(f"calibration: temperature {record['temperature']:.4f}, validation NLL "
+        f"{record['validation_nll']:.4f} -> {record['validation_nll_calibrated']:.4f}")
+    return replace(trained, model=model, calibration=record)
 
 
 def fit_members(

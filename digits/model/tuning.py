@@ -255,6 +255,7 @@ def train_trial(
         "history": trained.history,
         "best_epoch": trained.best_epoch,
         "seconds": round(trained.seconds, 1),
+        "calibration": trained.calibration,
         "model_path": str(path),
     }
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 
 # The file names are digits.registry.layout's; the registry imports this module, not back.
+RELIABILITY_PLOT = "plots/reliability.png"  # digits.model.evaluate.save_plots writes it
 USAGE = """\
 ## How to use it
 
 ```python
 import keras
+import digits.model.calibration  # registers the Temperature layer a calibrated model ends with
 model = keras.saving.load_model("model.keras", safe_mode=True)
 probabilities = model.predict(images)  # images: (N, 28, 28)
 ```
@@ -50,6 +52,7 @@ def render_card(manifest: dict) -> str:
         USAGE.format(version=manifest["version"]),
         _render_exports(manifest.get("exports")),
         _render_metrics(metrics),
+        _render_calibration(manifest),
         _render_fields("Promotion gate", {"threshold": manifest.get("threshold"), **gate}),
         _render_fields("Hyperparameters", manifest.get("hyperparameters")),
         _render_study(manifest.get("study")),
@@ -112,6 +115,15 @@ def _render_metrics(metrics: dict) -> str:
             for i, row in enumerate(rows)
         ]
         text += "\n\n### Per class\n\n" + _render_table(["class", *columns], table)
+    return text
+
+
+def _render_calibration(manifest: dict) -> str:
+    """The temperature and its fit, and where the reliability diagram is; empty for
+    versions published before calibration."""
+    text = _render_fields("Calibration", manifest.get("calibration"))
+    if text and RELIABILITY_PLOT in manifest["files"]:
+        text += f"\n\nReliability diagram, before and after: `{RELIABILITY_PLOT}`."
     return text
 
 

@@ -24,6 +24,7 @@ class Decision:
     reason: str
     new_data_accuracy: float | None = None  # on the batches' pooled held-out images
     production_new_data_accuracy: float | None = None  # production re-scored on the same
+    ece: float | None = None  # recorded beside the accuracy; no part of the decision yet
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class GateRule:
     new_data_accuracy: float | None = None
     rescored_version: str | None = None
     rescored_accuracy: float | None = None
+    ece: float | None = None  # recorded in the decision, not judged
 
     def __call__(self, production: dict | None) -> Decision:
         """Decide against production's manifest (None before the first promotion)."""
@@ -60,6 +62,7 @@ class GateRule:
             version,
             self.new_data_accuracy,
             new_champion,
+            ece=self.ece,
         )
 
     def reject(self, reason: str) -> Decision:
@@ -72,6 +75,7 @@ class GateRule:
             regression_tolerance=self.regression_tolerance,
             reason=reason,
             new_data_accuracy=self.new_data_accuracy,
+            ece=self.ece,
         )
 
 
@@ -97,6 +101,7 @@ def decide(
     production_version: str | None = None,
     new_data_accuracy: float | None = None,
     production_new_data_accuracy: float | None = None,
+    ece: float | None = None,
 ) -> Decision:
     """Promote only at or above the threshold and not worse than production beyond tolerance,
     on MNIST test and, when there is new data, on the batches' held-out images too.
@@ -143,4 +148,5 @@ def decide(
         reason=reason,
         new_data_accuracy=new_data_accuracy,
         production_new_data_accuracy=new_champion,
+        ece=ece,
     )

@@ -38,6 +38,8 @@ DIGEST_KEY = "manifest_sha256"  # the manifest's own checksum: the one file `fil
 class Metrics(TypedDict, total=False):
     accuracy: Required[float]  # 0..1, test split
     loss: float
+    ece: float  # expected calibration error (digits.model.evaluate), as published
+    ece_uncalibrated: float  # the same before the temperature
     per_class: list[dict]
     confusion: list[list[int]]  # rows: true digit, columns: predicted
     new_data: dict  # the same on the batches' pooled held-out images, + rows, production's
@@ -62,6 +64,7 @@ class Manifest(TypedDict, total=False):
     data: dict  # source, sha256, rows, snapshot (MNIST hashes, batches, split rule)
     environment: dict[str, str]
     flow_run_id: str | None
+    calibration: dict  # the temperature and its fit (digits.model.calibration.calibrate)
     exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.model.export)
     study: dict  # the Optuna study of a tuned model (digits.model.study_report.study_summary)
     files: Required[dict[str, FileEntry]]
@@ -192,6 +195,7 @@ def describe(
     source = {"source": data.source, "sha256": data.sha256, "rows": rows or data.rows()}
     if snapshot is not None:
         source["snapshot"] = snapshot
+    calibration = {"calibration": trained.calibration} if trained.calibration else {}
     return {
         "model": config.model,
         "hyperparameters": asdict(config),
@@ -201,6 +205,7 @@ def describe(
             "seconds": round(trained.seconds, 1),
         },
         "metrics": metrics,
+        **calibration,
         "threshold": threshold,
         "data": source,
         "environment": environment(),

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from digits.data.ingest import load_mnist
+from digits.model import calibration  # noqa: F401  registers Temperature: the model ends with it
 
 pytestmark = pytest.mark.data
 

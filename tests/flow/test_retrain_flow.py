@@ -49,6 +49,15 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(first_run, tmp_path):
         manifest["files"]
     )
     assert any(name.startswith("plots/") for name in manifest["files"])
+    # Calibrated on the validation split; the ECE recorded before and after, and by the gate.
+    calibration, metrics = manifest["calibration"], manifest["metrics"]
+    assert calibration["fitted_on"] == "validation" and calibration["temperature"] > 0
+    assert calibration["validation_nll_calibrated"] <= calibration["validation_nll"]
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["ece_uncalibrated"] <= 1
+    assert manifest["gate"]["ece"] == metrics["ece"]
+    assert "plots/reliability.png" in manifest["files"]
+    card = (promoted_into / "v1" / "card.md").read_text()
+    assert "## Calibration" in card and "`plots/reliability.png`" in card
     for fmt, file in (("onnx", "model.onnx"), ("saved_model", "saved_model")):
         record = manifest["exports"][fmt]
         assert record["file"] == file and record["agree"] is True and record["rows"] == 300

@@ -72,6 +72,8 @@ def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
     assert [b["id"] for b in manifest["data"]["snapshot"]["batches"]] == [batch.name]
     assert manifest["metrics"]["new_data"]["rows"] == manifest["data"]["rows"]["new_held_out"] > 0
     assert manifest["gate"]["new_data_accuracy"] == manifest["metrics"]["new_data"]["accuracy"]
+    # the best trial's temperature, fitted when it trained, travels with its model
+    assert manifest["calibration"]["temperature"] > 0 and "ece_uncalibrated" in manifest["metrics"]
 
     # The trials' split files (named by their content) are the split a `digits run` makes
     # of MNIST plus the batch, not of MNIST alone.

@@ -18,6 +18,7 @@ from PIL import Image
 
 from digits.errors import ExportError, RegistryError
 from digits.model.architectures import build_model, export_model
+from digits.model.calibration import Temperature, calibrate, uncalibrated
 from digits.model.export import (
     PARITY_ATOL,
     check_exports,
@@ -43,12 +44,13 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_tiny(name: str, images: np.ndarray, labels: np.ndarray) -> keras.Model:
-    """One epoch, augmentation on (as `digits run` trains the cnn): the registry form."""
+    """One epoch, augmentation on (as `digits run` trains the cnn), calibrated: the registry
+    form. The temperature is fitted on the training images: only its being there matters."""
     keras.utils.set_random_seed(0)
     core = build_model(name, augment=True, seed=0)
     core.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     core.fit(images / 255, labels.astype(np.int64), epochs=1, batch_size=32, verbose=0)
-    return export_model(core)
+    return calibrate(export_model(core), images, labels)[0]
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +101,25 @@ def test_exports_agree_with_the_keras_model(name, builds, exported, digits_data)
     np.testing.assert_allclose(actual, expected, atol=PARITY_ATOL)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_the_exports_carry_the_temperature(name, builds, exported, digits_data):
+    # Parity above means something only if the temperature moves the probabilities by
+    # more than the tolerance: then an export without it would disagree.
+    loaded = load_candidate(builds[name])
+    assert isinstance(loaded.layers[-1], Temperature)
+    assert abs(np.log(loaded.layers[-1].temperature)) > 0.05
+    batch = digits_data[0].astype(np.float32)
+    before = uncalibrated(loaded).predict(batch, verbose=0)
+    actual = run_onnx(onnx_session(builds[name] / ONNX_FILE), batch)
+    assert np.abs(actual - before).max() > 100 * PARITY_ATOL
+    np.testing.assert_array_equal(actual.argmax(axis=1), before.argmax(axis=1))
+
+
 def test_the_cnn_exports_without_its_augmentation_layers(builds):
     # The published .keras keeps them (identity at inference); the ONNX graph must not
     # hold the random ops onnxruntime cannot load (StatelessRandomUniformV2).
     saved = load_candidate(builds["cnn"])
-    names = [type(layer).__name__ for layer in saved.layers[-1].layers]
+    names = [type(layer).__name__ for layer in uncalibrated(saved).layers[-1].layers]
     assert "RandomRotation" in names and "RandomZoom" in names
     ops = {node.op_type for node in onnx.load(builds["cnn"] / ONNX_FILE).graph.node}
     assert not {op for op in ops if "Random" in op}, ops

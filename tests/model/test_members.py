@@ -7,6 +7,7 @@ import pytest
 from digits.checks.drift import penultimate_features
 from digits.config import train_config
 from digits.model.architectures import ensemble_members
+from digits.model.calibration import uncalibrated
 from digits.model.export import check_exports, export_candidate, load_candidate
 from digits.model.train import fit_model
 from digits.registry.layout import MODEL_FILE
@@ -28,11 +29,15 @@ def pair():
 def test_members_average_the_models_their_seeds_train(pair):
     splits, ensemble, first, second, lines = pair
     pixels = splits.x_test * 255
-    mean = (first.model.predict(pixels, verbose=0) + second.model.predict(pixels, verbose=0)) / 2
-    np.testing.assert_allclose(ensemble.model.predict(pixels, verbose=0), mean, atol=1e-5)
+    # each calibrated apart: the average is of what they answered before that
+    mean = sum(uncalibrated(m.model).predict(pixels, verbose=0) for m in (first, second)) / 2
+    np.testing.assert_allclose(uncalibrated(ensemble.model).predict(pixels, verbose=0), mean,
+                               atol=1e-5)
     assert len(ensemble_members(ensemble.model)) == 2
     assert ensemble.epochs_run == 2  # one epoch each, end to end
-    assert [line.split(" epoch")[0] for line in lines] == ["member 1/2", "member 2/2"]
+    *epochs, calibrated = lines  # then one temperature for the ensemble's answers
+    assert [line.split(" epoch")[0] for line in epochs] == ["member 1/2", "member 2/2"]
+    assert calibrated.startswith("calibration: temperature ")
 
 
 def test_an_ensemble_saves_loads_and_exports_with_parity(pair, tmp_path):

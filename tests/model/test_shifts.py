@@ -8,6 +8,7 @@ import pytest
 from digits.checks.drift import penultimate_features
 from digits.config import train_config
 from digits.model.architectures import SHIFTS, average_shifts, build_model, ensemble_members
+from digits.model.calibration import Temperature, uncalibrated
 from digits.model.export import check_exports, export_candidate, load_candidate
 from digits.model.train import fit_model
 from digits.registry.layout import MODEL_FILE
@@ -37,6 +38,10 @@ def test_a_model_that_averages_shifts_is_not_wrapped_again():
     averaged = average_shifts(build_model("cnn", augment=False, seed=0, width=4), "cross5")
     with pytest.raises(ValueError, match="already averages"):
         average_shifts(averaged, "cross5")
+    # calibrated, as training returns it, the shifts are one level down: still refused
+    calibrated = keras.Sequential([keras.Input((28, 28)), averaged, Temperature(2.0)])
+    with pytest.raises(ValueError, match="already averages"):
+        average_shifts(calibrated, "cross5")
 
 
 def test_moving_one_pixel_down_moves_the_ink_down():
@@ -66,7 +71,8 @@ def test_a_trained_model_with_shifts_is_the_same_model_averaged(shifted):
     pixels = splits.x_test * 255
     expected = np.mean([core.predict(moved(pixels, *s), verbose=0) for s in SHIFTS["cross5"]],
                        axis=0)
-    np.testing.assert_allclose(averaged.model.predict(pixels, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(uncalibrated(averaged.model).predict(pixels, verbose=0), expected,
+                               atol=1e-5)
     assert averaged.epochs_run == plain.epochs_run == 1
 
 

@@ -88,7 +88,7 @@ def test_per_class_and_confusion(mixed):
 
 def test_metrics_are_json(mixed):
     metrics = mixed[0].metrics()
-    assert set(metrics) == {"accuracy", "loss", "per_class", "confusion"}
+    assert set(metrics) == {"accuracy", "loss", "ece", "per_class", "confusion"}
     assert json.loads(json.dumps(metrics)) == metrics
 
 
@@ -124,6 +124,15 @@ def test_save_plots_without_mistakes_or_validation(model, tmp_path):
 def test_save_plots_without_history(mixed, tmp_path):
     evaluation, probs, images, labels = mixed
     assert_pngs(ev.save_plots(evaluation, {}, images, labels, probs, tmp_path), tmp_path)
+
+
+def test_the_reliability_diagram_is_drawn(mixed, tmp_path):
+    # save_plots adds it given the uncalibrated probabilities: the retrain flow test checks
+    # the version lists it.
+    _, probs, _, labels = mixed
+    sharper = probs**3 / (probs**3).sum(axis=1, keepdims=True)
+    path = ev.plot_reliability(labels, sharper, probs, tmp_path / "reliability.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_summary_embeds_plots(mixed, plots):

@@ -106,6 +106,7 @@ ALLOWED = {
     "digits.model.architectures": {"keras", "tensorflow"},
     "digits.model.train": {"keras", "tensorflow"},
     "digits.model.export": {"keras", "tensorflow"},
+    "digits.model.calibration": {"keras", "tensorflow"},
     "digits.model.study_report": set(),  # Optuna and matplotlib
     "digits.model.tuning": set(),  # Optuna and NumPy; Keras only inside a trial
     "digits.model.study": set(),  # Optuna only: the ask-and-tell loop

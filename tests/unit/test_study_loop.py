@@ -27,7 +27,7 @@ def result(values, pruned=False):
     return {
         "val_accuracy": max(values), "val_accuracies": values, "pruned": pruned,
         "model_path": "m", "history": {"val_accuracy": values}, "best_epoch": len(values),
-        "seconds": 1.0,
+        "seconds": 1.0, "calibration": {"method": "temperature scaling", "temperature": 1.5},
     }
 
 
