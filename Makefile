@@ -47,10 +47,11 @@ run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect,
 
 # A worker per core and one more: the suite spends a fifth of its time waiting (on servers
 # it started, a trigger's window, the package index), not computing, and the extra worker
-# computes meanwhile. A test file stays on one worker, so a module's server starts once.
+# computes meanwhile. A test file stays on one worker, so a module's server starts once; files
+# go out in tests/conftest.py's order (FIRST_TO_LAST).
 WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
-	$(WITH_DEFAULTS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(ARGS)
+	$(WITH_DEFAULTS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-fast: $(STAMP)  ## the unit tests not marked slow: under a minute, after every edit
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest tests/unit -m "not slow" -n auto $(ARGS)

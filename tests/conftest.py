@@ -39,10 +39,19 @@ def share_the_cores() -> None:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
+# The order `make test` hands files to its workers (with --no-loadscope-reorder, which
+# otherwise puts the files with the most tests first): the few long files first, the many
+# short ones of tests/unit last, where they fill the gaps at the end. With xdist's own order
+# a real-MNIST run and the Dask cluster started last, beside idle workers.
+FIRST_TO_LAST = ("integration", "data", "flow", "model")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.parent.name in COSTLY_FOLDERS:
             item.add_marker(pytest.mark.slow)
+    rank = {folder: place for place, folder in enumerate(FIRST_TO_LAST)}
+    items.sort(key=lambda item: rank.get(item.path.parent.name, len(rank)))
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:

@@ -127,11 +127,17 @@ def penultimate_features(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.n
     """For a Keras registry model: a function of (N, 28, 28) pixels 0..255 giving the
     input of the last Dense layer (the features the classifier separates) and the
     probabilities. Nested models (the exported wrapper) are walked layer by layer; of an
-    ensemble (`members` > 1), the first member's features, and the average's probabilities."""
+    ensemble (`members` > 1), the first member's features, and the average's probabilities.
+
+    The probabilities are the model's before its calibration temperature: the checks' bounds
+    on them (a correction given at least min_correction_probability) were set on those, and
+    a temperature fitted per version would otherwise move every batch's verdict with it."""
     import keras
 
     from digits.model.architectures import ensemble_members
+    from digits.model.calibration import uncalibrated
 
+    model = uncalibrated(model)
     members = ensemble_members(model)
     layers = list(flat_layers(members[0] if members else model))
     last = max(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dense))

@@ -76,3 +76,19 @@ def test_the_temperature_layer_saves_loads_and_keeps_every_answer(tmp_path):
     np.testing.assert_allclose(calibrated, scale(raw, record["temperature"]), atol=1e-5)
     # A temperature keeps the order of every row's answers: the digit never changes.
     np.testing.assert_array_equal(calibrated.argmax(axis=1), raw.argmax(axis=1))
+
+
+def test_the_batch_checks_judge_the_scores_before_the_temperature():
+    """min_correction_probability was set on the model's own probabilities: a sharpening
+    temperature (T < 1) pushed true corrections under it and quarantined a feedback batch
+    the same loop passed before calibration (tests/integration/test_feedback_loop.py)."""
+    from digits.checks.drift import penultimate_features
+
+    keras.utils.set_random_seed(0)
+    core = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                             keras.layers.Dense(10, activation="softmax")], name="mlp")
+    sharpened = keras.Sequential([keras.Input((28, 28)), core, Temperature(0.25)])
+    images = np.random.default_rng(2).uniform(0, 255, (16, 28, 28)).astype(np.float32)
+    features, probabilities = penultimate_features(sharpened)(images)
+    np.testing.assert_allclose(probabilities, core.predict(images, verbose=0), atol=1e-6)
+    assert features.shape == (16, 784)
