@@ -102,16 +102,25 @@ def pins(env: dict[str, str]) -> dict[str, str]:
     return found
 
 
-def resolve(platform: Platform, python: str, extras: tuple[str, ...], workdir: Path
-            ) -> dict[str, str]:
-    """Canonical name -> version of what `pip install '.[extras]' -c constraints.txt` would
-    install on `platform` under CPython `python`, wheels only; raises AssertionError with
-    uv's words when it does not resolve."""
+def write_inputs(platform: Platform, python: str, extras: tuple[str, ...], workdir: Path
+                 ) -> tuple[Path, Path]:
+    """What `pip install '.[extras]' -c constraints.txt` asks for on `platform` under
+    CPython `python`, as uv's requirements and constraints files. Not from several threads
+    at once: packaging parses markers with `ast`, whose compile is not thread-safe on 3.11
+    ("AST constructor recursion depth mismatch", seen in a .ci/run)."""
     env = platform.environment(python)
     workdir.mkdir(parents=True, exist_ok=True)
     wanted, pinned = workdir / "requirements.txt", workdir / "constraints.txt"
     wanted.write_text("\n".join(requirements(extras, env)) + "\n")
     pinned.write_text("\n".join(constraints(env)) + "\n")
+    return wanted, pinned
+
+
+def resolve(platform: Platform, python: str, inputs: tuple[Path, Path]) -> dict[str, str]:
+    """Canonical name -> version of what `inputs` (write_inputs') install on `platform`
+    under CPython `python`, wheels only; raises AssertionError with uv's words when it
+    does not resolve. Only a uv process: safe to run several at once."""
+    wanted, pinned = inputs
     command = [find_uv_bin(), "pip", "compile", str(wanted), "-c", str(pinned),
                "--python-platform", platform.target, "--python-version", python,
                "--only-binary", ":all:", "--no-header", "--no-annotate", "--quiet"]

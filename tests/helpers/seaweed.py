@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from tests.helpers.processes import stop, tail
+from tests.helpers.serving import save_tiny_onnx
 
 WEED = Path(sys.executable).parent / "weed"
 STARTUP_S = 60
@@ -132,36 +131,9 @@ def aws_environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def tiny_onnx(path: Path, seed: int) -> Path:
-    """A 784-10 softmax model on raw 0..255 pixels as ONNX: served by onnxruntime."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.random.default_rng(seed).normal(0, 0.01, (784, 10)).astype(np.float32)
-    nodes = [
-        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 10])],
-        [numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
-         numpy_helper.from_array(weights, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what the installed onnxruntime reads
-    onnx.save(model, path)
-    return path
-
-
 def version_source(folder: Path, seed: int) -> Path:
     """A folder to publish: model.onnx (served) and a stand-in model.keras (required, never
     loaded while model.onnx is listed)."""
     if folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    tiny_onnx(folder / "model.onnx", seed)
-    (folder / "model.keras").write_bytes(f"stand-in {seed}".encode())
-    return folder
+    return save_tiny_onnx(folder, seed)

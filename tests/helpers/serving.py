@@ -30,20 +30,17 @@ def save_tiny_model(path: Path, seed: int) -> Path:
     return path
 
 
-def save_tiny_onnx(folder: Path, seed: int) -> Path:
-    """`folder` to publish, holding the same kind of model as save_tiny_model's (x / 255,
-    dense, softmax), with weights from numpy, as model.onnx. The service loads a version's
-    ONNX export first, so neither it nor the test imports TensorFlow (~20 s of a test's
-    start); model.keras, which the registry requires, is a stand-in that is never loaded."""
+def write_dense_onnx(path: Path, kernel: np.ndarray, bias: np.ndarray) -> Path:
+    """x / 255, one dense layer and softmax (what save_tiny_model's model computes) as ONNX
+    at `path`: served by onnxruntime, with no TensorFlow in the service or the test."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(seed)
     initializers = [
         numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
         numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (784, 10)).astype(np.float32), "kernel"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "bias"),
+        numpy_helper.from_array(kernel.astype(np.float32), "kernel"),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
     ]
     nodes = [
         helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
@@ -58,10 +55,20 @@ def save_tiny_onnx(folder: Path, seed: int) -> Path:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
         initializers,
     )
-    folder.mkdir(parents=True)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    onnx.save(model, folder / "model.onnx")
-    (folder / "model.keras").write_bytes(b"a stand-in: the ONNX export is served")
+    onnx.save(model, path)
+    return path
+
+
+def save_tiny_onnx(folder: Path, seed: int) -> Path:
+    """`folder` to publish, holding the same kind of model as save_tiny_model's, with
+    weights from numpy, as model.onnx. The service loads a version's ONNX export first, so
+    neither it nor the test imports TensorFlow (~20 s of a test's start); model.keras, which
+    the registry requires, is a stand-in that is never loaded."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    write_dense_onnx(folder / "model.onnx", rng.normal(0, 0.1, (784, 10)), rng.normal(0, 0.1, 10))
+    (folder / "model.keras").write_bytes(f"a stand-in {seed}: the ONNX export is served".encode())
     return folder
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.helpers.platforms import PLATFORMS, PYTHONS, pins, resolve
+from tests.helpers.platforms import PLATFORMS, PYTHONS, pins, resolve, write_inputs
 
 pytestmark = pytest.mark.index
 
@@ -34,16 +34,17 @@ TARGETS = [
 def resolved(tmp_path_factory) -> dict[str, dict[str, str] | AssertionError]:
     """Every target's resolution at once: uv waits on the index, hardly on the CPU."""
     root = tmp_path_factory.mktemp("resolve")
+    inputs = [write_inputs(*target.values, root / target.id) for target in TARGETS]
 
-    def attempt(target):
-        platform, python, extras = target.values
+    def attempt(target, files):
+        platform, python, _ = target.values
         try:
-            return resolve(platform, python, extras, root / target.id)
+            return resolve(platform, python, files)
         except AssertionError as error:
             return error
 
     with ThreadPoolExecutor(max_workers=len(TARGETS)) as pool:
-        return dict(zip((t.id for t in TARGETS), pool.map(attempt, TARGETS)))
+        return dict(zip((t.id for t in TARGETS), pool.map(attempt, TARGETS, inputs)))
 
 
 @pytest.mark.parametrize(("platform", "python", "extras"), TARGETS)
@@ -64,4 +65,4 @@ def test_intel_macs_get_no_pipeline(tmp_path):
     # TensorFlow's last Intel-Mac wheels are 2.16's: the README says the consumer install only.
     [intel] = [p for p in PLATFORMS if not p.pipeline]
     with pytest.raises(AssertionError, match="tensorflow"):
-        resolve(intel, "3.11", PIPELINE, tmp_path)
+        resolve(intel, "3.11", write_inputs(intel, "3.11", PIPELINE, tmp_path))

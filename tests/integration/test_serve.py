@@ -52,6 +52,7 @@ from tests.helpers.serving import (
     publish_model,
     replace_file,
     save_tiny_model,
+    write_dense_onnx,
 )
 
 pytestmark = pytest.mark.integration
@@ -486,36 +487,12 @@ WORKERS = 2
 
 
 def add_onnx_twin(model: Path) -> Path:
-    """model.onnx beside a save_tiny_model .keras file, computing the same thing (x / 255,
-    dense, softmax): the workers then serve ONNX, as users do, without TensorFlow."""
+    """model.onnx beside a save_tiny_model .keras file, computing the same thing: the
+    workers then serve ONNX, as users do, without TensorFlow."""
     import keras
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     kernel, bias = keras.saving.load_model(model, safe_mode=True).get_weights()
-    initializers = [
-        numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
-        numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
-        numpy_helper.from_array(kernel.astype(np.float32), "kernel"),
-        numpy_helper.from_array(bias.astype(np.float32), "bias"),
-    ]
-    nodes = [
-        helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
-        helper.make_node("Mul", ["flat", "scale"], ["scaled"]),
-        helper.make_node("MatMul", ["scaled", "kernel"], ["logits_raw"]),
-        helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 10])],
-        initializers,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    path = model.with_name("model.onnx")
-    onnx.save(proto, path)
-    return path
+    return write_dense_onnx(model.with_name("model.onnx"), kernel, bias)
 
 
 def publish_with_onnx(registry: Registry, root: Path, seed: int, alias: str | None) -> str:

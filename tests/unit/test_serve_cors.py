@@ -6,7 +6,6 @@ without the option nothing changes."""
 from __future__ import annotations
 
 import json
-import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -18,7 +17,7 @@ from digits.registry.store import Registry
 from digits.serving.app import create_app
 from digits.serving.settings import Limits, ServeSettings, check_origin
 from tests.helpers.manifests import make_manifest
-from tests.helpers.serving import mnist_like
+from tests.helpers.serving import FIRST_LOAD_S, mnist_like, wait_until
 
 LOCAL_URL = "http://127.0.0.1:8000"
 APP = "https://app.example"  # the web app the operator allowed
@@ -35,10 +34,8 @@ def stand_in(version: str, registry: Registry) -> Predictor:
 def serving(registry: Registry, **kwargs):
     with TestClient(create_app(registry, poll_s=0.05, open_model=stand_in, **kwargs),
                     base_url=LOCAL_URL) as client:
-        deadline = time.monotonic() + 5
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "no model within 5 s"
-            time.sleep(0.02)
+        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
+                   FIRST_LOAD_S)
         yield client
 
 
