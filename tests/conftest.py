@@ -31,7 +31,7 @@ def share_the_cores() -> None:
     """TensorFlow sizes its thread pools to every core, in each pytest worker and in each
     process a test starts: with a worker per core they spin against each other. So each
     worker's TensorFlow gets its share of the cores, as `digits tune` gives each Dask worker
-    (one model-test file took 8% fewer CPU-seconds this way); a caller's setting wins."""
+    (two model-test files, run alone, took 8% fewer CPU-seconds so); a caller's setting wins."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         share = max(1, (os.cpu_count() or 1) // workers)
