@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from unittest import mock
 
 from tests.helpers.processes import stop, tail
 from tests.helpers.serving import save_tiny_onnx
@@ -116,19 +117,10 @@ def make_bucket(env: dict[str, str], bucket: str, process: subprocess.Popen, log
             time.sleep(0.2)
 
 
-@contextmanager
-def aws_environment(env: dict[str, str]) -> Iterator[None]:
-    """Set the store's AWS settings in this process (boto3 reads them per client)."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def aws_environment(env: dict[str, str]):
+    """Set the store's AWS settings in this process (boto3 reads them per client), restored
+    (or removed) afterwards."""
+    return mock.patch.dict(os.environ, env)
 
 
 def version_source(folder: Path, seed: int) -> Path:
