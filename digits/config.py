@@ -198,6 +198,9 @@ class TrainConfig:
     test_shifts: str = knob(
         "none", "Moved copies of each image the exported model averages over: none or cross5."
     )
+    outlier_exposure: float = knob(
+        0.0, "Images that are no digit trained towards a flat answer, per training image."
+    )
 
     def __post_init__(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -230,7 +233,8 @@ def check_shape(config: TrainConfig) -> None:
         raise UsageError(f"--stem {config.stem} applies to the cnn only")
     if config.model == "cnn" and config.depth > 3:  # 28 -> 14 -> 7 -> 4: no room for a fourth
         raise UsageError(f"--depth {config.depth} must be at most 3 for the cnn")
-    bounds = {"dropout": (0.0, 0.9), "label_smoothing": (0.0, 0.5), "augment_strength": (0.0, 3.0)}
+    bounds = {"dropout": (0.0, 0.9), "label_smoothing": (0.0, 0.5), "augment_strength": (0.0, 3.0),
+              "outlier_exposure": (0.0, 1.0)}
     for name, (low, high) in bounds.items():
         value = getattr(config, name)
         if not low <= value < high:

@@ -21,6 +21,7 @@ from digits.model.evaluate import (
     save_plots,
     score,
 )
+from digits.model.not_a_digit import flags
 from digits.model.train import TrainedModel
 from digits.registry.load import load_predictor
 from digits.registry.location import open_registry
@@ -57,6 +58,10 @@ def evaluate(
     logger = get_run_logger()
     logger.info("test accuracy %.4f, loss %.4f, ECE %.4f", evaluation.accuracy, evaluation.loss,
                 evaluation.ece)
+    if trained.not_a_digit:
+        rate = float(flags(probs, trained.not_a_digit).mean())
+        evaluation = replace(evaluation, not_a_digit_rate=rate)
+        logger.info("not a digit: %.2f%% of the test digits flagged", 100 * rate)
     raw = uncalibrated(trained.model)
     raw_probs = None
     if raw is not trained.model:

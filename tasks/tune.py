@@ -100,4 +100,5 @@ def reuse_best(result: dict[str, Any]):
         best_epoch=result["best_epoch"],
         seconds=result["seconds"],
         calibration=result.get("calibration"),
+        not_a_digit=result.get("not_a_digit"),
     )

@@ -29,6 +29,7 @@ class Evaluation:
     per_class: list[dict]  # {"digit", "precision", "recall", "f1", "support"}
     confusion: list[list[int]]  # rows: true digit, columns: predicted digit
     ece_uncalibrated: float | None = None  # the same model's ECE without its temperature
+    not_a_digit_rate: float | None = None  # share of these digits the version's rule flags
 
     def metrics(self) -> dict:
         """JSON-able metrics for the manifest and the gate."""

@@ -91,7 +91,7 @@ def record(
         return
     replay(study, trial, result["val_accuracies"])
     for key in ("model_path", "history", "best_epoch", "seconds", "val_accuracies",
-                "calibration"):
+                "calibration", "not_a_digit"):
         trial.set_user_attr(key, result[key])
     if result["pruned"]:
         study.tell(trial, state=TrialState.PRUNED)

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import keras
+import numpy as np
 
 from digits.config import TrainConfig
-from digits.data.splits import PIXEL_SCALE, Splits
+from digits.data.negatives import draw_negatives
+from digits.data.splits import PIXEL_SCALE, Splits, scale
 from digits.model.architectures import (
     average_models,
     average_shifts,
@@ -19,6 +21,8 @@ from digits.model.architectures import (
 )
 from digits.model.calibration import calibrate
 from digits.model.export import inference_model
+from digits.model.exposure import NEGATIVE, DigitAccuracy, exposure_loss
+from digits.model.not_a_digit import fit_rule
 
 ONECYCLE_WARMUP = 0.3  # share of a onecycle run spent warming up
 # Per step: the average spans the last ~1,000 steps (2-3 epochs at batch 128).
@@ -33,6 +37,7 @@ class TrainedModel:
     best_epoch: int  # 1-based epoch whose weights were kept
     seconds: float
     calibration: dict | None = None  # the temperature's fit (digits.model.calibration)
+    not_a_digit: dict | None = None  # the rule's fit (digits.model.not_a_digit.fit_rule)
 
     @property
     def epochs_run(self) -> int:
@@ -148,17 +153,22 @@ def refit_batchnorm(model: keras.Model, images, batch_size: int) -> None:
 
 
 def loss(config: TrainConfig) -> str | Callable:
-    if not config.label_smoothing:
+    if not config.label_smoothing and not config.outlier_exposure:
         return "sparse_categorical_crossentropy"
-    # Keras' sparse loss has no label smoothing: smooth one-hot labels instead (fit_model
-    # drops the compile settings afterwards, so saved models never reference this function).
-    smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    # Keras' sparse loss has neither label smoothing nor negatives (fit_one drops the compile
+    # settings afterwards, so saved models never reference this function).
+    return exposure_loss(config.label_smoothing)
 
-    def smoothed_sparse_crossentropy(y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        return smoothed(keras.ops.one_hot(labels, y_pred.shape[-1]), y_pred)
 
-    return smoothed_sparse_crossentropy
+def with_negatives(splits: Splits, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels, and outlier exposure's negatives (label NEGATIVE),
+    outlier_exposure of them per training image, drawn with the run's seed."""
+    count = round(config.outlier_exposure * len(splits.y_train))
+    if not count:
+        return splits.x_train, splits.y_train
+    negatives = scale(draw_negatives(count, config.seed))
+    return (np.concatenate([splits.x_train, negatives]),
+            np.concatenate([splits.y_train, np.full(count, NEGATIVE, splits.y_train.dtype)]))
 
 
 def fit_model(
@@ -189,7 +199,13 @@ def fit_model(
     model, record = calibrate(trained.model, splits.x_val / PIXEL_SCALE, splits.y_val)
     log(f"calibration: temperature {record['temperature']:.4f}, validation NLL "
         f"{record['validation_nll']:.4f} -> {record['validation_nll_calibrated']:.4f}")
-    return replace(trained, model=model, calibration=record)
+    rule = fit_rule(
+        model.predict(splits.x_val / PIXEL_SCALE, batch_size=1024, verbose=0),
+        "outlier exposure" if config.outlier_exposure else "maximum probability",
+    )
+    log(f"not a digit: top probability under {rule['threshold']:.4f} "
+        f"({rule['flagged_validation']:.2%} of the validation digits)")
+    return replace(trained, model=model, calibration=record, not_a_digit=rule)
 
 
 def fit_members(
@@ -246,11 +262,12 @@ def fit_one(
 ) -> TrainedModel:
     seed_everything(config.seed)
     model = build_for(config)
-    steps = -(-len(splits.y_train) // config.batch_size)
+    x_train, y_train = with_negatives(splits, config)
+    steps = -(-len(y_train) // config.batch_size)
     model.compile(
         optimizer=optimizer(config, steps),
         loss=loss(config),
-        metrics=["accuracy"],  # resolved from the label shapes: sparse accuracy either way
+        metrics=[DigitAccuracy(name="accuracy")],  # a negative has no right answer
     )
     # With an average the weights to keep are the average's, swapped in after the last epoch.
     # Patience 0 runs every epoch and keeps the last: a cosine run ends with its smallest
@@ -260,8 +277,8 @@ def fit_one(
     ) if config.patience else None
     started = time.perf_counter()
     history = model.fit(
-        splits.x_train,
-        splits.y_train,
+        x_train,
+        y_train,
         validation_data=(splits.x_val, splits.y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -275,10 +292,9 @@ def fit_one(
     )
     if config.ema:
         refit_batchnorm(model, splits.x_train, config.batch_size)
-    if config.label_smoothing:
-        # The saved core would name the smoothed loss, which no reader of the registry can
-        # resolve; the exported model only predicts, so it does not need compile settings.
-        del model._compile_config
+    # The saved core would name our loss and metric, which no reader of the registry can
+    # resolve; the exported model only predicts, so it does not need compile settings.
+    del model._compile_config
     return TrainedModel(
         model=export_model(model),
         history={name: [float(v) for v in values] for name, values in history.history.items()},

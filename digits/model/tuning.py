@@ -256,6 +256,7 @@ def train_trial(
         "best_epoch": trained.best_epoch,
         "seconds": round(trained.seconds, 1),
         "calibration": trained.calibration,
+        "not_a_digit": trained.not_a_digit,
         "model_path": str(path),
     }
 

@@ -53,6 +53,7 @@ def render_card(manifest: dict) -> str:
         _render_exports(manifest.get("exports")),
         _render_metrics(metrics),
         _render_calibration(manifest),
+        _render_fields("Not a digit", manifest.get("not_a_digit")),
         _render_fields("Promotion gate", {"threshold": manifest.get("threshold"), **gate}),
         _render_fields("Hyperparameters", manifest.get("hyperparameters")),
         _render_study(manifest.get("study")),

@@ -42,6 +42,13 @@ class Predictor:
     run: Callable[[np.ndarray], Any]
     manifest: dict = field(default_factory=dict, compare=False, repr=False)
 
+    def not_a_digit(self, probabilities: np.ndarray) -> np.ndarray:
+        """Which of `predict`'s answers the version's rule flags as not a digit (its
+        manifest's `not_a_digit`; nothing for versions published before the rule)."""
+        from digits.model.not_a_digit import flags
+
+        return flags(probabilities, self.manifest.get("not_a_digit"))
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities, in input order, for (N, 28, 28) or one (28, 28)
         image of pixels 0..255, uint8 or float; any N, in chunks that bound the memory."""

@@ -40,6 +40,7 @@ class Metrics(TypedDict, total=False):
     loss: float
     ece: float  # expected calibration error (digits.model.evaluate), as published
     ece_uncalibrated: float  # the same before the temperature
+    not_a_digit_rate: float  # share of the test digits the version's not_a_digit rule flags
     per_class: list[dict]
     confusion: list[list[int]]  # rows: true digit, columns: predicted
     new_data: dict  # the same on the batches' pooled held-out images, + rows, production's
@@ -65,6 +66,7 @@ class Manifest(TypedDict, total=False):
     environment: dict[str, str]
     flow_run_id: str | None
     calibration: dict  # the temperature and its fit (digits.model.calibration.calibrate)
+    not_a_digit: dict  # the rule and its threshold (digits.model.not_a_digit.fit_rule)
     exports: dict[str, dict]  # format -> file, rows, max_abs_diff, agree (digits.model.export)
     study: dict  # the Optuna study of a tuned model (digits.model.study_report.study_summary)
     files: Required[dict[str, FileEntry]]
@@ -195,7 +197,8 @@ def describe(
     source = {"source": data.source, "sha256": data.sha256, "rows": rows or data.rows()}
     if snapshot is not None:
         source["snapshot"] = snapshot
-    calibration = {"calibration": trained.calibration} if trained.calibration else {}
+    fits = {name: fit for name in ("calibration", "not_a_digit")
+            if (fit := getattr(trained, name)) is not None}
     return {
         "model": config.model,
         "hyperparameters": asdict(config),
@@ -205,7 +208,7 @@ def describe(
             "seconds": round(trained.seconds, 1),
         },
         "metrics": metrics,
-        **calibration,
+        **fits,
         "threshold": threshold,
         "data": source,
         "environment": environment(),

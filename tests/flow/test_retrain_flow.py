@@ -56,8 +56,14 @@ def test_promotes_a_good_model_then_rejects_a_bad_one(first_run, tmp_path):
     assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["ece_uncalibrated"] <= 1
     assert manifest["gate"]["ece"] == metrics["ece"]
     assert "plots/reliability.png" in manifest["files"]
+    # The not-a-digit rule, fitted on the validation split after calibration; the share of
+    # the test digits it flags recorded beside the accuracy.
+    rule = manifest["not_a_digit"]
+    assert rule["fitted_on"] == "validation" and 0 <= rule["threshold"] <= 1
+    assert rule["flagged_validation"] <= 0.005 + 1 / rule["rows"]
+    assert 0 <= metrics["not_a_digit_rate"] <= 1
     card = (promoted_into / "v1" / "card.md").read_text()
-    assert "## Calibration" in card and "`plots/reliability.png`" in card
+    assert "## Calibration" in card and "`plots/reliability.png`" in card and "## Not a digit" in card
     for fmt, file in (("onnx", "model.onnx"), ("saved_model", "saved_model")):
         record = manifest["exports"][fmt]
         assert record["file"] == file and record["agree"] is True and record["rows"] == 300

@@ -60,6 +60,7 @@ ALLOWED = {
     "digits.data.ingest": set(),
     "digits.data.splits": set(),
     "digits.data.images": set(),  # numpy and Pillow only
+    "digits.data.negatives": set(),  # numpy and Pillow; matplotlib's files found by path
     "digits.monitoring.records": set(),  # numpy and the standard library only
     "digits.monitoring.log": set(),  # numpy and the standard library only
     "digits.monitoring.index": set(),  # the standard library only
@@ -107,6 +108,8 @@ ALLOWED = {
     "digits.model.train": {"keras", "tensorflow"},
     "digits.model.export": {"keras", "tensorflow"},
     "digits.model.calibration": {"keras", "tensorflow"},
+    "digits.model.exposure": {"keras", "tensorflow"},
+    "digits.model.not_a_digit": set(),  # NumPy only: serving an ONNX version applies it
     "digits.model.study_report": set(),  # Optuna and matplotlib
     "digits.model.tuning": set(),  # Optuna and NumPy; Keras only inside a trial
     "digits.model.study": set(),  # Optuna only: the ask-and-tell loop

@@ -1,0 +1,190 @@
+"""Things that are not digits, drawn offline: what the model learns to be unsure about.
+
+Outlier exposure (Hendrycks et al., 2019) trains the model to answer a flat distribution
+on images that are no digit, so its top probability on such things falls below what it
+gives digits, and `digits.model.not_a_digit` can flag them by that probability alone. The
+images come from four kinds, each drawn with Pillow and made 28x28 by `normalize_image`,
+the reading every upload goes through:
+
+- glyphs: letters and symbols from the typefaces matplotlib ships (DejaVu, STIX, Computer
+  Modern), leaving out those that are written like a digit (O, I, l, S, Z, B, g, q, ...);
+- shapes: stars, hearts, smileys, arrows, houses, grids, spirals, filled blobs;
+- scribbles: a few random smooth strokes;
+- photos: random crops of the pictures matplotlib ships as sample data.
+
+Nothing is downloaded, and the same seed draws the same images. benchmarks/not_a_digit.py
+scores the rule on other images: other typefaces, other seeds, other photos.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from digits.data.images import normalize_image
+
+# Latin letters and symbols no one writes as a digit: O/o/Q (0), I/l/i/j/J/T (1, 7),
+# Z/z (2), S/s/$/§ (5), G/b/δ (6), B (8), g/q (9), and thin marks (- | / . ,) are left out.
+GLYPHS = "ACEFHKMNPRUVWXYacdefhkmnprtuvwxy#@&%?!+=*<>{}~€£¥¶αβγελμξπφψωΣΩΔΓΛΞΠΦΨ"
+TRAINING_FONTS = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf",
+)
+TRAINING_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
+KINDS = ("glyphs", "shapes", "scribbles", "photos")
+SHARES = (0.4, 0.25, 0.2, 0.15)  # of the negatives, per kind
+CANVAS = 96  # side of the square each glyph, shape or scribble is drawn on
+TRIES = 5  # draws of one image before a blank one is an error
+TOFU = "\uffff"  # a noncharacter: a font draws its missing-glyph box for it
+
+
+def draw_negatives(count: int, seed: int) -> np.ndarray:
+    """`count` images (count, 28, 28) uint8, white on black, in KINDS' SHARES, shuffled."""
+    rng = np.random.default_rng(seed)
+    fonts = [matplotlib_file("fonts/ttf", name) for name in TRAINING_FONTS]
+    photos = [load_photo(matplotlib_file("sample_data", name)) for name in TRAINING_PHOTOS]
+    draw = {
+        "glyphs": lambda: draw_glyph(load_font(fonts[rng.integers(len(fonts))]), rng),
+        "shapes": lambda: draw_shape(rng),
+        "scribbles": lambda: draw_scribble(rng),
+        "photos": lambda: crop_photo(photos[rng.integers(len(photos))], rng),
+    }
+    kinds = rng.choice(len(KINDS), size=count, p=SHARES)
+    images = np.zeros((count, 28, 28), np.uint8)
+    for i, kind in enumerate(kinds):
+        images[i] = retry(draw[KINDS[kind]])
+    return images
+
+
+def retry(draw) -> np.ndarray:
+    """`draw()` normalised; a draw that comes out blank is drawn again, other dice."""
+    for _ in range(TRIES - 1):
+        try:
+            return normalize_image(np.asarray(draw()))
+        except ValueError:
+            continue
+    return normalize_image(np.asarray(draw()))
+
+
+def matplotlib_file(folder: str, name: str) -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / folder / name
+
+
+@cache
+def load_font(path: Path) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(path), 48)
+
+
+@cache
+def glyphs_of(font: ImageFont.FreeTypeFont) -> str:
+    """GLYPHS that `font` really has: drawn, and not its missing-glyph box."""
+    tofu = glyph_bitmap(font, TOFU)
+    return "".join(c for c in GLYPHS if (bitmap := glyph_bitmap(font, c)) and bitmap != tofu)
+
+
+def glyph_bitmap(font: ImageFont.FreeTypeFont, text: str) -> bytes:
+    """`text` drawn plainly, cropped to its ink: equal bytes mean the same glyph; b"" none."""
+    canvas, draw = ink_canvas()
+    draw.text((CANVAS / 2, CANVAS / 2), text, fill=255, font=font, anchor="mm")
+    box = canvas.getbbox()
+    return b"" if box is None else f"{box}".encode() + canvas.crop(box).tobytes()
+
+
+def load_photo(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("L")
+
+
+def ink_canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    return canvas, ImageDraw.Draw(canvas)
+
+
+def draw_glyph(font: ImageFont.FreeTypeFont, rng: np.random.Generator) -> Image.Image:
+    """One glyph of `font`, white on black, at a random size, stroke and rotation."""
+    canvas, draw = ink_canvas()
+    sized = font.font_variant(size=int(rng.integers(36, 64)))
+    choices = glyphs_of(font)
+    width = int(rng.choice([0, 0, 1, 2]))
+    draw.text((CANVAS / 2, CANVAS / 2), choices[rng.integers(len(choices))], fill=255,
+              font=sized, anchor="mm", stroke_width=width, stroke_fill=255)
+    return canvas.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
+
+
+def draw_shape(rng: np.random.Generator) -> Image.Image:
+    canvas, draw = ink_canvas()
+    width = int(rng.integers(3, 9))
+    c, r = CANVAS / 2, CANVAS * rng.uniform(0.25, 0.4)
+    kind = rng.integers(8)
+    if kind == 0:  # star
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2, r * 0.45, r)
+        draw.polygon(polar(c, radii, angles), outline=255, width=width,
+                     fill=255 if rng.random() < 0.5 else None)
+    elif kind == 1:  # heart
+        draw.ellipse((c - r, c - r / 2, c, c + r / 2), fill=255)
+        draw.ellipse((c, c - r / 2, c + r, c + r / 2), fill=255)
+        draw.polygon([(c - r * 0.97, c + r * 0.1), (c + r * 0.97, c + r * 0.1), (c, c + r * 1.2)],
+                     fill=255)
+    elif kind == 2:  # smiley
+        draw.ellipse((c - r, c - r, c + r, c + r), outline=255, width=width)
+        for dx in (-0.4, 0.4):
+            draw.ellipse((c + dx * r - width, c - 0.35 * r - width, c + dx * r + width,
+                          c - 0.35 * r + width), fill=255)
+        draw.arc((c - 0.6 * r, c - 0.5 * r, c + 0.6 * r, c + 0.6 * r), 20, 160, fill=255,
+                 width=width)
+    elif kind == 3:  # arrow
+        draw.line((c - r, c, c + r * 0.5, c), fill=255, width=width)
+        draw.polygon([(c + r, c), (c + r * 0.4, c - r * 0.45), (c + r * 0.4, c + r * 0.45)],
+                     fill=255)
+    elif kind == 4:  # house
+        draw.rectangle((c - r * 0.7, c - r * 0.1, c + r * 0.7, c + r), outline=255, width=width)
+        draw.line((c - r * 0.9, c, c, c - r, c + r * 0.9, c), fill=255, width=width)
+    elif kind == 5:  # grid
+        for t in np.linspace(-r, r, int(rng.integers(3, 6))):
+            draw.line((c - r, c + t, c + r, c + t), fill=255, width=width)
+            draw.line((c + t, c - r, c + t, c + r), fill=255, width=width)
+    elif kind == 6:  # spiral
+        angles = np.linspace(0, rng.uniform(3, 5) * np.pi, 80)
+        draw.line(polar(c, r * angles / angles[-1], angles), fill=255, width=width, joint="curve")
+    else:  # a filled blob: a polygon of random radii
+        angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 10))))
+        draw.polygon(polar(c, r * rng.uniform(0.5, 1.0, len(angles)), angles), fill=255)
+    return canvas.rotate(rng.uniform(0, 360), resample=Image.Resampling.BILINEAR)
+
+
+def polar(centre: float, radii, angles: np.ndarray) -> list[tuple[float, float]]:
+    return list(zip(centre + radii * np.cos(angles), centre - radii * np.sin(angles)))
+
+
+def draw_scribble(rng: np.random.Generator) -> Image.Image:
+    """2-4 strokes, each through 5-9 random points smoothed by corner cutting."""
+    canvas, draw = ink_canvas()
+    for _ in range(rng.integers(2, 5)):
+        points = rng.uniform(CANVAS * 0.15, CANVAS * 0.85, size=(int(rng.integers(5, 10)), 2))
+        draw.line([tuple(p) for p in smooth(points)], fill=255, width=int(rng.integers(3, 9)),
+                  joint="curve")
+    return canvas
+
+
+def smooth(points: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """Chaikin's corner cutting: each round puts two points on every segment, at 1/4, 3/4."""
+    for _ in range(rounds):
+        ends = points[:-1], points[1:]
+        cut = np.empty((2 * len(points) - 2, 2))
+        cut[0::2], cut[1::2] = 0.75 * ends[0] + 0.25 * ends[1], 0.25 * ends[0] + 0.75 * ends[1]
+        points = cut
+    return points
+
+
+def crop_photo(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+    side = int(rng.integers(24, min(photo.size) + 1))
+    left = int(rng.integers(photo.width - side + 1))
+    top = int(rng.integers(photo.height - side + 1))
+    return photo.crop((left, top, left + side, top + side))

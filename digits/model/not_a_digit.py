@@ -1,0 +1,44 @@
+""""Not a digit": the rule that flags an answer, fitted per version.
+
+Trained with outlier exposure (digits.model.exposure), the model answers things that are
+no digit with a low top probability, so the rule is that probability alone: an answer is
+"not a digit" when its top (calibrated) probability is under a threshold. The threshold is
+fitted after calibration on the validation split, as the share FLAGGED_DIGITS of its
+digits that it may flag, and recorded with the version; every reader of answers (the
+service, `digits.load`, `digits predict`, the log) applies `flags` with it. NumPy only:
+serving an ONNX version imports no Keras.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Validation digits the threshold flags: half the 1% that MNIST test may lose, so a test
+# set's own spread (about +-0.1 point at 10,000 rows) stays inside it.
+FLAGGED_DIGITS = 0.005
+
+
+def fit_rule(probabilities: np.ndarray, method: str) -> dict:
+    """The threshold that flags FLAGGED_DIGITS of these (validation) digits, as recorded."""
+    top = np.sort(np.asarray(probabilities, np.float64).max(axis=1))
+    # The smallest threshold above the lowest FLAGGED_DIGITS of the tops: flags exactly those
+    # (ties aside), whichever way the quantile would interpolate.
+    count = int(np.floor(FLAGGED_DIGITS * len(top)))
+    threshold = float(np.nextafter(top[count - 1], np.inf)) if count else 0.0
+    return {
+        "rule": "top probability under the threshold",
+        "threshold": threshold,
+        "method": method,
+        "fitted_on": "validation",
+        "rows": len(top),
+        "flagged_validation": float(np.mean(top < threshold)),
+    }
+
+
+def flags(probabilities: np.ndarray, rule: dict | None) -> np.ndarray:
+    """Which answers are "not a digit" under `rule` (a version's manifest block); none
+    without one (versions published before the rule)."""
+    top = np.asarray(probabilities).max(axis=-1)
+    if not rule:
+        return np.zeros(top.shape, bool)
+    return top < rule["threshold"]

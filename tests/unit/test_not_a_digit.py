@@ -1,0 +1,76 @@
+"""The not-a-digit rule (digits.model.not_a_digit), outlier exposure's loss and metric
+(digits.model.exposure) and the negatives training draws (digits.data.negatives)."""
+
+import keras
+import numpy as np
+import pytest
+
+from digits.data.images import center_of_mass
+from digits.data.negatives import GLYPHS, draw_negatives, glyphs_of, load_font, matplotlib_file
+from digits.model.exposure import EXPOSURE_WEIGHT, NEGATIVE, DigitAccuracy, exposure_loss
+from digits.model.not_a_digit import FLAGGED_DIGITS, fit_rule, flags
+
+
+def answers(tops: list[float]) -> np.ndarray:
+    """(N, 10) probabilities whose top is each of `tops`, the rest spread evenly."""
+    rows = np.tile((1 - np.array(tops))[:, None] / 9, (1, 10))
+    rows[:, 3] = tops
+    return rows
+
+
+def test_the_rule_flags_the_share_of_validation_digits_it_was_fitted_for():
+    tops = np.linspace(0.3, 1.0, 1000)
+    rule = fit_rule(answers(list(tops)), "outlier exposure")
+    flagged = flags(answers(list(tops)), rule)
+    assert flagged.sum() == int(FLAGGED_DIGITS * 1000) == 5
+    assert flagged[:5].all() and not flagged[5:].any()  # the least confident ones
+    assert rule["flagged_validation"] == pytest.approx(0.005)
+    assert rule["method"] == "outlier exposure" and rule["rows"] == 1000
+
+
+def test_ties_at_the_threshold_are_flagged_alike_whatever_their_order():
+    tops = [0.5] * 10 + [0.9] * 990
+    rule = fit_rule(answers(tops), "maximum probability")
+    shuffled = np.random.default_rng(0).permutation(tops)
+    assert flags(answers(list(shuffled)), rule).sum() == 10  # all the tied lows, not 5 of them
+
+
+def test_too_few_validation_digits_flag_nothing_and_no_rule_flags_nothing():
+    rule = fit_rule(answers([0.2, 0.9]), "maximum probability")
+    assert rule["threshold"] == 0.0 and not flags(answers([0.1, 0.2]), rule).any()
+    assert not flags(answers([0.1, 0.2]), None).any()  # a version published before the rule
+
+
+def test_the_loss_is_cross_entropy_for_digits_and_a_weighted_flat_target_for_negatives():
+    probabilities = np.full((2, 10), 0.02, np.float32)
+    probabilities[:, 4] = 0.82
+    losses = keras.ops.convert_to_numpy(
+        exposure_loss()(np.array([4, NEGATIVE]), probabilities))
+    assert losses[0] == pytest.approx(-np.log(0.82), rel=1e-5)
+    flat = -np.mean(np.log(probabilities[1]))
+    assert losses[1] == pytest.approx(EXPOSURE_WEIGHT * flat, rel=1e-5)
+    uniform = np.full((1, 10), 0.1, np.float32)
+    assert keras.ops.convert_to_numpy(exposure_loss()(np.array([NEGATIVE]), uniform))[0] == (
+        pytest.approx(EXPOSURE_WEIGHT * np.log(10), rel=1e-5))  # a flat answer: the least
+
+
+def test_accuracy_counts_the_digits_only():
+    metric = DigitAccuracy(name="accuracy")
+    probabilities = np.eye(10, dtype=np.float32)[[1, 2, 5]]
+    metric.update_state(np.array([1, 7, NEGATIVE]), probabilities)
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+def test_negatives_are_mnist_format_the_same_for_a_seed_and_different_for_another():
+    first, again, other = draw_negatives(40, 3), draw_negatives(40, 3), draw_negatives(40, 4)
+    assert first.shape == (40, 28, 28) and first.dtype == np.uint8
+    assert (first == again).all() and not (first == other).all()
+    assert (first.reshape(40, -1).max(axis=1) >= 250).all()  # ink peaks as MNIST's does
+    for image in first:  # centred by mass, as normalize_image centres an upload
+        assert np.abs(center_of_mass(image.astype(float)) - 14).max() <= 1
+
+
+def test_no_glyph_written_like_a_digit_is_drawn():
+    assert not set(GLYPHS) & set("0123456789OoQIliJjTZzSs$§GbBgqδ-|/.,")
+    font = load_font(matplotlib_file("fonts/ttf", "DejaVuSans.ttf"))
+    assert set(glyphs_of(font)) == set(GLYPHS)  # DejaVu draws them all
