@@ -117,13 +117,18 @@ class PredictionLog:
         self._index = Index(self.folder)
 
     def record(
-        self, version: str, ref: str, images: np.ndarray, probabilities: np.ndarray
+        self, version: str, ref: str, images: np.ndarray, probabilities: np.ndarray,
+        not_a_digit: np.ndarray | None = None,
     ) -> list[str]:
         """Log each image with its answer; the N new ids, in order. `images` (N, 28, 28)
-        pixels 0..255 (stored rounded to uint8), `probabilities` (N, 10)."""
+        pixels 0..255 (stored rounded to uint8), `probabilities` (N, 10), `not_a_digit` (N,)
+        the version's flags (Predictor.not_a_digit; None: none flagged)."""
         pixels, scores = check_rows(images, probabilities)
+        flagged = np.zeros(len(pixels), bool) if not_a_digit is None else np.asarray(not_a_digit)
+        if flagged.shape != (len(pixels),):
+            raise ValueError(f"not_a_digit must be ({len(pixels)},), got {flagged.shape}")
         ids = [new_id() for _ in range(len(pixels))]
-        data = prediction_lines(ids, stamp_now(), version, ref, pixels, scores)
+        data = prediction_lines(ids, stamp_now(), version, ref, pixels, scores, flagged)
         with self._lock:
             if self._segment.append(data, self.limits.segment_bytes):
                 self._labels.close()  # closed, they can be released once settled

@@ -92,6 +92,8 @@ def check_prediction(record: dict) -> None:
         raise ValueError(f"{len(record['probabilities'])} probabilities, not {NUM_CLASSES}")
     if len(base64.b64decode(record["image"], validate=True)) != PIXELS:
         raise ValueError(f"the image is not {PIXELS} pixels")
+    if not isinstance(record.get("not_a_digit", False), bool):
+        raise ValueError(f"not_a_digit {record['not_a_digit']!r} is not true or false")
 
 
 def check_correction(record: dict) -> None:
@@ -103,23 +105,26 @@ def check_correction(record: dict) -> None:
 
 
 def compact(record: dict) -> tuple:
-    """A prediction as (time, id, version, ref, digit, probabilities, pixels), its dict and
-    base64 text dropped as it is read: a full log is 190,000 of them."""
+    """A prediction as (time, id, version, ref, digit, probabilities, pixels, not_a_digit),
+    its dict and base64 text dropped as it is read: a full log is 190,000 of them. Records
+    written before the not-a-digit rule have no flag: nothing was flagged then."""
     return (record["time"], record["id"], record["version"], record["ref"], record["digit"],
-            record["probabilities"], base64.b64decode(record["image"]))
+            record["probabilities"], base64.b64decode(record["image"]),
+            record.get("not_a_digit", False))
 
 
 def to_rows(predictions: list[tuple], states: dict[str, dict]) -> Logged:
     predictions.sort(key=lambda row: row[0])  # by time; stable, so a process's order is kept
     n = len(predictions)
-    times, ids, versions, refs, digits, scores, pixels = (
-        zip(*predictions) if n else ([] for _ in range(7)))
+    times, ids, versions, refs, digits, scores, pixels, flags = (
+        zip(*predictions) if n else ([] for _ in range(8)))
     return Logged(
         ids=np.array(ids, dtype=str),
         times=np.array([stamp.rstrip("Z") for stamp in times], dtype="datetime64[ms]"),
         versions=np.array(versions, dtype=str),
         refs=np.array(refs, dtype=str),
         digits=np.array(digits, dtype=np.int64),
+        not_a_digit=np.array(flags, dtype=bool).reshape(n),
         probabilities=np.array(scores, dtype=np.float32).reshape(n, NUM_CLASSES),
         images=np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape(n, *IMAGE_SHAPE).copy(),
         labels=np.array([int(states[id_]["label"]) if id_ in states else -1 for id_ in ids],

@@ -121,6 +121,7 @@ class Logged:
     versions: np.ndarray  # (N,) str, e.g. "v3"
     refs: np.ndarray  # (N,) str, e.g. "production"
     digits: np.ndarray  # (N,) int64, the answer given
+    not_a_digit: np.ndarray  # (N,) bool, the answer flagged by the version's rule
     probabilities: np.ndarray  # (N, 10) float32
     images: np.ndarray  # (N, 28, 28) uint8
     labels: np.ndarray  # (N,) int64, the label where it stands (label_states), -1 where none
@@ -174,7 +175,8 @@ def new_id() -> str:
 
 
 def prediction_lines(
-    ids: list[str], stamp: str, version: str, ref: str, images: np.ndarray, scores: np.ndarray
+    ids: list[str], stamp: str, version: str, ref: str, images: np.ndarray, scores: np.ndarray,
+    not_a_digit: np.ndarray,
 ) -> bytes:
     """The records' JSON lines, written by hand (json.dumps of the dict costs twice as much,
     in the answer's time): keys in HEAD_RE's order, strings escaped by json. The
@@ -182,11 +184,12 @@ def prediction_lines(
     as base64 (1 KB instead of ~3 KB of numbers)."""
     head = f'"time": "{stamp}", "version": {json.dumps(version)}, "ref": {json.dumps(ref)}'
     digits, rows = scores.argmax(axis=1).tolist(), scores.tolist()
+    flags = ["true" if flag else "false" for flag in not_a_digit.tolist()]
     return b"".join(
         f'{{"kind": "{PREDICTION}", "id": "{id_}", {head}, "digit": {digit}, '
-        f'"probabilities": [{FLOATS % tuple(row)}], "image": "'.encode()
+        f'"not_a_digit": {flag}, "probabilities": [{FLOATS % tuple(row)}], "image": "'.encode()
         + base64.b64encode(image.tobytes()) + b'"}\n'
-        for id_, digit, row, image in zip(ids, digits, rows, images)
+        for id_, digit, flag, row, image in zip(ids, digits, flags, rows, images)
     )
 
 

@@ -68,6 +68,27 @@ def test_a_record_reads_back_whole_and_in_order(folder):
     assert (before <= logged.times).all() and (logged.times <= after).all()
 
 
+def test_an_answer_flagged_not_a_digit_is_logged_so_and_older_records_read_as_unflagged(
+    folder,
+):
+    with PredictionLog(folder) as log:
+        log.record("v3", "production", mnist_like(3), scores(3), np.array([True, False, True]))
+        log.record("v3", "production", mnist_like(1), scores(1))  # a caller with no rule
+        with pytest.raises(ValueError, match=r"not_a_digit must be \(2,\)"):
+            log.record("v3", "production", mnist_like(2), scores(2), np.array([True]))
+    assert read_log(folder).not_a_digit.tolist() == [True, False, True, False]
+
+    (segment,) = segment_files(folder)
+    lines = segment.read_text().splitlines(keepends=True)
+    old = json.loads(lines[0])
+    del old["not_a_digit"]  # as written before the rule
+    segment.write_text(json.dumps(old) + "\n" + "".join(lines[1:]))
+    assert read_log(folder).not_a_digit.tolist() == [False, False, True, False]
+    segment.write_text(lines[0].replace('"not_a_digit": true', '"not_a_digit": "yes"'))
+    with pytest.raises(DataError, match="not_a_digit 'yes' is not true or false"):
+        read_log(folder)
+
+
 def test_an_empty_log_reads_as_no_rows_and_other_folders_are_refused(folder, tmp_path):
     PredictionLog(folder).close()
     empty = read_log(folder)
