@@ -70,11 +70,10 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def calibrate(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray
+    model: keras.Model, probabilities: np.ndarray, labels: np.ndarray
 ) -> tuple[keras.Model, dict]:
-    """`model` (raw pixels in, probabilities out) followed by the Temperature fitted on
-    `images` (raw 0..255, the validation split) and `labels`; with the fit's record."""
-    probabilities = np.asarray(model.predict(images, batch_size=1024, verbose=0))
+    """`model` (raw pixels in, probabilities out) followed by the Temperature fitted on its
+    `probabilities` for the validation split and their `labels`; with the fit's record."""
     temperature = fit_temperature(probabilities, labels)
     calibrated = keras.Sequential(
         [keras.Input(model.input_shape[1:], name="pixels"), model,

@@ -38,7 +38,9 @@ def fit_rule(probabilities: np.ndarray, method: str) -> dict:
 def flags(probabilities: np.ndarray, rule: dict | None) -> np.ndarray:
     """Which answers are "not a digit" under `rule` (a version's manifest block); none
     without one (versions published before the rule)."""
-    top = np.asarray(probabilities).max(axis=-1)
+    # In float64, as fitted: float32 would round the threshold (the next float above a
+    # validation top) back onto that top, and the ties it was fitted to flag would pass.
+    top = np.asarray(probabilities, np.float64).max(axis=-1)
     if not rule:
         return np.zeros(top.shape, bool)
     return top < rule["threshold"]

@@ -20,6 +20,7 @@ from digits.model.architectures import (
     export_model,
 )
 from digits.model.calibration import calibrate
+from digits.model.calibration import scale as scale_temperature
 from digits.model.export import inference_model
 from digits.model.exposure import NEGATIVE, DigitAccuracy, exposure_loss
 from digits.model.not_a_digit import fit_rule
@@ -196,13 +197,12 @@ def fit_model(
         trained = replace(
             trained, model=average_shifts(inference_model(trained.model), config.test_shifts)
         )
-    model, record = calibrate(trained.model, splits.x_val / PIXEL_SCALE, splits.y_val)
+    validation = trained.model.predict(splits.x_val / PIXEL_SCALE, batch_size=1024, verbose=0)
+    model, record = calibrate(trained.model, validation, splits.y_val)
     log(f"calibration: temperature {record['temperature']:.4f}, validation NLL "
         f"{record['validation_nll']:.4f} -> {record['validation_nll_calibrated']:.4f}")
-    rule = fit_rule(
-        model.predict(splits.x_val / PIXEL_SCALE, batch_size=1024, verbose=0),
-        "outlier exposure" if config.outlier_exposure else "maximum probability",
-    )
+    rule = fit_rule(scale_temperature(validation, record["temperature"]),
+                    "outlier exposure" if config.outlier_exposure else "maximum probability")
     log(f"not a digit: top probability under {rule['threshold']:.4f} "
         f"({rule['flagged_validation']:.2%} of the validation digits)")
     return replace(trained, model=model, calibration=record, not_a_digit=rule)

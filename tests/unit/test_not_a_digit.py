@@ -35,6 +35,12 @@ def test_ties_at_the_threshold_are_flagged_alike_whatever_their_order():
     assert flags(answers(list(shuffled)), rule).sum() == 10  # all the tied lows, not 5 of them
 
 
+def test_float32_answers_are_flagged_as_the_float64_fit_counted():
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(10), 1000).astype(np.float32)
+    rule = fit_rule(probabilities, "maximum probability")
+    assert flags(probabilities, rule).sum() == 5  # what Predictor.predict gives: float32
+
+
 def test_too_few_validation_digits_flag_nothing_and_no_rule_flags_nothing():
     rule = fit_rule(answers([0.2, 0.9]), "maximum probability")
     assert rule["threshold"] == 0.0 and not flags(answers([0.1, 0.2]), rule).any()
