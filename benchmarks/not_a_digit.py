@@ -9,8 +9,8 @@ on, and score how often each model's "not a digit" rule flags them and MNIST tes
 - glyphs: letters and symbols from the typefaces under /usr/share/fonts other than DejaVu
   (training renders matplotlib's DejaVu, STIX and Computer Modern);
 - shapes: the shape families training draws, with another seed;
-- new shapes: families training never draws (polygon outlines, crescents, hatching, zigzags,
-  clouds);
+- new shapes: families training never draws (lightning bolts, chevrons, waves, nested
+  squares, a triangle in a circle);
 - scribbles: training's scribbles, another seed;
 - photos: crops of scikit-learn's sample pictures (training crops matplotlib's).
 
@@ -68,29 +68,31 @@ def held_out_photos() -> list[Image.Image]:
 
 
 def draw_new_shape(rng: np.random.Generator) -> Image.Image:
+    """A shape of a family training never draws (digits.data.negatives.SHAPES has none)."""
     canvas, draw = ink_canvas()
     width = int(rng.integers(3, 9))
     c, r = CANVAS / 2, CANVAS * rng.uniform(0.25, 0.4)
     kind = rng.integers(5)
-    if kind == 0:  # a polygon's outline, 3 to 8 sides
-        sides = int(rng.integers(3, 9))
-        draw.polygon(polar(c, r, np.arange(sides) * 2 * np.pi / sides + rng.uniform(0, 6.3)),
-                     outline=255, width=width)
-    elif kind == 1:  # crescent
-        draw.ellipse((c - r, c - r, c + r, c + r), fill=255)
-        shift = r * rng.uniform(0.3, 0.6)
-        draw.ellipse((c - r + shift, c - r, c + r + shift, c + r), fill=0)
-    elif kind == 2:  # hatching
-        for t in np.linspace(-r, r, int(rng.integers(4, 8))):
-            draw.line((c - r, c + t - r / 2, c + r, c + t + r / 2), fill=255, width=width)
-    elif kind == 3:  # zigzag
-        xs = np.linspace(c - r, c + r, int(rng.integers(5, 9)))
-        ys = c + np.where(np.arange(len(xs)) % 2, -r / 2, r / 2)
+    if kind == 0:  # lightning bolt
+        draw.polygon([(c + r * 0.2, c - r), (c - r * 0.5, c + r * 0.1), (c, c + r * 0.1),
+                      (c - r * 0.2, c + r), (c + r * 0.5, c - r * 0.1), (c, c - r * 0.1)],
+                     fill=255)
+    elif kind == 1:  # chevrons
+        for dx in np.linspace(-r, r, int(rng.integers(2, 4))):
+            draw.line((c + dx - r / 3, c - r / 2, c + dx, c, c + dx - r / 3, c + r / 2),
+                      fill=255, width=width, joint="curve")
+    elif kind == 2:  # a wave
+        xs = np.linspace(c - r, c + r, 60)
+        ys = c + r / 3 * np.sin((xs - c) / r * np.pi * rng.uniform(1.5, 3))
         draw.line(list(zip(xs, ys)), fill=255, width=width, joint="curve")
-    else:  # cloud: overlapping discs
-        for _ in range(int(rng.integers(3, 6))):
-            x, y, s = c + rng.uniform(-r, r) * 0.6, c + rng.uniform(-r, r) * 0.3, r * 0.45
-            draw.ellipse((x - s, y - s, x + s, y + s), fill=255)
+    elif kind == 3:  # nested squares
+        for scale in (1.0, 0.55):
+            draw.rectangle((c - r * scale, c - r * scale, c + r * scale, c + r * scale),
+                           outline=255, width=width)
+    else:  # a triangle in a circle
+        draw.ellipse((c - r, c - r, c + r, c + r), outline=255, width=width)
+        draw.polygon(polar(c, r * 0.8, np.pi / 2 + np.arange(3) * 2 * np.pi / 3), outline=255,
+                     width=width)
     return canvas.rotate(rng.uniform(0, 360), resample=Image.Resampling.BILINEAR)
 
 
