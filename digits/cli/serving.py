@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,16 +26,29 @@ from digits.serving.settings import (
 def predict(
     files: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
     ref: Annotated[str, typer.Option(help="Version or alias.")] = PRODUCTION_ALIAS,
+    as_json: Annotated[bool, typer.Option("--json", help=(
+        "One JSON object a line: file, digit, probability, probabilities (10), "
+        "not_a_digit."))] = False,
     registry: RegistryOption = None,
 ) -> None:
-    """Print file, digit and probability for each image, one line each."""
+    """Print file, digit and probability for each image, one line each ("not a digit" and
+    the closest digit where the version's rule flags the answer)."""
     from digits.registry.load import load_predictor, predict_files
 
     # ONNX versions load without TensorFlow; older ones load Keras, whose banner is muted.
     with muted_stderr():
         predictor = load_predictor(ref, registry_of(registry))
-    for name, digit, probability in predict_files(predictor, files):
-        typer.echo(f"{name}\t{digit}\t{probability:.4f}")
+    for answer in predict_files(predictor, files):
+        typer.echo(json.dumps(answer) if as_json else answer_line(answer))
+
+
+def answer_line(answer: dict) -> str:
+    """A person's line: tab-separated file, digit and probability, or for a flagged answer
+    "not a digit" with the closest digit (a machine reads --json)."""
+    if answer["not_a_digit"]:
+        return (f"{answer['file']}\tnot a digit (closest: {answer['digit']}, "
+                f"{answer['probability']:.0%})")
+    return f"{answer['file']}\t{answer['digit']}\t{answer['probability']:.4f}"
 
 
 def check_origins(origins: Optional[list[str]]) -> list[str]:

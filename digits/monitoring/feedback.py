@@ -54,47 +54,57 @@ class DigitFeedback:
 @dataclass(frozen=True)
 class Summary:
     """The answers, the trusted labels (corrected and confirmed: what an export takes), and
-    the suggestions pending review or dismissed."""
+    the suggestions pending review or dismissed. An answer the version flagged "not a
+    digit" counts apart from the digits answered, with how many of them people labelled."""
 
     answered: int
     corrected: int
     confirmed: int
     pending: int
     dismissed: int
-    digits: list[DigitFeedback]  # of the trusted labels
+    digits: list[DigitFeedback]  # of the trusted labels, answers flagged not a digit left out
     since: datetime | None
+    not_a_digit: int  # answers flagged
+    not_a_digit_labelled: int  # of them, with a trusted label
 
     def as_dict(self) -> dict:
         digits = [{**asdict(d), "agreement": d.agreement} for d in self.digits]
         return {"answered": self.answered, "corrected": self.corrected,
                 "confirmed": self.confirmed, "labelled": self.corrected + self.confirmed,
                 "suggestions": {"pending": self.pending, "dismissed": self.dismissed},
+                "not_a_digit": {"answered": self.not_a_digit,
+                                "labelled": self.not_a_digit_labelled},
                 "since": self.since.isoformat() if self.since else None, "digits": digits}
 
     def lines(self) -> list[str]:
         """The table `digits feedback` prints."""
         since = f" since {self.since:%Y-%m-%dT%H:%M:%SZ}" if self.since else ""
-        counts = (f"answered {self.answered}, corrected {self.corrected}, "
-                  f"confirmed {self.confirmed}{since}")
+        counts = (f"answered {self.answered} ({self.not_a_digit} not a digit), corrected "
+                  f"{self.corrected}, confirmed {self.confirmed}{since}")
         suggestions = (f"trusted labels {self.corrected + self.confirmed}, suggestions pending "
                        f"review {self.pending}, dismissed {self.dismissed}")
         lines = [counts, suggestions, "digit  answered  labelled  agreement"]
         for d in self.digits:
             agreement = "-" if d.agreement is None else f"{d.agreement:.2f}"
             lines.append(f"{d.digit:>5}  {d.answered:>8}  {d.labelled:>8}  {agreement:>9}")
+        # A label of a flagged answer says which digit it was: no answer to agree with.
+        lines.append(f"not a digit {self.not_a_digit:>3}  {self.not_a_digit_labelled:>8}  "
+                     f"{'-':>9}")
         return lines
 
 
 def summarize(logged: Logged, since: datetime | None = None) -> Summary:
     labelled = logged.sources == TRUSTED
     agree = labelled & (logged.labels == logged.digits)
-    per_digit = [DigitFeedback(digit, int(np.sum(logged.digits == digit)),
-                               int(np.sum(labelled & (logged.digits == digit))),
-                               int(np.sum(agree & (logged.digits == digit))))
-                 for digit in DIGITS]
+    # A flagged answer's digit is only the closest one: the service did not answer it.
+    answered = [(logged.digits == digit) & ~logged.not_a_digit for digit in DIGITS]
+    per_digit = [DigitFeedback(digit, int(np.sum(given)), int(np.sum(labelled & given)),
+                               int(np.sum(agree & given)))
+                 for digit, given in zip(DIGITS, answered)]
     return Summary(len(logged), int(np.sum(labelled & ~agree)), int(np.sum(agree)),
                    int(np.sum(logged.sources == SUGGESTION)),
-                   int(np.sum(logged.sources == DISMISSED)), per_digit, since)
+                   int(np.sum(logged.sources == DISMISSED)), per_digit, since,
+                   int(np.sum(logged.not_a_digit)), int(np.sum(labelled & logged.not_a_digit)))
 
 
 def feedback_summary(log_dir: Path, since: datetime | None = None) -> Summary:

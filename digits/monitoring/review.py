@@ -41,14 +41,17 @@ class Suggestion:
     probabilities: np.ndarray  # (10,) the model's
     time: str  # when it was answered, ISO 8601 UTC
     version: str  # the version that answered
+    not_a_digit: bool  # the version flagged the answer: `answer` is only the closest digit
 
     def lines(self, number: int, total: int) -> list[str]:
         """What the reviewer sees: which one, the image, the answer and the suggestion."""
         heading = (f"suggestion {number} of {total}: answer {self.id[:12]} by {self.version} "
                    f"at {self.time}")
         scores = self.probabilities
-        verdicts = (f"the model answered {self.answer} ({scores[self.answer]:.0%}); suggested: "
-                    f"{self.label} (the model gave it {scores[self.label]:.0%})")
+        answered = (f"not a digit (closest: {self.answer}, {scores[self.answer]:.0%})"
+                    if self.not_a_digit else f"{self.answer} ({scores[self.answer]:.0%})")
+        verdicts = (f"the model answered {answered}; suggested: {self.label} (the model gave "
+                    f"it {scores[self.label]:.0%})")
         return [heading, *image_art(self.image), verdicts]
 
 
@@ -59,7 +62,7 @@ def pending_suggestions(log_dir: Path, since: datetime | None = None) -> list[Su
     return [Suggestion(str(logged.ids[row]), logged.images[row], int(logged.digits[row]),
                        int(logged.labels[row]), logged.probabilities[row],
                        f"{np.datetime_as_string(logged.times[row], unit='ms')}Z",
-                       str(logged.versions[row]))
+                       str(logged.versions[row]), bool(logged.not_a_digit[row]))
             for row in np.flatnonzero(logged.sources == SUGGESTION)]
 
 

@@ -49,6 +49,17 @@ class Predictor:
 
         return flags(probabilities, self.manifest.get("not_a_digit"))
 
+    def answers(self, images: np.ndarray) -> list[dict]:
+        """One whole answer an image, in input order, as plain Python (JSON as it is):
+        `digit` (the likeliest: the closest one when flagged), its `probability`, the ten
+        `probabilities` of `predict`, and `not_a_digit` (the version's rule)."""
+        probabilities = self.predict(images)
+        flagged = self.not_a_digit(probabilities).tolist()
+        digits = probabilities.argmax(axis=1).tolist()
+        return [{"digit": digit, "probability": row[digit], "probabilities": row,
+                 "not_a_digit": flag}
+                for digit, row, flag in zip(digits, probabilities.tolist(), flagged)]
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, 10) float32 probabilities, in input order, for (N, 28, 28) or one (28, 28)
         image of pixels 0..255, uint8 or float; any N, in chunks that bound the memory."""
@@ -170,9 +181,8 @@ def load_production(registry: AnyRegistry | Path | str | None = None):
     return load_model(PRODUCTION_ALIAS, reg)
 
 
-def predict_files(model: Predictor, paths: list[Path]) -> list[tuple[str, int, float]]:
-    """(name, digit, probability of that digit) for every image or array row in `paths`."""
+def predict_files(model: Predictor, paths: list[Path]) -> list[dict]:
+    """`Predictor.answers` for every image or array row in `paths`, each led by its `file`:
+    the file's name, `name[row]` for an array's rows."""
     names, batch = load_inputs(paths)
-    probs = model.predict(batch)
-    digits = probs.argmax(axis=1)
-    return [(name, int(digit), float(row[digit])) for name, digit, row in zip(names, digits, probs)]
+    return [{"file": name, **answer} for name, answer in zip(names, model.answers(batch))]

@@ -1,5 +1,6 @@
 """The real thing, as a user meets it: `digits run` on the real MNIST, then fetch and predict."""
 
+import json
 import os
 import subprocess
 import sys
@@ -56,11 +57,11 @@ def test_run_fetch_load_and_predict_real_mnist(env, tmp_path):
         Image.fromarray(image).save(tmp_path / f"light-{i}.png")
         Image.fromarray(255 - image).resize((112, 112)).save(tmp_path / f"dark-{i}.png")
         files += [tmp_path / f"light-{i}.png", tmp_path / f"dark-{i}.png"]
-    predicted = digits("predict", *files, env=env)
+    predicted = digits("predict", "--json", *files, env=env)  # text says "not a digit"
     assert predicted.returncode == 0, predicted.stderr
-    lines = [line.split("\t") for line in predicted.stdout.strip().splitlines()]
-    assert len(lines) == 40
-    got = np.array([int(digit) for _, digit, _ in lines])
+    answers = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
+    assert len(answers) == 40
+    got = np.array([answer["digit"] for answer in answers])
     assert (got == np.repeat(expected, 2)).mean() >= 0.9
 
     verify = digits("verify", env=env)

@@ -40,10 +40,11 @@ def one_hot_answers(digits: np.ndarray, confidence: float = 0.9) -> np.ndarray:
 
 
 def log_answers(folder: Path, images: np.ndarray, probabilities: np.ndarray,
-                version: str = "v1") -> list[str]:
-    """Log the answers as `digits serve --log-dir` does; the ids, in order."""
+                version: str = "v1", not_a_digit: np.ndarray | None = None) -> list[str]:
+    """Log the answers as `digits serve --log-dir` does, `not_a_digit` the version's flags
+    (None: none flagged); the ids, in order."""
     with PredictionLog(folder) as log:
-        return log.record(version, "production", images, probabilities)
+        return log.record(version, "production", images, probabilities, not_a_digit)
 
 
 LABELLER = "labeller"  # the name of the token the tests' trusted labels come with

@@ -119,9 +119,9 @@ def test_the_consumer_install_predicts_and_serves_the_pipelines_model(
         return subprocess.run([str(consumer / "digits"), *map(str, args)], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)
 
-    predicted = digits("predict", "three.npy", "--registry", pipeline_registry)
+    predicted = digits("predict", "three.npy", "--json", "--registry", pipeline_registry)
     assert predicted.returncode == 0, predicted.stderr
-    answered = [int(line.split("\t")[1]) for line in predicted.stdout.splitlines()]
+    answered = [json.loads(line)["digit"] for line in predicted.stdout.splitlines()]
     assert len(answered) == 3
 
     loaded = subprocess.run(

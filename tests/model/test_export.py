@@ -224,10 +224,11 @@ def image_files(tmp_path, digits_data) -> list[Path]:
 def test_predict_files_says_the_same_with_either_backend(registry, image_files):
     via_onnx = predict_files(load_predictor("v1", registry), image_files)
     via_keras = predict_files(load_predictor("v2", registry), image_files)
-    assert [row[:2] for row in via_onnx] == [row[:2] for row in via_keras]
-    assert [row[0] for row in via_onnx] == ["one.png", "rows.npy[0]", "rows.npy[1]", "rows.npy[2]"]
-    for (_, _, p_onnx), (_, _, p_keras) in zip(via_onnx, via_keras):
-        assert p_onnx == pytest.approx(p_keras, abs=1e-4)
+    assert [(a["file"], a["digit"]) for a in via_onnx] == [
+        (a["file"], a["digit"]) for a in via_keras]
+    assert [a["file"] for a in via_onnx] == ["one.png", "rows.npy[0]", "rows.npy[1]", "rows.npy[2]"]
+    for onnx_answer, keras_answer in zip(via_onnx, via_keras):
+        assert onnx_answer["probability"] == pytest.approx(keras_answer["probability"], abs=1e-4)
 
 
 def test_digits_predict_with_onnx_imports_neither_tensorflow_nor_prefect(registry, image_files):
@@ -247,7 +248,8 @@ def test_digits_predict_with_onnx_imports_neither_tensorflow_nor_prefect(registr
     *lines, last = result.stdout.strip().splitlines()
     assert json.loads(last) == {"code": 0, "heavy": []}, result.stderr
     expected = predict_files(load_predictor("v2", registry), image_files)
-    assert [line.split("\t")[:2] for line in lines] == [[n, str(d)] for n, d, _ in expected]
+    assert [line.split("\t")[:2] for line in lines] == [
+        [a["file"], str(a["digit"])] for a in expected]
 
 
 def test_digits_predict_falls_back_to_keras_for_an_older_version(registry, image_files, cli):
@@ -255,9 +257,9 @@ def test_digits_predict_falls_back_to_keras_for_an_older_version(registry, image
     assert code == 0, err
     expected = predict_files(load_predictor("v1", registry), image_files)
     rows = [line.split("\t") for line in out.splitlines()]
-    assert [row[:2] for row in rows] == [[n, str(d)] for n, d, _ in expected]
-    for row, (_, _, probability) in zip(rows, expected):
-        assert float(row[2]) == pytest.approx(probability, abs=2e-4)  # printed to 4 places
+    assert [row[:2] for row in rows] == [[a["file"], str(a["digit"])] for a in expected]
+    for row, answer in zip(rows, expected):
+        assert float(row[2]) == pytest.approx(answer["probability"], abs=2e-4)  # 4 places
 
 
 def test_digits_load_gives_a_verified_predictor_by_version_alias_or_latest(registry, digits_data):

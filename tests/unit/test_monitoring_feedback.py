@@ -189,6 +189,61 @@ def test_a_log_of_suggestions_only_exports_nothing(tmp_path):
         export_feedback(folder, tmp_path / "b.npz")
 
 
+# --- answers flagged "not a digit" (issue 30) --------------------------------------------
+
+
+@pytest.fixture
+def flagged_log(tmp_path):
+    """Seven answers, each 8 at 40%, all but the first flagged not a digit by the version's
+    rule. Labels: the first confirmed with a token; of the flagged ones, one unlabelled, one
+    suggested 3 (pending), one suggested 3 and dismissed, one corrected to 3 and one
+    confirmed as 8 with a token, one suggested 3 and accepted by a reviewer."""
+    images, _ = make_digits(7, 23, make_prototypes())
+    folder = tmp_path / "log"
+    flags = np.array([False] + [True] * 6)
+    ids = log_answers(folder, images, one_hot_answers(np.full(7, 8), 0.4), not_a_digit=flags)
+    give_labels(folder, [ids[0], ids[4], ids[5]], [8, 3, 8])
+    give_labels(folder, [ids[2], ids[3], ids[6]], [3, 3, 3], credential=None)
+    with PredictionLog(folder) as reviewer:
+        reviewer.dismiss(ids[3], 3, "review:bob")
+        reviewer.correct(ids[6], 3, "review:bob")
+    return folder, ids, images
+
+
+def test_flagged_answers_are_counted_apart_from_the_digits_answered(flagged_log):
+    summary = feedback_summary(flagged_log[0]).as_dict()
+    assert (summary["answered"], summary["corrected"], summary["confirmed"]) == (7, 2, 2)
+    assert summary["not_a_digit"] == {"answered": 6, "labelled": 3}
+    assert summary["suggestions"] == {"pending": 1, "dismissed": 1}
+    eight = summary["digits"][8]  # only the answer given as an 8
+    assert (eight["answered"], eight["labelled"], eight["agreement"]) == (1, 1, 1.0)
+
+
+def test_flagged_answers_are_exported_only_with_a_person_s_label(flagged_log, tmp_path):
+    """No path exports a label a person did not give (the model's closest digit, a
+    suggestion nobody reviewed): a flagged answer leaves the log as a labelled digit only
+    with a trusted label (a token's, or a reviewer's acceptance), and then with that label."""
+    folder, ids, images = flagged_log
+    source, exported_ids = feedback_source(folder)
+    assert sorted(exported_ids) == sorted([ids[0], ids[4], ids[5], ids[6]])
+    assert source.labels.tolist() == [8, 3, 8, 3]
+    assert (source.images == images[[0, 4, 5, 6]]).all()
+    assert source.credentials.tolist() == [LABELLER] * 3 + ["review:bob"]
+    exported = export_feedback(folder, tmp_path / "b.npz")
+    assert (exported.corrected, exported.confirmed) == (2, 2)
+    with np.load(tmp_path / "b.npz") as batch:
+        assert (batch["images"] == images[[0, 4, 5, 6]]).all()
+
+
+def test_feedback_prints_how_many_answers_were_not_a_digit(cli, flagged_log):
+    code, out, err = cli("feedback", "--log-dir", flagged_log[0])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "answered 7 (6 not a digit), corrected 2, confirmed 2"
+    assert lines[11].split() == ["8", "1", "1", "1.00"]  # after the header, digits 0-9
+    assert lines[13].split() == ["not", "a", "digit", "6", "3", "-"]
+
+
 # --- the command line -------------------------------------------------------------------
 
 
@@ -196,7 +251,7 @@ def test_feedback_prints_the_counts_and_a_table_per_digit(cli, log_dir):
     code, out, err = cli("feedback", "--log-dir", log_dir)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "answered 12, corrected 4, confirmed 3"
+    assert lines[0] == "answered 12 (0 not a digit), corrected 4, confirmed 3"
     assert lines[1] == "trusted labels 7, suggestions pending review 0, dismissed 0"
     assert lines[2].split() == ["digit", "answered", "labelled", "agreement"]
     assert lines[3].split() == ["0", "3", "3", "1.00"]
@@ -211,7 +266,8 @@ def test_feedback_json_and_the_log_dir_from_the_environment(cli, log_dir, monkey
     assert code == 0, err
     assert json.loads(out)["corrected"] == 4
     code, out, err = cli("feedback", "--since", "2999-01-01")
-    assert code == 0 and out.startswith("answered 0, corrected 0, confirmed 0 since 2999")
+    assert code == 0 and out.startswith(
+        "answered 0 (0 not a digit), corrected 0, confirmed 0 since 2999")
 
 
 def test_feedback_export_writes_the_batch(cli, log_dir, tmp_path):

@@ -45,6 +45,19 @@ def test_each_suggestion_is_shown_with_its_image_the_answer_and_the_suggestion(l
     assert read_log(log_dir).sources.tolist() == ["suggestion"] * 5  # nothing decided
 
 
+def test_an_answer_the_version_flagged_is_shown_as_not_a_digit(tmp_path):
+    images, _ = make_digits(2, 3, make_prototypes())
+    folder = tmp_path / "log"
+    ids = log_answers(folder, images, one_hot_answers(np.array([8, 4]), 0.4),
+                      not_a_digit=np.array([True, False]))
+    give_labels(folder, ids, [3, 9], credential=None)
+    assert [s.not_a_digit for s in pending_suggestions(folder)] == [True, False]
+    out = review(folder, "ss").output
+    assert ("the model answered not a digit (closest: 8, 40%); suggested: 3 (the model gave "
+            "it 7%)") in out
+    assert "the model answered 4 (40%); suggested: 9 (the model gave it 7%)" in out
+
+
 def test_accepted_and_relabelled_suggestions_become_trusted_labels_of_the_reviewer(log_dir):
     result = review(log_dir, "yn7sq", "--reviewer", "bob")
     assert result.exit_code == 0, result.output

@@ -232,10 +232,13 @@ def test_predict_files(digit_files):
     predictor = Predictor("v1", "v1", "keras", lambda rows: model.predict(rows, verbose=0))
     predictions = predict_files(predictor, digit_files)
 
-    assert [name for name, _, _ in predictions] == names
-    for (name, digit, probability), row in zip(predictions, expected):
+    assert [answer["file"] for answer in predictions] == names
+    for answer, row in zip(predictions, expected):
+        name, digit = answer["file"], answer["digit"]
         assert isinstance(digit, int) and digit == int(row.argmax()), name
-        assert probability == pytest.approx(float(row.max()), abs=1e-6), name
+        assert answer["probability"] == pytest.approx(float(row.max()), abs=1e-6), name
+        assert answer["probabilities"] == pytest.approx(row.tolist(), abs=1e-6), name
+        assert answer["not_a_digit"] is False, name  # a manifest without the rule
 
 
 def test_centring_and_median_match_scipy_and_numpy_exactly():
