@@ -95,10 +95,11 @@ def work_alone(app, images: np.ndarray, rounds: int) -> None:
         print(f"  {n:>2} image(s): predict {plain * 1e3:.3f} ms, predict and log "
               f"{logged * 1e3:.3f} ms, +{(logged - plain) * 1e6:.0f} us "
               f"({(logged - plain) / n * 1e6:.0f} us an image), ratio {logged / plain:.3f}")
-    probabilities = scorer.predict(loaded, images[:1])
+    answer = scorer.predict(loaded, images[:1])
     start = time.perf_counter()
     for _ in range(rounds):
-        scorer.log.record("v1", "production", images[:1], probabilities)
+        scorer.log.record("v1", "production", images[:1], answer.probabilities,
+                          not_a_digit=answer.not_a_digit)
     print(f"  PredictionLog.record alone: {(time.perf_counter() - start) / rounds * 1e6:.0f} us "
           "an image")
 

@@ -61,8 +61,8 @@ from digits.serving.metrics import (
 )
 from digits.serving.openapi import body, describe, errors, texts
 from digits.serving.protocols import add_protocol_routes
-from digits.serving.schemas import PREDICT_BODY, READY_RESPONSES
-from digits.serving.scorer import Scorer
+from digits.serving.schemas import PREDICT_BODY, PREDICT_OK, READY_RESPONSES
+from digits.serving.scorer import Answer, Scorer
 from digits.serving.settings import (
     CORS_MAX_AGE_S,
     DEFAULT_POLL_S,
@@ -160,7 +160,7 @@ def create_app(
         return JSONResponse({**status, "log": prediction_log is not None},
                             status_code=200 if status["ready"] else 503)
 
-    @app.post("/v1/predict", responses=errors(400, 413, 415, 422, 503),
+    @app.post("/v1/predict", responses={200: PREDICT_OK, **errors(400, 413, 415, 422, 503)},
               openapi_extra=body(PREDICT_BODY, "images as files, or pixel arrays as JSON"))
     async def predict(request: Request, response: Response) -> dict:
         loaded = scorer.loaded()
@@ -170,7 +170,7 @@ def create_app(
         response.headers.update(answer.headers())
         return {
             "model": {"version": loaded.predictor.version, "ref": holder.ref},
-            "predictions": classify(answer.probabilities, answer.ids),
+            "predictions": classify(answer),
         }
 
     # The registry's metadata, under /v1/registry: /v1/models/{name} is TF Serving's.
@@ -205,15 +205,18 @@ def create_app(
     return app
 
 
-def classify(probabilities: np.ndarray, ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """Each image's answer; with its log id when the service logged it."""
-    answers = [
-        {"digit": int(row.argmax()), "probabilities": [float(p) for p in row]}
-        for row in np.asarray(probabilities, dtype=np.float64)
+def classify(answer: Answer) -> list[dict[str, Any]]:
+    """Each image's answer, flagged or not as not a digit; with its log id when the service
+    logged it."""
+    rows = [
+        {"digit": int(row.argmax()), "probabilities": [float(p) for p in row],
+         "not_a_digit": flag}
+        for row, flag in zip(np.asarray(answer.probabilities, dtype=np.float64),
+                             answer.not_a_digit.tolist())
     ]
-    for answer, id_ in zip(answers, ids or ()):
-        answer["id"] = id_
-    return answers
+    for row, id_ in zip(rows, answer.ids or ()):
+        row["id"] = id_
+    return rows
 
 
 def hide_paths(value: Any) -> Any:

@@ -69,6 +69,10 @@ class ServiceMetrics:
             "digits_predictions", "Images classified, by model version and predicted digit",
             ("version", "digit"), registry=self.registry,
         )
+        self.not_a_digit = Counter(
+            "digits_not_a_digit", "Images answered as not a digit by the served version's "
+            "rule, by model version", ("version",), registry=self.registry,
+        )
         self.confidence = Histogram(
             "digits_prediction_confidence", "Top-class probability of each image classified",
             ("version",), buckets=CONFIDENCE_BUCKETS, registry=self.registry,
@@ -131,8 +135,9 @@ class ServiceMetrics:
         if self.folder is not None:
             mark_process_dead(os.getpid(), str(self.folder))
 
-    def observe(self, version: str, probabilities: np.ndarray) -> None:
-        """One request's (N, 10) answer: the digits predicted and their probabilities."""
+    def observe(self, version: str, probabilities: np.ndarray, not_a_digit: np.ndarray) -> None:
+        """One request's (N, 10) answer: the digits predicted, their probabilities and how
+        many the version's rule flagged as not a digit ((N,) bool)."""
         # Counted in Python: a request holds one image or a few, for which numpy's calls
         # cost more than the loop.
         for digit, count in collections.Counter(probabilities.argmax(axis=1).tolist()).items():
@@ -140,6 +145,8 @@ class ServiceMetrics:
         confidence = self.confidence.labels(version)
         for top in probabilities.max(axis=1).tolist():
             confidence.observe(top)
+        # The series starts at 0 with a version's first answer, so a rate over it is defined.
+        self.not_a_digit.labels(version).inc(int(np.count_nonzero(not_a_digit)))
 
 
 class ModelCollector:

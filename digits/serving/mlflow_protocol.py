@@ -8,7 +8,12 @@
 - `instances` or `inputs`: TF Serving's formats (digits.serving.tfserving), what MLflow sends
   for a numpy array or a dict holding one;
 and optionally `params` (an object: accepted, and ignored, since the model takes none),
-answered `{"predictions": [[10 probabilities], ...]}`. `GET /ping` and `GET /health` answer
+answered `{"predictions": [[10 probabilities], ...], "not_a_digit": [true|false, ...]}`:
+the probabilities where MLflow's clients read them, and each image's flag (the served
+version's rule) beside them, as MLflow's scoring server adds a field beside "predictions"
+(`predictions_to_json`'s metadata). A dict of outputs under "predictions", as MLflow writes a
+model's several outputs, would break every client reading the probabilities as an array
+(`get_predictions(predictions_format="ndarray")`). `GET /ping` and `GET /health` answer
 200 once a model is in service; `GET /version` the service's version.
 """
 
@@ -26,7 +31,7 @@ from digits.config import IMAGE_SHAPE
 from digits.serving.documents import check_count, pixel_array
 from digits.serving.errors import ApiError
 from digits.serving.openapi import errors, json_body
-from digits.serving.schemas import INVOCATIONS_BODY
+from digits.serving.schemas import INVOCATIONS_BODY, INVOCATIONS_OK
 from digits.serving.scorer import Scorer
 from digits.serving.tfserving import IMAGE_TEXT, parse_tensor_input
 
@@ -98,14 +103,15 @@ def add_mlflow_routes(app: FastAPI, scorer: Scorer) -> None:
     """MLflow's scoring server routes, answered by `scorer`'s model."""
     service_version = package_version("digits")
 
-    @app.post("/invocations", responses=errors(400, 413, 415, 503),
+    @app.post("/invocations", responses={200: INVOCATIONS_OK, **errors(400, 413, 415, 503)},
               openapi_extra=json_body(INVOCATIONS_BODY, "JSON (application/json, or no "
                                       "Content-Type)"))
     async def invocations(request: Request) -> JSONResponse:
         loaded = scorer.loaded()
         batch = await scorer.read_json(request, parse_invocation)
         answer = await scorer.answer(loaded, batch)
-        return JSONResponse({"predictions": answer.probabilities.tolist()},
+        return JSONResponse({"predictions": answer.probabilities.tolist(),
+                             "not_a_digit": answer.not_a_digit.tolist()},
                             headers=answer.headers())
 
     @app.get("/ping", responses=errors(503))

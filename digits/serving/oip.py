@@ -3,7 +3,10 @@
 Health, server and model metadata, readiness, Triton's model configuration and
 `POST /v2/models/digits[/versions/{version}]/infer` with one tensor of images
 (digits.serving.oip_request), JSON or binary (the binary tensor data extension), answered
-in JSON or, where asked, with the outputs' raw bytes after the JSON.
+in JSON or, where asked, with the outputs' raw bytes after the JSON. The outputs are
+`probabilities` (FP32 [N, 10]), `digit` (INT64 [N]) and `not_a_digit` (BOOL [N], the served
+version's rule; in binary one byte an element, as Triton sends BOOL), all of them or those
+the request names.
 
 The service serves one version, the one its ref points at: its routes answer under
 /versions/vN (or N) too; another version of the registry is a 400 saying which one is
@@ -37,7 +40,7 @@ from digits.serving.schemas import (
     INFER_BODY,
     INFER_HEADERS,
 )
-from digits.serving.scorer import JSON_TYPE, Scorer, check_media_type
+from digits.serving.scorer import JSON_TYPE, Answer, Scorer, check_media_type
 from digits.serving.versions import MODEL_NAME, served
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "keras": "keras"}  # OIP's platform, per backend
@@ -60,17 +63,19 @@ NOT_OFFERED = {
 }
 
 
-def output_tensors(probabilities: np.ndarray) -> dict[str, tuple[str, np.ndarray]]:
-    """Each output by name: its OIP datatype and values."""
+def output_tensors(answer: Answer) -> dict[str, tuple[str, np.ndarray]]:
+    """Each output by name: its OIP datatype and values (numpy's bool is one byte an element,
+    Triton's binary BOOL)."""
+    probabilities = answer.probabilities
     return {"probabilities": ("FP32", probabilities.astype("<f4")),
-            "digit": ("INT64", probabilities.argmax(axis=1).astype("<i8"))}
+            "digit": ("INT64", probabilities.argmax(axis=1).astype("<i8")),
+            "not_a_digit": ("BOOL", answer.not_a_digit.astype(np.bool_))}
 
 
-def infer_response(version: str, probabilities: np.ndarray, request: InferRequest,
-                   headers: dict[str, str]) -> Response:
+def infer_response(version: str, answer: Answer, request: InferRequest) -> Response:
     """The answer: JSON, or JSON and then the raw bytes of the outputs asked for in binary
     (Inference-Header-Content-Length giving the JSON's length)."""
-    tensors = output_tensors(probabilities)
+    tensors, headers = output_tensors(answer), answer.headers()
     described, raw = [], []
     for output in request.outputs:
         datatype, values = tensors[output.name]
@@ -81,8 +86,8 @@ def infer_response(version: str, probabilities: np.ndarray, request: InferReques
         else:
             tensor["data"] = values.ravel().tolist()
         described.append(tensor)
-    answer = {"id": request.id} if request.id is not None else {}
-    header = orjson.dumps({**answer, "model_name": MODEL_NAME, "model_version": version,
+    echoed = {"id": request.id} if request.id is not None else {}
+    header = orjson.dumps({**echoed, "model_name": MODEL_NAME, "model_version": version,
                            "outputs": described})
     if not raw:
         return Response(header, media_type=JSON_TYPE, headers=headers)
@@ -100,6 +105,7 @@ def model_metadata(loaded: Loaded) -> dict:
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, NUM_CLASSES]},
             {"name": "digit", "datatype": "INT64", "shape": [-1]},
+            {"name": "not_a_digit", "datatype": "BOOL", "shape": [-1]},
         ],
     }
 
@@ -116,6 +122,8 @@ def model_config(loaded: Loaded, max_images: int) -> dict:
         "output": [
             {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [NUM_CLASSES]},
             {"name": "digit", "data_type": "TYPE_INT64", "dims": [1], "reshape": {"shape": []}},
+            {"name": "not_a_digit", "data_type": "TYPE_BOOL", "dims": [1],
+             "reshape": {"shape": []}},
         ],
     }
 
@@ -184,8 +192,7 @@ def add_oip_routes(app: FastAPI, scorer: Scorer) -> None:
         loaded = served(scorer, name, version)
         inference = await read_infer(scorer, request)
         answer = await scorer.answer(loaded, inference.batch)
-        return infer_response(loaded.predictor.version, answer.probabilities, inference,
-                              answer.headers())
+        return infer_response(loaded.predictor.version, answer, inference)
 
 
 def add_refusals(app: FastAPI) -> None:

@@ -26,7 +26,8 @@ DATATYPES = {
     "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
     "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
 }
-OUTPUTS = ("probabilities", "digit")
+OUTPUTS = ("probabilities", "digit", "not_a_digit")  # the model's outputs (digits.serving.oip)
+OUTPUT_NAMES = ", ".join(repr(name) for name in OUTPUTS)
 IMAGE_SIZE = math.prod(IMAGE_SHAPE)
 SHAPES = f"[N, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}] or [N, {IMAGE_SIZE}]"
 
@@ -156,18 +157,17 @@ def parse_outputs(document: dict) -> tuple[Output, ...]:
     if wanted is None:
         return tuple(Output(name, binary) for name in OUTPUTS)
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
-        raise ApiError(400, '"outputs" must be a list of {"name": "probabilities" or "digit"}')
+        raise ApiError(400, f'"outputs" must be a list of {{"name": one of {OUTPUT_NAMES}}}')
     outputs = []
     for index, output in enumerate(wanted):
         name = output.get("name")
         if name not in OUTPUTS:
-            raise ApiError(400, f"unknown output {name!r}: the model answers "
-                           "'probabilities' and 'digit'")
+            raise ApiError(400, f"unknown output {name!r}: the model answers {OUTPUT_NAMES}")
         own = parameter(output, "binary_data", f'outputs[{index}] "parameters"')
         parameters = parameters_of(output, f'outputs[{index}] "parameters"')
         if parameters.get("classification"):
             raise ApiError(400, "the classification extension is not supported: ask for "
-                           "'digit' and 'probabilities'")
+                           f"{OUTPUT_NAMES}")
         outputs.append(Output(name, own if "binary_data" in parameters else binary))
     return tuple(outputs)
 

@@ -139,9 +139,9 @@ def add_middleware_refusals(method: str, responses: dict[str, Any]) -> None:
 
 METRICS_OPERATION = {
     "summary": "Metrics",
-    "description": "Prometheus' text format: requests, latency, predictions, confidence, the "
-                   "model in service, alias swaps, the last drift verdict (README, "
-                   "\"Monitoring\")",
+    "description": "Prometheus' text format: requests, latency, predictions, not a digit, "
+                   "confidence, the model in service, alias swaps, the last drift verdict "
+                   "(README, \"Monitoring\")",
     "operationId": "metrics",
     "responses": {
         "200": {"description": "the service's metrics",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from digits.config import IMAGE_SHAPE
+from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.serving.oip_request import DATATYPES, HEADER_LENGTH, IMAGE_SIZE, OUTPUTS
 from digits.serving.settings import DEFAULT_MAX_IMAGES
 
@@ -20,6 +20,11 @@ JSON = "application/json"
 BINARY = "application/octet-stream"
 ROWS, COLUMNS = IMAGE_SHAPE
 PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
+PROBABILITIES = {"type": "array", "minItems": NUM_CLASSES, "maxItems": NUM_CLASSES,
+                 "items": {"type": "number", "minimum": 0, "maximum": 1}}
+NOT_A_DIGIT = {"type": "boolean", "description": "the served version's rule flags the image as "
+               "not a digit (its top probability under the version's threshold); never for a "
+               "version published without a rule"}
 TF_SIGNATURE = "serving_default"  # digits.serving.tfserving.SIGNATURE (which imports this)
 
 
@@ -90,6 +95,22 @@ PREDICT_BODY = {
         "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
     },
 }
+PREDICTION = {
+    "type": "object", "required": ["digit", "probabilities", "not_a_digit"],
+    "properties": {
+        "digit": {"type": "integer", "minimum": 0, "maximum": NUM_CLASSES - 1},
+        "probabilities": PROBABILITIES,
+        "not_a_digit": NOT_A_DIGIT,
+        "id": {"type": "string", "description": "the answer's id in the prediction log, for "
+               "/v1/feedback (only when the service keeps a log)"},
+    },
+}
+PREDICT_OK = {"description": "each image's answer, in the order sent", "content": {JSON: {
+    "schema": {"type": "object", "required": ["model", "predictions"], "properties": {
+        "model": {"type": "object", "required": ["version", "ref"],
+                  "properties": {"version": {"type": "string"}, "ref": {"type": "string"}}},
+        "predictions": {"type": "array", "minItems": 1, "items": PREDICTION},
+    }}}}}
 FEEDBACK_BODY = {
     "type": "object", "required": ["id", "label"], "additionalProperties": False,
     "properties": {
@@ -172,8 +193,17 @@ INFER_ANSWER_HEADERS = {HEADER_LENGTH: {
     "schema": {"type": "integer", "minimum": 1},
     "description": f"with {BINARY}: the length of the JSON that starts the answer",
 }}
+INFER_OUTPUT = {
+    "type": "object", "required": ["name", "datatype", "shape"],
+    "properties": {"name": {"enum": list(OUTPUTS)},
+                   "datatype": {"enum": ["FP32", "INT64", "BOOL"]}},
+    "description": "probabilities (FP32 [N, 10]), digit (INT64 [N]) and not_a_digit (BOOL [N], "
+                   "the served version's rule), each asked for or all; in binary, BOOL is one "
+                   "byte an element",
+}
 INFER_ANSWER = {
-    JSON: {"schema": {"type": "object", "required": ["model_name", "model_version", "outputs"]}},
+    JSON: {"schema": {"type": "object", "required": ["model_name", "model_version", "outputs"],
+                      "properties": {"outputs": {"type": "array", "items": INFER_OUTPUT}}}},
     BINARY: {"schema": {"type": "string", "format": "binary", "description": "the JSON answer "
              f"({HEADER_LENGTH} bytes), then the raw bytes of the outputs asked for in binary"}},
 }
@@ -210,6 +240,12 @@ MLFLOW_INPUTS = {
     "instances": ref("Instances"),
     "inputs": ref("Inputs"),
 }
+INVOCATIONS_OK = {"description": "each image's probabilities, and beside them its flag",
+                  "content": {JSON: {"schema": {
+                      "type": "object", "required": ["predictions", "not_a_digit"],
+                      "properties": {"predictions": {"type": "array", "items": PROBABILITIES},
+                                     "not_a_digit": {"type": "array", "items": NOT_A_DIGIT}},
+                  }}}}
 INVOCATIONS_BODY = {"oneOf": [
     {"type": "object", "required": [key], "additionalProperties": False,
      "properties": {key: schema, "params": {"type": "object", "description": "accepted and "

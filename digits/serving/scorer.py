@@ -4,14 +4,15 @@ limits, and scoring it with the metrics and the prediction log.
 Every prediction route, /v1/predict too, goes through one `Scorer`: the verified model the
 holder has in service (503 until there is one), a decode slot while its body is read and
 parsed, the metrics, and the prediction log when the service keeps one (each answer's ids
-in the `X-Request-ID` header: the first image's).
+in the `X-Request-ID` header: the first image's). Each answer carries the served version's
+"not a digit" flags (`Predictor.not_a_digit`), computed once here for every route.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,7 +38,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Answer:
     probabilities: np.ndarray  # (N, 10) float32
-    ids: list[str] | None  # the log's id of each image; None without a log (or if it failed)
+    not_a_digit: np.ndarray  # (N,) bool: flagged by the served version's rule
+    ids: list[str] | None = None  # the log's id of each image; None without a log (or if it failed)
 
     def headers(self) -> dict[str, str]:
         return {REQUEST_ID_HEADER: self.ids[0]} if self.ids else {}
@@ -77,29 +79,34 @@ class Scorer:
             return await run_in_threadpool(parse, body, max_images)
 
     async def answer(self, loaded: Loaded, batch: np.ndarray) -> Answer:
-        """The probabilities for `batch` and the log's ids, counted in the metrics (~5 us an
-        image) and logged (~50 us an image): on the event loop for a few images (~1 ms each
-        with the cnn, where a hop to the thread pool costs ~0.5 ms), else in the thread pool."""
+        """The probabilities and flags for `batch` and the log's ids, counted in the metrics
+        (~5 us an image) and logged (~50 us an image): on the event loop for a few images
+        (~1 ms each with the cnn, where a hop to the thread pool costs ~0.5 ms), else in the
+        thread pool."""
         if len(batch) <= INLINE_IMAGES:
             return self.predict_and_log(loaded, batch)
         return await run_in_threadpool(self.predict_and_log, loaded, batch)
 
-    def predict(self, loaded: Loaded, batch: np.ndarray) -> np.ndarray:
-        probabilities = loaded.predictor.predict(batch)
-        self.metrics.observe(loaded.predictor.version, probabilities)
-        return probabilities
+    def predict(self, loaded: Loaded, batch: np.ndarray) -> Answer:
+        """`batch`'s answer, without ids, counted in the metrics."""
+        predictor = loaded.predictor
+        probabilities = predictor.predict(batch)
+        flags = predictor.not_a_digit(probabilities)
+        self.metrics.observe(predictor.version, probabilities, flags)
+        return Answer(probabilities, flags)
 
     def predict_and_log(self, loaded: Loaded, batch: np.ndarray) -> Answer:
-        probabilities = self.predict(loaded, batch)
+        answer = self.predict(loaded, batch)
         if self.log is None:
-            return Answer(probabilities, None)
+            return answer
         try:
-            ids = self.log.record(loaded.predictor.version, self.holder.ref, batch, probabilities)
+            ids = self.log.record(loaded.predictor.version, self.holder.ref, batch,
+                                  answer.probabilities, not_a_digit=answer.not_a_digit)
         except OSError as error:
             # A full disk costs the log, not the answer: it goes out without ids.
             log.warning("prediction log: could not record %d image(s): %s", len(batch), error)
-            ids = None
-        return Answer(probabilities, ids)
+            return answer
+        return replace(answer, ids=ids)
 
 
 # --- reading the content --------------------------------------------------------------

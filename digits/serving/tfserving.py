@@ -7,6 +7,8 @@
 - `GET /v1/models/digits[/versions/N]`: the model's status; `.../metadata`: its signature.
 
 An image is 28x28 rows or 784 pixels 0..255. Errors are `{"error": "..."}`, as TF Serving's.
+The signature has one output, the probabilities: these answers carry no "not a digit" flag
+(the other protocols do); the metrics and the prediction log count and record it all the same.
 MLflow's `instances` and `inputs` are this format too (digits.serving.mlflow_protocol).
 """
 

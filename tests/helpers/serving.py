@@ -1,4 +1,5 @@
-"""Tiny Keras models published to a temporary registry, for the HTTP service's tests."""
+"""Tiny Keras and ONNX models published to a temporary registry, for the HTTP service's tests,
+with or without a "not a digit" rule in the version's manifest."""
 
 from __future__ import annotations
 
@@ -65,11 +66,56 @@ def save_tiny_onnx(folder: Path, seed: int) -> Path:
     weights from numpy, as model.onnx. The service loads a version's ONNX export first, so
     neither it nor the test imports TensorFlow (~20 s of a test's start); model.keras, which
     the registry requires, is a stand-in that is never loaded."""
+    return save_dense_onnx(folder, *tiny_weights(seed), f"a stand-in {seed}")
+
+
+def tiny_weights(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """save_tiny_onnx's kernel (784, 10) and bias (10,) for `seed`."""
     rng = np.random.default_rng(seed)
+    return rng.normal(0, 0.1, (784, 10)), rng.normal(0, 0.1, 10)
+
+
+def dense_probabilities(kernel: np.ndarray, bias: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """What write_dense_onnx's model answers for (N, 28, 28) pixels 0..255, in numpy."""
+    logits = pixels.reshape(len(pixels), -1) / 255 @ kernel + bias
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def save_dense_onnx(folder: Path, kernel: np.ndarray, bias: np.ndarray, note: str) -> Path:
+    """`folder` to publish: write_dense_onnx's model as model.onnx, beside the stand-in
+    model.keras that the registry requires (`note` its text: never loaded)."""
     folder.mkdir(parents=True)
-    write_dense_onnx(folder / "model.onnx", rng.normal(0, 0.1, (784, 10)), rng.normal(0, 0.1, 10))
-    (folder / "model.keras").write_bytes(f"a stand-in {seed}: the ONNX export is served".encode())
+    write_dense_onnx(folder / "model.onnx", kernel, bias)
+    (folder / "model.keras").write_bytes(f"{note}: the ONNX export is served".encode())
     return folder
+
+
+def save_template_onnx(folder: Path, template: np.ndarray, digit: int) -> Path:
+    """A model sure of `digit` for an image like `template` ((28, 28) ink 0..1) and unsure
+    of anything else: `digit`'s logit adds the ink on the template's strokes and takes away
+    the ink off them, the other logits are 0, so an image that misses the strokes gets
+    1/9 (or less) for every digit, and a "not a digit" rule at 0.5 flags it."""
+    strokes = np.where(template.ravel() > 0.3, 1.0, -1.0)
+    kernel = np.zeros((template.size, 10))
+    kernel[:, digit] = 0.2 * strokes  # a drawn 7 like the template: ~66 ink on its strokes
+    return save_dense_onnx(folder, kernel, np.zeros(10), f"a template of {digit}")
+
+
+def not_a_digit_rule(threshold: float) -> dict:
+    """A version's "not a digit" block, as training records it (digits.model.not_a_digit.
+    fit_rule): answers whose top probability is under `threshold` are flagged."""
+    return {"rule": "top probability under the threshold", "threshold": threshold,
+            "method": "chosen by a test", "fitted_on": "validation", "rows": 1,
+            "flagged_validation": 0.0}
+
+
+def rule_between(flagged: np.ndarray, kept: np.ndarray) -> dict:
+    """The rule that flags the answers `flagged` and keeps `kept` ((N, 10) probabilities
+    each): its threshold halfway between their top probabilities."""
+    low, high = float(flagged.max(axis=1).max()), float(kept.max(axis=1).min())
+    assert low < high, f"no threshold flags top probabilities up to {low} and keeps {high}"
+    return not_a_digit_rule((low + high) / 2)
 
 
 def plot_png(colour: str) -> bytes:
@@ -77,16 +123,26 @@ def plot_png(colour: str) -> bytes:
 
 
 def publish_model(
-    registry: Registry, model: Path, accuracy: float = 0.98, alias: str | None = "production"
+    registry: Registry, model: Path, accuracy: float = 0.98, alias: str | None = "production",
+    not_a_digit: dict | None = None,
 ) -> str:
-    """Publish `model` with two plots as a new version; returns vN."""
+    """Publish `model` (a .keras file, or a folder such as save_tiny_onnx's) with two plots
+    as a new version, its manifest holding the rule `not_a_digit` if given (not_a_digit_rule;
+    without one, as versions published before the rule, nothing is flagged); returns vN."""
     source = registry.root.parent / f"source-{model.stem}"
-    (source / "plots").mkdir(parents=True, exist_ok=True)
-    shutil.copy(model, source / "model.keras")
+    if model.is_dir():
+        shutil.copytree(model, source, dirs_exist_ok=True)
+    else:
+        source.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model, source / "model.keras")
+    (source / "plots").mkdir(exist_ok=True)
     (source / "plots" / "confusion.png").write_bytes(plot_png("navy"))
     (source / "plots" / "curves.png").write_bytes(plot_png("teal"))
+    manifest = make_manifest(accuracy)
+    if not_a_digit is not None:
+        manifest["not_a_digit"] = not_a_digit
     try:
-        return registry.publish(source, make_manifest(accuracy), alias=alias)
+        return registry.publish(source, manifest, alias=alias)
     finally:
         shutil.rmtree(source)
 

@@ -2,7 +2,8 @@
 process keeps answering), following the alias after `digits promote` and `rollback`, and a
 burst of hostile requests beside good ones while the alias moves (bounded memory); and
 `digits serve --workers 2`: both workers answer, /metrics adds them up, both follow the alias,
-a killed worker is replaced."""
+a killed worker is replaced. v1 carries a "not a digit" rule that flags one known image and
+keeps another (issue 30); v2 has none, and flags nothing."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ from tests.helpers.serving import (
     palette_png,
     publish_model,
     replace_file,
+    rule_between,
     save_tiny_model,
     write_dense_onnx,
 )
@@ -70,6 +72,13 @@ class Service:
     log: Path
     env: dict[str, str]
     process: subprocess.Popen
+    flagged: np.ndarray  # (28, 28): an image v1's rule flags as not a digit
+    kept: np.ndarray  # and one it keeps
+
+    def not_a_digit(self, images: np.ndarray) -> list[bool]:
+        body = {"instances": images.tolist()}
+        answer = httpx.post(f"{self.url}/v1/predict", json=body, timeout=10)
+        return [row["not_a_digit"] for row in answer.json()["predictions"]]
 
     def digits(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -87,7 +96,15 @@ class Service:
 def service(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("serve")
     registry = Registry(root / "registry")
-    publish_model(registry, save_tiny_model(root / "a.keras", 1), accuracy=0.981)
+    import keras
+
+    v1 = save_tiny_model(root / "a.keras", 1)
+    candidates = mnist_like(6, seed=30)
+    tops = keras.saving.load_model(v1).predict(candidates, verbose=0).max(axis=1)
+    flagged, kept = candidates[tops.argmin()], candidates[tops.argmax()]
+    probabilities = keras.saving.load_model(v1).predict(np.stack([flagged, kept]), verbose=0)
+    rule = rule_between(probabilities[:1], probabilities[1:])
+    publish_model(registry, v1, accuracy=0.981, not_a_digit=rule)
     publish_model(registry, save_tiny_model(root / "b.keras", 2), accuracy=0.985, alias=None)
     registry.set_alias("production", "v1")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -99,7 +116,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
     with background(command, env, log) as process:
         ready = f"{url}/readyz"
         wait_for(lambda: answers(ready, process, log), STARTUP_SECONDS, ready, every=0.5, log=log)
-        yield Service(url, registry, log, env, process)
+        yield Service(url, registry, log, env, process, flagged, kept)
 
 
 def test_predicts_uploaded_images_of_both_polarities_like_digits_predict(service, tmp_path):
@@ -141,11 +158,11 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
 
 
 def test_the_standard_protocols_and_metrics_answer_from_the_served_model(service):
-    """OIP v2 and MLflow's /invocations give the served version's probabilities; /metrics
-    counts them; the registry's metadata answers under /v1/registry."""
+    """OIP v2 and MLflow's /invocations give the served version's probabilities and "not a
+    digit" flags; /metrics counts them; the registry's metadata answers under /v1/registry."""
     import keras
 
-    pixels = mnist_like(3, seed=5)
+    pixels = np.stack([service.flagged, service.kept, mnist_like(1, seed=5)[0]])
     path = service.registry.root / "v1" / "model.keras"
     expected = keras.saving.load_model(path, safe_mode=True).predict(
         pixels.astype(np.float32), verbose=0
@@ -160,11 +177,16 @@ def test_the_standard_protocols_and_metrics_answer_from_the_served_model(service
 
     assert infer.status_code == 200, infer.text
     assert infer.json()["model_version"] == "v1"
-    probabilities, digit = infer.json()["outputs"]
+    probabilities, digit, not_a_digit = infer.json()["outputs"]
     np.testing.assert_allclose(np.reshape(probabilities["data"], (3, 10)), expected, atol=1e-5)
     assert digit["data"] == expected.argmax(axis=1).tolist()
+    flags = service.not_a_digit(pixels)  # v1's rule, as /v1/predict applies it
+    assert flags[:2] == [True, False]
+    assert not_a_digit == {"name": "not_a_digit", "datatype": "BOOL", "shape": [3],
+                           "data": flags}
     assert invocations.status_code == 200, invocations.text
     np.testing.assert_allclose(invocations.json()["predictions"], expected, atol=1e-5)
+    assert invocations.json()["not_a_digit"] == flags
     assert httpx.get(f"{service.url}/v2/models/digits", timeout=5).json()["versions"] == ["v1"]
     for probe in ("/ping", "/v2/health/ready", "/v2/health/live"):
         assert httpx.get(f"{service.url}{probe}", timeout=5).status_code == 200, probe
@@ -178,8 +200,9 @@ def test_the_standard_protocols_and_metrics_answer_from_the_served_model(service
         return after.get(key, 0) - before.get(key, 0)
 
     digits = [str(d) for d in range(10)]
-    assert sum(grown("digits_predictions_total", version="v1", digit=d) for d in digits) == 6
-    assert grown("digits_prediction_confidence_count", version="v1") == 6
+    assert sum(grown("digits_predictions_total", version="v1", digit=d) for d in digits) == 9
+    assert grown("digits_not_a_digit_total", version="v1") == 3 * sum(flags)
+    assert grown("digits_prediction_confidence_count", version="v1") == 9
     assert grown("digits_http_requests_total", route="/v2/models/{name}/infer", status="200") == 1
     assert grown("digits_http_requests_total", route="/invocations", status="200") == 1
     assert after[("digits_model_ready", frozenset())] == 1
@@ -262,12 +285,17 @@ def follow(service: Service, version: str) -> float:
 
 
 def test_follows_promote_and_rollback_without_a_restart(service):
+    """And each version's "not a digit" rule with it: v2 has none."""
+    both = np.stack([service.flagged, service.kept])
+    assert service.not_a_digit(both) == [True, False]
     promoted = service.digits("promote", "v2")
     assert promoted.returncode == 0, promoted.stderr
     follow(service, "v2")
+    assert service.not_a_digit(both) == [False, False]
     rolled_back = service.digits("rollback")
     assert rolled_back.returncode == 0, rolled_back.stderr
     follow(service, "v1")
+    assert service.not_a_digit(both) == [True, False]
 
 
 def test_a_tampered_new_version_is_not_served(service, tmp_path):

@@ -3,7 +3,8 @@
 server metadata and config), MLflow's (`ScoringServerClient`: a numpy array, a pandas
 DataFrame, a dict of one tensor, params, /version) and a TF Serving REST request (TF Serving
 ships no Python REST client). Every answer is compared with /v1/predict's for the same
-images. One service for the file: v1 served, v2 in the registry but not served, a web app's
+images, its "not a digit" flags too (issue 30: v1's rule flags the least sure of the three
+images). One service for the file: v1 served, v2 in the registry but not served, a web app's
 origin allowed (`--cors-origin`), so the clients, which send no Origin, pass the CORS and
 same-origin guards as they will in a service that allows one."""
 
@@ -20,7 +21,13 @@ import pytest
 from digits.registry.store import Registry
 from tests.helpers.manifests import make_manifest
 from tests.helpers.processes import BIN, answers, background, free_port, wait_for
-from tests.helpers.serving import mnist_like, save_tiny_onnx
+from tests.helpers.serving import (
+    dense_probabilities,
+    mnist_like,
+    rule_between,
+    save_tiny_onnx,
+    tiny_weights,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +40,16 @@ class Service:
     url: str
     port: int
     expected: np.ndarray  # /v1/predict's probabilities for PIXELS
+    flags: list[bool]  # /v1/predict's not_a_digit for PIXELS: v1's rule flags one, not all
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("clients")
     registry = Registry(root / "registry")
-    registry.publish(save_tiny_onnx(root / "a", 1), make_manifest())
+    tops = dense_probabilities(*tiny_weights(1), PIXELS).max(axis=1, keepdims=True)
+    rule = rule_between(np.sort(tops, axis=0)[:1], np.sort(tops, axis=0)[1:])
+    registry.publish(save_tiny_onnx(root / "a", 1), {**make_manifest(), "not_a_digit": rule})
     registry.publish(save_tiny_onnx(root / "b", 2), make_manifest(), alias=None)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -51,8 +61,11 @@ def service(tmp_path_factory) -> Iterator[Service]:
         ready = f"{url}/readyz"
         wait_for(lambda: answers(ready, process, log), STARTUP_SECONDS, ready, every=0.5, log=log)
         answer = httpx.post(f"{url}/v1/predict", json={"instances": PIXELS.tolist()}, timeout=10)
-        expected = np.array([row["probabilities"] for row in answer.json()["predictions"]])
-        yield Service(url, port, expected)
+        predictions = answer.json()["predictions"]
+        expected = np.array([row["probabilities"] for row in predictions])
+        flags = [row["not_a_digit"] for row in predictions]
+        assert sorted(flags) == [False, False, True], flags
+        yield Service(url, port, expected, flags)
 
 
 def test_tritonclient_health_metadata_and_versions(service):
@@ -65,8 +78,12 @@ def test_tritonclient_health_metadata_and_versions(service):
     assert client.is_model_ready("digits") and client.is_model_ready("digits", "v1")
     assert not client.is_model_ready("digits", "v2")  # in the registry, not served
     assert not client.is_model_ready("digits", "v9")
-    assert client.get_model_metadata("digits", "v1")["versions"] == ["v1"]
-    assert client.get_model_config("digits")["max_batch_size"] == 1000
+    metadata = client.get_model_metadata("digits", "v1")
+    assert metadata["versions"] == ["v1"]
+    assert {"name": "not_a_digit", "datatype": "BOOL", "shape": [-1]} in metadata["outputs"]
+    config = client.get_model_config("digits")
+    assert config["max_batch_size"] == 1000
+    assert "TYPE_BOOL" in [output["data_type"] for output in config["output"]]
     with pytest.raises(InferenceServerException) as refused:
         client.get_inference_statistics("digits")
     assert refused.value.status() == "404" and "/metrics" in refused.value.message()
@@ -85,6 +102,8 @@ def test_tritonclient_infers_json_and_binary_tensors(service):
         np.testing.assert_allclose(result.as_numpy("probabilities"), service.expected,
                                    atol=1e-6)
         assert result.as_numpy("digit").tolist() == service.expected.argmax(axis=1).tolist()
+        assert result.as_numpy("not_a_digit").dtype == bool
+        assert result.as_numpy("not_a_digit").tolist() == service.flags
         described = result.get_response()["outputs"][0]
         assert "binary_data_size" in described["parameters"] and "data" not in described
 
@@ -92,6 +111,14 @@ def test_tritonclient_infers_json_and_binary_tensors(service):
     result = client.infer("digits", [images], model_version="v1", outputs=[digit])
     assert result.get_response()["outputs"][0]["data"] == result.as_numpy("digit").tolist()
     assert result.get_response()["model_version"] == "v1"
+    flags = triton.InferRequestedOutput("not_a_digit", binary_data=False)
+    result = client.infer("digits", [images], outputs=[flags])
+    assert result.as_numpy("not_a_digit").tolist() == service.flags
+    assert result.as_numpy("probabilities") is None  # only what was asked for
+    probabilities = triton.InferRequestedOutput("probabilities")
+    result = client.infer("digits", [images], outputs=[probabilities])
+    assert [output["name"] for output in result.get_response()["outputs"]] == ["probabilities"]
+    assert result.as_numpy("not_a_digit") is None
     with pytest.raises(InferenceServerException) as refused:
         client.infer("digits", [images], request_compression_algorithm="gzip")
     assert refused.value.status() == "415" and "gzip" in refused.value.message()
@@ -106,8 +133,12 @@ def test_mlflows_client_scores_arrays_frames_and_named_tensors(service):
     frame = pd.DataFrame(PIXELS.reshape(3, 784), columns=[f"pixel{i}" for i in range(784)])
     for data, params in [(PIXELS, None), (frame, None), ({"images": PIXELS}, None),
                          (PIXELS, {"temperature": 1})]:
-        predictions = client.invoke(data, params).get_predictions(predictions_format="ndarray")
+        response = client.invoke(data, params)
+        predictions = response.get_predictions(predictions_format="ndarray")
         np.testing.assert_allclose(predictions, service.expected, atol=1e-6)
+        assert response["not_a_digit"] == service.flags  # beside the predictions
+    frame = client.invoke(PIXELS).get_predictions()  # MLflow's default: a DataFrame
+    assert frame.shape == (3, 10)  # the probabilities' columns, as before the flags
     assert client.get_version()[0].isdigit()
     assert httpx.get(f"{service.url}/health", timeout=5).status_code == 200
 

@@ -33,7 +33,8 @@ def test_a_binary_tensor_is_read_from_the_bytes_after_the_json(dtype, datatype):
     body, length = binary_request(PIXELS.astype(dtype), datatype)
     request = parse_infer_body(body, length, MAX)
     np.testing.assert_array_equal(request.batch, PIXELS.astype(np.float32))
-    assert request.outputs == (Output("probabilities", False), Output("digit", False))
+    assert request.outputs == (Output("probabilities", False), Output("digit", False),
+                               Output("not_a_digit", False))
 
 
 def test_the_header_length_splits_the_body():
@@ -80,7 +81,7 @@ def test_outputs_are_binary_where_asked():
                                              "parameters": {"binary_data": False}}]}
     assert parse_outputs(asked) == (Output("digit", True), Output("probabilities", False))
     assert parse_outputs({"parameters": {"binary_data_output": True}}) == (
-        Output("probabilities", True), Output("digit", True))
+        Output("probabilities", True), Output("digit", True), Output("not_a_digit", True))
     with pytest.raises(ApiError, match="classification"):
         parse_outputs({"outputs": [{"name": "digit", "parameters": {"classification": 3}}]})
     with pytest.raises(ApiError, match="true or false"):

@@ -102,7 +102,8 @@ def test_oip_binary_tensors_pass_the_guards_from_a_client_and_an_allowed_page(al
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == "application/octet-stream"
         length = int(answer.headers["inference-header-content-length"])
-        assert len(answer.content) == length + 2 * 10 * 4 + 2 * 8  # FP32 [2, 10], INT64 [2]
+        # FP32 [2, 10], INT64 [2], BOOL [2]
+        assert len(answer.content) == length + 2 * 10 * 4 + 2 * 8 + 2
     assert "access-control-allow-origin" not in client.headers
     assert "Inference-Header-Content-Length" in page.headers["access-control-expose-headers"]
     assert other.status_code == 403

@@ -74,15 +74,18 @@ def test_binary_tensors_in_and_out(client):
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/octet-stream"
     document, raw = split_binary(answer)
-    probabilities, digit = document["outputs"]
+    probabilities, digit, not_a_digit = document["outputs"]
     assert document["id"] == "7" and "data" not in probabilities
     assert probabilities["parameters"] == {"binary_data_size": 3 * 10 * 4}
     assert digit == {"name": "digit", "datatype": "INT64", "shape": [3],
                      "parameters": {"binary_data_size": 3 * 8}}
+    assert not_a_digit == {"name": "not_a_digit", "datatype": "BOOL", "shape": [3],
+                           "parameters": {"binary_data_size": 3}}  # a byte each, as Triton's
     expected = v1_probabilities(client, PIXELS)
     np.testing.assert_allclose(np.frombuffer(raw[:120], "<f4").reshape(3, 10), expected,
                                atol=1e-7)
-    assert np.frombuffer(raw[120:], "<i8").tolist() == expected.argmax(axis=1).tolist()
+    assert np.frombuffer(raw[120:144], "<i8").tolist() == expected.argmax(axis=1).tolist()
+    assert raw[144:] == bytes(3)  # the stand-in's version has no rule: all false
 
 
 def test_one_output_in_binary_the_other_in_json(client):

@@ -100,6 +100,7 @@ def test_oip_model_metadata(client):
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
             {"name": "digit", "datatype": "INT64", "shape": [-1]},
+            {"name": "not_a_digit", "datatype": "BOOL", "shape": [-1]},
         ],
     }
 
@@ -114,12 +115,15 @@ def test_oip_infer_answers_what_v1_predict_answers(client, datatype, flat):
     got = answer.json()
     assert {key: got[key] for key in ("id", "model_name", "model_version")} == {
         "id": "request-1", "model_name": "digits", "model_version": "v1"}
-    probabilities, digit = got["outputs"]
+    probabilities, digit, not_a_digit = got["outputs"]
     assert {k: v for k, v in probabilities.items() if k != "data"} == {
         "name": "probabilities", "shape": [3, 10], "datatype": "FP32"}
     np.testing.assert_allclose(np.reshape(probabilities["data"], (3, 10)), expected, atol=1e-7)
     assert digit == {"name": "digit", "shape": [3], "datatype": "INT64",
                      "data": expected.argmax(axis=1).tolist()}
+    # The stand-in's version has no rule (published before it): nothing is flagged.
+    assert not_a_digit == {"name": "not_a_digit", "shape": [3], "datatype": "BOOL",
+                           "data": [False] * 3}
 
 
 def test_oip_infer_answers_only_the_outputs_asked_for(client):
@@ -210,7 +214,8 @@ def test_invocations_answer_mlflow_predictions(client, key):
     pixels = mnist_like(3)
     answer = client.post("/invocations", json={key: pixels.tolist()})
     assert answer.status_code == 200, answer.text
-    assert list(answer.json()) == ["predictions"]
+    assert list(answer.json()) == ["predictions", "not_a_digit"]
+    assert answer.json()["not_a_digit"] == [False] * 3  # a version without a rule
     np.testing.assert_allclose(answer.json()["predictions"], v1_probabilities(client, pixels),
                                atol=1e-7)
 

@@ -2,12 +2,14 @@
 // show the answer; list the registry's versions with their card and plots. When the
 // service keeps a prediction log, an answer carries an id, and "Wrong? It's [0]..[9]"
 // sends a person's label for it to /v1/feedback, as a suggestion (the page holds no token).
+// An answer the served version flags as not a digit says so in place of the digit.
 // No framework and nothing loaded from elsewhere: the page works offline.
 "use strict";
 
 const PREDICT_DELAY_MS = 150; // wait this long after the last stroke movement
 const STATUS_EVERY_MS = 5000; // how often the header re-reads /readyz
 const PLOT_RE = /^plots\/[A-Za-z0-9_.-]+\.png$/;
+const NOT_A_DIGIT = "That doesn't look like a digit";
 
 const pad = document.getElementById("pad");
 const pen = pad.getContext("2d");
@@ -99,7 +101,7 @@ function predict() {
 
 function showIdle() {
   showFeedback(null);
-  setText("digit", "?");
+  showAnswer("?");
   setText("confidence", "Draw with the mouse or a finger.");
   document.getElementById("confidence").className = "muted";
   setText("answered-by", "");
@@ -107,18 +109,31 @@ function showIdle() {
 }
 
 function showPrediction(body) {
-  const { digit, probabilities, id } = body.predictions[0];
+  const { digit, probabilities, id, not_a_digit: flagged } = body.predictions[0];
   showFeedback(id || null); // no id: the service keeps no log, so no buttons
-  setText("digit", String(digit));
-  setText("confidence", `probability ${(probabilities[digit] * 100).toFixed(1)}%`);
+  const probability = `${(probabilities[digit] * 100).toFixed(1)}%`;
+  if (flagged) {
+    showAnswer(NOT_A_DIGIT, "not-a-digit");
+    setText("confidence", `closest digit ${digit}, probability ${probability}`);
+  } else {
+    showAnswer(String(digit));
+    setText("confidence", `probability ${probability}`);
+  }
   document.getElementById("confidence").className = "muted";
   setText("answered-by", `answered by ${body.model.version} (${body.model.ref})`);
   drawBars(probabilities);
 }
 
+// The big answer: a digit, "?", or (flagged, kind "not-a-digit") a sentence in smaller type.
+function showAnswer(text, kind = "") {
+  const answer = document.getElementById("digit");
+  answer.textContent = text;
+  answer.className = kind ? `digit ${kind}` : "digit";
+}
+
 function showError(message) {
   showFeedback(null);
-  setText("digit", "?");
+  showAnswer("?");
   setText("confidence", message);
   document.getElementById("confidence").className = "error";
   drawBars(null);
