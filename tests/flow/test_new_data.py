@@ -42,7 +42,7 @@ def task_names(state) -> set[str]:
     return {run.name for run in read_task_runs(state)}
 
 
-def test_trains_on_the_union_and_reports_both_evaluations(tmp_path):
+def test_trains_on_the_union_and_reports_both_evaluations_skips_unless_forced(tmp_path):
     registry, data = tmp_path / "registry", write_dataset(tmp_path / "mnist")
     images, labels = new_digits(100, 20)
     folder = write_batch(store(), images, labels, name="writers-a")
@@ -71,7 +71,19 @@ def test_trains_on_the_union_and_reports_both_evaluations(tmp_path):
     assert {"per-class-metrics", "evaluation-summary", "new-data-per-class-metrics",
             "new-data-evaluation-summary"} <= artifact_keys(state)  # both, in the UI
 
-    # A second run re-scores production (v1) on the same held-out images.
+    # The same data again is skipped and leaves the registry as it was; other settings
+    # train again (tests/unit/test_snapshot.py holds that rule: is_unchanged).
+    before = snapshot_tree(registry)
+    skipped = run_flow(data_dir=str(data), registry=str(registry))
+    assert skipped.is_completed() and skipped.name == "Completed"
+    assert skipped.message == "Skipped: no new data since v1"
+    assert skipped.result().skipped
+    assert skipped.result().line() == "skipped: no new data since v1"
+    assert "skipped" in read_flow_run(skipped).tags
+    assert "train" not in task_names(skipped) and "validate-raw" not in task_names(skipped)
+    assert snapshot_tree(registry) == before
+
+    # Forced, a second run trains, and re-scores production (v1) on the same held-out images.
     state = run_flow(data_dir=str(data), registry=str(registry), force=True)
     assert state.result().promoted, state.message
     second = manifest_of(registry, "v2")
@@ -109,26 +121,6 @@ def test_a_challenger_worse_on_new_data_is_rejected(tmp_path):
     assert re.search(r"rejected \(new-data accuracy 0\.\d{4} < production v1 \([01]\.\d{4}\) - "
                      r"tolerance 0\.002\); registry unchanged", state.message), state.message
     assert snapshot_tree(registry) == before
-
-
-def test_an_unchanged_run_is_skipped_unless_forced(tmp_path):
-    registry, data = tmp_path / "registry", write_dataset(tmp_path / "mnist")
-    write_batch(store(), *new_digits(50, 40), name="writers-b")
-    assert run_flow(data_dir=str(data), registry=str(registry)).result().promoted
-    before = snapshot_tree(registry)
-
-    state = run_flow(data_dir=str(data), registry=str(registry))
-
-    assert state.is_completed() and state.name == "Completed"
-    assert state.message == "Skipped: no new data since v1"
-    assert state.result().skipped and state.result().line() == "skipped: no new data since v1"
-    assert "skipped" in read_flow_run(state).tags
-    assert "train" not in task_names(state) and "validate-raw" not in task_names(state)
-    assert snapshot_tree(registry) == before
-
-    # Other settings train again: tests/unit/test_snapshot.py holds that rule (is_unchanged).
-    forced = run_flow(data_dir=str(data), registry=str(registry), force=True)
-    assert not forced.result().skipped and "train" in task_names(forced)
 
 
 def test_cli_skip_then_reproduce_within_0_001_and_exit_4_naming_a_lost_batch(tmp_path, cli):

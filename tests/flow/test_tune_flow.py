@@ -48,7 +48,9 @@ def test_tune_goes_through_retrains_stages_with_a_batch_in_the_store(tmp_path):
     store = Path(os.environ["DIGITS_DATA"])
     data, registry = write_dataset(tmp_path / "data"), tmp_path / "registry"
     batch = write_batch(store, *new_digits(100, 20), name="writers-t")
-    settings = {"model": "mlp", "epochs": 3, "workers": 2, "data_dir": data,
+    # One Dask worker process: two at once, reporting to a real server, are
+    # tests/integration/test_tune_dask_postgres.py's.
+    settings = {"model": "mlp", "epochs": 3, "workers": 1, "data_dir": data,
                 "registry": registry, "min_train_rows": 1000, "study_name": "batchtest"}
 
     state = tune(**settings, trials=2, return_state=True)

@@ -102,3 +102,13 @@ def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[s
         yield process
     finally:
         stop(process)
+
+
+# What TensorFlow's C++ runtime and Prefect's temporary server print outside Python's reach
+# (file descriptor 2, the interpreter's exit), which a person must not see from `digits run`.
+NOISE = ("use_unbounded_threadpool", "oneDNN", "absl::InitializeLog", "cpu_feature_guard",
+         "Stopping temporary server")
+
+
+def noise_in(output: str) -> list[str]:
+    return [line for line in output.splitlines() if any(word in line for word in NOISE)]
