@@ -7,7 +7,7 @@ images come from four kinds, each drawn with Pillow and made 28x28 by `normalize
 the reading every upload goes through:
 
 - glyphs: letters and symbols from the typefaces matplotlib ships (DejaVu and STIX),
-  slanted, thinned or thickened, leaving out those that are written like a digit
+  stretched, bent, slanted, thinned or thickened, leaving out those that are written like a digit
   (O, I, l, S, Z, B, g, q, ...);
 - shapes: stars, hearts, smileys, arrows, houses, grids, spirals, blobs, polygons,
   crescents, hatching, zigzags, clouds (SHAPES);
@@ -29,8 +29,9 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from digits.data.images import normalize_image
 
 # Latin letters and symbols no one writes as a digit: O/o/Q (0), I/l/i/j/J/T (1, 7),
-# Z/z (2), S/s/$/§ (5), G/b/δ (6), B (8), g/q (9), and thin marks (! - | / . ,) are left out.
-GLYPHS = "ACEFHKMNPRUVWXYacdefhkmnprtuvwxy#@&%?+=*<>{}~€£¥¶αβγελμξπφψωΣΩΔΓΛΞΠΦΨ"
+# Z/z (2), S/s/$/§ (5), G/b/δ (6), B (8), g/q (9), and thin marks (! - | / . , ( ) { }) are
+# left out.
+GLYPHS = "ACEFHKMNPRUVWXYacdefhkmnprtuvwxy#@&%?+=*<>~€£¥¶αβγελμξπφψωΣΩΔΓΛΞΠΦΨ"
 TRAINING_FONTS = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
     "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "STIXGeneral.ttf",
@@ -40,6 +41,8 @@ TRAINING_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.p
 KINDS = ("glyphs", "shapes", "scribbles", "photos")
 SHARES = (0.4, 0.25, 0.2, 0.15)  # of the negatives, per kind
 CANVAS = 96  # side of the square each glyph, shape or scribble is drawn on
+WARP_CELLS = 4  # a glyph's warp moves the corners of a WARP_CELLS x WARP_CELLS grid
+WARP = 0.06  # how far each corner may move, as a share of the canvas
 TRIES = 5  # draws of one image before a blank one is an error
 TOFU = "\uffff"  # a noncharacter: a font draws its missing-glyph box for it
 
@@ -118,11 +121,31 @@ def draw_glyph(font: ImageFont.FreeTypeFont, rng: np.random.Generator) -> Image.
               font=sized, anchor="mm", stroke_width=width, stroke_fill=255)
     if width == 0 and rng.random() < 0.3:  # thinner, as a fine pen writes
         canvas = canvas.filter(ImageFilter.MinFilter(3))
-    slant = rng.uniform(-0.3, 0.3)  # horizontal shear, as italics and hands lean
+    # Narrower or wider, leaning as italics and hands do: x' = x / stretch + slant * y.
+    stretch, slant = rng.uniform(0.7, 1.4), rng.uniform(-0.3, 0.3)
     canvas = canvas.transform(canvas.size, Image.Transform.AFFINE,
-                              (1, slant, -slant * CANVAS / 2, 0, 1, 0),
-                              resample=Image.Resampling.BILINEAR)
+                              (1 / stretch, slant, CANVAS / 2 * (1 - 1 / stretch - slant),
+                               0, 1, 0), resample=Image.Resampling.BILINEAR)
+    canvas = warp(canvas, rng)  # and wobbling, as a hand never draws the type's curves
     return canvas.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
+
+
+def warp(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """`image` bent smoothly: the corners of a grid over it moved at random (by up to WARP of
+    its side), each cell mapped from the quadrilateral its moved corners make."""
+    edges = np.linspace(0, CANVAS, WARP_CELLS + 1)
+    corners = np.stack(np.meshgrid(edges, edges, indexing="xy"), axis=-1)
+    corners[1:-1, 1:-1] += rng.uniform(-WARP, WARP, (WARP_CELLS - 1, WARP_CELLS - 1, 2)) * CANVAS
+    mesh = []
+    for row in range(WARP_CELLS):
+        for col in range(WARP_CELLS):
+            box = tuple(int(v) for v in (edges[col], edges[row], edges[col + 1], edges[row + 1]))
+            # PIL's quad: the source's upper left, lower left, lower right, upper right
+            quad = [corners[row, col], corners[row + 1, col], corners[row + 1, col + 1],
+                    corners[row, col + 1]]
+            mesh.append((box, tuple(float(v) for point in quad for v in point)))
+    return image.transform(image.size, Image.Transform.MESH, mesh,
+                           resample=Image.Resampling.BILINEAR)
 
 
 def draw_shape(rng: np.random.Generator) -> Image.Image:
