@@ -224,12 +224,24 @@ def test_help_lists_every_command_without_prefect(module, tmp_path):
     assert "DIGITS_ARTIFACTS" in result.stdout  # the environment the commands read
 
 
-@pytest.mark.slow  # two interpreters import TensorFlow
+# TensorFlow's own answer, from its util_port extension loaded alone: importing it as
+# tensorflow.python.util's would import all of TensorFlow first (~5 s a probe).
+ONEDNN_PROBE = """
+import importlib.machinery, importlib.util, pathlib
+root = pathlib.Path(importlib.util.find_spec("tensorflow").origin).parent / "python" / "util"
+path = str(next(root.glob("_pywrap_util_port*.so")))
+loader = importlib.machinery.ExtensionFileLoader("_pywrap_util_port", path)
+port = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+loader.exec_module(port)
+print(port.IsMklEnabled())
+"""
+
+
+@pytest.mark.slow  # two interpreters load TensorFlow's runtime
 def test_commands_train_with_onednn_kernels_unless_the_caller_says_no(tmp_path):
     # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads; on AVX2-only CPUs it
     # would leave the faster kernels off.
-    probe = ("from tensorflow.python.util import _pywrap_util_port as port;"
-             "print(port.IsMklEnabled())")
+    probe = ONEDNN_PROBE
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
 
     def enabled(**extra) -> str:
