@@ -9,6 +9,7 @@ import shutil
 import struct
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,20 @@ def wait_until(check, what: str, timeout: float = FOLLOW_S):
             pytest.fail(f"not within {timeout} s: {what}")
         time.sleep(0.02)
     return result
+
+
+LOCAL_URL = "http://127.0.0.1:8000"  # the service's own origin, as the page sends it
+
+
+@contextmanager
+def serving(registry: Registry, **kwargs):
+    """`digits serve`'s app on `registry` (`create_app`'s options in `kwargs`), in-process
+    with FastAPI's TestClient on the service's own origin, once its first model serves."""
+    from fastapi.testclient import TestClient
+
+    from digits.serving.app import create_app
+
+    with TestClient(create_app(registry, poll_s=0.05, **kwargs), base_url=LOCAL_URL) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
+                   FIRST_LOAD_S)
+        yield client

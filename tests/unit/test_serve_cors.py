@@ -6,7 +6,6 @@ without the option nothing changes."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,12 +13,11 @@ from fastapi.testclient import TestClient
 
 from digits.registry.load import Predictor
 from digits.registry.store import Registry
-from digits.serving.app import create_app
 from digits.serving.settings import Limits, ServeSettings, check_origin
 from tests.helpers.manifests import make_manifest
-from tests.helpers.serving import FIRST_LOAD_S, mnist_like, wait_until
+from tests.helpers.serving import mnist_like
+from tests.helpers.serving import serving as serve_app
 
-LOCAL_URL = "http://127.0.0.1:8000"
 APP = "https://app.example"  # the web app the operator allowed
 OTHER = "https://evil.example"
 PREFLIGHT = {"Access-Control-Request-Method": "POST",
@@ -30,13 +28,8 @@ def stand_in(version: str, registry: Registry) -> Predictor:
     return Predictor(version, "production", "onnx", lambda batch: np.full((len(batch), 10), 0.1))
 
 
-@contextmanager
 def serving(registry: Registry, **kwargs):
-    with TestClient(create_app(registry, poll_s=0.05, open_model=stand_in, **kwargs),
-                    base_url=LOCAL_URL) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
-                   FIRST_LOAD_S)
-        yield client
+    return serve_app(registry, open_model=stand_in, **kwargs)
 
 
 @pytest.fixture

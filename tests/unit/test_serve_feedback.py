@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,13 @@ from digits.registry.store import Registry
 from digits.serving.app import create_app, read_assets
 from tests.helpers.processes import REPO
 from tests.helpers.serving import (
-    FIRST_LOAD_S,
+    LOCAL_URL,
     digit_png,
     mnist_like,
     publish_model,
     save_tiny_model,
-    wait_until,
+    serving,
 )
-
-LOCAL_URL = "http://127.0.0.1:8000"  # the service's own origin, as the page sends it
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +44,6 @@ def registry(tmp_path, model) -> Registry:
     registry = Registry(tmp_path / "registry")
     publish_model(registry, model)
     return registry
-
-
-@contextmanager
-def serving(registry: Registry, **kwargs):
-    with TestClient(create_app(registry, poll_s=0.05, **kwargs), base_url=LOCAL_URL) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
-                   FIRST_LOAD_S)
-        yield client
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ rule that flags one known image and keeps another, and one without a rule (never
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,19 +15,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from digits.monitoring.reader import read_log
 from digits.registry.store import Registry
-from digits.serving.app import create_app
 from tests.helpers.serving import (
-    FIRST_LOAD_S,
     dense_probabilities,
     mnist_like,
     publish_model,
     rule_between,
     save_tiny_onnx,
+    serving,
     tiny_weights,
-    wait_until,
 )
 
-LOCAL_URL = "http://127.0.0.1:8000"
 INFER = "/v2/models/digits/infer"
 CANDIDATES = mnist_like(6, seed=30)
 TOPS = dense_probabilities(*tiny_weights(1), CANDIDATES).max(axis=1)
@@ -47,14 +43,6 @@ def registry(tmp_path_factory) -> Registry:
     publish_model(registry, model, not_a_digit=rule_between(probabilities[:1], probabilities[1:]))
     publish_model(registry, model, alias="unruled")
     return registry
-
-
-@contextmanager
-def serving(registry: Registry, **kwargs):
-    with TestClient(create_app(registry, poll_s=0.05, **kwargs), base_url=LOCAL_URL) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, "the first model",
-                   FIRST_LOAD_S)
-        yield client
 
 
 @pytest.fixture(scope="module")
