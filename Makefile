@@ -45,11 +45,12 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect, SQLite)
 	$(BIN)/digits run $(ARGS)
 
-# A worker per core and one more: the suite spends a fifth of its time waiting (on servers
-# it started, a trigger's window, the package index), not computing, and the extra worker
-# computes meanwhile. A test file stays on one worker, so a module's server starts once; files
-# go out in tests/conftest.py's order (FIRST_TO_LAST).
-WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# A worker per core and two more: the suite spends a fifth of its time waiting (on servers
+# it started, a trigger's window, the package index), not computing, and the extra workers
+# compute meanwhile (on 2 cores, 3 workers: 10 min 53 s; 4: 10 min 31 s, benchmarks/results.md).
+# A test file stays on one worker, so a module's server starts once; files go out in
+# tests/conftest.py's order (FIRST_TO_LAST).
+WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 

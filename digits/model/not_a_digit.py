@@ -22,10 +22,10 @@ FLAGGED_DIGITS = 0.007
 def fit_rule(probabilities: np.ndarray, method: str) -> dict:
     """The threshold that flags FLAGGED_DIGITS of these (validation) digits, as recorded."""
     top = np.sort(np.asarray(probabilities, np.float64).max(axis=1))
-    # The smallest threshold above the lowest FLAGGED_DIGITS of the tops: flags exactly those
-    # (ties aside), whichever way the quantile would interpolate.
+    # The top just above the lowest FLAGGED_DIGITS of them: what is under it is flagged, so
+    # exactly those, or fewer where tops tie at it, never more (and never a bound over 1).
     count = int(np.floor(FLAGGED_DIGITS * len(top)))
-    threshold = float(np.nextafter(top[count - 1], np.inf)) if count else 0.0
+    threshold = float(top[count]) if count else 0.0
     return {
         "rule": "top probability under the threshold",
         "threshold": threshold,

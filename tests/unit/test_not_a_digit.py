@@ -28,11 +28,19 @@ def test_the_rule_flags_the_share_of_validation_digits_it_was_fitted_for():
     assert rule["method"] == "outlier exposure" and rule["rows"] == 1000
 
 
-def test_ties_at_the_threshold_are_flagged_alike_whatever_their_order():
-    tops = [0.5] * 10 + [0.9] * 990
+def test_ties_at_the_threshold_are_kept_alike_so_no_more_than_the_share_is_flagged():
+    tops = [0.3] * 2 + [0.5] * 10 + [0.9] * 988
     rule = fit_rule(answers(tops), "maximum probability")
     shuffled = np.random.default_rng(0).permutation(tops)
-    assert flags(answers(list(shuffled)), rule).sum() == 10  # all the tied lows, not 7 of them
+    # the two under the tie only, whatever the order: 7 of the 10 tied would depend on it
+    assert flags(answers(list(shuffled)), rule).sum() == 2
+    assert rule["flagged_validation"] == pytest.approx(0.002)
+
+
+def test_a_validation_answered_all_at_one_gives_a_threshold_the_manifest_takes():
+    rule = fit_rule(answers([1.0] * 1000), "maximum probability")
+    assert rule["threshold"] == 1.0  # the next float above 1 would break the schema's bound
+    assert not flags(answers([1.0] * 5), rule).any() and flags(answers([0.99]), rule).all()
 
 
 def test_float32_answers_are_flagged_as_the_float64_fit_counted():
