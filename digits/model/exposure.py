@@ -10,8 +10,11 @@ answers such things with a low top probability, which `digits.model.not_a_digit`
 from __future__ import annotations
 
 import keras
+import numpy as np
 
-from digits.config import NUM_CLASSES
+from digits.config import NUM_CLASSES, TrainConfig
+from digits.data.negatives import draw_negatives
+from digits.data.splits import Splits, scale
 
 NEGATIVE = NUM_CLASSES  # the training label of a negative: no digit is its right answer
 EXPOSURE_WEIGHT = 0.5  # the flat target's weight against the digits' loss (the paper's)
@@ -41,3 +44,14 @@ class DigitAccuracy(keras.metrics.SparseCategoricalAccuracy):
     def update_state(self, y_true, y_pred, sample_weight=None):
         digit = keras.ops.cast(keras.ops.reshape(y_true, (-1,)) < NUM_CLASSES, "float32")
         return super().update_state(y_true, y_pred, sample_weight=digit)
+
+
+def with_negatives(splits: Splits, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels, and outlier exposure's negatives (label NEGATIVE),
+    outlier_exposure of them per training image, drawn with the run's seed."""
+    count = round(config.outlier_exposure * len(splits.y_train))
+    if not count:
+        return splits.x_train, splits.y_train
+    negatives = scale(draw_negatives(count, config.seed))
+    return (np.concatenate([splits.x_train, negatives]),
+            np.concatenate([splits.y_train, np.full(count, NEGATIVE, splits.y_train.dtype)]))

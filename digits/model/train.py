@@ -8,11 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import keras
-import numpy as np
 
 from digits.config import TrainConfig
-from digits.data.negatives import draw_negatives
-from digits.data.splits import PIXEL_SCALE, Splits, scale
+from digits.data.splits import PIXEL_SCALE, Splits
 from digits.model.architectures import (
     average_models,
     average_shifts,
@@ -22,7 +20,7 @@ from digits.model.architectures import (
 from digits.model.calibration import calibrate
 from digits.model.calibration import scale as scale_temperature
 from digits.model.export import inference_model
-from digits.model.exposure import NEGATIVE, DigitAccuracy, exposure_loss
+from digits.model.exposure import DigitAccuracy, exposure_loss, with_negatives
 from digits.model.not_a_digit import fit_rule
 
 ONECYCLE_WARMUP = 0.3  # share of a onecycle run spent warming up
@@ -159,17 +157,6 @@ def loss(config: TrainConfig) -> str | Callable:
     # Keras' sparse loss has neither label smoothing nor negatives (fit_one drops the compile
     # settings afterwards, so saved models never reference this function).
     return exposure_loss(config.label_smoothing)
-
-
-def with_negatives(splits: Splits, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The training images and labels, and outlier exposure's negatives (label NEGATIVE),
-    outlier_exposure of them per training image, drawn with the run's seed."""
-    count = round(config.outlier_exposure * len(splits.y_train))
-    if not count:
-        return splits.x_train, splits.y_train
-    negatives = scale(draw_negatives(count, config.seed))
-    return (np.concatenate([splits.x_train, negatives]),
-            np.concatenate([splits.y_train, np.full(count, NEGATIVE, splits.y_train.dtype)]))
 
 
 def fit_model(
