@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 # Validation digits the threshold flags, under the 1% of MNIST test digits it may flag: on
-# three trained models MNIST test saw 0.72-1.34 times the share fitted on the 5,000
-# validation digits (benchmarks/results.md), so 0.7% leaves test under 1%.
+# seven trained models MNIST test saw 0.72-1.34 times the share fitted on the 5,000
+# validation digits, and at 0.7% three seeds flagged 0.59-0.94% (benchmarks/results.md).
 FLAGGED_DIGITS = 0.007
 
 
@@ -39,8 +39,8 @@ def fit_rule(probabilities: np.ndarray, method: str) -> dict:
 def flags(probabilities: np.ndarray, rule: dict | None) -> np.ndarray:
     """Which answers are "not a digit" under `rule` (a version's manifest block); none
     without one (versions published before the rule)."""
-    # In float64, as fitted: float32 would round the threshold (the next float above a
-    # validation top) back onto that top, and the ties it was fitted to flag would pass.
+    # In float64, as fitted: NumPy compares float32 answers (what Predictor.predict gives)
+    # with a Python float in float32, rounding the threshold, and answers at it would turn.
     top = np.asarray(probabilities, np.float64).max(axis=-1)
     if not rule:
         return np.zeros(top.shape, bool)
