@@ -47,7 +47,7 @@ run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect,
 
 # A worker per core and two more: the suite spends a fifth of its time waiting (on servers
 # it started, a trigger's window, the package index), not computing, and the extra workers
-# compute meanwhile (on 2 cores, 3 workers: 10 min 53 s; 4: 10 min 31-40 s, benchmarks/results.md).
+# compute meanwhile (on 2 cores, 3 workers: 10 min 53 s; 4: 10 min 31-40 s; 5: 10 min 54 s).
 # A test file stays on one worker, so a module's server starts once; files go out in
 # tests/conftest.py's order (FIRST_TO_LAST).
 WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
