@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.settings import Limits, ServeSettings, check_origin
-from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import mnist_like
 from tests.helpers.serving import serving as serve_app
 
@@ -30,13 +29,6 @@ def stand_in(version: str, registry: Registry) -> Predictor:
 
 def serving(registry: Registry, **kwargs):
     return serve_app(registry, open_model=stand_in, **kwargs)
-
-
-@pytest.fixture
-def registry(tmp_path, source) -> Registry:
-    registry = Registry(tmp_path / "registry")
-    registry.publish(source, make_manifest())
-    return registry
 
 
 @pytest.fixture

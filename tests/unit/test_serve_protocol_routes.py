@@ -10,19 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from digits.registry.store import Registry
 from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import mnist_like
 from tests.unit.test_serve_protocols import INFER, serving, tensor, v1_probabilities
 
 PIXELS = mnist_like(3, seed=11)
-
-
-@pytest.fixture
-def registry(tmp_path, source) -> Registry:
-    registry = Registry(tmp_path / "registry")
-    registry.publish(source, make_manifest())
-    return registry
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from digits.registry.load import Predictor
 from digits.registry.store import Registry
 from digits.serving.app import Limits, create_app
-from tests.helpers.manifests import make_manifest
 from tests.helpers.serving import FIRST_LOAD_S, mnist_like, wait_until
 
 LOCAL_URL = "http://127.0.0.1:8000"
@@ -37,13 +36,6 @@ def softmax_model(batch: np.ndarray) -> np.ndarray:
 
 def stand_in(version: str, registry: Registry) -> Predictor:
     return Predictor(version, "production", "onnx", softmax_model)
-
-
-@pytest.fixture
-def registry(tmp_path, source) -> Registry:
-    registry = Registry(tmp_path / "registry")
-    registry.publish(source, make_manifest())
-    return registry
 
 
 @contextmanager
