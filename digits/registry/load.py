@@ -22,6 +22,7 @@ from digits.data.images import load_inputs
 from digits.environment import PIPELINE_HINT
 from digits.errors import RegistryError, UsageError
 from digits.files import sha256_bytes
+from digits.model.not_a_digit import flags
 from digits.registry.layout import MODEL_FILE, ONNX_FILE
 from digits.registry.location import AnyRegistry, open_registry
 from digits.registry.versions import read_manifest
@@ -45,8 +46,6 @@ class Predictor:
     def not_a_digit(self, probabilities: np.ndarray) -> np.ndarray:
         """Which of `predict`'s answers the version's rule flags as not a digit (its
         manifest's `not_a_digit`; nothing for versions published before the rule)."""
-        from digits.model.not_a_digit import flags
-
         return flags(probabilities, self.manifest.get("not_a_digit"))
 
     def answers(self, images: np.ndarray) -> list[dict]:
