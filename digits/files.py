@@ -76,6 +76,18 @@ def write_synced(path: Path, data: bytes, mode: int = 0o666) -> None:
         os.fsync(handle.fileno())
 
 
+def replace_synced(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Replace `path` with `data` whole (written beside it, fsynced, moved into place, the
+    move made durable): a reader sees the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write_synced(temporary, data, mode)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
 def write_npz(out: Path, arrays: dict, *, compressed: bool, replace: bool) -> None:
     """`arrays` as an .npz at `out`, written beside it and moved into place whole, so a kill
     leaves no half file; without `replace` the move refuses a file that appeared meanwhile

@@ -23,12 +23,11 @@ import json
 import os
 import re
 import secrets
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from digits.errors import DataError, UsageError
-from digits.files import fsync_dir, sha256_bytes, write_synced
+from digits.files import replace_synced, sha256_bytes
 from digits.monitoring.log import make_log_folder
 from digits.monitoring.records import MARKER, format_time, now
 
@@ -139,15 +138,9 @@ def locked(folder: Path):
 
 def write_tokens(folder: Path, tokens: list[Token]) -> None:
     """Replace the tokens file whole, readable by its owner only."""
-    path = Path(folder) / TOKENS_FILE
-    temporary = path.with_name(f".{TOKENS_FILE}.{uuid.uuid4().hex}.tmp")
     document = {**FORMAT, "tokens": [asdict(token) for token in tokens]}
-    try:
-        write_synced(temporary, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    replace_synced(Path(folder) / TOKENS_FILE, (json.dumps(document, indent=2) + "\n").encode(),
+                   mode=0o600)
 
 
 class TokenCheck:

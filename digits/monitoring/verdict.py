@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from digits.files import fsync_dir, write_synced
+from digits.files import replace_synced
 from digits.monitoring.records import format_time, now, parse_time
 
 VERDICT_FILE = "drift.json"
@@ -40,13 +39,7 @@ def write_verdict(folder: Path, payload: dict) -> None:
     last verdict, with the time it was judged."""
     document = {key: payload[key] for key in ("verdict", "images", "since", "failed")}
     data = json.dumps({**document, "judged_at": format_time(now())}, indent=2).encode()
-    temporary = folder / f".{VERDICT_FILE}.{os.getpid()}.{os.urandom(4).hex()}"
-    try:
-        write_synced(temporary, data + b"\n")
-        os.replace(temporary, folder / VERDICT_FILE)
-        fsync_dir(folder)
-    finally:
-        temporary.unlink(missing_ok=True)
+    replace_synced(folder / VERDICT_FILE, data + b"\n")
 
 
 def read_verdict(folder: Path) -> Verdict | None:
