@@ -83,6 +83,7 @@ ALLOWED = {
     "digits.serving.feedback": set(),
     "digits.serving.metrics": set(),  # prometheus_client
     "digits.serving.protocols": set(),
+    "digits.serving.registry_routes": set(),
     "digits.serving.openapi": set(),  # FastAPI's document builder
     "digits.serving.schemas": set(),
     "digits.serving.scorer": set(),
