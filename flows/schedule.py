@@ -13,6 +13,7 @@ imported inside functions.
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -101,14 +102,33 @@ def serve_retrain(name: str, cron: str, parameters: dict[str, Any]) -> None:
     check_server()
     from flows.retrain import retrain  # TensorFlow loads only once the checks pass
 
-    retrain.serve(
-        name=name,
-        schedule=Cron(cron, timezone="UTC"),
-        parameters=parameters,
-        tags=WEEKLY.tags,
-        limit=1,  # this process runs one flow at a time
-        global_limit=1,  # and the server queues a second run of this deployment
-    )
+    # Prefect pauses the schedule on SIGTERM only once its runner has started; stopped
+    # earlier (its handler exits at once, or Python's default kills), the schedule would
+    # stay active with nothing serving it. So exit cleanly from the start, and pause here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        retrain.serve(
+            name=name,
+            schedule=Cron(cron, timezone="UTC"),
+            parameters=parameters,
+            tags=WEEKLY.tags,
+            limit=1,  # this process runs one flow at a time
+            global_limit=1,  # and the server queues a second run of this deployment
+        )
+    finally:
+        pause_schedule(f"{retrain.name}/{name}")
+
+
+def pause_schedule(deployment: str) -> None:
+    """Pause `deployment` (flow/name) if it was registered; pausing twice is harmless."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.pause_deployment(client.read_deployment_by_name(deployment).id)
+        except ObjectNotFound:
+            pass  # stopped before it was registered: nothing to pause
 
 
 if __name__ == "__main__":  # `python -m flows.schedule pool|store|registry`: for the Makefile
