@@ -17,7 +17,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from digits.model import calibration  # noqa: F401  registers Temperature for load_model
+from digits.model import layers  # noqa: F401  registers our layers for load_model
 from digits.model.architectures import SHIFTS, averages_shifts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -187,6 +187,9 @@ class TrainConfig:
     depth: int = knob(2, "Hidden layers of the mlp, or stride-2 stages of the cnn (max 3).")
     dropout: float = knob(0.1, "Dropout after each layer or stage (twice this before the head).")
     augment_strength: float = knob(1.0, "Scale of rotation, shift and zoom (1: 11 deg, 10%).")
+    stroke_width: float = knob(
+        0.0, "Strokes up to this many pixels bolder (each side), or thinner, in training; 0: off."
+    )
     label_smoothing: float = knob(0.0, "Probability mass spread from each label to the others.")
     ema: bool = knob(
         False, "Average the weights (EMA), swap the average in at the end, re-fit BatchNorm."
@@ -234,7 +237,7 @@ def check_shape(config: TrainConfig) -> None:
     if config.model == "cnn" and config.depth > 3:  # 28 -> 14 -> 7 -> 4: no room for a fourth
         raise UsageError(f"--depth {config.depth} must be at most 3 for the cnn")
     bounds = {"dropout": (0.0, 0.9), "label_smoothing": (0.0, 0.5), "augment_strength": (0.0, 3.0),
-              "outlier_exposure": (0.0, 1.0)}
+              "outlier_exposure": (0.0, 1.0), "stroke_width": (0.0, 4.0)}
     for name, (low, high) in bounds.items():
         value = getattr(config, name)
         if not low <= value < high:

@@ -10,6 +10,7 @@ from keras import layers
 
 from digits.config import IMAGE_SHAPE, NUM_CLASSES
 from digits.data.splits import PIXEL_SCALE
+from digits.model.layers import RandomStrokeWidth
 
 
 def seed_draws(seed: int) -> Callable[[], int]:
@@ -40,6 +41,7 @@ def build_mlp(
     depth: int = 1,
     dropout: float = 0.0,
     augment_strength: float = 1.0,
+    stroke_width: float = 0.0,
 ) -> keras.Model:
     """The original script's model, kept as the baseline: 784-128(ReLU)-10(softmax).
 
@@ -55,7 +57,7 @@ def build_mlp(
     return keras.Sequential(
         [
             keras.Input(IMAGE_SHAPE),
-            *augmentation(augment, seed, augment_strength),
+            *augmentation(augment, seed, augment_strength, stroke_width),
             layers.Flatten(),
             *hidden,
             layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=glorot(draw)),
@@ -83,6 +85,7 @@ def build_cnn(
     depth: int = 2,
     dropout: float = 0.1,
     augment_strength: float = 1.0,
+    stroke_width: float = 0.0,
     stem: str = "full",
 ) -> keras.Model:
     """A compact conv net: strided convolutions instead of pooling keep it cheap on CPU.
@@ -104,7 +107,7 @@ def build_cnn(
     return keras.Sequential(
         [
             keras.Input(IMAGE_SHAPE),
-            *augmentation(augment, seed, augment_strength),
+            *augmentation(augment, seed, augment_strength, stroke_width),
             layers.Reshape((*IMAGE_SHAPE, 1)),
             *stages,
             *conv_block(width * 2**depth, 3, draw),
@@ -116,26 +119,32 @@ def build_cnn(
     )
 
 
-def augmentation(enabled: bool, seed: int, strength: float = 1.0) -> list[layers.Layer]:
-    """Small rotations, shifts and zooms; active only in training, identity at inference."""
-    if not enabled or strength == 0:
+def augmentation(
+    enabled: bool, seed: int, strength: float = 1.0, stroke_width: float = 0.0
+) -> list[layers.Layer]:
+    """Small rotations, shifts and zooms, and with `stroke_width` bolder or thinner strokes
+    first; active only in training, identity at inference."""
+    if not enabled or (strength == 0 and stroke_width == 0):
         return []
     shift = 0.1 * strength  # shifts and zooms of 10% at strength 1
-    return [
-        layers.Reshape((*IMAGE_SHAPE, 1)),
-        layers.RandomRotation(0.03 * strength, fill_mode="constant", seed=seed),  # +-11 degrees
-        layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
-        layers.RandomZoom(shift, fill_mode="constant", seed=seed + 2),
-        layers.Reshape(IMAGE_SHAPE),
-    ]
+    chosen = [layers.Reshape((*IMAGE_SHAPE, 1))]
+    if stroke_width:  # half an erosion at most: MNIST's thinnest strokes survive that
+        chosen.append(RandomStrokeWidth(stroke_width, min(stroke_width, 0.5), seed=seed + 3))
+    if strength:
+        chosen += [
+            layers.RandomRotation(0.03 * strength, fill_mode="constant", seed=seed),  # +-11 deg
+            layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed + 1),
+            layers.RandomZoom(shift, fill_mode="constant", seed=seed + 2),
+        ]
+    return [*chosen, layers.Reshape(IMAGE_SHAPE)]
 
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}
 
 
 def build_model(name: str, augment: bool, seed: int, **shape: object) -> keras.Model:
-    """`shape`: width, depth, dropout, augment_strength (and the cnn's stem); each left out
-    keeps the default."""
+    """`shape`: width, depth, dropout, augment_strength, stroke_width (and the cnn's stem);
+    each left out keeps the default."""
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}")
     return BUILDERS[name](augment=augment, seed=seed, **shape)

@@ -8,9 +8,8 @@ that is temperature scaling of the logits, done on the probabilities the model a
 outputs; it works the same for an average of members or of shifted copies. Dividing by T
 keeps every answer's order, so the digit, and the accuracy, never change.
 
-`Temperature` is the layer that applies it, last in the exported model, so `.keras`, the
-SavedModel and the ONNX file carry the same T. Importing this module registers it, which
-loading a calibrated `model.keras` needs.
+`Temperature` (digits.model.layers) is the layer that applies it, last in the exported
+model, so `.keras`, the SavedModel and the ONNX file carry the same T.
 """
 
 from __future__ import annotations
@@ -20,29 +19,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-# Added before the log: a probability that underflowed to 0 in float32 stays finite.
-TINY = 1e-12
+from digits.model.layers import TINY, Temperature
+
 # T is searched between these (log scale); a bound reached means the split says little.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-
-
-@keras.saving.register_keras_serializable(package="digits")
-class Temperature(keras.layers.Layer):
-    """Probabilities in, probabilities out: softmax(log(p + TINY) / temperature)."""
-
-    def __init__(self, temperature: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.temperature = float(temperature)
-
-    def call(self, probabilities):
-        logits = keras.ops.log(probabilities + TINY)
-        return keras.ops.softmax(logits / self.temperature, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "temperature": self.temperature}
 
 
 def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from keras import layers
 
 from digits.errors import ExportError
-from digits.model import calibration  # noqa: F401  registers Temperature for load_candidate
+from digits.model.layers import RandomStrokeWidth  # importing registers digits' layers
 from digits.registry.layout import MODEL_FILE, ONNX_FILE, SAVED_MODEL_DIR
 
 PARITY_ROWS = 1000  # test digits each export is checked on
@@ -34,6 +34,7 @@ AUGMENTATION = (
     layers.RandomFlip,
     layers.RandomContrast,
     layers.RandomBrightness,
+    RandomStrokeWidth,
 )
 
 

@@ -234,6 +234,7 @@ def build_for(config: TrainConfig) -> keras.Model:
         depth=config.depth,
         dropout=config.dropout,
         augment_strength=config.augment_strength,
+        stroke_width=config.stroke_width,
         # the mlp has no stem, and check_shape refuses one
         **({"stem": config.stem} if config.model == "cnn" else {}),
     )

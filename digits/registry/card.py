@@ -17,7 +17,7 @@ USAGE = """\
 
 ```python
 import keras
-import digits.model.calibration  # registers the Temperature layer a calibrated model ends with
+import digits.model.layers  # registers digits' own layers (calibration, stroke width)
 model = keras.saving.load_model("model.keras", safe_mode=True)
 probabilities = model.predict(images)  # images: (N, 28, 28)
 ```

@@ -155,7 +155,7 @@ def load_keras(path: Path, sha256: str):
         raise RegistryError(f"{path}: changed since it was verified")
     import keras  # here, not at the top: reading a registry must not need TensorFlow
 
-    from digits.model import calibration  # noqa: F401  registers Temperature, the last layer
+    from digits.model import layers  # noqa: F401  registers digits' own layers (Temperature...)
 
     with tempfile.TemporaryDirectory(prefix="digits-model-") as private:  # mode 0700
         copy = Path(private) / MODEL_FILE

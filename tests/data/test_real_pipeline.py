@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from digits.data.ingest import load_mnist
-from digits.model import calibration  # noqa: F401  registers Temperature: the model ends with it
+from digits.model import layers  # noqa: F401  registers our layers: the model ends with Temperature
 
 pytestmark = pytest.mark.data
 

@@ -57,7 +57,7 @@ def test_exported_model_takes_raw_pixels_and_returns_probabilities(name, tmp_pat
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_augmentation_is_inactive_at_inference(name):
-    augmented = build_model(name, augment=True, seed=0)
+    augmented = build_model(name, augment=True, seed=0, stroke_width=1.0)
     plain = build_model(name, augment=False, seed=1)  # other initial weights, replaced below
     # The augmentation layers come first; the rest of the two models is the same network.
     extra = len(augmented.layers) - len(plain.layers)

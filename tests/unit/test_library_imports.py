@@ -109,6 +109,7 @@ ALLOWED = {
     "digits.model.train": {"keras", "tensorflow"},
     "digits.model.export": {"keras", "tensorflow"},
     "digits.model.calibration": {"keras", "tensorflow"},
+    "digits.model.layers": {"keras", "tensorflow"},
     "digits.model.exposure": {"keras", "tensorflow"},
     "digits.model.not_a_digit": set(),  # NumPy only: serving an ONNX version applies it
     "digits.model.study_report": set(),  # Optuna and matplotlib
