@@ -2,8 +2,10 @@
 against training time (issue 19's frontier).
 
 Each run appends one JSON line to benchmarks/frontier.jsonl (candidate, overrides, seed,
-accuracy, training seconds, epochs run, load average, CPU) and saves the exported model
-under data/frontier/ (git-ignored) for later scoring, e.g. by benchmarks/other_writers.py.
+accuracy, ECE, the not-a-digit rates, the other-writer sets' accuracy, training seconds,
+epochs run, load average, CPU) and saves the exported model under data/frontier/
+(git-ignored). The rates and sets are scored where their files are: `not_a_digit.py build`'s
+data/not-a-digit.npz and `other_writers.py`'s data/other-writers/*.npz (issue 30).
 
 Usage: python -m benchmarks.frontier CANDIDATE [--seeds 1 2 3] [--set key=value ...]
        python -m benchmarks.frontier --table   # the recorded runs, one markdown row a candidate
@@ -20,10 +22,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "frontier.jsonl"
+NOT_DIGITS = ROOT / "data" / "not-a-digit.npz"
+OTHER_WRITERS = ROOT / "data" / "other-writers"
 
 
 def cpu_model() -> str:
@@ -77,6 +83,7 @@ def run(name: str, seed: int, overrides: dict, splits, trace: bool = False) -> d
     )
     probs = trained.model.predict(splits.x_test * 255.0, batch_size=1024, verbose=0)
     evaluation = score(splits.y_test, probs)
+    answer = lambda images: trained.model.predict(images, batch_size=1024, verbose=0)  # noqa: E731
     folder = ROOT / "data" / "frontier"
     folder.mkdir(parents=True, exist_ok=True)
     trained.model.save(folder / f"{name}-s{seed}.keras")
@@ -85,6 +92,9 @@ def run(name: str, seed: int, overrides: dict, splits, trace: bool = False) -> d
         "overrides": overrides,
         "seed": seed,
         "accuracy": round(evaluation.accuracy, 4),
+        "ece": round(evaluation.ece, 4),
+        **not_a_digit_rates(answer, probs, trained.not_a_digit),
+        "other_writers": other_writers(answer),
         "train_seconds": round(trained.seconds, 1),
         "epochs_run": trained.epochs_run,
         "best_epoch": trained.best_epoch,
@@ -98,6 +108,32 @@ def run(name: str, seed: int, overrides: dict, splits, trace: bool = False) -> d
         **({"test_by_epoch": by_epoch, "val_by_epoch": [round(v, 4) for v in
             trained.history["val_accuracy"]]} if trace else {}),
     }
+
+
+def not_a_digit_rates(answer, test_probs, rule: dict | None) -> dict:
+    """Shares flagged by the run's own rule: of MNIST test, and of data/not-a-digit.npz's
+    non-digits, with the latter also at the threshold that flags 1% of MNIST test."""
+    from benchmarks.not_a_digit import flagged_at_one_percent
+    from digits.model.not_a_digit import flags
+
+    rates = {"test_flagged": round(float(flags(test_probs, rule).mean()), 4)}
+    if NOT_DIGITS.exists():
+        with np.load(NOT_DIGITS, allow_pickle=False) as data:
+            others = answer(data["images"].astype(np.float32))
+        rates["not_digits_flagged"] = round(float(flags(others, rule).mean()), 4)
+        rates["not_digits_at_1pct"] = round(
+            flagged_at_one_percent(test_probs.max(axis=1), others.max(axis=1)), 4)
+    return rates
+
+
+def other_writers(answer) -> dict[str, float]:
+    """Accuracy on each data/other-writers/*.npz set (fonts, mouse) that has been built."""
+    found = {}
+    for path in sorted(OTHER_WRITERS.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as data:
+            predicted = answer(data["images"].astype(np.float32)).argmax(axis=1)
+            found[path.stem] = round(float(np.mean(predicted == data["labels"])), 4)
+    return found
 
 
 def flow_splits():
@@ -126,24 +162,38 @@ def record(row: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """Accuracy (mean, min-max) and training minutes per candidate and overrides."""
+    """Per candidate and overrides: accuracy (mean, min-max), ECE, the not-a-digit rates
+    and the other-writer sets (means over the seeds that recorded them), training minutes."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         key = row["candidate"] + "".join(f" {k}={v}" for k, v in sorted(row["overrides"].items()))
         groups.setdefault(key, []).append(row)
-    lines = ["| candidate | seeds | accuracy mean (min-max) | training min, mean (range) | load |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| candidate | seeds | accuracy mean (min-max) | ECE | test flagged | non-digits "
+             "flagged (rule) | non-digits at 1% | fonts | mouse | training min, mean (range) "
+             "| load | CPU |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for key, runs in groups.items():
         accuracy = [r["accuracy"] for r in runs]
         minutes = [r["train_seconds"] / 60 for r in runs]
         loads = [x for r in runs for x in r["load"]]
+        quality = [mean_of(runs, name) for name in
+                   ("ece", "test_flagged", "not_digits_flagged", "not_digits_at_1pct")]
+        writers = [mean_of([r.get("other_writers", {}) for r in runs], name)
+                   for name in ("fonts", "mouse")]
         lines.append(
             f"| {key} | {', '.join(str(r['seed']) for r in runs)} |"
             f" {statistics.mean(accuracy):.4f} ({min(accuracy):.4f}-{max(accuracy):.4f}) |"
+            f" {' | '.join(quality + writers)} |"
             f" {statistics.mean(minutes):.1f} ({min(minutes):.1f}-{max(minutes):.1f}) |"
-            f" {min(loads):.1f}-{max(loads):.1f} |"
+            f" {min(loads):.1f}-{max(loads):.1f} | {', '.join(sorted({r['cpu'] for r in runs}))} |"
         )
     return "\n".join(lines)
+
+
+def mean_of(rows: list[dict], name: str) -> str:
+    """The mean of `name` over the rows that have it, 4 places; blank where none does."""
+    values = [row[name] for row in rows if name in row]
+    return f"{statistics.mean(values):.4f}" if values else ""
 
 
 def main() -> None:
