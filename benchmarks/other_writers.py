@@ -1,7 +1,8 @@
-"""Digits not from MNIST (issue 19, "robust to other writers"): build two offline sets and
-score models on them.
+"""Digits not from MNIST (issues 19 and 30, "robust to other writers"): build three offline
+sets and score models on them.
 
     python benchmarks/other_writers.py fonts --out data/other-writers/fonts.npz [--per-font 2] [--seed 0]
+    python benchmarks/other_writers.py photo --out data/other-writers/photo.npz [--per-font 1] [--seed 1]
     python benchmarks/other_writers.py mouse --out data/other-writers/mouse.npz [--registry DIR]
                                              [--per-digit 20] [--seed 0]
     python benchmarks/other_writers.py score [--registry DIR] [--ref production ...]
@@ -15,6 +16,11 @@ slant, a small rotation and the position on the paper. Each is dark ink on light
 scan or the drawing page's canvas, and becomes 28x28 through `normalize_image`, the reading
 every upload goes through. A font counts as handwriting when its Debian package is one of
 HANDWRITING_PACKAGES (`dpkg -S`); those few fonts get HANDWRITING_BOOST times the variants.
+
+`photo` draws the same fonts' digits (other dice: seed 1) as a phone photo of paper would
+show them (`photograph`): dark ink on grey paper, out of focus, the light uneven across the
+page, sensor noise, shrunk to 48-128 pixels and saved as a JPEG of quality 20-80; then
+`normalize_image`, as an uploaded photo is read.
 
 `mouse` draws each digit with the mouse on the serving page, in headless Chromium driven by
 Selenium (as tests/integration/test_page_browser.py does), from a hand-made stroke template
@@ -35,6 +41,7 @@ Every set is an .npz of `images` (N, 28, 28) uint8 (white digit on black, MNIST 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
@@ -76,6 +83,11 @@ CHECK_SIZE = 48  # font size of the usability check
 SIZES = range(36, 81, 4)  # font sizes of the variants (few, so each font is loaded once per size)
 TRIES = 5  # variants drawn for one image before a blank one is an error
 KEEP_WHEN_THINNED = 0.4  # share of its ink a glyph must keep to be eroded
+# The photo-like set (`photo`): grey levels of paper and ink, the light's change from the
+# page's centre to an edge, blur (in hundredths of the canvas), noise (grey levels), the
+# photo's side in pixels and its JPEG quality, each drawn uniformly from these ranges.
+PHOTO_PAPER, PHOTO_INK, PHOTO_LIGHT = (140, 225), (15, 90), 20.0
+PHOTO_BLUR, PHOTO_NOISE, PHOTO_SIDE, PHOTO_QUALITY = (0.3, 1.5), (2, 10), (48, 129), (20, 81)
 TOFU = "\uffff"  # a noncharacter: no font maps it, so it renders the font's missing-glyph box
 
 FontAt = Callable[[int], ImageFont.FreeTypeFont]  # a font at a pixel size
@@ -215,19 +227,29 @@ def usable_fonts(fonts: list[Font]) -> tuple[list[Font], dict[str, int]]:
     return kept, skipped
 
 
-def render_digit(font_at: FontAt, digit: int, rng: np.random.Generator) -> np.ndarray:
+def render_digit(font_at: FontAt, digit: int, rng: np.random.Generator,
+                 photographed: bool = False) -> np.ndarray:
     """One random variant of `digit`, normalised: (28, 28) uint8, white on black. A variant
     that comes out blank (a hairline at the smallest size) is drawn again, other dice."""
     for _ in range(TRIES - 1):
         try:
-            return draw_variant(font_at, digit, rng)
+            return draw_variant(font_at, digit, rng, photographed)
         except ValueError:
             continue
-    return draw_variant(font_at, digit, rng)
+    return draw_variant(font_at, digit, rng, photographed)
 
 
-def draw_variant(font_at: FontAt, digit: int, rng: np.random.Generator) -> np.ndarray:
-    """One roll of the dice: size, stroke, slant, rotation, place; ValueError if blank."""
+def draw_variant(font_at: FontAt, digit: int, rng: np.random.Generator,
+                 photographed: bool = False) -> np.ndarray:
+    """Ink on paper read as every upload is; ValueError if blank. `photographed`: the paper
+    as a phone camera gives it (`photograph`), else clean white paper."""
+    ink = draw_ink(font_at, digit, rng)
+    paper = photograph(ink, rng) if photographed else np.asarray(ImageChops.invert(ink))
+    return normalize_image(paper)
+
+
+def draw_ink(font_at: FontAt, digit: int, rng: np.random.Generator) -> Image.Image:
+    """One roll of the dice: size, stroke, slant, rotation, place; white ink on black."""
     size = int(rng.choice(SIZES))
     stroke = int(rng.choice([-1, 0, 0, 1, 2]))  # -1: thinner (eroded); 1, 2: thicker
     slant = rng.uniform(-0.35, 0.35)  # horizontal shear, about +-19 degrees
@@ -250,20 +272,38 @@ def draw_variant(font_at: FontAt, digit: int, rng: np.random.Generator) -> np.nd
     centre = side / 2
     ink = ink.transform(ink.size, Image.Transform.AFFINE, (1, slant, -slant * centre, 0, 1, 0),
                         resample=Image.Resampling.BILINEAR, fillcolor=0)
-    ink = ink.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=0)
-    paper = ImageChops.invert(ink)  # dark ink on light paper, as an upload usually is
-    return normalize_image(np.asarray(paper))
+    return ink.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=0)
+
+
+def photograph(ink: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """`ink` (white on black) as a phone photo of dark ink on grey paper: out of focus, the
+    light falling off across the page, sensor noise, then shrunk and saved as a JPEG."""
+    side = ink.size[0]
+    paper, dark = rng.uniform(*PHOTO_PAPER), rng.uniform(*PHOTO_INK)
+    across = np.linspace(-1.0, 1.0, side, dtype=np.float32)
+    light = np.add.outer(across * rng.uniform(-1, 1), across * rng.uniform(-1, 1))
+    blurred = ink.filter(ImageFilter.GaussianBlur(rng.uniform(*PHOTO_BLUR) * side / 100))
+    level = np.asarray(blurred, dtype=np.float32) / 255
+    grey = paper + PHOTO_LIGHT * light - level * (paper - dark)
+    grey += rng.normal(0.0, rng.uniform(*PHOTO_NOISE), grey.shape)
+    small = int(rng.integers(*PHOTO_SIDE))
+    photo = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).resize(
+        (small, small), Image.Resampling.BILINEAR)
+    saved = io.BytesIO()
+    photo.save(saved, format="JPEG", quality=int(rng.integers(*PHOTO_QUALITY)))
+    with Image.open(saved) as decoded:
+        return np.asarray(decoded.convert("L"))
 
 
 def ink_of(image: Image.Image) -> float:
     return float(np.asarray(image, dtype=np.float32).sum())
 
 
-def render_font(font_at: FontAt, variants: int, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
+def render_font(font_at: FontAt, variants: int, rng: np.random.Generator,
+                photographed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`variants` images of each digit 0..9: (10 * variants, 28, 28) uint8 and the labels."""
     labels = np.repeat(np.arange(10), variants)
-    images = np.stack([render_digit(font_at, int(label), rng) for label in labels])
+    images = np.stack([render_digit(font_at, int(label), rng, photographed) for label in labels])
     return images, labels.astype(np.int64)
 
 
@@ -272,7 +312,7 @@ def font_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def build_fonts(out: Path, per_font: int, seed: int) -> None:
+def build_fonts(out: Path, per_font: int, seed: int, photographed: bool = False) -> None:
     fonts, skipped = usable_fonts(find_fonts())
     if not fonts:
         sys.exit(f"no usable fonts under {FONT_ROOT}: apt-get install {' '.join(PRINTED_PACKAGES)}")
@@ -280,7 +320,7 @@ def build_fonts(out: Path, per_font: int, seed: int) -> None:
     for font in fonts:
         variants = per_font * (HANDWRITING_BOOST if font.handwriting else 1)
         font_images, font_labels = render_font(font_loader(font.path), variants,
-                                               font_rng(seed, font.name))
+                                               font_rng(seed, font.name), photographed)
         images.append(font_images)
         labels.append(font_labels)
         names += [font.name] * len(font_labels)
@@ -609,6 +649,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help=f"variants per digit and printed font (x{HANDWRITING_BOOST} for "
                             "handwriting fonts)")
     fonts.add_argument("--seed", type=int, default=0)
+    photo = commands.add_parser("photo", help="the fonts' digits as phone photos of paper")
+    photo.add_argument("--out", type=Path, default=ROOT / "data/other-writers/photo.npz")
+    photo.add_argument("--per-font", type=int, default=1,
+                       help=f"variants per digit and printed font (x{HANDWRITING_BOOST} for "
+                            "handwriting fonts)")
+    photo.add_argument("--seed", type=int, default=1)
     mouse = commands.add_parser("mouse", help="draw digits with the mouse on the serving page")
     mouse.add_argument("--out", type=Path, default=ROOT / "data/other-writers/mouse.npz")
     mouse.add_argument("--registry", type=Path, default=None,
@@ -630,8 +676,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.command == "fonts":
-        build_fonts(args.out, args.per_font, args.seed)
+    if args.command in ("fonts", "photo"):
+        build_fonts(args.out, args.per_font, args.seed, photographed=args.command == "photo")
     elif args.command == "mouse":
         build_mouse(args.out, args.registry, args.per_digit, args.seed)
     else:

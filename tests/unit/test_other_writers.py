@@ -56,3 +56,26 @@ def test_a_saved_set_loads_without_pickle(tmp_path):
     parts = other_writers.subsets("set", {**loaded, "handwriting": np.arange(10) < 4})
     assert [(p.name, int(p.rows.sum())) for p in parts] == [
         ("set", 10), ("set (handwriting)", 4), ("set (printed)", 6)]
+
+
+def test_a_photographed_digit_is_a_small_grey_jpeg_of_dark_ink():
+    ink = other_writers.draw_ink(pillow_font, 4, np.random.default_rng(2))
+    photo = other_writers.photograph(ink, np.random.default_rng(3))
+
+    low, high = other_writers.PHOTO_SIDE
+    assert photo.ndim == 2 and photo.dtype == np.uint8 and low <= photo.shape[0] < high
+    paper_low, paper_high = other_writers.PHOTO_PAPER
+    corners = [photo[:4, :4], photo[:4, -4:], photo[-4:, :4], photo[-4:, -4:]]
+    assert all(paper_low - 40 < np.median(c) < paper_high + 40 for c in corners)  # grey paper
+    assert photo.min() < other_writers.PHOTO_INK[1] + 40  # and darker ink on it
+    again = other_writers.photograph(ink, np.random.default_rng(3))
+    assert np.array_equal(photo, again)  # the same dice, the same photo, JPEG included
+
+
+def test_the_photo_set_reads_each_photo_as_an_upload_is_read():
+    images, labels = other_writers.render_font(
+        pillow_font, 1, np.random.default_rng(0), photographed=True)
+    plain, _ = other_writers.render_font(pillow_font, 1, np.random.default_rng(0))
+
+    assert images.shape == (10, 28, 28) and labels.tolist() == list(range(10))
+    assert (images.max(axis=(1, 2)) == 255).all() and not np.array_equal(images, plain)
