@@ -36,6 +36,13 @@ DIGIT_BOX = 20
 CENTRE = np.array(IMAGE_SHAPE) / 2
 MIN_CONTRAST = 0.05  # below this share of the brightest value an image counts as blank
 NOISE_FLOOR = 0.15  # ink fainter than this after background removal is paper grain or JPEG ringing
+# Light falling off across a photographed page (remove_shading): a quadratic surface is fitted
+# to the paper on at most SHADING_SAMPLES pixels; a pixel within PAPER_BAND of it counts as
+# paper; a page whose fitted light changes by less than MIN_SHADING of the image's range is
+# left as it is (evenly lit: scans, the page's canvas, MNIST), since that is under the floor.
+SHADING_SAMPLES = 4096
+PAPER_BAND = 0.1
+MIN_SHADING = 0.1
 
 
 def median(values: np.ndarray) -> float:
@@ -128,8 +135,47 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
     """
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
-    digit = centre_by_mass(fit_box(extract_ink(image)))
+    digit = centre_by_mass(fit_box(extract_ink(remove_shading(image))))
     return np.round(digit * 255).astype(np.uint8)
+
+
+def remove_shading(image: np.ndarray) -> np.ndarray:
+    """`image` with the paper's uneven light taken out, as ink-bright float32 on a paper near
+    0; `image` itself where the page is evenly lit (or blank, which extract_ink refuses).
+
+    A phone photo's paper is darker on one side or in the corners: kept, that shading reads
+    as ink, and the crop takes in the dark side of the page, leaving the digit small in a
+    corner. A quadratic in x and y (a tilt and a vignette) is fitted by least squares to the
+    pixels that are paper, found by refitting three times without what lies above the fit.
+    """
+    pixels = np.asarray(image, dtype=np.float32)
+    low, high = float(pixels.min()), float(pixels.max())
+    if high - low <= MIN_CONTRAST * max(abs(low), abs(high)):
+        return image
+    ink = (pixels - low) / (high - low)
+    if median(border_of(ink)) > 0.5:  # dark ink on light paper
+        ink = 1 - ink
+    step = max(1, math.isqrt(ink.size // SHADING_SAMPLES))
+    sample = ink[::step, ::step].ravel()
+    terms = quadratic_terms(ink.shape, step)
+    paper = sample < 0.5
+    for _ in range(3):
+        if paper.sum() < terms.shape[1]:
+            return image  # hardly any paper: nothing to fit the light to
+        coefficients = np.linalg.lstsq(terms[paper], sample[paper], rcond=None)[0]
+        paper = sample - terms @ coefficients < PAPER_BAND
+    light = (quadratic_terms(ink.shape, 1) @ coefficients).reshape(ink.shape)
+    if np.ptp(light) < MIN_SHADING:
+        return image
+    return ink - light.astype(np.float32)
+
+
+def quadratic_terms(shape: tuple[int, int], step: int) -> np.ndarray:
+    """1, x, y, x², xy, y² at every `step`-th pixel (coordinates -1..1), one row a pixel."""
+    height, width = shape
+    rows, cols = np.mgrid[0:height:step, 0:width:step].astype(np.float32)
+    y, x = (rows / max(height - 1, 1) * 2 - 1).ravel(), (cols / max(width - 1, 1) * 2 - 1).ravel()
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
 
 
 def flatten_alpha(image: Image.Image) -> np.ndarray:

@@ -14,6 +14,7 @@ from digits.data.images import (
     load_inputs,
     median,
     normalize_image,
+    remove_shading,
     shift_whole,
 )
 from digits.errors import DataError, UsageError
@@ -83,6 +84,42 @@ def test_normalize_keeps_aspect_ratio():
     digit = normalize_image(np.asarray(draw_digit("1", (300, 300))))
     rows, cols = np.nonzero(digit)
     assert np.ptp(rows) + 1 == 20 and np.ptp(cols) + 1 < 10  # a tall thin bar stays tall and thin
+
+
+def photographed(digit: Image.Image, light: str) -> np.ndarray:
+    """`digit` (dark ink on white) as a photo of grey paper whose light falls off: across
+    the page ("ramp") or towards its corners ("vignette"), in uint8 as a JPEG decodes."""
+    height, width = digit.height, digit.width
+    y, x = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
+    shade = 35 * (x + 0.6 * y) if light == "ramp" else -45 * (x**2 + y**2)
+    ink = 1 - np.asarray(digit, dtype=np.float64) / 255
+    return np.clip(190 + shade - ink * 120, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("light", ["ramp", "vignette"])
+@pytest.mark.parametrize("shape", ["1", "0"])
+def test_normalize_reads_a_digit_through_uneven_light(light, shape):
+    # Issue 30's photo set: with the paper's shading kept as ink, the crop took in the dark
+    # side of the page and the digit came out small in a corner (half the photos misread).
+    clean = draw_digit(shape, (300, 300), dark_ink=True)
+    expected = normalize_image(np.asarray(clean))
+    digit = normalize_image(photographed(clean, light))
+    assert_mnist_like(digit)
+    # The same digit, the same size, up to a whole pixel of centring (a ring's centre of
+    # mass sits on a half pixel, which the light's last trace may round either way).
+    moved = [np.roll(digit.astype(int), (dy, dx), axis=(0, 1))
+             for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    assert min(np.abs(m - expected.astype(int)).mean() for m in moved) < 2
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_flat_page_reads_as_it_did_before_shading_was_removed(size):
+    # Evenly lit paper (every MNIST digit, the page's canvas, a scan) takes the same path as
+    # before, to the bit: only a page whose light changes by a tenth of its range is flattened.
+    image = np.asarray(draw_digit("0", size, dark_ink=True))
+    assert remove_shading(image) is image
+    grey = np.clip(image.astype(np.float64) * 0.5 + 100, 0, 255).astype(np.uint8)
+    assert remove_shading(grey) is grey
 
 
 @pytest.mark.parametrize("image", [np.zeros((40, 40)), np.full((28, 28), 255, dtype=np.uint8)])
