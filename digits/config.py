@@ -204,6 +204,9 @@ class TrainConfig:
     outlier_exposure: float = knob(
         0.0, "Images that are no digit trained towards a flat answer, per training image."
     )
+    typeset_digits: float = knob(
+        0.0, "Digits set in type (STIX, Computer Modern) added to training, per training image."
+    )
 
     def __post_init__(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -237,7 +240,8 @@ def check_shape(config: TrainConfig) -> None:
     if config.model == "cnn" and config.depth > 3:  # 28 -> 14 -> 7 -> 4: no room for a fourth
         raise UsageError(f"--depth {config.depth} must be at most 3 for the cnn")
     bounds = {"dropout": (0.0, 0.9), "label_smoothing": (0.0, 0.5), "augment_strength": (0.0, 3.0),
-              "outlier_exposure": (0.0, 1.0), "stroke_width": (0.0, 4.0)}
+              "outlier_exposure": (0.0, 1.0), "stroke_width": (0.0, 4.0),
+              "typeset_digits": (0.0, 1.0)}
     for name, (low, high) in bounds.items():
         value = getattr(config, name)
         if not low <= value < high:

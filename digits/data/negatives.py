@@ -111,15 +111,19 @@ def ink_canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return canvas, ImageDraw.Draw(canvas)
 
 
-def draw_glyph(font: ImageFont.FreeTypeFont, rng: np.random.Generator) -> Image.Image:
-    """One glyph of `font`, white on black, at a random size, stroke, slant and rotation."""
+def draw_glyph(font: ImageFont.FreeTypeFont, rng: np.random.Generator,
+               text: str | None = None, thin: bool = True) -> Image.Image:
+    """One glyph of `font` (`text`, or one of GLYPHS it has), white on black, at a random
+    size, stroke, slant and rotation; now and then thinner unless not `thin`."""
     canvas, draw = ink_canvas()
     sized = font.font_variant(size=int(rng.integers(36, 64)))
-    choices = glyphs_of(font)
     width = int(rng.choice([0, 0, 1, 2]))
-    draw.text((CANVAS / 2, CANVAS / 2), choices[rng.integers(len(choices))], fill=255,
-              font=sized, anchor="mm", stroke_width=width, stroke_fill=255)
-    if width == 0 and rng.random() < 0.3:  # thinner, as a fine pen writes
+    if text is None:
+        choices = glyphs_of(font)
+        text = choices[rng.integers(len(choices))]
+    draw.text((CANVAS / 2, CANVAS / 2), text, fill=255, font=sized, anchor="mm",
+              stroke_width=width, stroke_fill=255)
+    if thin and width == 0 and rng.random() < 0.3:  # thinner, as a fine pen writes
         canvas = canvas.filter(ImageFilter.MinFilter(3))
     # Narrower or wider, leaning as italics and hands do: x' = x / stretch + slant * y.
     stretch, slant = rng.uniform(0.7, 1.4), rng.uniform(-0.3, 0.3)

@@ -11,6 +11,7 @@ import keras
 
 from digits.config import TrainConfig
 from digits.data.splits import PIXEL_SCALE, Splits
+from digits.data.typeset import with_typeset
 from digits.model.architectures import (
     average_models,
     average_shifts,
@@ -251,6 +252,7 @@ def fit_one(
     seed_everything(config.seed)
     model = build_for(config)
     x_train, y_train = with_negatives(splits, config)
+    x_train, y_train = with_typeset(x_train, y_train, config, len(splits.y_train))
     steps = -(-len(y_train) // config.batch_size)
     model.compile(
         optimizer=optimizer(config, steps),
