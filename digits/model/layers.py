@@ -40,24 +40,28 @@ class RandomStrokeWidth(keras.layers.Layer):
 
     MNIST's pen draws strokes 2-3 pixels wide; typefaces and other pens run from
     hairlines to bold blobs, and most of the fonts benchmark's errors are those two
-    (benchmarks/results.md). Per image an amount is drawn from [-thinner, thicker]:
+    (benchmarks/results.md). A `share` of the images is changed; for each an amount is
+    drawn from [-thinner, thicker]:
     k + f thicker is k grey dilations (3x3 maximum) and a fraction f of the next,
     -f is that fraction of the way to a grey erosion (3x3 minimum). Keep `thinner`
     under 1: a whole erosion wipes out MNIST's thinnest strokes, label and all.
     """
 
-    def __init__(self, thicker: float = 1.0, thinner: float = 0.5, seed: int | None = None,
-                 **kwargs):
+    def __init__(self, thicker: float = 1.0, thinner: float = 0.5, share: float = 1.0,
+                 seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.thicker, self.thinner, self.seed = float(thicker), float(thinner), seed
+        self.thicker, self.thinner, self.share = float(thicker), float(thinner), float(share)
+        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
         if not training:
             return images
-        amount = keras.random.uniform(
-            (ops.shape(images)[0], 1, 1, 1), -self.thinner, self.thicker, seed=self.seed_generator
-        )
+        shape = (ops.shape(images)[0], 1, 1, 1)
+        amount = keras.random.uniform(shape, -self.thinner, self.thicker, seed=self.seed_generator)
+        if self.share < 1:  # the other images keep their strokes as drawn
+            chosen = keras.random.uniform(shape, seed=self.seed_generator) < self.share
+            amount = ops.where(chosen, amount, 0.0)
         eroded = -ops.max_pool(-images, 3, strides=1, padding="same")
         result = images + ops.relu(-amount) * (eroded - images)
         level = images
@@ -72,4 +76,4 @@ class RandomStrokeWidth(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "thicker": self.thicker, "thinner": self.thinner,
-                "seed": self.seed}
+                "share": self.share, "seed": self.seed}

@@ -46,6 +46,15 @@ def test_thinner_strokes_lie_between_the_image_and_half_an_erosion(strokes):
     assert (thinner[:4].max(axis=(1, 2, 3)) >= 0.5 - 1e-6).all()
 
 
+def test_a_share_of_the_images_keeps_its_strokes_as_drawn(strokes):
+    many = np.concatenate([strokes] * 8)
+    changed = run(RandomStrokeWidth(thicker=2.0, share=0.5, seed=3), many)
+    kept = (changed == many).all(axis=(1, 2, 3))
+    assert 0.2 < kept.mean() < 0.8  # about half of the 64, each image on its own dice
+    every = run(RandomStrokeWidth(thicker=2.0, seed=3), many)  # share 1: none kept
+    assert not (every == many).all(axis=(1, 2, 3)).any()
+
+
 def test_it_is_the_identity_at_inference_and_repeats_with_its_seed(strokes):
     layer = RandomStrokeWidth(thicker=2.0, seed=5)
     np.testing.assert_array_equal(run(layer, strokes, training=False), strokes)
