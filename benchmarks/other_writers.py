@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # digits and tests.helpers from this checkout, as run directly
 
 from digits.config import TEST_SHIFTS
-from digits.data.images import normalize_image
+from digits.data.normalize import normalize_image
 
 FONT_ROOT = Path("/usr/share/fonts")
 FONT_SUFFIXES = {".ttf", ".otf", ".ttc"}  # what ImageFont.truetype reads (Type 1 twins skipped)

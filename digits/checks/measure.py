@@ -36,7 +36,7 @@ def reference_of(train_images, train_labels, test_images, held_out: list[np.ndar
                  config: BatchChecks) -> Reference:
     """A fixed sample of train; test both as stored and as `normalize_image` makes it, so a
     test digit re-read from a PNG lines up with its original."""
-    from digits.data.images import normalize_image
+    from digits.data.normalize import normalize_image
 
     sample = drift.reference_sample(train_images, train_labels, config.reference_rows)
     normalised = np.stack([normalize_image(image) for image in test_images])

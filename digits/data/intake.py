@@ -69,7 +69,8 @@ def read_source(path: Path, config: BatchChecks | None = None) -> Source:
 
 
 def read_folder(folder: Path, config: BatchChecks) -> Source:
-    from digits.data.images import SHRINK_MIN_SIDE, normalize_image, read_grayscale
+    from digits.data.images import SHRINK_MIN_SIDE, read_grayscale
+    from digits.data.normalize import normalize_image
 
     files = [(file, LABEL_FOLDERS[sub.name]) for sub in label_folders(folder)
              for file in sorted(image_files(sub))]

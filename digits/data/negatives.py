@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from digits.data.images import normalize_image
+from digits.data.normalize import normalize_image
 
 # Latin letters and symbols no one writes as a digit: O/o/Q (0), I/l/i/j/J/T (1, 7),
 # Z/z (2), S/s/$/§ (5), G/b/δ (6), B (8), g/q (9), and thin marks (! - | / . , ( ) { }) are

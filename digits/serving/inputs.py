@@ -17,13 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
-from digits.data.images import (
-    IMAGE_FORMATS,
-    SHRINK_MIN_SIDE,
-    normalize_image,
-    shrink,
-    to_grayscale,
-)
+from digits.data.images import IMAGE_FORMATS, SHRINK_MIN_SIDE, shrink, to_grayscale
+from digits.data.normalize import normalize_image
 from digits.serving.documents import parse_instances
 from digits.serving.errors import ApiError, error_response
 from digits.serving.settings import RETRY_AFTER_S, Limits

@@ -87,7 +87,7 @@ def distort(images: np.ndarray, seed: int, max_degrees: float = 12.0) -> np.ndar
     thicker, then put back into MNIST's format (20x20 box, centred by mass)."""
     from scipy import ndimage
 
-    from digits.data.images import normalize_image
+    from digits.data.normalize import normalize_image
 
     rng = np.random.default_rng(seed)
     out = []
@@ -116,7 +116,7 @@ def noise_images(n: int, seed: int) -> np.ndarray:
 
 def shape_images(n: int, seed: int) -> np.ndarray:
     """Not digits: filled rectangles and ellipses, normalised as a scanned drawing would be."""
-    from digits.data.images import normalize_image
+    from digits.data.normalize import normalize_image
 
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[:64, :64]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digits.data.images import normalize_image
+from digits.data.normalize import normalize_image
 from digits.monitoring.reader import read_log
 from digits.registry.store import Registry
 from tests.helpers.browser import MISSING, browser_paths, headless_chromium

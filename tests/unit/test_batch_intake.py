@@ -11,8 +11,9 @@ from PIL import Image
 
 from digits.checks.settings import BatchChecks
 from digits.data import images
-from digits.data.images import normalize_image, read_grayscale
+from digits.data.images import read_grayscale
 from digits.data.intake import read_source
+from digits.data.normalize import normalize_image
 from digits.errors import DataError
 
 LIMITS = BatchChecks()

@@ -60,6 +60,8 @@ ALLOWED = {
     "digits.data.ingest": set(),
     "digits.data.splits": set(),
     "digits.data.images": set(),  # numpy and Pillow only
+    "digits.data.normalize": set(),  # numpy and Pillow only
+    "digits.data.typeset": set(),  # numpy and Pillow; matplotlib's fonts found by path
     "digits.data.negatives": set(),  # numpy and Pillow; matplotlib's files found by path
     "digits.monitoring.records": set(),  # numpy and the standard library only
     "digits.monitoring.log": set(),  # numpy and the standard library only

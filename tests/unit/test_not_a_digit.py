@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from digits.data.images import center_of_mass
 from digits.data.negatives import GLYPHS, draw_negatives, glyphs_of, load_font, matplotlib_file
+from digits.data.normalize import center_of_mass
 from digits.model.exposure import EXPOSURE_WEIGHT, NEGATIVE, DigitAccuracy, exposure_loss
 from digits.model.not_a_digit import FLAGGED_DIGITS, fit_rule, flags
 

@@ -7,11 +7,10 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from digits.data.images import (
+from digits.data.images import load_image, load_inputs
+from digits.data.normalize import (
     NOISE_FLOOR,
     center_of_mass,
-    load_image,
-    load_inputs,
     median,
     normalize_image,
     remove_shading,
