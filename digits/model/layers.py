@@ -7,6 +7,8 @@ the augmentation of models trained with `--stroke-width`.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -40,11 +42,11 @@ class RandomStrokeWidth(keras.layers.Layer):
 
     MNIST's pen draws strokes 2-3 pixels wide; typefaces and other pens run from
     hairlines to bold blobs, and most of the fonts benchmark's errors are those two
-    (benchmarks/results.md). A `share` of the images is changed; for each an amount is
-    drawn from [-thinner, thicker]:
-    k + f thicker is k grey dilations (3x3 maximum) and a fraction f of the next,
-    -f is that fraction of the way to a grey erosion (3x3 minimum). Keep `thinner`
-    under 1: a whole erosion wipes out MNIST's thinnest strokes, label and all.
+    (benchmarks/results.md). A `share` of the images is changed, each by an amount drawn
+    from [-thinner, thicker]: k + f thicker is k grey dilations (3x3 maximum) and a
+    fraction f of the next; -f is that fraction of the way to a grey erosion (3x3
+    minimum). Keep `thinner` under 1: a whole erosion wipes out MNIST's thinnest strokes,
+    label and all.
     """
 
     def __init__(self, thicker: float = 1.0, thinner: float = 0.5, share: float = 1.0,
@@ -65,7 +67,7 @@ class RandomStrokeWidth(keras.layers.Layer):
         eroded = -ops.max_pool(-images, 3, strides=1, padding="same")
         result = images + ops.relu(-amount) * (eroded - images)
         level = images
-        for step in range(int(-(-self.thicker // 1))):  # ceil: one dilation per started unit
+        for step in range(math.ceil(self.thicker)):  # a dilation for each unit begun
             dilated = ops.max_pool(level, 3, strides=1, padding="same")
             result = result + ops.clip(amount - step, 0.0, 1.0) * (dilated - level)
             level = dilated
