@@ -83,7 +83,10 @@ def run(name: str, seed: int, overrides: dict, splits, trace: bool = False) -> d
     )
     probs = trained.model.predict(splits.x_test * 255.0, batch_size=1024, verbose=0)
     evaluation = score(splits.y_test, probs)
-    answer = lambda images: trained.model.predict(images, batch_size=1024, verbose=0)  # noqa: E731
+
+    def answer(images: np.ndarray) -> np.ndarray:  # raw pixels in, as the registry's model
+        return trained.model.predict(images, batch_size=1024, verbose=0)
+
     folder = ROOT / "data" / "frontier"
     folder.mkdir(parents=True, exist_ok=True)
     trained.model.save(folder / f"{name}-s{seed}.keras")
