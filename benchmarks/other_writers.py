@@ -2,7 +2,8 @@
 sets and score models on them.
 
     python benchmarks/other_writers.py fonts --out data/other-writers/fonts.npz [--per-font 2] [--seed 0]
-    python benchmarks/other_writers.py photo --out data/other-writers/photo.npz [--per-font 1] [--seed 1]
+    python benchmarks/other_writers.py photo --out data/other-writers/photo.npz [--per-font 1]
+                                             [--seed 1]
     python benchmarks/other_writers.py mouse --out data/other-writers/mouse.npz [--registry DIR]
                                              [--per-digit 20] [--seed 0]
     python benchmarks/other_writers.py score [--registry DIR] [--ref production ...]
@@ -643,18 +644,15 @@ def score(paths: list[Path], refs: list[str], files: list[Path], registry: Path 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    fonts = commands.add_parser("fonts", help="render digits from the installed fonts")
-    fonts.add_argument("--out", type=Path, default=ROOT / "data/other-writers/fonts.npz")
-    fonts.add_argument("--per-font", type=int, default=2,
-                       help=f"variants per digit and printed font (x{HANDWRITING_BOOST} for "
-                            "handwriting fonts)")
-    fonts.add_argument("--seed", type=int, default=0)
-    photo = commands.add_parser("photo", help="the fonts' digits as phone photos of paper")
-    photo.add_argument("--out", type=Path, default=ROOT / "data/other-writers/photo.npz")
-    photo.add_argument("--per-font", type=int, default=1,
-                       help=f"variants per digit and printed font (x{HANDWRITING_BOOST} for "
-                            "handwriting fonts)")
-    photo.add_argument("--seed", type=int, default=1)
+    rendered = {"fonts": ("render digits from the installed fonts", 2, 0),
+                "photo": ("the fonts' digits as phone photos of paper", 1, 1)}
+    for name, (text, per_font, seed) in rendered.items():
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--out", type=Path, default=ROOT / f"data/other-writers/{name}.npz")
+        command.add_argument("--per-font", type=int, default=per_font,
+                             help=f"variants per digit and printed font (x{HANDWRITING_BOOST} "
+                                  "for handwriting fonts)")
+        command.add_argument("--seed", type=int, default=seed)
     mouse = commands.add_parser("mouse", help="draw digits with the mouse on the serving page")
     mouse.add_argument("--out", type=Path, default=ROOT / "data/other-writers/mouse.npz")
     mouse.add_argument("--registry", type=Path, default=None,
