@@ -116,8 +116,8 @@ def build(out: Path, per_kind: int, seed: int) -> None:
 
 
 def mnist():
-    from digits.config import default_store_dir
     from digits.data.ingest import load_mnist
+    from digits.environment import default_store_dir
 
     return load_mnist(None, default_store_dir())
 

@@ -1,5 +1,5 @@
-"""The data-set facts, the run's settings (TrainConfig, ValidationConfig, the gate, the tune
-defaults) and the process environment (registry, data and log folders, ENV_DEFAULTS).
+"""The data-set facts and the run's settings (TrainConfig, ValidationConfig, the gate, the
+tune defaults); the process environment (folders, ENV_DEFAULTS) is digits/environment.py's.
 
 Settings that belong to one part live beside its code, each declared once: the batch
 checks' bounds in digits/checks/settings.py, the prediction log's and drift's in
@@ -10,11 +10,7 @@ Nothing here touches the disk or the network: importing it is free of side effec
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
-from typing import TypeVar
 
 from digits.errors import UsageError
 
@@ -65,62 +61,6 @@ DEFAULT_MODEL = "cnn"
 DEFAULT_TUNE_TRIALS = 8
 DEFAULT_TUNE_EPOCHS = 2  # per trial
 DEFAULT_TUNE_WORKERS = 2  # local Dask worker processes, so trials run at once
-
-# --- The process environment -----------------------------------------------------
-
-Number = TypeVar("Number", int, float)
-
-# The prediction log (`digits serve --log-dir`) that `feedback` and `drift` read by default.
-LOG_DIR_ENV = "DIGITS_LOG_DIR"
-
-
-def log_dir_of(path: str | Path | None = None) -> Path:
-    """`path` if given, else `$DIGITS_LOG_DIR`; absolute. A UsageError when neither names one:
-    unlike the registry, a log has no default folder (logging is off unless asked for)."""
-    folder = path or os.environ.get(LOG_DIR_ENV)
-    if not folder:
-        raise UsageError(f"no prediction log: pass --log-dir DIR or set {LOG_DIR_ENV}")
-    return Path(folder).expanduser().resolve()
-
-
-def registry_root(path: str | Path | None = None) -> Path:
-    """`path` if given, else `$DIGITS_REGISTRY`, else `artifacts/registry` here; absolute."""
-    return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
-
-
-def env_number(name: str, default: Number, minimum: Number) -> Number:
-    """`$name` as a number of `default`'s type (int or float), finite and at least `minimum`;
-    `default` when unset. Any other value, empty included, is a usage error naming both."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    kind = type(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or (kind is float and not math.isfinite(value)) or value < minimum:
-        what = "an integer" if kind is int else "a number"
-        raise UsageError(f"{name}={raw!r} must be {what} of at least {minimum}")
-    return value
-
-
-def lock_timeout() -> float:
-    """Seconds a registry writer waits for the write lock: `$DIGITS_LOCK_TIMEOUT`, else 600."""
-    return env_number("DIGITS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S, minimum=0.0)
-
-
-def default_store_dir() -> Path:
-    """The batch store ($DIGITS_DATA, else ./data): batches/, quarantine/, and the cache of
-    the verified MNIST download. `store_dir` names it everywhere; `data_dir` is only ever
-    a folder of MNIST-format IDX files to train on instead of the download."""
-    return Path(os.environ.get("DIGITS_DATA", "data")).resolve()
-
-
-def default_artifacts_dir() -> Path:
-    """Where per-run outputs that are not registry versions (GX Data Docs) live."""
-    return Path(os.environ.get("DIGITS_ARTIFACTS", "artifacts")).resolve()
-
 
 # --- Stage configuration ---------------------------------------------------------
 

@@ -13,12 +13,15 @@ Makefile's targets do), so they are declared once, here: ENV_DEFAULTS.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
+from digits.config import DEFAULT_LOCK_TIMEOUT_S
 from digits.errors import UsageError
 
 # Seconds a Prefect API server may take to answer: its first start migrates the SQLite
@@ -88,6 +91,62 @@ def import_keras_quietly() -> None:
     """Import Keras (and TensorFlow) without the C++ start-up banner, so errors stay one line."""
     with muted_stderr():
         import keras  # noqa: F401
+
+
+# --- Folders and numbers the environment names ----------------------------------------
+
+Number = TypeVar("Number", int, float)
+
+# The prediction log (`digits serve --log-dir`) that `feedback` and `drift` read by default.
+LOG_DIR_ENV = "DIGITS_LOG_DIR"
+
+
+def log_dir_of(path: str | Path | None = None) -> Path:
+    """`path` if given, else `$DIGITS_LOG_DIR`; absolute. A UsageError when neither names one:
+    unlike the registry, a log has no default folder (logging is off unless asked for)."""
+    folder = path or os.environ.get(LOG_DIR_ENV)
+    if not folder:
+        raise UsageError(f"no prediction log: pass --log-dir DIR or set {LOG_DIR_ENV}")
+    return Path(folder).expanduser().resolve()
+
+
+def registry_root(path: str | Path | None = None) -> Path:
+    """`path` if given, else `$DIGITS_REGISTRY`, else `artifacts/registry` here; absolute."""
+    return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
+
+
+def env_number(name: str, default: Number, minimum: Number) -> Number:
+    """`$name` as a number of `default`'s type (int or float), finite and at least `minimum`;
+    `default` when unset. Any other value, empty included, is a usage error naming both."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    kind = type(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or value < minimum:
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"{name}={raw!r} must be {what} of at least {minimum}")
+    return value
+
+
+def lock_timeout() -> float:
+    """Seconds a registry writer waits for the write lock: `$DIGITS_LOCK_TIMEOUT`, else 600."""
+    return env_number("DIGITS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S, minimum=0.0)
+
+
+def default_store_dir() -> Path:
+    """The batch store ($DIGITS_DATA, else ./data): batches/, quarantine/, and the cache of
+    the verified MNIST download. `store_dir` names it everywhere; `data_dir` is only ever
+    a folder of MNIST-format IDX files to train on instead of the download."""
+    return Path(os.environ.get("DIGITS_DATA", "data")).resolve()
+
+
+def default_artifacts_dir() -> Path:
+    """Where per-run outputs that are not registry versions (GX Data Docs) live."""
+    return Path(os.environ.get("DIGITS_ARTIFACTS", "artifacts")).resolve()
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ from prefect import flow
 from prefect.states import Completed
 
 from digits.checks.settings import BatchChecks
-from digits.config import default_store_dir
 from digits.data.batches import find_batch
 from digits.data.intake import Source, source_id
-from digits.environment import muted_stderr
+from digits.environment import default_store_dir, muted_stderr
 from digits.errors import ValidationFailed
 from digits.registry.location import registry_location
 from flows.events import batch_event, emit

@@ -26,8 +26,7 @@ from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
-from digits.config import env_number
-from digits.environment import API_STARTUP_TIMEOUT_S
+from digits.environment import API_STARTUP_TIMEOUT_S, env_number
 from digits.errors import DigitsError
 
 STAMP = "digits-migrated.json"

@@ -16,8 +16,7 @@ from prefect import flow
 from prefect.states import Completed, Failed, State
 
 from digits.checks.settings import BatchChecks
-from digits.config import log_dir_of
-from digits.environment import muted_stderr
+from digits.environment import log_dir_of, muted_stderr
 from digits.errors import ValidationFailed
 from digits.monitoring.since import DEFAULT_DRIFT_SINCE, parse_since
 from digits.monitoring.traffic import DriftChecks, TrafficDrift, answers_by_version, too_few

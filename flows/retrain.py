@@ -12,11 +12,10 @@ from digits.config import (
     DEFAULT_MODEL,
     DEFAULT_REGRESSION_TOLERANCE,
     DEFAULT_THRESHOLD,
-    default_store_dir,
     train_config,
 )
 from digits.data.snapshot import run_settings
-from digits.environment import muted_stderr
+from digits.environment import default_store_dir, muted_stderr
 from digits.errors import DataError, UsageError
 from digits.registry.gate import check_threshold
 from digits.registry.location import registry_location

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from digits.config import default_store_dir
+from digits.environment import default_store_dir
 from digits.errors import UsageError
 from digits.registry.location import registry_location
 from flows.events import ACCEPTED, STORE_LABEL

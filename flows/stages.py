@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from digits.config import MNIST_ROWS, TrainConfig, ValidationConfig, default_artifacts_dir
+from digits.config import MNIST_ROWS, TrainConfig, ValidationConfig
 from digits.data.batches import Batch
 from digits.data.ingest import Dataset
 from digits.data.snapshot import NewData, union_checks
-from digits.environment import muted_stderr
+from digits.environment import default_artifacts_dir, muted_stderr
 from digits.registry.gate import GateRule
 from flows.outcome import Outcome
 

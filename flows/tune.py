@@ -32,11 +32,9 @@ from digits.config import (
     DEFAULT_TUNE_EPOCHS,
     DEFAULT_TUNE_TRIALS,
     DEFAULT_TUNE_WORKERS,
-    default_artifacts_dir,
-    default_store_dir,
     train_config,
 )
-from digits.environment import ENV_DEFAULTS, muted_stderr
+from digits.environment import ENV_DEFAULTS, default_artifacts_dir, default_store_dir, muted_stderr
 from digits.errors import DataError, DigitsError, UsageError
 from digits.model.space import search_space, to_optuna, trial_config
 from digits.model.study import Asked, Failure, Result, run_study

@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from digits.checks.drift import reference_sample
 from digits.checks.settings import BatchChecks
-from digits.config import default_store_dir
 from digits.data.ingest import Dataset, load_mnist
+from digits.environment import default_store_dir
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import Logged
 from digits.monitoring.traffic import (

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from digits.config import DEFAULT_LOCK_TIMEOUT_S, LOG_DIR_ENV
-from digits.environment import PREFECT_HOME_DIR
+from digits.config import DEFAULT_LOCK_TIMEOUT_S
+from digits.environment import LOG_DIR_ENV, PREFECT_HOME_DIR
 
 app = typer.Typer(
     help="Retrain, gate and serve MNIST digit models with Prefect, Great Expectations and Keras.",

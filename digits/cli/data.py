@@ -16,7 +16,7 @@ app.add_typer(data_app, name="data", rich_help_panel=LIBRARY_PANEL)
 
 
 def data_folder(store: Path | None) -> Path:
-    from digits.config import default_store_dir
+    from digits.environment import default_store_dir
 
     return store.resolve() if store else default_store_dir()
 

@@ -20,7 +20,7 @@ from digits.cli.app import (
     StoreOption,
     app,
 )
-from digits.config import log_dir_of
+from digits.environment import log_dir_of
 from digits.errors import UsageError
 
 feedback_app = typer.Typer(

@@ -28,7 +28,7 @@ def reproduce(
     Uses the manifest's config, seed and data snapshot, then prints the recorded accuracy,
     the reproduced one and the difference.
     """
-    from digits.config import default_store_dir
+    from digits.environment import default_store_dir
 
     require_pipeline("reproduce")
     root = registry_of(registry)

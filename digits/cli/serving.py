@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from digits.cli.app import LIBRARY_PANEL, RegistryOption, app, registry_of
-from digits.config import LOG_DIR_ENV, PRODUCTION_ALIAS
-from digits.environment import muted_stderr
+from digits.config import PRODUCTION_ALIAS
+from digits.environment import LOG_DIR_ENV, muted_stderr
 from digits.registry.location import registry_location
 from digits.serving.settings import (
     DEFAULT_HOST,

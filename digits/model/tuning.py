@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from digits.config import IMAGE_SHAPE, env_number
+from digits.config import IMAGE_SHAPE
+from digits.environment import env_number
 from digits.errors import UsageError
 from digits.files import sha256_bytes, staging_folder, sweep_staging
 from digits.model.space import default_params, trial_config

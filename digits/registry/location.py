@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from digits.config import registry_root
+from digits.environment import registry_root
 
 if TYPE_CHECKING:
     from digits.registry.remote import ObjectRegistry
@@ -30,7 +30,7 @@ def is_store_url(location: object) -> bool:
 
 def registry_location(location: str | Path | None = None) -> str | Path:
     """`location`, else `$DIGITS_REGISTRY`, else the default folder: an s3:// URL as given,
-    a folder absolute (`digits.config.registry_root`)."""
+    a folder absolute (`digits.environment.registry_root`)."""
     chosen = location or os.environ.get("DIGITS_REGISTRY")
     return str(chosen) if is_store_url(str(chosen)) else registry_root(chosen)
 

@@ -42,7 +42,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
-from digits.config import PRODUCTION_ALIAS, lock_timeout
+from digits.config import PRODUCTION_ALIAS
+from digits.environment import lock_timeout
 from digits.errors import RegistryError
 from digits.files import copy_hashed, owned_folder, sweep_abandoned
 from digits.registry.aliases import (

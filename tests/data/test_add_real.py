@@ -11,9 +11,10 @@ import pytest
 from digits.checks.batch import check_batch, report_of
 from digits.checks.measure import reference_of
 from digits.checks.settings import BatchChecks
-from digits.config import default_store_dir, train_config
+from digits.config import train_config
 from digits.data.ingest import load_mnist
 from digits.data.intake import Source
+from digits.environment import default_store_dir
 from tests.helpers.synth import distort, noise_images
 
 pytestmark = pytest.mark.data

@@ -2,7 +2,7 @@
 
 import pytest
 
-from digits.config import env_number
+from digits.environment import env_number
 from digits.errors import UsageError
 
 NAME = "DIGITS_TEST_NUMBER"

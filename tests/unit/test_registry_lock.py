@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from digits.config import lock_timeout
+from digits.environment import lock_timeout
 from digits.errors import RegistryBusy, UsageError
 from digits.registry.store import Registry
 from tests.helpers.registry_worker import start_worker, wait_for
