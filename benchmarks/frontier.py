@@ -115,9 +115,10 @@ def run(name: str, seed: int, overrides: dict, splits, trace: bool = False) -> d
 
 def not_a_digit_rates(answer, test_probs, rule: dict | None) -> dict:
     """Shares flagged by the run's own rule: of MNIST test, and of data/not-a-digit.npz's
-    non-digits, with the latter also at the threshold that flags 1% of MNIST test."""
+    non-digits, with the latter also at the threshold of the rule's score that flags 1% of
+    MNIST test."""
     from benchmarks.not_a_digit import flagged_at_one_percent
-    from digits.model.not_a_digit import flags
+    from digits.model.not_a_digit import flags, score
 
     rates = {"test_flagged": round(float(flags(test_probs, rule).mean()), 4)}
     if NOT_DIGITS.exists():
@@ -125,7 +126,7 @@ def not_a_digit_rates(answer, test_probs, rule: dict | None) -> dict:
             others = answer(data["images"].astype(np.float32))
         rates["not_digits_flagged"] = round(float(flags(others, rule).mean()), 4)
         rates["not_digits_at_1pct"] = round(
-            flagged_at_one_percent(test_probs.max(axis=1), others.max(axis=1)), 4)
+            flagged_at_one_percent(score(test_probs, rule), score(others, rule)), 4)
     return rates
 
 

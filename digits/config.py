@@ -210,7 +210,7 @@ PRESETS: dict[str, TrainConfig] = {
     # aliases; the moves win that back). About a third of the full stem's training
     # (benchmarks/results.md has its accuracy over seeds).
     # Issue 30: it also learns what is not a digit, from 0.3 drawn negatives per digit
-    # (outlier exposure: the top probability then says "not a digit"), and other writers'
+    # (outlier exposure: an answer near flat then says "not a digit"), and other writers'
     # digits: strokes up to two pixels bolder on half the images, and 0.1 digits set in
     # type per digit (the fonts benchmark 0.956 -> 0.981 on seed 42; benchmarks/results.md).
     "cnn": TrainConfig(

@@ -1,8 +1,8 @@
 """Things that are not digits, drawn offline: what the model learns to be unsure about.
 
 Outlier exposure (Hendrycks et al., 2019) trains the model to answer a flat distribution
-on images that are no digit, so its top probability on such things falls below what it
-gives digits, and `digits.model.not_a_digit` can flag them by that probability alone. The
+on images that are no digit, so its answers to such things are near flat, unlike what it
+gives digits, and `digits.model.not_a_digit` can flag them by those probabilities alone. The
 images come from four kinds, each drawn with Pillow and made 28x28 by `normalize_image`,
 the reading every upload goes through:
 

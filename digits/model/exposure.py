@@ -4,7 +4,7 @@ A classifier trained on digits alone gives a letter or a smiley a digit with the
 confidence it gives digits. Outlier exposure adds images that are no digit
 (`digits.data.negatives`) to training, labelled NEGATIVE, with a flat target: the
 cross-entropy to the uniform distribution, weighted by EXPOSURE_WEIGHT. The model then
-answers such things with a low top probability, which `digits.model.not_a_digit` flags.
+answers such things near flat, which `digits.model.not_a_digit` flags.
 """
 
 from __future__ import annotations

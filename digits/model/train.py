@@ -190,8 +190,8 @@ def fit_model(
     log(f"calibration: temperature {record['temperature']:.4f}, validation NLL "
         f"{record['validation_nll']:.4f} -> {record['validation_nll_calibrated']:.4f}")
     rule = fit_rule(scale_temperature(validation, record["temperature"]),
-                    "outlier exposure" if config.outlier_exposure else "maximum probability")
-    log(f"not a digit: top probability under {rule['threshold']:.4f} "
+                    "outlier exposure" if config.outlier_exposure else "digits only")
+    log(f"not a digit: spread under {rule['threshold']:.4f} "
         f"({rule['flagged_validation']:.2%} of the validation digits)")
     return replace(trained, model=model, calibration=record, not_a_digit=rule)
 

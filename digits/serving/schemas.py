@@ -23,7 +23,7 @@ PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
 PROBABILITIES = {"type": "array", "minItems": NUM_CLASSES, "maxItems": NUM_CLASSES,
                  "items": {"type": "number", "minimum": 0, "maximum": 1}}
 NOT_A_DIGIT = {"type": "boolean", "description": "the served version's rule flags the image as "
-               "not a digit (its top probability under the version's threshold); never for a "
+               "not a digit (its spread under the version's threshold); never for a "
                "version published without a rule"}
 TF_SIGNATURE = "serving_default"  # digits.serving.tfserving.SIGNATURE (which imports this)
 

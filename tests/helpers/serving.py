@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from digits.model.not_a_digit import SPREAD, spread
 from digits.registry.store import Registry
 from tests.helpers.manifests import make_manifest
 
@@ -103,19 +104,19 @@ def save_template_onnx(folder: Path, template: np.ndarray, digit: int) -> Path:
     return save_dense_onnx(folder, kernel, np.zeros(10), f"a template of {digit}")
 
 
-def not_a_digit_rule(threshold: float) -> dict:
+def not_a_digit_rule(threshold: float, rule: str = SPREAD) -> dict:
     """A version's "not a digit" block, as training records it (digits.model.not_a_digit.
-    fit_rule): answers whose top probability is under `threshold` are flagged."""
-    return {"rule": "top probability under the threshold", "threshold": threshold,
-            "method": "chosen by a test", "fitted_on": "validation", "rows": 1,
-            "flagged_validation": 0.0}
+    fit_rule): answers whose spread (or, with rule TOP, as versions published before the
+    spread, whose top probability) is under `threshold` are flagged."""
+    return {"rule": rule, "threshold": threshold, "method": "chosen by a test",
+            "fitted_on": "validation", "rows": 1, "flagged_validation": 0.0}
 
 
 def rule_between(flagged: np.ndarray, kept: np.ndarray) -> dict:
     """The rule that flags the answers `flagged` and keeps `kept` ((N, 10) probabilities
-    each): its threshold halfway between their top probabilities."""
-    low, high = float(flagged.max(axis=1).max()), float(kept.max(axis=1).min())
-    assert low < high, f"no threshold flags top probabilities up to {low} and keeps {high}"
+    each): its threshold halfway between their spreads."""
+    low, high = float(spread(flagged).max()), float(spread(kept).min())
+    assert low < high, f"no threshold flags spreads up to {low} and keeps {high}"
     return not_a_digit_rule((low + high) / 2)
 
 

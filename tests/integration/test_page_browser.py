@@ -21,6 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digits.data.normalize import normalize_image
+from digits.model.not_a_digit import TOP
 from digits.monitoring.reader import read_log
 from digits.registry.store import Registry
 from tests.helpers.browser import MISSING, browser_paths, headless_chromium
@@ -62,7 +63,7 @@ def page_service(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("page")
     registry = Registry(root / "registry")
     model = save_template_onnx(root / "seven", drawn(SEVEN), 7)
-    publish_model(registry, model, not_a_digit=not_a_digit_rule(0.5))
+    publish_model(registry, model, not_a_digit=not_a_digit_rule(0.5, TOP))
     logs = root / "predictions"
     port = free_port()
     command = [str(BIN / "digits"), "serve", "--port", str(port), "--registry",

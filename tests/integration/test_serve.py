@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from digits.data.images import load_inputs
+from digits.model.not_a_digit import spread
 from digits.registry.store import Registry
 from digits.serving.settings import DEFAULT_MAX_DECODES, DEFAULT_MAX_PIXELS
 from tests.helpers.manifests import make_manifest
@@ -100,8 +101,8 @@ def service(tmp_path_factory) -> Iterator[Service]:
 
     v1 = save_tiny_model(root / "a.keras", 1)
     candidates = mnist_like(6, seed=30)
-    tops = keras.saving.load_model(v1).predict(candidates, verbose=0).max(axis=1)
-    flagged, kept = candidates[tops.argmin()], candidates[tops.argmax()]
+    spreads = spread(keras.saving.load_model(v1).predict(candidates, verbose=0))
+    flagged, kept = candidates[spreads.argmin()], candidates[spreads.argmax()]
     probabilities = keras.saving.load_model(v1).predict(np.stack([flagged, kept]), verbose=0)
     rule = rule_between(probabilities[:1], probabilities[1:])
     publish_model(registry, v1, accuracy=0.981, not_a_digit=rule)

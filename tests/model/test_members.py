@@ -38,7 +38,7 @@ def test_members_average_the_models_their_seeds_train(pair):
     *epochs, calibrated, rule = lines  # then one temperature for the ensemble's answers,
     assert [line.split(" epoch")[0] for line in epochs] == ["member 1/2", "member 2/2"]
     assert calibrated.startswith("calibration: temperature ")
-    assert rule.startswith("not a digit: top probability under ")  # and one rule for them
+    assert rule.startswith("not a digit: spread under ")  # and one rule for them
 
 
 def test_an_ensemble_saves_loads_and_exports_with_parity(pair, tmp_path):

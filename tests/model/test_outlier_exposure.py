@@ -43,7 +43,7 @@ def test_exposed_training_answers_its_negatives_flat_and_its_digits_surely(pair)
              == splits.y_test).mean()
     assert right > 0.9  # the digits are still told apart
     assert exposed.not_a_digit["method"] == "outlier exposure"
-    assert plain.not_a_digit["method"] == "maximum probability"
+    assert plain.not_a_digit["method"] == "digits only"
 
 
 def test_the_training_accuracy_counts_the_digits_only(pair):

@@ -5,6 +5,7 @@ blank for older rows."""
 from __future__ import annotations
 
 from benchmarks.frontier import table
+from digits.model.not_a_digit import SPREAD
 
 OLD = {"candidate": "default", "overrides": {}, "seed": 1, "accuracy": 0.9958,
        "train_seconds": 600.0, "load": [1.0, 2.0], "cpu": "AMD EPYC"}
@@ -49,7 +50,7 @@ def test_a_run_is_scored_on_the_sets_that_have_been_built(tmp_path, monkeypatch)
 
     test = np.tile(np.eye(10)[9] * 0.8 + 0.02, (100, 1))
     test[0] = 0.1  # one test digit under the rule
-    rule = {"threshold": 0.5}
+    rule = {"rule": SPREAD, "threshold": 1.0}  # a flat answer's spread is 0, the 9's 3.3
     rates = frontier.not_a_digit_rates(answer, test, rule)
     assert rates == {"test_flagged": 0.01, "not_digits_flagged": 1.0, "not_digits_at_1pct": 1.0}
     assert frontier.other_writers(answer) == {"fonts": 0.75}

@@ -4,11 +4,15 @@
 import keras
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from digits.data.negatives import GLYPHS, draw_negatives, glyphs_of, load_font, matplotlib_file
 from digits.data.normalize import center_of_mass
+from digits.errors import RegistryError
 from digits.model.exposure import EXPOSURE_WEIGHT, NEGATIVE, DigitAccuracy, exposure_loss
-from digits.model.not_a_digit import FLAGGED_DIGITS, fit_rule, flags
+from digits.model.not_a_digit import FLAGGED_DIGITS, TOP, fit_rule, flags, score, spread
+from digits.registry.manifest import check_manifest
+from tests.helpers.manifests import make_manifest
 
 
 def answers(tops: list[float]) -> np.ndarray:
@@ -30,7 +34,7 @@ def test_the_rule_flags_the_share_of_validation_digits_it_was_fitted_for():
 
 def test_ties_at_the_threshold_are_kept_alike_so_no_more_than_the_share_is_flagged():
     tops = [0.3] * 2 + [0.5] * 10 + [0.9] * 988
-    rule = fit_rule(answers(tops), "maximum probability")
+    rule = fit_rule(answers(tops), "digits only")
     shuffled = np.random.default_rng(0).permutation(tops)
     # the two under the tie only, whatever the order: 7 of the 10 tied would depend on it
     assert flags(answers(list(shuffled)), rule).sum() == 2
@@ -38,19 +42,48 @@ def test_ties_at_the_threshold_are_kept_alike_so_no_more_than_the_share_is_flagg
 
 
 def test_a_validation_answered_all_at_one_gives_a_threshold_the_manifest_takes():
-    rule = fit_rule(answers([1.0] * 1000), "maximum probability")
-    assert rule["threshold"] == 1.0  # the next float above 1 would break the schema's bound
+    rule = fit_rule(answers([1.0] * 1000), "digits only")
+    assert rule["threshold"] == pytest.approx(spread(answers([1.0]))[0]) and rule["threshold"] > 14
     assert not flags(answers([1.0] * 5), rule).any() and flags(answers([0.99]), rule).all()
+    # the schema takes a spread over 1, and bounds a top probability's threshold by 1
+    check_manifest({**make_manifest(), "not_a_digit": rule}, "v1", run_fields=True)
+    with pytest.raises(RegistryError, match="threshold"):
+        check_manifest({**make_manifest(), "not_a_digit": {**rule, "rule": TOP}}, "v1",
+                       run_fields=True)
+
+
+def test_the_spread_is_zero_for_a_flat_answer_and_scales_with_one_over_the_temperature():
+    assert spread(np.full((1, 10), 0.1))[0] == pytest.approx(0.0, abs=1e-6)
+    logits = np.random.default_rng(1).normal(0, 1, (200, 10))
+    at_one, sharpened = (spread(softmax(logits / t, axis=1)) for t in (1.0, 0.5))
+    # the top logit over the mean logit, divided by T: every answer's spread scales alike
+    np.testing.assert_allclose(sharpened, at_one / 0.5, rtol=1e-3)
+
+
+def test_an_answer_torn_between_two_digits_is_kept_and_one_near_flat_is_flagged():
+    torn = np.zeros((1, 10))
+    torn[0, [4, 9]] = 0.6, 0.4  # a 4 or a 9: a digit all the same
+    near_flat = answers([0.6])  # 0.6, and nothing else ruled out: as taught for negatives
+    rule = fit_rule(np.concatenate([near_flat, torn.repeat(999, axis=0)]), "outlier exposure")
+    assert flags(np.concatenate([torn, near_flat]), rule).tolist() == [False, True]
+    assert not flags(np.concatenate([torn, near_flat]), {**rule, "rule": TOP,
+                                                         "threshold": 0.5}).any()
+
+
+def test_versions_published_before_the_spread_keep_their_top_probability_rule():
+    rule = {"rule": TOP, "threshold": 0.5}
+    assert flags(answers([0.4, 0.6]), rule).tolist() == [True, False]
+    assert score(answers([0.4]), rule)[0] == pytest.approx(0.4)
 
 
 def test_float32_answers_are_flagged_as_the_float64_fit_counted():
     probabilities = np.random.default_rng(0).dirichlet(np.ones(10), 1000).astype(np.float32)
-    rule = fit_rule(probabilities, "maximum probability")
+    rule = fit_rule(probabilities, "digits only")
     assert flags(probabilities, rule).sum() == 7  # what Predictor.predict gives: float32
 
 
 def test_too_few_validation_digits_flag_nothing_and_no_rule_flags_nothing():
-    rule = fit_rule(answers([0.2, 0.9]), "maximum probability")
+    rule = fit_rule(answers([0.2, 0.9]), "digits only")
     assert rule["threshold"] == 0.0 and not flags(answers([0.1, 0.2]), rule).any()
     assert not flags(answers([0.1, 0.2]), None).any()  # a version published before the rule
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from digits.monitoring.reader import read_log
+from digits.model.not_a_digit import spread
 from digits.registry.store import Registry
 from tests.helpers.serving import (
     dense_probabilities,
@@ -27,8 +28,8 @@ from tests.helpers.serving import (
 
 INFER = "/v2/models/digits/infer"
 CANDIDATES = mnist_like(6, seed=30)
-TOPS = dense_probabilities(*tiny_weights(1), CANDIDATES).max(axis=1)
-FLAGGED, KEPT = CANDIDATES[TOPS.argmin()], CANDIDATES[TOPS.argmax()]
+SPREADS = spread(dense_probabilities(*tiny_weights(1), CANDIDATES))
+FLAGGED, KEPT = CANDIDATES[SPREADS.argmin()], CANDIDATES[SPREADS.argmax()]
 PIXELS = np.stack([FLAGGED, KEPT])  # v1's rule flags the first and keeps the second
 FLAGS = [True, False]
 

@@ -28,7 +28,7 @@ def result(values, pruned=False):
         "val_accuracy": max(values), "val_accuracies": values, "pruned": pruned,
         "model_path": "m", "history": {"val_accuracy": values}, "best_epoch": len(values),
         "seconds": 1.0, "calibration": {"method": "temperature scaling", "temperature": 1.5},
-        "not_a_digit": {"rule": "top probability under the threshold", "threshold": 0.5},
+        "not_a_digit": {"rule": "spread under the threshold", "threshold": 0.5},
     }
 
 
