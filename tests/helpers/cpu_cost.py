@@ -1,0 +1,78 @@
+"""CPU-seconds per test file, for deciding what to cut from `make test` (issue 27).
+
+On two cores `make test` is CPU-bound: its wall time is about its CPU-seconds over two,
+so what a file costs is its CPU time, which the load beside it barely changes (its wall
+time does). Opt in with the plugin and a file to write:
+
+    make test ARGS="-p tests.helpers.cpu_cost" DIGITS_CPU_COST=/tmp/cost.jsonl
+    python -m tests.helpers.cpu_cost /tmp/cost.jsonl     # the files, costliest first
+
+Each test's cost is the user + system time of its worker and of the children the worker
+waited for (subprocesses, servers a fixture stopped) between the test's start and finish;
+a module fixture's setup and teardown fall to the tests that ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+SETTING = "DIGITS_CPU_COST"
+
+
+def cpu_seconds() -> float:
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+OUTSIDE = "(start-up, collection, session fixtures)"
+counted = [0.0]  # this process's CPU-seconds written so far, for what no test was charged
+
+
+def record(test: str, cpu: float) -> None:
+    path = os.environ.get(SETTING)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:  # one short line: appends interleave whole
+            out.write(json.dumps({"test": test, "cpu": round(cpu, 2)}) + "\n")
+        counted[0] += cpu
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    start = cpu_seconds()
+    yield
+    record(item.nodeid, cpu_seconds() - start)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    record(OUTSIDE, cpu_seconds() - counted[0])
+
+
+def by_file(lines: list[str]) -> list[tuple[str, float, int]]:
+    """(file, CPU-seconds, tests) for each file, costliest first, ties by name."""
+    seconds, tests = defaultdict(float), defaultdict(int)
+    for line in lines:
+        record = json.loads(line)
+        name = record["test"].split("::")[0]
+        seconds[name] += record["cpu"]
+        tests[name] += 1
+    return sorted(((n, seconds[n], tests[n]) for n in seconds), key=lambda r: (-r[1], r[0]))
+
+
+def main(path: str) -> None:
+    rows = by_file(Path(path).read_text(encoding="utf-8").splitlines())
+    total = sum(cpu for _, cpu, _ in rows)
+    print(f"{total:.0f} CPU-seconds in {sum(n for *_, n in rows)} tests")
+    for name, cpu, count in rows:
+        print(f"{cpu:8.1f}  {cpu / total:6.1%}  {count:4d}  {name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
