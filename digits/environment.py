@@ -115,6 +115,14 @@ def registry_root(path: str | Path | None = None) -> Path:
     return Path(path or os.environ.get("DIGITS_REGISTRY", "artifacts/registry")).resolve()
 
 
+def registry_cache(url: str, endpoint: str = "") -> Path:
+    """Where verified copies of a store's versions are kept on this machine: per endpoint
+    too, so two stores with the same bucket and prefix never share a copy."""
+    base = os.environ.get("DIGITS_REGISTRY_CACHE") or Path.home() / ".cache/digits/registry"
+    host = endpoint.split("://")[-1].strip("/").replace("/", "_").replace(":", "_") or "default"
+    return Path(base).expanduser().resolve() / host / url.removeprefix("s3://").strip("/")
+
+
 def env_number(name: str, default: Number, minimum: Number) -> Number:
     """`$name` as a number of `default`'s type (int or float), finite and at least `minimum`;
     `default` when unset. Any other value, empty included, is a usage error naming both."""

@@ -15,13 +15,13 @@ download nothing while it is unchanged.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 from digits.config import PRODUCTION_ALIAS
+from digits.environment import registry_cache
 from digits.errors import RegistryError, UsageError
 from digits.files import sha256_bytes, write_synced
 from digits.registry.aliases import (
@@ -56,14 +56,6 @@ from digits.registry.versions import list_source_files, parse_manifest, verify_v
 MANIFEST = f"/{MANIFEST_FILE}"
 
 
-def cache_root(url: str, endpoint: str = "") -> Path:
-    """Where verified copies of a store's versions are kept on this machine: per endpoint
-    too, so two stores with the same bucket and prefix never share a copy."""
-    base = os.environ.get("DIGITS_REGISTRY_CACHE") or Path.home() / ".cache/digits/registry"
-    host = endpoint.split("://")[-1].strip("/").replace("/", "_").replace(":", "_") or "default"
-    return Path(base).expanduser().resolve() / host / url.removeprefix("s3://").strip("/")
-
-
 class ObjectRegistry:
     """One registry under `s3://BUCKET/PREFIX`. Cheap to create; reads the store afresh,
     except aliases.json (re-read only when its ETag changed) and versions known committed."""
@@ -71,7 +63,7 @@ class ObjectRegistry:
     def __init__(self, url: str, objects: ObjectStore | None = None) -> None:
         self.objects = objects or S3Objects(url)
         self.root = self.objects.url  # what messages name, as the folder registry's path
-        self.cache = cache_root(self.root, self.objects.endpoint)
+        self.cache = registry_cache(self.root, self.objects.endpoint)
         self._on_step: Callable[[str], None] = lambda step: None
         self._aliases_seen: tuple[str, dict[str, str]] | None = None
         self._committed: set[str] = set()

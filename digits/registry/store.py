@@ -13,23 +13,13 @@ Layout (docs/architecture.md, "The registry"):
     <root>/aliases.json   {"production": "v2"}
     <root>/history.jsonl  one JSON line per promotion, rollback and alias change
 
-How it stays consistent with many writers and crashes at any instant:
-
-- A version is built in `<root>/.tmp-<hex>/` and `os.rename`d to `vN` under the registry
-  lock (`<root>/.lock`), so `vN` is allocated once and readers see all of it or nothing.
-- Every write (publish, promote, rollback) holds the lock; waiting for it ends after
-  `$DIGITS_LOCK_TIMEOUT` seconds with RegistryBusy: busy, not corrupt (`lock`).
-- An alias move commits as its history line, appended before aliases.json is replaced;
-  the next writer replays a move a killed writer left half done (`check_pending` names it
-  until then); a move that fails with an error takes its line back out (`aliases`).
-  Readers take no lock and read aliases.json as it is.
-- Readers list only `vN` folders and never look at dot-entries.
-- Leftovers of crashed writers are removed by the next writer, holding the lock (see
-  `Registry._clean_leftovers` for why that is safe while other builds are in flight);
-  a killed fetch's `.fetch-<hex>` staging beside `--dest` (with its `.lock`: nothing of the
-  user's) is swept by the next fetch there. `--dest` must be new or empty: the staged copy
-  is renamed into place whole, so dest holds all of one version or stays as it was.
-- A version holds only plain files and folders: a symlink anywhere fails verification.
+How it stays consistent with many writers and crashes at any instant is in
+docs/architecture.md ("The registry"). In short: a version is built in `<root>/.tmp-<hex>/`
+and renamed to `vN` under the write lock (`lock`; RegistryBusy after
+`$DIGITS_LOCK_TIMEOUT`); an alias move commits as its history line, appended before
+aliases.json is replaced, and the next writer replays a half-done one (`aliases`); readers
+take no lock, list only `vN` folders and never look at dot-entries; the next writer sweeps
+what crashed ones left (`Registry._clean_leftovers` says why that is safe).
 """
 
 from __future__ import annotations

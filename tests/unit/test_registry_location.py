@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from digits.cli import app
+from digits.environment import registry_cache
 from digits.errors import RegistryError
 from digits.registry import location
 from digits.registry.location import open_registry, registry_location
-from digits.registry.remote import ObjectRegistry, cache_root
+from digits.registry.remote import ObjectRegistry
 from digits.registry.store import Registry
 
 
@@ -45,7 +46,7 @@ def test_open_registry_picks_the_backend_and_passes_a_registry_through(tmp_path,
 def test_the_cache_defaults_under_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("DIGITS_REGISTRY_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert cache_root("s3://b/p", "https://s3.eu-west-1.amazonaws.com") == (
+    assert registry_cache("s3://b/p", "https://s3.eu-west-1.amazonaws.com") == (
         tmp_path / ".cache/digits/registry/s3.eu-west-1.amazonaws.com/b/p")
 
 
