@@ -21,7 +21,7 @@ import pytest
 from digits.model.not_a_digit import spread
 from digits.registry.store import Registry
 from tests.helpers.manifests import make_manifest
-from tests.helpers.processes import BIN, background, free_port, wait_for
+from tests.helpers.processes import BIN, answers, background, free_port, wait_for
 from tests.helpers.serving import (
     dense_probabilities,
     mnist_like,
@@ -48,9 +48,9 @@ class Service:
 def service(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("clients")
     registry = Registry(root / "registry")
-    answers = dense_probabilities(*tiny_weights(1), PIXELS)
-    order = np.argsort(spread(answers), kind="stable")
-    rule = rule_between(answers[order[:1]], answers[order[1:]])
+    probabilities = dense_probabilities(*tiny_weights(1), PIXELS)
+    order = np.argsort(spread(probabilities), kind="stable")
+    rule = rule_between(probabilities[order[:1]], probabilities[order[1:]])
     registry.publish(save_tiny_onnx(root / "a", 1), {**make_manifest(), "not_a_digit": rule})
     registry.publish(save_tiny_onnx(root / "b", 2), make_manifest(), alias=None)
     port = free_port()
