@@ -3,8 +3,9 @@
 A classifier trained on digits alone gives a letter or a smiley a digit with the
 confidence it gives digits. Outlier exposure adds images that are no digit
 (`digits.data.negatives`) to training, labelled NEGATIVE, with a flat target: the
-cross-entropy to the uniform distribution, weighted by EXPOSURE_WEIGHT. The model then
-answers such things near flat, which `digits.model.not_a_digit` flags.
+cross-entropy to the uniform distribution, weighted by `exposure_weight` (the paper's 0.5;
+the `cnn` preset's 1.0). The model then answers such things near flat, which
+`digits.model.not_a_digit` flags.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from digits.data.negatives import draw_negatives
 from digits.data.splits import Splits, scale
 
 NEGATIVE = NUM_CLASSES  # the training label of a negative: no digit is its right answer
-EXPOSURE_WEIGHT = 0.5  # the flat target's weight against the digits' loss (the paper's)
 TINY = 1e-7  # a probability's floor in the flat target's log
 
 
-def exposure_loss(label_smoothing: float = 0.0):
+def exposure_loss(label_smoothing: float, weight: float):
     """Per-image loss for digit labels 0-9 and NEGATIVE: the (smoothed) cross-entropy for
-    a digit, EXPOSURE_WEIGHT times the cross-entropy to a flat answer for a negative."""
+    a digit, `weight` times the cross-entropy to a flat answer for a negative."""
 
     def digits_crossentropy(y_true, y_pred):
         labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
@@ -33,7 +33,7 @@ def exposure_loss(label_smoothing: float = 0.0):
             targets, y_pred, label_smoothing=label_smoothing
         )
         flat = -keras.ops.mean(keras.ops.log(keras.ops.clip(y_pred, TINY, 1.0)), axis=-1)
-        return keras.ops.where(negative, EXPOSURE_WEIGHT * flat, digit)
+        return keras.ops.where(negative, weight * flat, digit)
 
     return digits_crossentropy
 

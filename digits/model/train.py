@@ -157,7 +157,7 @@ def loss(config: TrainConfig) -> str | Callable:
         return "sparse_categorical_crossentropy"
     # Keras' sparse loss has neither label smoothing nor negatives (fit_one drops the compile
     # settings afterwards, so saved models never reference this function).
-    return exposure_loss(config.label_smoothing)
+    return exposure_loss(config.label_smoothing, config.exposure_weight)
 
 
 def fit_model(
