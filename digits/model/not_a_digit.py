@@ -12,9 +12,9 @@ recorded with the version; every reader of answers (the service, `digits.load`,
 imports no Keras.
 
 The spread replaced the top probability (the rule of versions published before it, still
-applied to them): on the three seeds of the default preset it flags 0.92-0.94 of the held-
-out set of things that are no digit where the top probability flagged 0.87-0.91, at the
-same share of MNIST test (benchmarks/results.md). It was chosen on negatives the training
+applied to them): on the same three trained models it flagged 0.92-0.94 of the held-out
+set of things that are no digit where the top probability flagged 0.87-0.91, at the same
+share of MNIST test (benchmarks/results.md). It was chosen on negatives the training
 generator draws with another seed, never on that held-out set.
 """
 
