@@ -4,7 +4,7 @@ On two cores `make test` is CPU-bound: its wall time is about its CPU-seconds ov
 so what a file costs is its CPU time, which the load beside it barely changes (its wall
 time does). Opt in with the plugin and a file to write:
 
-    make test ARGS="-p tests.helpers.cpu_cost" DIGITS_CPU_COST=/tmp/cost.jsonl
+    DIGITS_CPU_COST=/tmp/cost.jsonl make test ARGS="-p tests.helpers.cpu_cost"
     python -m tests.helpers.cpu_cost /tmp/cost.jsonl     # the files, costliest first
 
 Each test's cost is the user + system time of its worker and of the children the worker
