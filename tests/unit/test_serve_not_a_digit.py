@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from digits.monitoring.reader import read_log
 from digits.model.not_a_digit import spread
+from digits.monitoring.reader import read_log
 from digits.registry.store import Registry
 from tests.helpers.serving import (
     dense_probabilities,
