@@ -42,6 +42,11 @@ def top_probability(probabilities: np.ndarray) -> np.ndarray:
 
 
 SCORES = {SPREAD: spread, TOP: top_probability}  # a rule's name -> its score (higher: digit)
+MEANINGS = {  # a rule's name -> what it says, for the model card
+    SPREAD: 'An answer is "not a digit" when its spread, the log of its top probability over '
+            "the geometric mean of its ten (0 for a flat answer), is under the threshold.",
+    TOP: 'An answer is "not a digit" when its top probability is under the threshold.',
+}
 
 
 def fit_rule(probabilities: np.ndarray, method: str) -> dict:

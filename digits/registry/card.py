@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from digits.model.not_a_digit import MEANINGS
+
 # The file names are digits.registry.layout's; the registry imports this module, not back.
 RELIABILITY_PLOT = "plots/reliability.png"  # digits.model.evaluate.save_plots writes it
 USAGE = """\
@@ -53,7 +55,7 @@ def render_card(manifest: dict) -> str:
         _render_exports(manifest.get("exports")),
         _render_metrics(metrics),
         _render_calibration(manifest),
-        _render_fields("Not a digit", manifest.get("not_a_digit")),
+        _render_not_a_digit(manifest.get("not_a_digit")),
         _render_fields("Promotion gate", {"threshold": manifest.get("threshold"), **gate}),
         _render_fields("Hyperparameters", manifest.get("hyperparameters")),
         _render_study(manifest.get("study")),
@@ -128,10 +130,19 @@ def _render_calibration(manifest: dict) -> str:
     return text
 
 
-def _render_fields(title: str, fields: object) -> str:
-    """A two-column section, nested dicts as dotted keys; empty when nothing is set."""
+def _render_not_a_digit(rule: dict | None) -> str:
+    """The rule's fields after what it measures: the table alone names a "spread"."""
+    return _render_fields("Not a digit", rule, MEANINGS.get(rule["rule"], "") if rule else "")
+
+
+def _render_fields(title: str, fields: object, intro: str = "") -> str:
+    """A two-column section, nested dicts as dotted keys, after `intro` if given; empty
+    when nothing is set."""
     flat = {k: v for k, v in _flatten(fields).items() if v is not None}
-    return f"## {title}\n\n" + _render_table(["field", "value"], flat.items()) if flat else ""
+    if not flat:
+        return ""
+    return f"## {title}\n\n" + (f"{intro}\n\n" if intro else "") + _render_table(
+        ["field", "value"], flat.items())
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:

@@ -124,3 +124,15 @@ def test_no_glyph_written_like_a_digit_is_drawn():
     assert not set(GLYPHS) & set("0123456789OoQIliJjTZzSs$§GbBgqδ!-|/.,(){}")
     font = load_font(matplotlib_file("fonts/ttf", "DejaVuSans.ttf"))
     assert set(glyphs_of(font)) == set(GLYPHS)  # DejaVu draws them all
+
+
+def test_the_model_card_says_what_its_rule_measures():
+    from digits.registry.card import render_card
+
+    manifest = {"version": "v1", "created_at": "2026-12-07T00:00:00Z", "model": "cnn",
+                "metrics": {"accuracy": 0.99}}
+    spread_card = render_card({**manifest, "not_a_digit": fit_rule(answers([0.9] * 10), "x")})
+    assert "its spread, the log of its top probability over the geometric mean" in spread_card
+    top_card = render_card({**manifest, "not_a_digit": {"rule": TOP, "threshold": 0.5}})
+    assert "its top probability is under the threshold" in top_card
+    assert "## Not a digit" not in render_card(manifest)  # a version without a rule
