@@ -16,15 +16,13 @@ from prefect import flow
 from prefect.states import Completed, Failed, State
 
 from digits.checks.settings import BatchChecks
-from digits.environment import log_dir_of, muted_stderr
+from digits.environment import log_dir_of
 from digits.errors import ValidationFailed
 from digits.monitoring.since import DEFAULT_DRIFT_SINCE, parse_since
 from digits.monitoring.traffic import DriftChecks, TrafficDrift, answers_by_version, too_few
 from digits.registry.location import open_registry
 from flows.events import drift_event, emit
-
-with muted_stderr():  # the measure task loads Keras for the production model
-    from tasks.drift import load_reference, measure, publish, read_traffic
+from tasks.drift import load_reference, measure, publish, read_traffic
 
 
 class DriftFound(ValidationFailed):

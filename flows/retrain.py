@@ -15,17 +15,15 @@ from digits.config import (
     train_config,
 )
 from digits.data.snapshot import run_settings
-from digits.environment import default_store_dir, muted_stderr
+from digits.environment import default_store_dir
 from digits.errors import DataError, UsageError
 from digits.registry.gate import check_threshold
 from digits.registry.location import registry_location
 from flows.deployed import check_deployment_run
 from flows.outcome import OUTCOME_HOOKS, run_namer, skipped
 from flows.stages import Gate, collect_data, evaluate_and_gate, prepare_data, validation_checks
-
-with muted_stderr():  # the train task loads Keras (see flows/stages.py)
-    from tasks.snapshot import unchanged_since
-    from tasks.train import train
+from tasks.snapshot import unchanged_since
+from tasks.train import train
 
 
 # No flow retries: ingest retries its own downloads, and a rejected model or invalid data

@@ -23,20 +23,16 @@ from digits.config import MNIST_ROWS, TrainConfig, ValidationConfig
 from digits.data.batches import Batch
 from digits.data.ingest import Dataset
 from digits.data.snapshot import NewData, union_checks
-from digits.environment import default_artifacts_dir, muted_stderr
+from digits.environment import default_artifacts_dir
 from digits.registry.gate import GateRule
 from flows.outcome import Outcome
-
-# Every worker's flow run imports this module: the tasks load Keras, whose C++ start-up
-# banner would go straight to their terminals (`digits run` mutes it likewise).
-with muted_stderr():
-    from tasks.evaluate import evaluate, evaluate_new_data
-    from tasks.export import export
-    from tasks.ingest import ingest
-    from tasks.preprocess import preprocess
-    from tasks.promote import package, promote
-    from tasks.snapshot import snapshot, union
-    from tasks.validate import validate_processed, validate_raw
+from tasks.evaluate import evaluate, evaluate_new_data
+from tasks.export import export
+from tasks.ingest import ingest
+from tasks.preprocess import preprocess
+from tasks.promote import package, promote
+from tasks.snapshot import snapshot, union
+from tasks.validate import validate_processed, validate_raw
 
 if TYPE_CHECKING:
     from digits.data.splits import Splits

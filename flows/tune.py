@@ -34,7 +34,12 @@ from digits.config import (
     DEFAULT_TUNE_WORKERS,
     train_config,
 )
-from digits.environment import ENV_DEFAULTS, default_artifacts_dir, default_store_dir, muted_stderr
+from digits.environment import (
+    ENV_DEFAULTS,
+    default_artifacts_dir,
+    default_store_dir,
+    import_keras_quietly,
+)
 from digits.errors import DataError, DigitsError, UsageError
 from digits.model.space import search_space, to_optuna, trial_config
 from digits.model.study import Asked, Failure, Result, run_study
@@ -51,9 +56,7 @@ from digits.registry.gate import check_threshold
 from digits.registry.location import registry_location
 from flows.outcome import OUTCOME_HOOKS, run_namer
 from flows.stages import Gate, collect_data, evaluate_and_gate, prepare_data, validation_checks
-
-with muted_stderr():  # the reuse task loads Keras inside (see flows/stages.py)
-    from tasks.tune import publish_study, reuse_best, run_trial
+from tasks.tune import publish_study, reuse_best, run_trial
 
 
 def worker_env(workers: int, api_url: str) -> dict[str, str]:
@@ -221,6 +224,8 @@ def search(name, storage, seed, model, trials, epochs, workers, dask_address, ti
     """Open (or resume) the study, run its trials and publish it; raises DigitsError when
     no trial completed."""
     logger = get_run_logger()
+    # The trials here and reuse_best load Keras: quietly, as the train task does.
+    import_keras_quietly()
     study = open_study(name, storage, seed=seed)
     start_from_defaults(study, model)
     if stale := fail_interrupted(study):

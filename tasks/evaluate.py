@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prefect import get_run_logger
@@ -11,28 +12,25 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from digits.config import PRODUCTION_ALIAS
 from digits.data.snapshot import NewData
-from digits.model.calibration import uncalibrated
-from digits.model.evaluate import (
-    Evaluation,
-    NewDataScore,
-    evaluate_model,
-    render_summary,
-    save_new_data_plots,
-    save_plots,
-    score,
-)
 from digits.model.not_a_digit import flags
-from digits.model.train import TrainedModel
 from digits.registry.load import load_predictor
 from digits.registry.location import open_registry
 from digits.registry.store import Registry
 from tasks import stage
+
+# The model's modules load Keras and scikit-learn's metrics: imported in the tasks, which
+# run after training has loaded Keras, not with the flow module (tasks/train.py says why).
+if TYPE_CHECKING:
+    from digits.model.evaluate import Evaluation, NewDataScore
+    from digits.model.train import TrainedModel
 
 
 def publish_evaluation(
     evaluation: Evaluation, plot_paths: list[Path], prefix: str = "", split: str = "the test split"
 ) -> None:
     """Per-class table and a summary with the plots, as Prefect artifacts of this run."""
+    from digits.model.evaluate import render_summary
+
     create_table_artifact(
         key=f"{prefix}per-class-metrics",
         table=[
@@ -54,6 +52,9 @@ def evaluate(
 ) -> Evaluation:
     """Score on the test split, write the plots into `plots_dir`, publish the artifacts.
     A calibrated model is also scored without its temperature, for the ECE it had before."""
+    from digits.model.calibration import uncalibrated
+    from digits.model.evaluate import evaluate_model, save_plots
+
     evaluation, probs = evaluate_model(trained.model, images, labels)
     logger = get_run_logger()
     logger.info("test accuracy %.4f, loss %.4f, ECE %.4f", evaluation.accuracy, evaluation.loss,
@@ -82,6 +83,8 @@ def evaluate_new_data(
     any): the gate compares the two numbers, so both come from the same images and run."""
     if not new.rows:
         return None
+    from digits.model.evaluate import NewDataScore, evaluate_model, save_new_data_plots
+
     evaluation, probs = evaluate_model(trained.model, new.images, new.labels)
     version, accuracy = rescore_production(open_registry(registry), new)
     logger = get_run_logger()
@@ -97,6 +100,8 @@ def evaluate_new_data(
 def rescore_production(registry: Registry, new: NewData) -> tuple[str | None, float | None]:
     """Production's accuracy on the new data now; the gate checks under the lock that
     production is still this version."""
+    from digits.model.evaluate import score
+
     version = registry.aliases().get(PRODUCTION_ALIAS)
     if version is None:
         return None, None

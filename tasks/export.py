@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 from prefect import get_run_logger
 
-from digits.model.export import export_candidate
 from tasks import stage
 
 
@@ -18,6 +17,8 @@ def export(build_dir: Path, manifest: dict, images: np.ndarray) -> dict:
     Raises ExportError naming the format when one fails or disagrees: the run stops
     before promote, so the registry is unchanged.
     """
+    from digits.model.export import export_candidate  # Keras: loaded by training already
+
     exports = export_candidate(build_dir, images)
     logger = get_run_logger()
     for name, record in exports.items():

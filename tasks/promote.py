@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, runtime
 
 from digits.config import TrainConfig
 from digits.data.ingest import Dataset
-from digits.model.evaluate import Evaluation, NewDataScore
-from digits.model.train import TrainedModel
 from digits.registry.gate import Decision, GateRule
 from digits.registry.layout import MODEL_FILE
 from digits.registry.location import open_registry
 from digits.registry.manifest import describe
 from tasks import stage
+
+if TYPE_CHECKING:  # the model's modules load Keras: loaded by training already
+    from digits.model.evaluate import Evaluation, NewDataScore
+    from digits.model.train import TrainedModel
 
 
 @stage("package")

@@ -1,12 +1,23 @@
+import prefect.testing.utilities
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from tests.helpers.prefect_db import migrated_database
+
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    """One temporary Prefect API (SQLite) for all flow tests in the session."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_api(tmp_path_factory):
+    """One temporary Prefect API (SQLite) for all flow tests in the session.
+
+    Prefect's harness makes its database in a folder from mkdtemp(): it is handed one that
+    holds a migrated copy already (tests/helpers/prefect_db.py), under the harness's name.
+    """
+    folder = tmp_path_factory.mktemp("prefect-harness")
+    migrated_database(tmp_path_factory, folder / "prefect-test.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prefect.testing.utilities, "mkdtemp", lambda: str(folder))
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from digits.config import IDX_FILES
+from tests.helpers.prefect_db import migrated_database
 from tests.helpers.processes import noise_in
 from tests.helpers.synth import write_dataset
 
@@ -31,11 +32,12 @@ def digits_run(prefect_home: Path, *args) -> subprocess.CompletedProcess:
     )
 
 
-def test_error_is_the_last_line_of_stderr(tmp_path):
+def test_error_is_the_last_line_of_stderr(tmp_path, tmp_path_factory):
     data = write_dataset(tmp_path / "data")
     (data / IDX_FILES["train_images"]).write_bytes(b"\x00\x00\x08\x01garbage")
-    result = digits_run(tmp_path / "prefect-home", "--data-dir", data, "--registry",
-                        tmp_path / "r")
+    home = tmp_path / "prefect-home"  # its own, migrated already (a fresh one: test_installs)
+    migrated_database(tmp_path_factory, home / "prefect.db")
+    result = digits_run(home, "--data-dir", data, "--registry", tmp_path / "r")
     assert result.returncode == 4, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and IDX_FILES["train_images"] in last

@@ -1,5 +1,5 @@
-"""A real `prefect server` on 127.0.0.1 for the module (temporary PREFECT_HOME, SQLite),
-stopped after the module even when a test fails."""
+"""A real `prefect server` on 127.0.0.1 for the module (temporary PREFECT_HOME, SQLite, a
+copy of the session's migrated database), stopped after the module even when a test fails."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Iterator
 import pytest
 
 from digits.environment import ENV_DEFAULTS
+from tests.helpers.prefect_db import migrated_database
 from tests.helpers.processes import BIN, REPO, answers, background, free_port, wait_for
 
 SERVER_STARTUP_SECONDS = 180  # the first start runs the SQLite migrations; CI machines are slow
@@ -49,6 +50,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("prefect-server")
+    migrated_database(tmp_path_factory, root / "prefect-home" / "prefect.db")
     url = f"http://127.0.0.1:{free_port()}/api"
     base = {**os.environ, **ENV_DEFAULTS, "PREFECT_HOME": str(root / "prefect-home")}
     # Workers and flow runs get what prefect.yaml and the code set, as on a user's machine.

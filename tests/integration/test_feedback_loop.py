@@ -11,7 +11,6 @@ which no batch takes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -48,12 +47,14 @@ def served_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 class Loop:
     """The CLI and the service of one loop, on folders under `root`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, server) -> None:
         self.root = root
         self.registry, self.logs = root / "registry", root / "predictions"
         self.mnist = write_dataset(root / "mnist")
-        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_HOME": str(root / "prefect"),
-                    "DIGITS_DATA": str(root / "store"), "DIGITS_ARTIFACTS": str(root / "artifacts")}
+        # The module's Prefect server for every command's flow run: one API, not one per
+        # command (the embedded default is tests/integration/test_installed_package.py's).
+        self.env = {**server.env, "TF_CPP_MIN_LOG_LEVEL": "3", "DIGITS_DATA": str(root / "store"),
+                    "DIGITS_ARTIFACTS": str(root / "artifacts")}
         self.url = ""
 
     def digits(self, *args: str | Path, code: int = 0) -> subprocess.CompletedProcess:
@@ -86,8 +87,8 @@ class Loop:
 
 
 def test_corrected_answers_become_training_data_and_the_followed_alias_answers_them_right(
-        tmp_path):
-    loop = Loop(tmp_path)
+        tmp_path, server):
+    loop = Loop(tmp_path, server)
     assert "promoted v1" in loop.retrain()
     port = free_port()
     loop.url = f"http://127.0.0.1:{port}"

@@ -29,6 +29,7 @@ import pytest
 from uv import find_uv_bin
 
 from digits.environment import ENV_DEFAULTS
+from tests.helpers.prefect_db import migrated_database
 from tests.helpers.processes import (
     BIN,
     REPO,
@@ -90,6 +91,9 @@ def pipeline_registry(tmp_path_factory) -> Path:
     """A registry with one version, written by this environment's `digits run`."""
     root = tmp_path_factory.mktemp("pipeline")
     write_dataset(root / "idx")
+    # `digits run` keeps Prefect's home in ./.prefect: migrated already, as after a first run
+    # (a first run's own migration: Debian's test below, and test_installed_package.py).
+    migrated_database(tmp_path_factory, root / ".prefect" / "prefect.db")
     run = subprocess.run(
         [str(BIN / "digits"), "run", "--model", "mlp", "--epochs", "1", "--min-train-rows",
          "1000", "--data-dir", "idx", "--registry", "registry"],

@@ -196,3 +196,14 @@ def library_modules() -> set[str]:
         for path in (ROOT / "digits").rglob("*.py")
         if path.stem != "__init__"
     }
+
+
+@pytest.mark.slow  # it imports Prefect
+def test_the_deployed_flows_import_no_model_or_validation_library():
+    """`prefect deploy`, `digits schedule` and every worker's flow run import the flow module;
+    a run refused before its data is read, or skipped with nothing new, never trains or
+    validates, so TensorFlow and GX load when a stage needs them (tasks/train.py)."""
+    flows = ["flows.retrain", "flows.tune", "flows.drift"]
+    found = imports_of(flows, LIGHT)
+    assert {flow: found[flow] & {"tensorflow", "keras", "great_expectations"}
+            for flow in flows} == dict.fromkeys(flows, set())
