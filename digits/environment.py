@@ -88,7 +88,12 @@ def require_pipeline(command: str) -> None:
 
 
 def import_keras_quietly() -> None:
-    """Import Keras (and TensorFlow) without the C++ start-up banner, so errors stay one line."""
+    """Import Keras (and TensorFlow) without the C++ start-up banner, so errors stay one line.
+
+    Once imported, nothing is muted: another thread's writes to stderr (a server's log)
+    would be lost while file descriptor 2 points at /dev/null."""
+    if "keras" in sys.modules:
+        return
     with muted_stderr():
         import keras  # noqa: F401
 

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from digits.checks.drift import reference_sample
 from digits.checks.settings import BatchChecks
 from digits.data.ingest import Dataset, load_mnist
-from digits.environment import default_store_dir, import_keras_quietly
+from digits.environment import default_store_dir
 from digits.monitoring.reader import read_log
 from digits.monitoring.records import Logged
 from digits.monitoring.traffic import (
@@ -57,7 +57,6 @@ def measure(logged: Logged, mnist: Dataset, registry: Registry, since: datetime,
                                  batch.reference_rows)
     traffic = traffic_of(logged.images, logged.digits, logged.probabilities, logged.versions,
                          images, mnist.train_labels, confidences)
-    import_keras_quietly()  # production's features come from its Keras model
     features, on = features_of(load_production(registry))
     served = logged.images[sample_rows(len(logged), config.sample_rows)]
     report = compare(traffic, features(served), features(images), on, batch, config, since,

@@ -112,6 +112,7 @@ def run(
 
     _, outcome = run_flow(
         "flows.retrain:retrain",
+        trains=True,
         tags=WEEKLY.tags,  # as scheduled runs carry, to filter them in the UI
         model=model,
         train_overrides={k: v for k, v in (train_overrides or {}).items() if v is not None},
@@ -180,6 +181,7 @@ def tune(
     # instead of each worker starting a temporary server.
     state, outcome = run_flow(
         "flows.tune:tune",
+        trains=True,
         model=model,
         trials=trials,
         epochs=epochs,

@@ -19,7 +19,7 @@ import numpy as np
 
 from digits.config import IMAGE_SHAPE, PRODUCTION_ALIAS
 from digits.data.images import load_inputs
-from digits.environment import PIPELINE_HINT
+from digits.environment import PIPELINE_HINT, import_keras_quietly
 from digits.errors import RegistryError, UsageError
 from digits.files import sha256_bytes
 from digits.model.not_a_digit import flags
@@ -153,7 +153,10 @@ def load_keras(path: Path, sha256: str):
     data = path.read_bytes()
     if sha256_bytes(data) != sha256:
         raise RegistryError(f"{path}: changed since it was verified")
-    import keras  # here, not at the top: reading a registry must not need TensorFlow
+    # Here, not at the top: reading a registry must not need TensorFlow. Quietly: its C++
+    # start-up banner would otherwise reach the terminal of whatever loads the model.
+    import_keras_quietly()
+    import keras
 
     from digits.model import layers  # noqa: F401  registers digits' own layers (Temperature...)
 

@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -40,10 +41,15 @@ counted = [0.0]  # this process's CPU-seconds written so far, for what no test w
 
 
 def record(test: str, cpu: float) -> None:
+    """One line per test: its CPU-seconds, and the worker and time it ended on (when each
+    worker fell idle: the wall time a suite's last file adds alone)."""
     path = os.environ.get(SETTING)
     if path:
+        line = {"test": test, "cpu": round(cpu, 2),
+                "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+                "ended": round(time.time(), 1)}
         with open(path, "a", encoding="utf-8") as out:  # one short line: appends interleave whole
-            out.write(json.dumps({"test": test, "cpu": round(cpu, 2)}) + "\n")
+            out.write(json.dumps(line) + "\n")
         counted[0] += cpu
 
 
