@@ -49,7 +49,7 @@ run: $(STAMP)  ## one retraining run on the embedded default (ephemeral Prefect,
 # it started, a trigger's window, the package index), not computing, and the extra workers
 # compute meanwhile (on 2 cores, 3 workers: 10 min 53 s; 4: 10 min 31-40 s; 5: 10 min 54 s).
 # A test file stays on one worker, so a module's server starts once; files go out in
-# tests/conftest.py's order (FIRST_TO_LAST).
+# tests/conftest.py's order (FIRST_TO_LAST, then LONGEST_UNIT_FILES).
 WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)

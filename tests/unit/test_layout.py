@@ -90,3 +90,11 @@ def test_the_library_never_imports_tasks_or_flows_at_import_time():
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_no_module_is_over_about_300_lines(name):
     assert len(modules()[name].read_text().splitlines()) <= MAX_LINES
+
+
+def test_the_unit_files_dealt_out_first_exist():
+    """tests/conftest.py names them: a renamed one would silently go back to the end."""
+    from tests.conftest import LONGEST_UNIT_FILES
+
+    unit = Path(__file__).parent
+    assert [name for name in LONGEST_UNIT_FILES if not (unit / name).is_file()] == []
