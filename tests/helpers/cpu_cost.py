@@ -12,7 +12,8 @@ waited for (subprocesses, servers a fixture stopped) between the test's start an
 a module fixture's setup and teardown fall to the tests that ran them, and a child no one
 waited for falls to the test during which Python's subprocess module reaps it (a later
 one): trust the files' sums over single tests. The start-up of each process (imports,
-collection) is its own line.
+collection) is its own line. Each line also names the worker and when the test ended, so
+the report says how long each worker sat idle before the last one finished.
 """
 
 from __future__ import annotations
@@ -81,10 +82,23 @@ def by_file(lines: list[str]) -> list[tuple[str, float, int]]:
     return sorted(((n, seconds[n], tests[n]) for n in seconds), key=lambda r: (-r[1], r[0]))
 
 
+def idle_at_the_end(lines: list[str]) -> dict[str, float]:
+    """Worker -> seconds between its last test's end and the last end of any test."""
+    ends: dict[str, float] = {}
+    for line in lines:
+        record = json.loads(line)
+        if "ended" in record and record["test"] != OUTSIDE:
+            ends[record["worker"]] = max(ends.get(record["worker"], 0.0), record["ended"])
+    last = max(ends.values(), default=0.0)
+    return {worker: round(last - end, 1) for worker, end in sorted(ends.items())}
+
+
 def main(path: str) -> None:
-    rows = by_file(Path(path).read_text(encoding="utf-8").splitlines())
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    rows = by_file(lines)
     total = sum(cpu for _, cpu, _ in rows)
     print(f"{total:.0f} CPU-seconds in {sum(n for *_, n in rows)} tests")
+    print("idle at the end (s):", idle_at_the_end(lines))
     for name, cpu, count in rows:
         print(f"{cpu:8.1f}  {cpu / total:6.1%}  {count:4d}  {name}")
 
