@@ -10,11 +10,13 @@ does not load TensorFlow for it.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +218,30 @@ def size_threads() -> None:
         pass  # already initialised in this worker: the environment variables applied
 
 
+@contextmanager
+def collected_in_this_thread() -> Iterator[None]:
+    """Python's garbage collector runs in this thread only, before and after the block.
+
+    A trial runs in a Dask worker's task thread while the worker's event loop runs in the
+    main thread. Once, in `make test`, an allocation there set off the collector while the
+    second trial traced its graph: the collector, holding the GIL, freed a graph the first
+    trial had left and waited for TensorFlow's graph lock, which the tracing thread held
+    while it waited for the GIL (py-spy: gc_collect_main -> PyGraph in the main thread,
+    _create_c_op in the trial's). The worker hung for good. So the garbage of earlier
+    trials is collected here first, and no collection starts elsewhere until the trial ends.
+    Dask's workers run one task thread each (flows/tune.py), so no other trial is tracing.
+    """
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect()
+
+
 def train_trial(
     number: int,
     params: dict[str, Any],
@@ -240,10 +266,11 @@ def train_trial(
     callbacks = [pruning_callback(report)] if report else []
     keras.backend.clear_session()  # a long-lived worker would otherwise keep every graph
     try:
-        trained = fit_model(read_splits(data), config, log=log, callbacks=callbacks)
-        path = out_dir / f"trial-{number}" / "model.keras"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        trained.model.save(path)
+        with collected_in_this_thread():
+            trained = fit_model(read_splits(data), config, log=log, callbacks=callbacks)
+            path = out_dir / f"trial-{number}" / "model.keras"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            trained.model.save(path)
     finally:
         keras.backend.clear_session()
     values = trained.history["val_accuracy"]
