@@ -44,11 +44,13 @@ def share_the_cores() -> None:
 # short ones of tests/unit last, where they fill the gaps at the end. With xdist's own order
 # a real-MNIST run and the Dask cluster started last, beside idle workers.
 FIRST_TO_LAST = ("integration", "data", "flow", "model")
-# Of tests/unit, the files that take a worker a minute or more (GX validations, forked
-# imports, served models), before the rest: dealt out last, test_validate.py alone kept one
-# worker busy 45 s after the other three had finished (`make test`, CPU-cost plugin).
+# Of tests/unit, the costliest files (15-70 CPU-s each: GX validations, forked imports,
+# served models), before the rest: dealt out last, test_validate.py alone kept one worker
+# busy 45 s after the other three had finished (`make test`, CPU-cost plugin).
 LONGEST_UNIT_FILES = ("test_validate.py", "test_serve.py", "test_library_imports.py",
                       "test_serve_protocols.py", "test_tuning.py", "test_batch_report.py")
+FOLDER_PLACE = {folder: place for place, folder in enumerate(FIRST_TO_LAST)}
+UNIT_FILE_PLACE = {name: place for place, name in enumerate(LONGEST_UNIT_FILES)}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,11 +62,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def dealing_order(item: pytest.Item) -> tuple[int, int]:
     """FIRST_TO_LAST's folders, then tests/unit with its LONGEST_UNIT_FILES first."""
-    folders = {folder: place for place, folder in enumerate(FIRST_TO_LAST)}
-    files = {name: place for place, name in enumerate(LONGEST_UNIT_FILES)}
-    folder = folders.get(item.path.parent.name, len(folders))
-    in_unit = folder == len(folders)
-    return folder, (files.get(item.path.name, len(files)) if in_unit else 0)
+    folder = FOLDER_PLACE.get(item.path.parent.name, len(FOLDER_PLACE))
+    in_unit = folder == len(FOLDER_PLACE)
+    return folder, (UNIT_FILE_PLACE.get(item.path.name, len(UNIT_FILE_PLACE)) if in_unit else 0)
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:

@@ -220,17 +220,10 @@ def size_threads() -> None:
 
 @contextmanager
 def collected_in_this_thread() -> Iterator[None]:
-    """Python's garbage collector runs in this thread only, before and after the block.
-
-    A trial runs in a Dask worker's task thread while the worker's event loop runs in the
-    main thread. Once, in `make test`, an allocation there set off the collector while the
-    second trial traced its graph: the collector, holding the GIL, freed a graph the first
-    trial had left and waited for TensorFlow's graph lock, which the tracing thread held
-    while it waited for the GIL (py-spy: gc_collect_main -> PyGraph in the main thread,
-    _create_c_op in the trial's). The worker hung for good. So the garbage of earlier
-    trials is collected here first, and no collection starts elsewhere until the trial ends.
-    Dask's workers run one task thread each (flows/tune.py), so no other trial is tracing.
-    """
+    """Python's garbage collector runs in this thread only, before and after the block:
+    collecting an earlier trial's graph in the Dask worker's event-loop thread, with the
+    GIL held, while this thread traced the next one, deadlocked on TensorFlow's graph lock
+    (benchmarks/results.md, sixth session). One task thread per worker (flows/tune.py)."""
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
