@@ -110,7 +110,11 @@ def test_cnn_predictions_stable_under_one_pixel_shifts():
     images = data.test_images[:1000]
     base = model.predict(images, verbose=0).argmax(axis=1)
     assert (base == data.test_labels[:1000]).mean() > 0.9  # the model learned something
+    # The bar sits between the two kinds of network, clear of both: one epoch of this cnn
+    # keeps 0.969-0.987 of its answers per move (2-core AVX2 EPYC, where the 0.97 bar before
+    # failed by one image), a dense network of the same accuracy (mlp, 3 epochs, 0.934)
+    # 0.884-0.923 (benchmarks/results.md, seventh session).
     for axis in (1, 2):
         for step in (-1, 1):
             shifted = model.predict(np.roll(images, step, axis=axis), verbose=0).argmax(axis=1)
-            assert (shifted == base).mean() >= 0.97, (axis, step)
+            assert (shifted == base).mean() >= 0.95, (axis, step)
