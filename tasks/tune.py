@@ -15,7 +15,8 @@ from prefect import get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from digits.model.study_report import describe_params, plot_study, trial_rows
-from digits.model.tuning import live_reporter, train_trial
+from digits.model.trial import train_trial
+from digits.model.tuning import live_reporter
 from tasks import stage
 
 

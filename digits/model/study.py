@@ -3,7 +3,8 @@ ones or time is up, each trial's end told to the study.
 
 Plain Python over an Optuna study. What runs a round is the caller's: the `tune` flow
 submits one Prefect task per configuration to Dask workers; a test passes a function. The
-study on disk (opening, resuming) and one trial's training are `digits.model.tuning`.
+study on disk (opening, resuming) is `digits.model.tuning`; one trial's training,
+`digits.model.trial`.
 """
 
 from __future__ import annotations

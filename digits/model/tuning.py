@@ -1,32 +1,29 @@
-"""Hyperparameter tuning: the study on disk, the data and the training of one trial. What a
-trial may try is `digits.model.space`; the loop that asks and tells is `digits.model.study`.
+"""Hyperparameter tuning: the study on disk and the data its trials read. What a trial may
+try is `digits.model.space`; the loop that asks and tells is `digits.model.study`; one
+trial's training is `digits.model.trial`.
 
 Trials read the validation split carved from train out of `.npy` files on disk
 (memory-mapped) and never see the test split: it is only for the final, gated number.
 
-Imports Optuna and NumPy; Keras only inside `train_trial`, so the flow that asks and tells
-does not load TensorFlow for it.
+Imports Optuna and NumPy, never Keras: the flow that asks and tells does not load
+TensorFlow for it.
 """
 
 from __future__ import annotations
 
-import gc
-import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digits.config import IMAGE_SHAPE
-from digits.environment import env_number
 from digits.errors import UsageError
 from digits.files import sha256_bytes, staging_folder, sweep_staging
-from digits.model.space import default_params, trial_config
+from digits.model.space import default_params
 
 if TYPE_CHECKING:
     import optuna
@@ -196,107 +193,3 @@ def read_splits(folder: Path) -> Splits:
         x_test=np.empty((0, *IMAGE_SHAPE), np.float32),
         y_test=np.empty((0,), np.int64),
     )
-
-
-# --- One trial ----------------------------------------------------------------------
-
-
-def size_threads() -> None:
-    """Size TensorFlow's pools to this worker's share of the cores (TF_NUM_INTRAOP_THREADS);
-    OMP/MKL variables do not reach them. Only possible before TensorFlow's first op."""
-    if "TF_NUM_INTRAOP_THREADS" not in os.environ:
-        return
-    # 0 is TensorFlow's own "choose for me".
-    intra = env_number("TF_NUM_INTRAOP_THREADS", 0, minimum=0)
-    inter = env_number("TF_NUM_INTEROP_THREADS", 1, minimum=0)
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        pass  # already initialised in this worker: the environment variables applied
-
-
-@contextmanager
-def collected_in_this_thread() -> Iterator[None]:
-    """Python's garbage collector runs in this thread only, before and after the block:
-    collecting an earlier trial's graph in the Dask worker's event-loop thread, with the
-    GIL held, while this thread traced the next one, deadlocked on TensorFlow's graph lock
-    (benchmarks/results.md, sixth session). One task thread per worker (flows/tune.py)."""
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        gc.collect()
-
-
-def train_trial(
-    number: int,
-    params: dict[str, Any],
-    model: str,
-    epochs: int,
-    data: Path,
-    out_dir: Path,
-    report: Callable[[int, float], bool] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train one configuration on the train split, score it on the validation split.
-
-    Returns small, JSON-friendly facts (never arrays or a model): the best validation
-    accuracy, the per-epoch values, whether it was pruned and where its model was saved.
-    """
-    import keras
-
-    from digits.model.train import fit_model
-
-    size_threads()
-    config = trial_config(model, params, epochs)
-    callbacks = [pruning_callback(report)] if report else []
-    keras.backend.clear_session()  # a long-lived worker would otherwise keep every graph
-    try:
-        with collected_in_this_thread():
-            trained = fit_model(read_splits(data), config, log=log, callbacks=callbacks)
-            path = out_dir / f"trial-{number}" / "model.keras"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            trained.model.save(path)
-    finally:
-        keras.backend.clear_session()
-    values = trained.history["val_accuracy"]
-    return {
-        "number": number,
-        "params": params,
-        "val_accuracy": max(values),
-        "val_accuracies": values,
-        "pruned": bool(callbacks and callbacks[0].pruned),
-        "history": trained.history,
-        "best_epoch": trained.best_epoch,
-        "seconds": round(trained.seconds, 1),
-        "calibration": trained.calibration,
-        "not_a_digit": trained.not_a_digit,
-        "model_path": str(path),
-    }
-
-
-def pruning_callback(report: Callable[[int, float], bool]):
-    """A Keras callback (Keras imported here only) that reports each epoch's validation
-    accuracy and stops training when the pruner says so; `.pruned` tells afterwards."""
-    import keras
-
-    class Pruning(keras.callbacks.Callback):
-        pruned = False
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get("val_accuracy")
-            if value is None or not math.isfinite(value):
-                return
-            prune = report(epoch, float(value))  # reported at every epoch, the last one too
-            if prune and epoch + 1 < self.params["epochs"]:
-                self.pruned = True
-                self.model.stop_training = True
-
-    return Pruning()

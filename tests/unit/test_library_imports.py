@@ -115,7 +115,8 @@ ALLOWED = {
     "digits.model.exposure": {"keras", "tensorflow"},
     "digits.model.not_a_digit": set(),  # NumPy only: serving an ONNX version applies it
     "digits.model.study_report": set(),  # Optuna and matplotlib
-    "digits.model.tuning": set(),  # Optuna and NumPy; Keras only inside a trial
+    "digits.model.tuning": set(),  # Optuna and NumPy
+    "digits.model.trial": set(),  # Keras only inside a trial
     "digits.model.study": set(),  # Optuna only: the ask-and-tell loop
     "digits.model.space": set(),  # plain Python: the CLI checks it before a flow starts
     "digits.model.reproduce": {"keras", "tensorflow"},  # it retrains

@@ -1,4 +1,5 @@
-"""digits.model.tuning: the search space's bounds, the study on disk, one trial on tiny data."""
+"""digits.model.tuning and trial: the search space's bounds, the study on disk, one trial on
+tiny data."""
 
 import json
 import threading
@@ -23,15 +24,14 @@ from digits.model.space import (
     trial_config,
 )
 from digits.model.study_report import trial_rows
+from digits.model.trial import size_threads, train_trial
 from digits.model.tuning import (
     check_study_name,
     fail_interrupted,
     finished,
     open_study,
     read_splits,
-    size_threads,
     start_from_defaults,
-    train_trial,
     write_splits,
 )
 
