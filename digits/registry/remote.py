@@ -27,7 +27,6 @@ from digits.files import sha256_bytes, write_synced
 from digits.registry.aliases import (
     VERSION_RE,
     check_alias_name,
-    check_ref,
     committed_targets,
     parse_aliases,
     parse_history,
@@ -51,12 +50,13 @@ from digits.registry.objects import (
     Stored,
     check_conditional_writes,
 )
+from digits.registry.reading import RegistryReads
 from digits.registry.versions import list_source_files, parse_manifest, verify_version
 
 MANIFEST = f"/{MANIFEST_FILE}"
 
 
-class ObjectRegistry:
+class ObjectRegistry(RegistryReads):
     """One registry under `s3://BUCKET/PREFIX`. Cheap to create; reads the store afresh,
     except aliases.json (re-read only when its ETag changed) and versions known committed."""
 
@@ -96,21 +96,6 @@ class ObjectRegistry:
         self._aliases_seen = (stored.etag, aliases)
         return dict(aliases)
 
-    def resolve(self, ref: str = PRODUCTION_ALIAS) -> str:
-        check_ref(ref)
-        if VERSION_RE.fullmatch(ref):
-            if not self._exists(ref):
-                raise RegistryError(f"unknown version {ref!r} in registry {self.root}")
-            return ref
-        version = self.aliases().get(ref)
-        if version is None:
-            raise RegistryError(f"unknown alias {ref!r} in {self.root}/{ALIASES_FILE}")
-        if not self._exists(version):
-            raise RegistryError(
-                f"{self.root}/{ALIASES_FILE}: alias {ref!r} points at missing {version}"
-            )
-        return version
-
     def manifest(self, ref: str) -> dict:
         return self._manifest(self.resolve(ref))
 
@@ -125,18 +110,9 @@ class ObjectRegistry:
 
     # --- integrity ---------------------------------------------------------------
 
-    def verify(self, ref: str | None = None) -> list[str]:
-        if ref is not None:
-            names = [self.resolve(ref)]
-        else:
-            for alias in self.aliases():
-                self.resolve(alias)
-            self.history()
-            names = self.names()
-        for name in names:
-            for _ in self._checked_files(name):
-                pass
-        return names
+    def _check_version(self, version: str) -> None:
+        for _ in self._checked_files(version):
+            pass
 
     def check_pending(self) -> None:
         aliases, history = self.aliases(), self.history()

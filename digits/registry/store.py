@@ -1,12 +1,13 @@
 """The model registry: immutable versions, atomic aliases, an append-only history.
 
-`Registry` is the entry point; beside it `layout` names every file, `versions` builds,
-reads and verifies a version folder, `aliases` holds refs, aliases.json and history.jsonl,
-`lock` the write lock, `manifest` the schema and the JSON, `card` each card.md, `load`
-loads a verified version, and `digits.files` does the hashing and crash-safe writes. None
-needs Prefect. The files are plain JSON, Markdown and SHA-256 sums checked against
-`manifest.schema.json`, so a registry can be read without this code as well. The same
-registry on S3-compatible storage is `remote.ObjectRegistry` (`location.open_registry`).
+`Registry` is the entry point (resolving refs and verifying: `reading`, which the S3
+backend shares); beside it `layout` names every file, `versions` builds, reads and verifies
+a version folder, `aliases` holds refs, aliases.json and history.jsonl, `lock` the write
+lock, `manifest` the schema and the JSON, `card` each card.md, `load` loads a verified
+version, and `digits.files` does the hashing and crash-safe writes. None needs Prefect. The
+files are plain JSON, Markdown and SHA-256 sums checked against `manifest.schema.json`, so
+a registry can be read without this code as well. The same registry on S3-compatible
+storage is `remote.ObjectRegistry` (`location.open_registry`).
 Layout (docs/architecture.md, "The registry"):
 
     <root>/v1/            model.keras  manifest.json  card.md  plots/*.png
@@ -37,11 +38,9 @@ from digits.environment import lock_timeout
 from digits.errors import RegistryError
 from digits.files import copy_hashed, owned_folder, sweep_abandoned
 from digits.registry.aliases import (
-    VERSION_RE,
     alias_targets,
     append_history,
     check_alias_name,
-    check_ref,
     move_alias,
     pending_moves,
     point_alias,
@@ -59,6 +58,7 @@ from digits.registry.layout import (
 )
 from digits.registry.lock import hold_lock
 from digits.registry.manifest import check_manifest, dump_json
+from digits.registry.reading import RegistryReads
 from digits.registry.versions import (
     finish_build,
     list_source_files,
@@ -75,7 +75,7 @@ class Verdict(Protocol):
     promote: bool
 
 
-class Registry:
+class Registry(RegistryReads):
     """One registry folder. Cheap to create; every call reads the disk afresh."""
 
     def __init__(self, root: Path | str, lock_timeout: float | None = None) -> None:
@@ -104,22 +104,6 @@ class Registry:
     def aliases(self) -> dict[str, str]:
         return read_aliases(self.root)
 
-    def resolve(self, ref: str = PRODUCTION_ALIAS) -> str:
-        """The version (`vN`) a ref names; unknown or path-like refs are refused."""
-        check_ref(ref)
-        if VERSION_RE.fullmatch(ref):
-            if not (self.root / ref).is_dir():
-                raise RegistryError(f"unknown version {ref!r} in registry {self.root}")
-            return ref
-        version = self.aliases().get(ref)
-        if version is None:
-            raise RegistryError(f"unknown alias {ref!r} in {self.root / ALIASES_FILE}")
-        if not (self.root / version).is_dir():
-            raise RegistryError(
-                f"{self.root / ALIASES_FILE}: alias {ref!r} points at missing {version}"
-            )
-        return version
-
     def manifest(self, ref: str) -> dict:
         return read_manifest(self.root, self.resolve(ref))
 
@@ -128,19 +112,11 @@ class Registry:
 
     # --- integrity -------------------------------------------------------------
 
-    def verify(self, ref: str | None = None) -> list[str]:
-        """Check one version file by file (only that one: serving it must not depend on
-        other aliases), or all of them plus every alias and the history; return the checked."""
-        if ref is not None:
-            names = [self.resolve(ref)]
-        else:
-            for alias in self.aliases():
-                self.resolve(alias)  # refuses an alias that points at a missing version
-            self.history()
-            names = version_names(self.root)
-        for name in names:
-            verify_version(self.root, name)
-        return names
+    def _exists(self, version: str) -> bool:
+        return (self.root / version).is_dir()
+
+    def _check_version(self, version: str) -> None:
+        verify_version(self.root, version)
 
     def check_pending(self) -> None:
         """Refuse a registry whose aliases.json is behind history.jsonl: a move a stopped

@@ -45,6 +45,7 @@ ALLOWED = {
     "digits.registry.fetch": set(),
     "digits.registry.aliases": set(),
     "digits.registry.layout": set(),
+    "digits.registry.reading": set(),
     "digits.registry.lock": set(),
     "digits.registry.versions": set(),
     # The object-store registry: boto3 only inside S3Objects, when a store is named.
