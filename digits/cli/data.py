@@ -15,7 +15,7 @@ data_app = typer.Typer(pretty_exceptions_enable=False)
 app.add_typer(data_app, name="data", rich_help_panel=LIBRARY_PANEL)
 
 
-def data_folder(store: Path | None) -> Path:
+def store_folder(store: Path | None) -> Path:
     from digits.environment import default_store_dir
 
     return store.resolve() if store else default_store_dir()
@@ -37,7 +37,7 @@ def data(
                 "status": "pinned"}]
     sources += [{key: record.get(key) for key in
                  ("id", "name", "rows", "class_counts", "status", "reason", "added_at")}
-                for record in list_batches(data_folder(store))]
+                for record in list_batches(store_folder(store))]
     if as_json:
         typer.echo(json.dumps(sources, indent=2))
         return
@@ -66,13 +66,13 @@ BatchArgument = Annotated[
 
 
 def one_batch(ctx: typer.Context, batch: str, store: Path | None) -> tuple[Path, Path]:
-    """The data folder and the folder of the one stored batch whose id starts with `batch`;
+    """The batch store and the folder of the one stored batch whose id starts with `batch`;
     UsageError (exit 2) when none or several match."""
     from digits.data.batches import folders_matching
     from digits.errors import UsageError
 
     # This command's --store, else the one given to `data` (`digits data --store X show ID`).
-    folder = data_folder(store or (ctx.parent.params.get("store") if ctx.parent else None))
+    folder = store_folder(store or (ctx.parent.params.get("store") if ctx.parent else None))
     found = folders_matching(folder, batch) if batch else []
     if len(found) != 1:
         raise UsageError(f"{batch!r}: " + (f"matches {len(found)} batches; give more of the id"
@@ -107,11 +107,11 @@ def data_remove(
     from digits.data.batches import record_of, remove_batch
     from digits.errors import UsageError
 
-    data_dir, folder = one_batch(ctx, batch, store)
+    store_dir, folder = one_batch(ctx, batch, store)
     if out is not None and (out.suffix.lower() != ".npz" or out.exists() or out.is_symlink()):
         raise UsageError(f"--out {out}: must be a new file ending in .npz (what `digits add` "
                          "reads)")
     record = record_of(folder)
-    remove_batch(data_dir, folder, out)
+    remove_batch(store_dir, folder, out)
     kept = f"; its images and labels are in {out}" if out is not None else ""
     typer.echo(f"removed batch {record['id'][:12]} ({record.get('name') or '?'}){kept}")

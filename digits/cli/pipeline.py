@@ -263,7 +263,10 @@ def drift(
     fail_on_drift: Annotated[
         bool, typer.Option("--fail-on-drift", help="Exit 4 when the traffic has drifted.")
     ] = False,
-    data_dir: ReferenceDirOption = None,
+    reference_dir: Annotated[Optional[Path], typer.Option(
+        "--reference-dir", "--data-dir", show_default="npm's",
+        help="Folder with the four MNIST IDX files to compare with (--data-dir: its old name).")
+    ] = None,
     registry: RegistryOption = None,
 ) -> None:
     """Compare the served traffic (the prediction log) with MNIST; print the verdict.
@@ -280,7 +283,8 @@ def drift(
 
     try:
         _, report = run_flow("flows.drift:drift", log_dir=folder.resolve(), since=since,
-                             registry=registry, data_dir=data_dir, fail_on_drift=fail_on_drift)
+                             registry=registry, data_dir=reference_dir,
+                             fail_on_drift=fail_on_drift)
     except ValidationFailed as error:
         from flows.drift import DriftFound
 

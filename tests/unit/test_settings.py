@@ -1,8 +1,10 @@
 """Every setting declared once: where another file must repeat one (prefect.yaml for
 `prefect deploy`), it agrees with the one home; elsewhere the copies are gone."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 import typer
 import yaml
@@ -158,3 +160,35 @@ def test_the_config_names_the_architectures_and_shifts_the_model_code_builds():
 
     assert set(ARCHITECTURES) == set(BUILDERS)
     assert set(TEST_SHIFTS) == set(SHIFTS)
+
+
+def test_the_builders_defaults_build_what_the_recorded_defaults_build():
+    # A builder called without a shape knob (tests, benchmarks) must build what a manifest
+    # without it reproduces: TrainConfig's field defaults for the cnn, the original script
+    # (the mlp preset) for the mlp. Only the seed differs (a builder's 0, a run's 42).
+    import inspect
+
+    from digits.config import PRESETS, TrainConfig
+    from digits.model.architectures import BUILDERS
+
+    recorded = {"cnn": TrainConfig(model="cnn"), "mlp": PRESETS["mlp"]}
+    assert set(recorded) == set(BUILDERS)
+    for name, config in recorded.items():
+        defaults = {name: p.default for name, p in
+                    inspect.signature(BUILDERS[name]).parameters.items() if name != "seed"}
+        assert defaults == {knob: getattr(config, knob) for knob in defaults}, name
+
+
+def every_option(command: click.Command,
+                 path: str = "digits") -> Iterator[tuple[str, click.Parameter]]:
+    yield from ((path, param) for param in command.params)
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from every_option(sub, f"{path} {name}")
+
+
+def test_the_reference_mnist_folder_has_one_flag_name_in_every_command():
+    # `add`, `feedback export --add` and `drift` each compare with MNIST: one flag for it.
+    found = {path: param.opts for path, param in every_option(typer.main.get_command(app))
+             if "to compare with" in (getattr(param, "help", None) or "")}
+    assert {"digits add", "digits feedback export", "digits drift"} <= set(found)
+    assert {path for path, opts in found.items() if opts[0] != "--reference-dir"} == set()
