@@ -245,7 +245,7 @@ def behind_disagreements(evidence: Evidence) -> str:
         return ""
     labels, predicted, confidence = evidence.labels, evidence.predicted, evidence.confidence
     rows = np.flatnonzero(predicted != labels)
-    rows = rows[np.argsort(-confidence[rows], kind="stable")]
+    rows = rows[np.argsort(-np.round(confidence[rows], 2), kind="stable")]  # as shown
     return behind_rows(
         evidence, rows,
         lambda r: f"row {r} · label {labels[r]} · model {predicted[r]} ({confidence[r]:.2f})",

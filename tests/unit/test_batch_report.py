@@ -289,3 +289,19 @@ def test_a_batch_with_no_readable_image_still_has_its_page(reference):
     page = render_report(record, report, gather_evidence(source, reference[0], None, CONFIG))
     assert "0/a.png: not PNG or JPEG" in section(page, "readable")
     assert "<h2>rows: FAIL</h2>" in section(page, "rows") and "No images." in page
+
+
+def test_disagreements_that_show_the_same_confidence_keep_row_order():
+    # Shown to two places: a model's answers that differ only below that differ by CPU too,
+    # so the tiles of equal shown confidence are in row order on every machine.
+    from digits.checks.evidence import Evidence
+    from digits.checks.render import behind_disagreements
+
+    n, none = 3, np.zeros(3, bool)
+    images = np.zeros((n, 28, 28), np.uint8)
+    evidence = Evidence(images, np.zeros(n, np.int64), [], {}, {}, np.zeros(10), images,
+                        np.zeros(n), images, none, none, none, predicted=np.ones(n, np.int64),
+                        confidence=np.array([0.9001, 0.9004, 0.95], np.float32))
+    page = behind_disagreements(evidence)
+    rows = re.findall(r"row (\d+) · label 0 · model 1 \((0\.\d\d)\)", page)
+    assert rows == [("2", "0.95"), ("0", "0.90"), ("1", "0.90")]

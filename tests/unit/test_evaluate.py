@@ -176,3 +176,12 @@ def test_worst_mistakes_keep_row_order_among_equal_confidence():
     probs[:, 3] = np.random.default_rng(0).choice(np.float32([0.5, 0.9, 1.0]), 60)  # all wrong
     expected = sorted(range(60), key=lambda row: -probs[row, 3])  # Python's sort is stable
     assert ev.worst_mistakes(labels, probs).tolist() == expected[:ev.MAX_WORST]
+
+
+def test_worst_mistakes_that_show_the_same_confidence_keep_row_order():
+    # The plot shows p to two places: answers that differ below that differ by CPU too (a
+    # model's float rounding), so they are one tie, in row order, on every machine.
+    labels = np.zeros(3, dtype=np.int64)
+    probs = np.zeros((3, 10), dtype=np.float32)
+    probs[:, 3] = [0.9001, 0.9004, 0.95]  # all wrong; rows 0 and 1 both show p=0.90
+    assert ev.worst_mistakes(labels, probs).tolist() == [2, 0, 1]
