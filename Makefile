@@ -54,7 +54,7 @@ WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 test: $(STAMP)  ## the whole suite: unit, data, flow, model, integration
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
-test-fast: $(STAMP)  ## the unit tests not marked slow: under a minute, after every edit
+test-fast: $(STAMP)  ## the unit tests not marked slow, after every edit (1-2 min on 2 cores)
 	$(WITH_DEFAULTS) $(BIN)/python -m pytest tests/unit -m "not slow" -n auto $(ARGS)
 
 ui: $(STAMP)  ## the Prefect UI on 127.0.0.1 over this project's runs

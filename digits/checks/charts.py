@@ -1,6 +1,6 @@
 """The charts of a batch's page (digits.checks.render): its class shares and image
 statistics against MNIST train's, drawn on matplotlib's Agg canvas as PNG data: URIs.
-digits.serving.traffic draws the served traffic's histograms with the same bins and units.
+digits.monitoring.traffic_report draws the served traffic's histograms with the same bins and units.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Serving: the predictor over a registry version, the HTTP app, the static page."""
+"""Serving: the HTTP service over a registry version (routes, protocols, the static page);
+the predictor it serves is digits.registry.load's."""
