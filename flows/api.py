@@ -8,7 +8,8 @@ Prefect, so it boots on the other core while this process imports; the command t
 
 Prefect migrates its SQLite database on every server start, which costs seconds even when
 there is nothing to do; a stamp in PREFECT_HOME records the Prefect version and database
-file that were migrated, and later starts skip the check while both are unchanged.
+file that were migrated, and later starts skip the check while both are unchanged. One
+start at a time migrates (a lock in PREFECT_HOME): commands started together wait for it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digits.environment import API_STARTUP_TIMEOUT_S, env_number
 from digits.errors import DigitsError
 
+if TYPE_CHECKING:
+    from filelock import FileLock
+
 STAMP = "digits-migrated.json"
+MIGRATION_LOCK = "digits-migrating.lock"
 POLL_S = 0.1
 NO_PROXY_NAMES = ("no_proxy", "NO_PROXY")  # urllib and httpx read either; set both alike
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -50,23 +56,62 @@ def local_api() -> Iterator[Callable[[], None]]:
             send_queued_logs_and_events()
         return
     port = free_port()
-    migrate = not is_migrated()
+    migrating = migration_lock(timeout)
     saved = {name: os.environ.get(name) for name in (*NO_PROXY_NAMES, "PREFECT_API_URL")}
     os.environ.update(loopback_no_proxy())
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-        env={**os.environ, **server_env(migrate)},
+        env={**os.environ, **server_env(migrate=migrating is not None)},
     )
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+
+    def ready() -> None:
+        try:
+            wait_until_ready(server, timeout)
+        finally:
+            release(migrating)
+
     try:
-        yield lambda: wait_until_ready(server, timeout)
+        yield ready
     finally:
+        release(migrating)
         try:
             send_queued_logs_and_events()
         finally:  # whatever the flush does, the server must not outlive the command
             restore(saved)
             stop(server)
+
+
+def migration_lock(timeout: float) -> FileLock | None:
+    """The lock on migrating this PREFECT_HOME's database, held when this start must
+    migrate it; None when it is migrated already.
+
+    Two commands started at once on a new database would both run Prefect's migrations, and
+    alembic fails the second ("expected to match one row"). So a start that must migrate
+    takes the lock first, and looks again once it has it: the command that held it may have
+    migrated the database meanwhile.
+    """
+    from filelock import FileLock, Timeout
+
+    if is_migrated():
+        return None
+    prefect_home().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(prefect_home() / MIGRATION_LOCK, thread_local=False)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise DigitsError(f"another command has been migrating {prefect_home()}'s Prefect "
+                          f"database for {timeout:g} s (it holds {lock.lock_file})") from None
+    if is_migrated():
+        lock.release()
+        return None
+    return lock
+
+
+def release(lock: FileLock | None) -> None:
+    if lock is not None and lock.is_locked:
+        lock.release()
 
 
 def startup_timeout() -> int:

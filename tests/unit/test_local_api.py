@@ -4,15 +4,21 @@ the readiness check and the environment it gives the command and the server."""
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from digits.environment import ENV_DEFAULTS
 from digits.errors import UsageError
 from flows import api
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_database(path, revision: str | None) -> None:
@@ -143,3 +149,40 @@ def test_a_bad_startup_timeout_is_a_usage_error_before_any_start(home, started, 
         wait_for_api()
     assert f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS={value!r}" in str(refused.value)
     assert not started  # refused before a server starts
+
+
+@pytest.mark.slow  # two real Prefect servers, one migrating a new database (about 20 CPU-s)
+def test_two_commands_starting_at_once_on_a_new_database_both_get_their_api(tmp_path):
+    # Two `digits run`s started together in one project: both found the database unmigrated,
+    # both servers ran Prefect's migrations, and one failed in alembic ("expected to match
+    # one row"), ending its command. One migrates now; the other waits, then skips them.
+    env = {**os.environ, **ENV_DEFAULTS, "PREFECT_HOME": str(tmp_path)}
+    for name in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL",
+                 "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        env.pop(name, None)
+    script = "from flows.api import local_api\nwith local_api() as ready:\n    ready()\n"
+    commands = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    ended = [(command.wait(timeout=300), command.stderr.read()) for command in commands]
+    assert [code for code, _ in ended] == [0, 0], "\n".join(err[-2000:] for _, err in ended)
+    assert (tmp_path / api.STAMP).is_file()
+
+
+def test_a_start_waits_for_the_one_migrating_then_skips_the_migrations(home, started):
+    holder = api.migration_lock(timeout=5)  # another command, migrating the new database
+    assert holder is not None
+    entered = threading.Event()
+
+    def second_command():
+        with api.local_api():
+            entered.set()
+
+    thread = threading.Thread(target=second_command)
+    thread.start()
+    assert not entered.wait(0.5) and not started  # waiting, no server started yet
+    make_database(home / "prefect.db", "abc123")
+    api.record_migration()  # the first command's server answered
+    api.release(holder)
+    thread.join(timeout=10)
+    assert entered.is_set()
+    assert [env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] for env in started] == ["false"]
