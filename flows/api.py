@@ -9,7 +9,8 @@ Prefect, so it boots on the other core while this process imports; the command t
 Prefect migrates its SQLite database on every server start, which costs seconds even when
 there is nothing to do; a stamp in PREFECT_HOME records the Prefect version and database
 file that were migrated, and later starts skip the check while both are unchanged. One
-start at a time migrates (a lock in PREFECT_HOME): commands started together wait for it.
+start at a time migrates (a lock in PREFECT_HOME): commands started together on a new
+database wait until its server answers, then skip the migrations.
 """
 
 from __future__ import annotations
@@ -55,54 +56,59 @@ def local_api() -> Iterator[Callable[[], None]]:
         finally:  # the command may exit without the interpreter's teardown (cli.entry)
             send_queued_logs_and_events()
         return
-    port = free_port()
-    migrating = migration_lock(timeout)
+    lock = migration_lock(timeout)  # held only by a start that migrates the database
+    migrate = not is_migrated()
     saved = {name: os.environ.get(name) for name in (*NO_PROXY_NAMES, "PREFECT_API_URL")}
-    os.environ.update(loopback_no_proxy())
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-        env={**os.environ, **server_env(migrate=migrating is not None)},
-    )
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-
-    def ready() -> None:
-        try:
-            wait_until_ready(server, timeout)
-        finally:
-            release(migrating)
-
     try:
-        yield ready
-    finally:
-        release(migrating)
+        os.environ.update(loopback_no_proxy())
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+             "--lifespan", "on"],
+            env={**os.environ, **server_env(migrate)},
+        )
+        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
         try:
-            send_queued_logs_and_events()
-        finally:  # whatever the flush does, the server must not outlive the command
-            restore(saved)
-            stop(server)
+            if lock is not None:  # the others wait for the migration alone, not our imports
+                wait_until_ready(server, timeout)
+                release(lock)
+            yield lambda: wait_until_ready(server, timeout)
+        finally:
+            try:
+                send_queued_logs_and_events()
+            finally:  # whatever the flush does, the server must not outlive the command
+                stop(server)
+    finally:
+        release(lock)
+        restore(saved)
 
 
 def migration_lock(timeout: float) -> FileLock | None:
-    """The lock on migrating this PREFECT_HOME's database, held when this start must
-    migrate it; None when it is migrated already.
+    """The lock on migrating this PREFECT_HOME's SQLite database, taken when the database is
+    not migrated yet; None when it is, or when the lock cannot be written (a read-only home:
+    the start migrates unguarded, as Prefect's own does).
 
     Two commands started at once on a new database would both run Prefect's migrations, and
     alembic fails the second ("expected to match one row"). So a start that must migrate
-    takes the lock first, and looks again once it has it: the command that held it may have
-    migrated the database meanwhile.
+    takes the lock first, and looks again once it has it: the command that held it has
+    migrated the database meanwhile. A custom database (PostgreSQL) is left to Prefect.
     """
+    if is_migrated() or custom_database():
+        return None
     from filelock import FileLock, Timeout
 
-    if is_migrated():
-        return None
-    prefect_home().mkdir(parents=True, exist_ok=True)
     lock = FileLock(prefect_home() / MIGRATION_LOCK, thread_local=False)
     try:
+        prefect_home().mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=timeout)
     except Timeout:
-        raise DigitsError(f"another command has been migrating {prefect_home()}'s Prefect "
-                          f"database for {timeout:g} s (it holds {lock.lock_file})") from None
+        raise DigitsError(
+            f"waited {timeout:g} s for another command to migrate the Prefect database in "
+            f"{prefect_home()} (it holds {lock.lock_file}); try again, or raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") from None
+    except OSError:
+        return None
     if is_migrated():
         lock.release()
         return None
@@ -220,8 +226,7 @@ def database_identity() -> dict | None:
     The revision is read from the database itself, not from the file's inode or times: a
     deleted and re-created database may reuse the inode, and SQLite's writes change the times.
     """
-    custom = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
-    if any(os.environ.get(name) for name in custom):
+    if custom_database():
         return None
     database = prefect_home() / "prefect.db"
     if not database.is_file():
@@ -234,6 +239,12 @@ def database_identity() -> dict | None:
     if row is None:
         return None
     return {"prefect": version("prefect"), "path": str(database), "revision": row[0]}
+
+
+def custom_database() -> bool:
+    """Whether Prefect is configured for a database other than PREFECT_HOME's SQLite file."""
+    custom = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    return any(os.environ.get(name) for name in custom)
 
 
 def is_migrated() -> bool:

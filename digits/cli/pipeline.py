@@ -20,6 +20,7 @@ import typer
 
 from digits.cli.app import (
     FLOWS_PANEL,
+    REFERENCE_HELP,
     DataDirOption,
     LogDirOption,
     ModelOption,
@@ -265,8 +266,7 @@ def drift(
     ] = False,
     reference_dir: Annotated[Optional[Path], typer.Option(
         "--reference-dir", "--data-dir", show_default="npm's",
-        help="Folder with the four MNIST IDX files to compare with (--data-dir: its old name).")
-    ] = None,
+        help=f"{REFERENCE_HELP} (--data-dir: its old name)")] = None,
     registry: RegistryOption = None,
 ) -> None:
     """Compare the served traffic (the prediction log) with MNIST; print the verdict.

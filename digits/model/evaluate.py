@@ -177,7 +177,7 @@ def worst_mistakes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     wrong = np.flatnonzero(preds != labels)
     # By the confidence as the plot shows it (two places): answers that differ only below
     # that differ by CPU too, so they tie, and ties keep row order on every machine.
-    shown = np.round(probs[wrong, preds[wrong]], 2)
+    shown = np.round(probs[wrong, preds[wrong]].astype(np.float64), 2)  # as f"{p:.2f}" does
     return wrong[np.argsort(-shown, kind="stable")][:MAX_WORST]
 
 

@@ -1,8 +1,9 @@
 """The storage interface of an object-store registry, and its S3 backend (boto3).
 
-Five operations are all `digits.registry.remote` needs, and each is one request: read (with
+Six operations are all `digits.registry.remote` needs, and each is one request: read (with
 the object's ETag, or "unchanged" when it still has the ETag we saw), create only if absent
-(`If-None-Match: *`), replace only what we read (`If-Match: <etag>`), list and delete. The two
+(`If-None-Match: *`), replace only what we read (`If-Match: <etag>`), write, list and
+delete. The two
 conditional writes are what makes the registry safe without a lock, so a store that ignores
 them is refused before the first write (`check_conditional_writes`).
 

@@ -104,8 +104,11 @@ def proxied(monkeypatch):
 
 
 @pytest.fixture
-def started(monkeypatch):
-    """local_api starts a FakeServer; the environment each start was given is collected."""
+def started(home, monkeypatch):
+    """local_api starts a FakeServer, on a database migrated before; the environment each
+    start was given is collected."""
+    make_database(home / "prefect.db", "abc123")
+    api.record_migration()
     envs = []
 
     def popen(*args, env, **kwargs):
@@ -155,7 +158,8 @@ def test_a_bad_startup_timeout_is_a_usage_error_before_any_start(home, started, 
 def test_two_commands_starting_at_once_on_a_new_database_both_get_their_api(tmp_path):
     # Two `digits run`s started together in one project: both found the database unmigrated,
     # both servers ran Prefect's migrations, and one failed in alembic ("expected to match
-    # one row"), ending its command. One migrates now; the other waits, then skips them.
+    # one row"), ending its command (one start in three here, with three commands). One
+    # migrates now; the other waits for its server, then skips them.
     env = {**os.environ, **ENV_DEFAULTS, "PREFECT_HOME": str(tmp_path)}
     for name in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL",
                  "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
@@ -163,26 +167,71 @@ def test_two_commands_starting_at_once_on_a_new_database_both_get_their_api(tmp_
     script = "from flows.api import local_api\nwith local_api() as ready:\n    ready()\n"
     commands = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    ended = [(command.wait(timeout=300), command.stderr.read()) for command in commands]
-    assert [code for code, _ in ended] == [0, 0], "\n".join(err[-2000:] for _, err in ended)
+    try:
+        errors = [command.communicate(timeout=300)[1] for command in commands]
+    finally:
+        for command in commands:
+            command.kill()
+    assert [command.returncode for command in commands] == [0, 0], "\n".join(errors)
     assert (tmp_path / api.STAMP).is_file()
 
 
-def test_a_start_waits_for_the_one_migrating_then_skips_the_migrations(home, started):
-    holder = api.migration_lock(timeout=5)  # another command, migrating the new database
+@pytest.fixture
+def first_migrating(home, monkeypatch):
+    """Another command's start on a new database: it holds the migration lock."""
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "5")
+    holder = api.migration_lock(timeout=5)
     assert holder is not None
-    entered = threading.Event()
+    yield holder
+    api.release(holder)
+
+
+def test_a_start_waits_for_the_one_migrating_then_skips_the_migrations(home, first_migrating,
+                                                                       monkeypatch):
+    envs, entered = [], threading.Event()
+    monkeypatch.setattr(api, "configured_api_url", lambda: None)
+    monkeypatch.setattr(api.subprocess, "Popen", lambda *a, env, **k: envs.append(env)
+                        or FakeServer())
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
 
     def second_command():
         with api.local_api():
             entered.set()
 
-    thread = threading.Thread(target=second_command)
+    thread = threading.Thread(target=second_command, daemon=True)
     thread.start()
-    assert not entered.wait(0.5) and not started  # waiting, no server started yet
+    assert not entered.wait(0.5) and not envs  # waiting, no server started yet
     make_database(home / "prefect.db", "abc123")
     api.record_migration()  # the first command's server answered
-    api.release(holder)
+    api.release(first_migrating)
     thread.join(timeout=10)
     assert entered.is_set()
-    assert [env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] for env in started] == ["false"]
+    assert [env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] for env in envs] == ["false"]
+
+
+def test_a_migrating_start_holds_the_lock_only_until_its_server_answers(home, health_port,
+                                                                         monkeypatch):
+    monkeypatch.setattr(api, "configured_api_url", lambda: None)
+    monkeypatch.setattr(api.subprocess, "Popen", lambda *a, **k: FakeServer())
+    monkeypatch.setattr(api, "free_port", lambda: health_port)  # "our server" answers there
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with api.local_api():  # the block: this command's imports, its flow run
+        other = api.migration_lock(timeout=1)  # another start is not kept waiting
+        assert other is not None
+        api.release(other)
+    with pytest.raises(RuntimeError), api.local_api():
+        raise RuntimeError("the command failed")
+    api.release(api.migration_lock(timeout=1))  # released after a failure too
+
+
+def test_a_home_that_cannot_hold_the_lock_migrates_unguarded(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
+    assert api.migration_lock(timeout=1) is None
+
+
+def test_a_custom_database_is_left_to_prefect(home, monkeypatch):
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://db/x")
+    assert api.migration_lock(timeout=1) is None
