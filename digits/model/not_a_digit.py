@@ -23,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 # Validation digits the threshold flags, under the 1% of MNIST test digits it may flag: on
-# seven trained models MNIST test saw 0.72-1.34 times the share fitted on the 5,000
-# validation digits, and at 0.7% three seeds flagged 0.59-0.94% (benchmarks/results.md).
+# thirteen trained models MNIST test saw 0.67-1.46 times the share fitted on the 5,000
+# validation digits (35 of them set it), and at 0.7% they flagged 0.47-1.02%
+# (benchmarks/results.md); lower, every seed would flag fewer non-digits.
 FLAGGED_DIGITS = 0.007
 SPREAD = "spread under the threshold"
 TOP = "top probability under the threshold"  # versions published before the spread
