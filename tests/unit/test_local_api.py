@@ -104,11 +104,8 @@ def proxied(monkeypatch):
 
 
 @pytest.fixture
-def started(home, monkeypatch):
-    """local_api starts a FakeServer, on a database migrated before; the environment each
-    start was given is collected."""
-    make_database(home / "prefect.db", "abc123")
-    api.record_migration()
+def fake_starts(home, monkeypatch):
+    """local_api starts a FakeServer; the environment each start was given is collected."""
     envs = []
 
     def popen(*args, env, **kwargs):
@@ -119,6 +116,14 @@ def started(home, monkeypatch):
     monkeypatch.setattr(api.subprocess, "Popen", popen)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     return envs
+
+
+@pytest.fixture
+def started(home, fake_starts):
+    """fake_starts on a database migrated before."""
+    make_database(home / "prefect.db", "abc123")
+    api.record_migration()
+    return fake_starts
 
 
 def test_the_readiness_check_never_goes_through_a_proxy(home, health_port, proxied, monkeypatch):
@@ -187,12 +192,8 @@ def first_migrating(home, monkeypatch):
 
 
 def test_a_start_waits_for_the_one_migrating_then_skips_the_migrations(home, first_migrating,
-                                                                       monkeypatch):
-    envs, entered = [], threading.Event()
-    monkeypatch.setattr(api, "configured_api_url", lambda: None)
-    monkeypatch.setattr(api.subprocess, "Popen", lambda *a, env, **k: envs.append(env)
-                        or FakeServer())
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+                                                                       fake_starts):
+    envs, entered = fake_starts, threading.Event()
 
     def second_command():
         with api.local_api():
@@ -210,11 +211,9 @@ def test_a_start_waits_for_the_one_migrating_then_skips_the_migrations(home, fir
 
 
 def test_a_migrating_start_holds_the_lock_only_until_its_server_answers(home, health_port,
+                                                                         fake_starts,
                                                                          monkeypatch):
-    monkeypatch.setattr(api, "configured_api_url", lambda: None)
-    monkeypatch.setattr(api.subprocess, "Popen", lambda *a, **k: FakeServer())
     monkeypatch.setattr(api, "free_port", lambda: health_port)  # "our server" answers there
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with api.local_api():  # the block: this command's imports, its flow run
         other = api.migration_lock(timeout=1)  # another start is not kept waiting
         assert other is not None
