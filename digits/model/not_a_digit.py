@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 # Validation digits the threshold flags, under the 1% of MNIST test digits it may flag: on
-# thirteen trained models MNIST test saw 0.67-1.46 times the share fitted on the 5,000
-# validation digits (35 of them set it), and at 0.7% they flagged 0.47-1.02%
+# sixteen trained models MNIST test saw 0.67-1.60 times the share fitted on the 5,000
+# validation digits (35 of them set it), and at 0.7% they flagged 0.47-1.12%
 # (benchmarks/results.md); lower, every seed would flag fewer non-digits.
 FLAGGED_DIGITS = 0.007
 SPREAD = "spread under the threshold"
